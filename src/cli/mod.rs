@@ -1,0 +1,121 @@
+//! The command line: one module per subcommand, each with its args and its `run()`.
+//!
+//! Exit codes: 0 success; 1 the work failed (a relay error, a refused client);
+//! 2 usage error; 3 the environment failed (cannot listen, connect, fork).
+
+use clap::{Parser, Subcommand};
+
+pub mod client;
+pub mod relay;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the work failed.
+pub const EXIT_FAIL: i32 = 1;
+/// Exit code: usage error.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: the environment failed.
+pub const EXIT_ENV: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "relay-sim",
+    version,
+    about = "A select() relay, its clients, and a harness that verifies every message",
+    after_help = "Exit codes: 0 success, 1 failure (relay error, refused client), 2 usage error, \
+                  3 environment error (cannot listen or connect).\n\n\
+                  Two terminals, one relay:\n  \
+                  relay-sim relay --listen /tmp/relay.sock\n  \
+                  relay-sim client --connect /tmp/relay.sock --name ClientA"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the relay in the foreground (logs to stderr; Ctrl-C stops it).
+    Relay(relay::Args),
+    /// Connect to a relay interactively: stdin lines `DST text` are sent to DST.
+    Client(client::Args),
+}
+
+/// Parses the command line, runs the command, returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    match cli.command {
+        Command::Relay(a) => relay::run(a),
+        Command::Client(a) => client::run(a),
+    }
+}
+
+/// Help and version print as clap renders them; any other parse error becomes one line.
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            }
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("relay-sim: {first} (see relay-sim --help)");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// Parses a byte size: `65536`, `64K`, `64KiB`, `1M`, `1MiB`, `1G` (binary multiples).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; use a number of bytes, e.g. 65536 or 64KiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?}; use K, M or G"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("1T").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,8 @@
+//! relay-sim: a select() relay, its wire protocol, its client library, and the CLI that
+//! joins them to the harness.
+
+pub mod cli;
+pub mod client;
+pub mod protocol;
+pub mod relay;
+pub mod sys;

@@ -1,0 +1,5 @@
+//! The relay-sim binary: parse, run, exit with a documented code.
+
+fn main() {
+    std::process::exit(relay_sim::cli::main());
+}

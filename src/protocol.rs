@@ -1,0 +1,505 @@
+//! Wire protocol v1: frames, names, error codes, and an incremental decoder.
+//!
+//! ```text
+//! frame := len:u32 | type:u8 | body      len = 1 + |body|, 1 <= len <= max_frame
+//! name  := 1..=32 bytes of [A-Za-z0-9_.-]
+//! ```
+//!
+//! All integers are big-endian. docs/protocol.md is the prose version of this file.
+
+use std::fmt;
+use std::io::{self, Read};
+
+/// Bytes in the length prefix.
+pub const LEN_BYTES: usize = 4;
+/// Bytes before the body: length prefix and type byte.
+pub const HEADER_BYTES: usize = LEN_BYTES + 1;
+/// The default largest `len` a relay accepts (1 MiB).
+pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
+/// Longest valid name, in bytes.
+pub const MAX_NAME: usize = 32;
+
+/// Frame types (the `type` byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// client -> relay: register a name.
+    Hello = 1,
+    /// relay -> client: registration accepted.
+    Welcome = 2,
+    /// client -> relay: route a payload to a name.
+    Send = 3,
+    /// relay -> client: a payload from a registered sender.
+    Deliver = 4,
+    /// relay -> client: the sender's own SEND, returned because dst is not registered.
+    Bounce = 5,
+    /// relay -> client: fatal error; the relay closes the connection after it.
+    Error = 6,
+}
+
+impl Kind {
+    /// The kind for a type byte, if it is one of the six.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Hello,
+            2 => Kind::Welcome,
+            3 => Kind::Send,
+            4 => Kind::Deliver,
+            5 => Kind::Bounce,
+            6 => Kind::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// ERROR codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// HELLO with a name another connection holds.
+    NameTaken = 1,
+    /// HELLO with an empty, too long or badly formed name.
+    BadName = 2,
+    /// Anything before HELLO, or a second HELLO.
+    NotRegistered = 3,
+    /// A length prefix above the relay's max frame.
+    FrameTooLarge = 4,
+    /// len 0, unknown type, a relay->client type from a client, or dst_len past the body.
+    BadFrame = 5,
+    /// The relay has no room for another connection.
+    RelayFull = 6,
+}
+
+impl ErrorCode {
+    /// The code for a wire value, if known.
+    pub fn from_u16(v: u16) -> Option<ErrorCode> {
+        Some(match v {
+            1 => ErrorCode::NameTaken,
+            2 => ErrorCode::BadName,
+            3 => ErrorCode::NotRegistered,
+            4 => ErrorCode::FrameTooLarge,
+            5 => ErrorCode::BadFrame,
+            6 => ErrorCode::RelayFull,
+            _ => return None,
+        })
+    }
+
+    /// The name used in docs and logs, e.g. `NAME_TAKEN`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::NameTaken => "NAME_TAKEN",
+            ErrorCode::BadName => "BAD_NAME",
+            ErrorCode::NotRegistered => "NOT_REGISTERED",
+            ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",
+            ErrorCode::BadFrame => "BAD_FRAME",
+            ErrorCode::RelayFull => "RELAY_FULL",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A protocol violation found while decoding: the code to send and a text that says what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {text}")]
+pub struct Violation {
+    /// The ERROR code that answers it.
+    pub code: ErrorCode,
+    /// What was wrong, for the ERROR text and the logs.
+    pub text: String,
+}
+
+impl Violation {
+    fn new(code: ErrorCode, text: impl Into<String>) -> Violation {
+        Violation {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+/// True if `name` is 1..=32 bytes of `[A-Za-z0-9_.-]`.
+pub fn is_valid_name(name: &[u8]) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+/// Checks a name, saying what is wrong with it.
+pub fn check_name(name: &[u8]) -> Result<(), Violation> {
+    if name.is_empty() {
+        Err(Violation::new(ErrorCode::BadName, "name is empty"))
+    } else if name.len() > MAX_NAME {
+        Err(Violation::new(
+            ErrorCode::BadName,
+            format!("name is {} bytes; at most {MAX_NAME}", name.len()),
+        ))
+    } else if !is_valid_name(name) {
+        Err(Violation::new(
+            ErrorCode::BadName,
+            "name may hold only A-Z a-z 0-9 _ . -",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// One undecoded frame, borrowed from a decoder's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame<'a> {
+    /// The type byte (not yet checked against [`Kind`]).
+    pub kind: u8,
+    /// The body: everything after the type byte.
+    pub body: &'a [u8],
+}
+
+/// A frame a client sends, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFrame<'a> {
+    /// HELLO name (the name is not yet validated).
+    Hello(&'a [u8]),
+    /// SEND dst payload.
+    Send {
+        /// The receiver's name as the client wrote it.
+        dst: &'a [u8],
+        /// Opaque payload.
+        payload: &'a [u8],
+    },
+}
+
+/// A frame the relay sends, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayFrame<'a> {
+    /// WELCOME name.
+    Welcome(&'a [u8]),
+    /// DELIVER src payload.
+    Deliver {
+        /// The sender's registered name.
+        src: &'a [u8],
+        /// Opaque payload.
+        payload: &'a [u8],
+    },
+    /// BOUNCE dst payload.
+    Bounce {
+        /// The name that was not registered.
+        dst: &'a [u8],
+        /// The payload that came back.
+        payload: &'a [u8],
+    },
+    /// ERROR code text.
+    Error {
+        /// The code; an unknown code is kept as its number.
+        code: u16,
+        /// UTF-8 text (lossily decoded by readers).
+        text: &'a [u8],
+    },
+}
+
+/// Splits `name_len:u8 | name | rest`.
+fn split_named<'a>(body: &'a [u8], what: &str) -> Result<(&'a [u8], &'a [u8]), Violation> {
+    let (&n, rest) = body
+        .split_first()
+        .ok_or_else(|| Violation::new(ErrorCode::BadFrame, format!("{what} body is empty")))?;
+    let n = usize::from(n);
+    if n > rest.len() {
+        return Err(Violation::new(
+            ErrorCode::BadFrame,
+            format!(
+                "{what} name length {n} runs past the body ({} bytes left)",
+                rest.len()
+            ),
+        ));
+    }
+    Ok(rest.split_at(n))
+}
+
+impl<'a> RawFrame<'a> {
+    /// Parses a frame a client sent to the relay.
+    pub fn client(self) -> Result<ClientFrame<'a>, Violation> {
+        match Kind::from_u8(self.kind) {
+            Some(Kind::Hello) => Ok(ClientFrame::Hello(self.body)),
+            Some(Kind::Send) => {
+                let (dst, payload) = split_named(self.body, "SEND")?;
+                Ok(ClientFrame::Send { dst, payload })
+            }
+            Some(k) => Err(Violation::new(
+                ErrorCode::BadFrame,
+                format!(
+                    "type {} ({k:?}) is sent by the relay, not by clients",
+                    self.kind
+                ),
+            )),
+            None => Err(Violation::new(
+                ErrorCode::BadFrame,
+                format!("unknown frame type {}", self.kind),
+            )),
+        }
+    }
+
+    /// Parses a frame the relay sent to a client.
+    pub fn relay(self) -> Result<RelayFrame<'a>, Violation> {
+        match Kind::from_u8(self.kind) {
+            Some(Kind::Welcome) => Ok(RelayFrame::Welcome(self.body)),
+            Some(Kind::Deliver) => {
+                let (src, payload) = split_named(self.body, "DELIVER")?;
+                Ok(RelayFrame::Deliver { src, payload })
+            }
+            Some(Kind::Bounce) => {
+                let (dst, payload) = split_named(self.body, "BOUNCE")?;
+                Ok(RelayFrame::Bounce { dst, payload })
+            }
+            Some(Kind::Error) => {
+                if self.body.len() < 2 {
+                    return Err(Violation::new(
+                        ErrorCode::BadFrame,
+                        "ERROR body shorter than its code",
+                    ));
+                }
+                let code = u16::from_be_bytes([self.body[0], self.body[1]]);
+                Ok(RelayFrame::Error {
+                    code,
+                    text: &self.body[2..],
+                })
+            }
+            Some(k) => Err(Violation::new(
+                ErrorCode::BadFrame,
+                format!(
+                    "type {} ({k:?}) is sent by clients, not by the relay",
+                    self.kind
+                ),
+            )),
+            None => Err(Violation::new(
+                ErrorCode::BadFrame,
+                format!("unknown frame type {}", self.kind),
+            )),
+        }
+    }
+}
+
+// ---- encoding: every function appends one whole frame to `out` ----
+
+fn put_header(out: &mut Vec<u8>, kind: Kind, body_len: usize) {
+    // Callers keep bodies far below 4 GiB (names are <= 32 bytes, payloads <= max_frame).
+    let len = u32::try_from(body_len + 1).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.push(kind as u8);
+}
+
+fn put_named(out: &mut Vec<u8>, kind: Kind, name: &[u8], payload: &[u8]) {
+    // A name longer than 255 bytes cannot be framed; clip so the frame stays self-consistent.
+    let name = &name[..name.len().min(255)];
+    put_header(out, kind, 1 + name.len() + payload.len());
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(payload);
+}
+
+/// Appends HELLO name.
+pub fn put_hello(out: &mut Vec<u8>, name: &[u8]) {
+    put_header(out, Kind::Hello, name.len());
+    out.extend_from_slice(name);
+}
+
+/// Appends WELCOME name.
+pub fn put_welcome(out: &mut Vec<u8>, name: &[u8]) {
+    put_header(out, Kind::Welcome, name.len());
+    out.extend_from_slice(name);
+}
+
+/// Appends SEND dst payload.
+pub fn put_send(out: &mut Vec<u8>, dst: &[u8], payload: &[u8]) {
+    put_named(out, Kind::Send, dst, payload);
+}
+
+/// Appends DELIVER src payload.
+pub fn put_deliver(out: &mut Vec<u8>, src: &[u8], payload: &[u8]) {
+    put_named(out, Kind::Deliver, src, payload);
+}
+
+/// Appends BOUNCE dst payload.
+pub fn put_bounce(out: &mut Vec<u8>, dst: &[u8], payload: &[u8]) {
+    put_named(out, Kind::Bounce, dst, payload);
+}
+
+/// Appends ERROR code text.
+pub fn put_error(out: &mut Vec<u8>, code: ErrorCode, text: &str) {
+    put_header(out, Kind::Error, 2 + text.len());
+    out.extend_from_slice(&(code as u16).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// Size on the wire of a SEND (or DELIVER, or BOUNCE) with this name and payload length.
+pub fn named_frame_len(name_len: usize, payload_len: usize) -> usize {
+    HEADER_BYTES + 1 + name_len + payload_len
+}
+
+// ---- decoding ----
+
+/// Where read bytes wait until they make whole frames.
+///
+/// Bytes live in `buf[start..end]`. Whole frames are handed out in place (no copy); the
+/// unread tail moves to the front only when more room is needed. The buffer grows to fit
+/// one frame of at most `max_frame`, and shrinks back once it is empty again, so memory
+/// per connection is bounded by `max_frame`, never by traffic.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_frame: u32,
+}
+
+/// Bytes a decoder asks the kernel for per read, and keeps allocated when idle.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+impl Decoder {
+    /// A decoder that refuses frames whose `len` exceeds `max_frame`.
+    pub fn new(max_frame: u32) -> Decoder {
+        Decoder {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            max_frame,
+        }
+    }
+
+    /// Bytes received but not yet handed out as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Bytes allocated (for memory accounting).
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends bytes (for callers that read by other means, and for tests).
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.make_room(bytes.len());
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// One `read` from `src` into free space; returns what `read` returned (0 = end of stream).
+    pub fn read_from(&mut self, src: &mut impl Read) -> io::Result<usize> {
+        self.make_room(READ_CHUNK);
+        let n = src.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Ensures `want` free bytes after `end` (more if the next frame needs it, up to its size).
+    fn make_room(&mut self, want: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > READ_CHUNK && want <= READ_CHUNK {
+                self.buf = vec![0; READ_CHUNK];
+            }
+        }
+        // Room for the whole of a partly received frame, so a big frame needs few reads.
+        let frame_need = self.pending_frame_size().unwrap_or(0);
+        let want = want.max(frame_need.saturating_sub(self.buffered()));
+        if self.buf.len() - self.end >= want {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < want {
+            self.buf.resize(self.end + want.max(READ_CHUNK), 0);
+        }
+    }
+
+    /// The size (header included) of the frame at the front, if its length is known and legal.
+    fn pending_frame_size(&self) -> Option<usize> {
+        let b = &self.buf[self.start..self.end];
+        if b.len() < LEN_BYTES {
+            return None;
+        }
+        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        (len >= 1 && len <= self.max_frame).then(|| LEN_BYTES + len as usize)
+    }
+
+    /// The next whole frame without consuming it (see [`Decoder::consume`]), `Ok(None)` if more
+    /// bytes are needed, or the violation that makes the stream unusable. An oversized length
+    /// is refused from the 4-byte prefix alone, before anything is allocated for it.
+    pub fn peek_frame(&self) -> Result<Option<RawFrame<'_>>, Violation> {
+        let b = &self.buf[self.start..self.end];
+        if b.len() < LEN_BYTES {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if len == 0 {
+            return Err(Violation::new(ErrorCode::BadFrame, "frame length is 0"));
+        }
+        if len > self.max_frame {
+            return Err(Violation::new(
+                ErrorCode::FrameTooLarge,
+                format!("frame length {len} exceeds the limit of {}", self.max_frame),
+            ));
+        }
+        let total = LEN_BYTES + len as usize;
+        if b.len() < total {
+            return Ok(None);
+        }
+        Ok(Some(RawFrame {
+            kind: b[LEN_BYTES],
+            body: &b[HEADER_BYTES..total],
+        }))
+    }
+
+    /// Drops the frame that [`Decoder::peek_frame`] returned.
+    pub fn consume(&mut self, frame_body_len: usize) {
+        self.start = (self.start + HEADER_BYTES + frame_body_len).min(self.end);
+    }
+
+    /// The next whole frame, consumed; otherwise as [`Decoder::peek_frame`].
+    pub fn next_frame(&mut self) -> Result<Option<RawFrame<'_>>, Violation> {
+        let body_len = match self.peek_frame()? {
+            Some(f) => f.body.len(),
+            None => return Ok(None),
+        };
+        let at = self.start;
+        self.consume(body_len);
+        let b = &self.buf[at..at + HEADER_BYTES + body_len];
+        Ok(Some(RawFrame {
+            kind: b[LEN_BYTES],
+            body: &b[HEADER_BYTES..],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name(b"ClientA"));
+        assert!(is_valid_name(b"a.b-c_9"));
+        assert!(is_valid_name(&[b'x'; 32]));
+        assert!(!is_valid_name(&[b'x'; 33]));
+        assert!(!is_valid_name(b""));
+        assert!(!is_valid_name(b"a b"));
+        assert!(!is_valid_name("é".as_bytes()));
+        assert!(!is_valid_name(b"a/b"));
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for v in 1..=6 {
+            let c = ErrorCode::from_u16(v).unwrap();
+            assert_eq!(c as u16, v);
+        }
+        assert_eq!(ErrorCode::from_u16(0), None);
+        assert_eq!(ErrorCode::from_u16(7), None);
+    }
+}

@@ -1,0 +1,114 @@
+//! One client connection as the relay sees it: socket, input and output buffers, name.
+
+use std::io::{self, Write};
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use super::backend::Interest;
+use crate::protocol::{Decoder, READ_CHUNK};
+use crate::sys::Stream;
+
+/// A connection's slot in the relay's table. Not a file descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub usize);
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading and routing.
+    Open,
+    /// The client closed its side: route what is buffered, then close.
+    Draining,
+    /// Sent ERROR: flush it, discard input, close on the client's EOF or the deadline.
+    Lingering,
+}
+
+/// One client connection.
+pub struct Conn {
+    pub stream: Stream,
+    pub fd: RawFd,
+    pub phase: Phase,
+    /// Registered name, once HELLO is accepted.
+    pub name: Option<Box<[u8]>>,
+    /// Bytes read and not yet routed.
+    pub input: Decoder,
+    /// Frames queued for this client; `out[out_pos..]` is still to be written.
+    pub out: Vec<u8>,
+    pub out_pos: usize,
+    /// The receiver whose full buffer holds this sender back.
+    pub blocked_on: Option<ConnId>,
+    /// Senders held back until this connection's output drains.
+    pub waiters: Vec<ConnId>,
+    /// What the backend currently watches for this fd.
+    pub interest: Interest,
+    /// Queued in the relay's dirty list (output to flush).
+    pub dirty: bool,
+    /// Queued in the relay's touched list (interest to recompute).
+    pub touched: bool,
+    /// When a lingering connection is closed regardless.
+    pub linger_until: Option<Instant>,
+}
+
+impl Conn {
+    pub fn new(stream: Stream, fd: RawFd, max_frame: u32) -> Conn {
+        Conn {
+            stream,
+            fd,
+            phase: Phase::Open,
+            name: None,
+            input: Decoder::new(max_frame),
+            out: Vec::new(),
+            out_pos: 0,
+            blocked_on: None,
+            waiters: Vec::new(),
+            interest: Interest::READ,
+            dirty: false,
+            touched: false,
+            linger_until: None,
+        }
+    }
+
+    /// Output bytes not yet written.
+    pub fn out_len(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// What to watch: writable while output waits; readable unless held back or done reading.
+    pub fn wanted_interest(&self) -> Interest {
+        let read = match self.phase {
+            Phase::Open => self.blocked_on.is_none(),
+            Phase::Draining => false,
+            Phase::Lingering => true,
+        };
+        Interest {
+            read,
+            write: self.out_len() > 0,
+        }
+    }
+
+    /// Writes until the buffer is empty or the kernel would block.
+    pub fn write_out(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+            // Give back a buffer that grew for a burst; keep a small one for the next.
+            if self.out.capacity() > 4 * READ_CHUNK {
+                self.out = Vec::with_capacity(READ_CHUNK);
+            }
+        } else if self.out_pos > READ_CHUNK && self.out_pos * 2 > self.out.len() {
+            // Most of the buffer is written: move the rest to the front so it cannot creep.
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+}

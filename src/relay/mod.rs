@@ -1,0 +1,700 @@
+//! The relay: one process, one loop, every socket non-blocking.
+//!
+//! ```text
+//! loop:
+//!     wait until some socket is ready            (backend: select by default)
+//!     listener ready  -> accept every waiting client
+//!     client readable -> read a chunk, route every whole frame in it
+//!     client writable -> write as much of its output buffer as the kernel takes
+//!     then: flush what routing queued, resume senders that were held back
+//! ```
+//!
+//! What the textbook select loop leaves out, and this one does:
+//! - a frame may arrive split over many reads, or many frames in one read: each connection
+//!   keeps an input buffer ([`Decoder`]) and frames are cut from it;
+//! - a write may take only part of a buffer: each connection keeps an output buffer, and the
+//!   relay asks for writability only while that buffer holds something;
+//! - a receiver that does not read must not make the relay grow or stall: once its output
+//!   passes `max_buffer`, the relay stops reading from any sender whose next frame targets it
+//!   (backpressure) and drops nothing. Other pairs keep flowing.
+
+pub mod backend;
+mod conn;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{self, check_name, ClientFrame, ErrorCode, Violation, DEFAULT_MAX_FRAME};
+use crate::sys::{Listener, Stream};
+use backend::{Backend, Event, Interest, Token};
+use conn::{Conn, ConnId, Phase};
+
+/// Relay limits and choices.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest frame `len` accepted from a client.
+    pub max_frame: u32,
+    /// Output bytes buffered for one receiver before its senders are held back.
+    pub max_buffer: usize,
+    /// Most connections held at once; more get RELAY_FULL.
+    pub max_clients: usize,
+    /// Readiness backend name (see [`backend::NAMES`]).
+    pub backend: String,
+    /// Log connects, registrations, errors and disconnects to stderr.
+    pub log: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_buffer: 1 << 20,
+            max_clients: 1000,
+            backend: "select".into(),
+            log: true,
+        }
+    }
+}
+
+/// What a relay did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Connections turned away with RELAY_FULL.
+    pub refused: u64,
+    /// DELIVER frames queued.
+    pub delivered: u64,
+    /// BOUNCE frames queued.
+    pub bounced: u64,
+    /// ERROR frames sent (each closes a connection).
+    pub errors: u64,
+    /// Times a sender was held back by a full receiver.
+    pub held_back: u64,
+    /// Most connections open at once.
+    pub peak_connections: usize,
+}
+
+/// Why the relay stopped other than by request.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// `--backend` named no backend of this build.
+    #[error("unknown backend {0:?}; this build has: {names}", names = backend::NAMES.join(", "))]
+    UnknownBackend(String),
+    /// The backend's wait failed.
+    #[error("{backend} wait failed: {source}")]
+    Wait {
+        /// Backend name.
+        backend: &'static str,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The listening socket or stop fd could not be watched.
+    #[error("cannot watch the listening socket: {0}")]
+    Setup(io::Error),
+}
+
+const LISTENER: Token = Token(0);
+const STOP: Token = Token(1);
+const FIRST_CONN_TOKEN: usize = 2;
+
+/// How long a connection closed for an error may linger to deliver its ERROR.
+const ERROR_LINGER: Duration = Duration::from_secs(2);
+
+fn token_of(id: ConnId) -> Token {
+    Token(id.0 + FIRST_CONN_TOKEN)
+}
+
+/// The relay's state between two waits.
+struct Relay {
+    cfg: Config,
+    backend: Box<dyn Backend>,
+    listener: Listener,
+    /// Connections by slot; a closed slot is reused.
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    open: usize,
+    /// The registration table: name -> connection.
+    names: HashMap<Box<[u8]>, ConnId>,
+    /// Connections whose output buffer got bytes since the last flush.
+    dirty: Vec<ConnId>,
+    /// Held-back senders whose receiver drained: route their buffered frames.
+    woken: Vec<ConnId>,
+    /// Connections whose wanted interest may have changed.
+    touched: Vec<ConnId>,
+    /// Connections closing after an ERROR (each holds its deadline).
+    lingering: Vec<ConnId>,
+    /// An fd kept open to give back when accept() hits the fd limit (EMFILE).
+    reserve_fd: Option<File>,
+    stopping: bool,
+    stats: Stats,
+}
+
+/// Runs the relay on `listener` until `stop` becomes readable (a byte or end of file).
+///
+/// The caller makes `stop` readable from a signal handler (see the `relay` command) or by
+/// closing the other end of a pipe. Every connection is closed and the listener dropped (which
+/// removes a Unix socket file) before this returns.
+pub fn run(listener: Listener, stop: Option<OwnedFd>, cfg: Config) -> Result<Stats, RelayError> {
+    let backend = backend::by_name(&cfg.backend)
+        .ok_or_else(|| RelayError::UnknownBackend(cfg.backend.clone()))?;
+    let mut relay = Relay {
+        cfg,
+        backend,
+        listener,
+        conns: Vec::new(),
+        free: Vec::new(),
+        open: 0,
+        names: HashMap::new(),
+        dirty: Vec::new(),
+        woken: Vec::new(),
+        touched: Vec::new(),
+        lingering: Vec::new(),
+        reserve_fd: File::open("/dev/null").ok(),
+        stopping: false,
+        stats: Stats::default(),
+    };
+    let lfd = relay.listener.as_fd_raw();
+    relay
+        .backend
+        .set(lfd, LISTENER, Interest::READ)
+        .map_err(RelayError::Setup)?;
+    if let Some(s) = &stop {
+        relay
+            .backend
+            .set(s.as_raw_fd(), STOP, Interest::READ)
+            .map_err(RelayError::Setup)?;
+    }
+    relay.log(format_args!(
+        "listening on {} (backend {}, max-frame {}, max-buffer {}, max-clients {})",
+        relay
+            .listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into()),
+        relay.backend.name(),
+        relay.cfg.max_frame,
+        relay.cfg.max_buffer,
+        relay.cfg.max_clients
+    ));
+    let result = relay.serve();
+    relay.shutdown();
+    result.map(|()| relay.stats.clone())
+}
+
+impl Listener {
+    fn as_fd_raw(&self) -> i32 {
+        use std::os::fd::AsFd;
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl Relay {
+    fn log(&self, args: std::fmt::Arguments<'_>) {
+        if self.cfg.log {
+            eprintln!("relay: {args}");
+        }
+    }
+
+    fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
+        slot(&mut self.conns, id)
+    }
+
+    /// The loop.
+    fn serve(&mut self) -> Result<(), RelayError> {
+        let mut events: Vec<Event> = Vec::with_capacity(256);
+        while !self.stopping {
+            events.clear();
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            self.backend
+                .wait(timeout, &mut events)
+                .map_err(|source| RelayError::Wait {
+                    backend: self.backend.name(),
+                    source,
+                })?;
+            for ev in &events {
+                match ev.token {
+                    LISTENER => self.accept_all(),
+                    STOP => self.stopping = true,
+                    Token(t) => {
+                        let id = ConnId(t - FIRST_CONN_TOKEN);
+                        if ev.readable {
+                            self.on_readable(id);
+                        }
+                        if ev.writable {
+                            self.flush(id);
+                        }
+                    }
+                }
+            }
+            self.settle();
+            if !self.lingering.is_empty() {
+                self.expire_lingering();
+            }
+        }
+        Ok(())
+    }
+
+    /// Accepts every waiting connection; turns away those beyond capacity with RELAY_FULL.
+    fn accept_all(&mut self) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.raw_os_error().is_some_and(is_fd_limit) => {
+                    // Out of fds: the pending client would make select() fire forever. Free the
+                    // reserve fd, accept and turn the client away, then take the reserve back.
+                    self.reserve_fd = None;
+                    if let Ok(s) = self.listener.accept() {
+                        self.refuse(s, "the relay is out of file descriptors");
+                    }
+                    self.reserve_fd = File::open("/dev/null").ok();
+                    self.log(format_args!(
+                        "accept: {e}; raise the open-files limit (ulimit -n)"
+                    ));
+                    return;
+                }
+                Err(e) => {
+                    self.log(format_args!("accept failed: {e}"));
+                    return;
+                }
+            };
+            let fd = stream.as_raw_fd();
+            if self.open >= self.cfg.max_clients {
+                self.refuse(
+                    stream,
+                    &format!(
+                        "the relay holds its maximum of {} connections",
+                        self.cfg.max_clients
+                    ),
+                );
+                continue;
+            }
+            if let Some(max) = self.backend.max_fd() {
+                if fd > max {
+                    self.refuse(
+                        stream,
+                        &format!(
+                            "fd {fd} is beyond what the {} backend can watch (max {max})",
+                            self.backend.name()
+                        ),
+                    );
+                    continue;
+                }
+            }
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            let id = ConnId(slot);
+            if let Err(e) = self.backend.set(fd, token_of(id), Interest::READ) {
+                self.free.push(slot);
+                self.refuse(stream, &format!("cannot watch fd {fd}: {e}"));
+                continue;
+            }
+            self.conns[slot] = Some(Conn::new(stream, fd, self.cfg.max_frame));
+            self.open += 1;
+            self.stats.accepted += 1;
+            self.stats.peak_connections = self.stats.peak_connections.max(self.open);
+            self.log(format_args!("connect: conn {slot} (fd {fd})"));
+        }
+    }
+
+    /// Sends RELAY_FULL to a connection that is not kept, and closes it.
+    fn refuse(&mut self, mut stream: Stream, why: &str) {
+        use std::io::Write;
+        let mut out = Vec::new();
+        protocol::put_error(&mut out, ErrorCode::RelayFull, why);
+        // A fresh socket's send buffer is empty: this small write completes or fails at once.
+        let _ = stream.write(&out);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        // Read what the client already sent, so closing does not reset a TCP connection
+        // (an RST could destroy the ERROR before the client reads it).
+        let _ = stream.read(&mut [0u8; 1024]);
+        self.stats.refused += 1;
+        self.log(format_args!(
+            "refused fd {}: RELAY_FULL: {why}",
+            stream.as_raw_fd()
+        ));
+    }
+
+    /// Reads one chunk from a readable connection and routes what it completes.
+    fn on_readable(&mut self, id: ConnId) {
+        let Some(c) = self.conn(id) else { return };
+        if c.phase == Phase::Lingering {
+            // Discard until the client closes, so the ERROR we sent is not lost to a reset.
+            match c.stream.read(&mut [0u8; 4096]) {
+                Ok(0) => self.close(id, "closed after error"),
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.close(id, "closed after error"),
+            }
+            return;
+        }
+        if c.blocked_on.is_some() || c.phase == Phase::Draining {
+            return;
+        }
+        match c.input.read_from(&mut c.stream) {
+            Ok(0) => {
+                c.phase = Phase::Draining;
+                self.touch(id);
+                self.route_input(id);
+            }
+            Ok(_) => self.route_input(id),
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => self.close(id, &format!("read failed: {e}")),
+        }
+    }
+
+    /// Routes every whole frame in a connection's input buffer, until it is empty, or the
+    /// next frame's receiver is full (the sender is held back), or the client broke the protocol.
+    fn route_input(&mut self, id: ConnId) {
+        let Some(c) = self.conn(id) else { return };
+        let mut input = std::mem::replace(&mut c.input, protocol::Decoder::new(0));
+        let outcome = loop {
+            let frame = match input.peek_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break Ok(()),
+                Err(v) => break Err(v),
+            };
+            let body_len = frame.body.len();
+            match self.route_frame(id, frame.client()) {
+                Routed::Done => input.consume(body_len),
+                Routed::HeldBack => break Ok(()),
+                Routed::Failed(v) => break Err(v),
+            }
+        };
+        let Some(c) = self.conn(id) else { return };
+        match outcome {
+            Ok(()) => {
+                c.input = input;
+                if c.phase == Phase::Draining && c.blocked_on.is_none() {
+                    let leftover = c.input.buffered();
+                    let why = if leftover > 0 {
+                        format!("closed by client mid-frame ({leftover} bytes of a truncated frame discarded)")
+                    } else {
+                        "closed by client".to_string()
+                    };
+                    self.close(id, &why);
+                }
+            }
+            Err(v) => self.fail(id, v),
+        }
+    }
+
+    /// Handles one parsed frame from connection `id`.
+    fn route_frame(&mut self, id: ConnId, frame: Result<ClientFrame<'_>, Violation>) -> Routed {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(v) => return Routed::Failed(v),
+        };
+        let registered = self.conn(id).is_some_and(|c| c.name.is_some());
+        match frame {
+            ClientFrame::Hello(_) if registered => Routed::Failed(violation(
+                ErrorCode::NotRegistered,
+                "second HELLO on a registered connection",
+            )),
+            ClientFrame::Hello(name) => self.register(id, name),
+            ClientFrame::Send { .. } if !registered => Routed::Failed(violation(
+                ErrorCode::NotRegistered,
+                "SEND before HELLO; the first frame must be HELLO",
+            )),
+            ClientFrame::Send { dst, payload } => {
+                // A registered receiver gets a DELIVER; otherwise the sender gets a BOUNCE.
+                let receiver = self.names.get(dst).copied();
+                let target = receiver.unwrap_or(id);
+                let max_buffer = self.cfg.max_buffer;
+                let Some(t) = self.conn(target) else {
+                    return Routed::Failed(violation(
+                        ErrorCode::BadFrame,
+                        "internal: receiver vanished",
+                    ));
+                };
+                if t.out_len() >= max_buffer {
+                    t.waiters.push(id);
+                    if let Some(c) = self.conn(id) {
+                        c.blocked_on = Some(target);
+                    }
+                    self.stats.held_back += 1;
+                    self.touch(id);
+                    return Routed::HeldBack;
+                }
+                if target == id {
+                    let Some(c) = slot(&mut self.conns, id) else {
+                        return Routed::Done;
+                    };
+                    if receiver.is_some() {
+                        let name = c.name.as_deref().unwrap_or_default();
+                        protocol::put_deliver(&mut c.out, name, payload);
+                        self.stats.delivered += 1;
+                    } else {
+                        protocol::put_bounce(&mut c.out, dst, payload);
+                        self.stats.bounced += 1;
+                    }
+                } else if let Ok([c, t]) = self.conns.get_disjoint_mut([id.0, target.0]) {
+                    let (Some(c), Some(t)) = (c.as_ref(), t.as_mut()) else {
+                        return Routed::Done;
+                    };
+                    let src = c.name.as_deref().unwrap_or_default();
+                    protocol::put_deliver(&mut t.out, src, payload);
+                    self.stats.delivered += 1;
+                }
+                self.mark_dirty(target);
+                Routed::Done
+            }
+        }
+    }
+
+    /// HELLO: checks the name and enters it in the registration table.
+    fn register(&mut self, id: ConnId, name: &[u8]) -> Routed {
+        if let Err(v) = check_name(name) {
+            return Routed::Failed(v);
+        }
+        if self.names.contains_key(name) {
+            return Routed::Failed(violation(
+                ErrorCode::NameTaken,
+                &format!(
+                    "name {:?} is registered by another client",
+                    String::from_utf8_lossy(name)
+                ),
+            ));
+        }
+        self.names.insert(name.into(), id);
+        let Some(c) = self.conn(id) else {
+            return Routed::Done;
+        };
+        c.name = Some(name.into());
+        protocol::put_welcome(&mut c.out, name);
+        let fd = c.fd;
+        self.mark_dirty(id);
+        self.log(format_args!(
+            "register: conn {} (fd {fd}) is {}",
+            id.0,
+            String::from_utf8_lossy(name)
+        ));
+        Routed::Done
+    }
+
+    /// A protocol violation: send ERROR, free the name, and close after the ERROR is out.
+    fn fail(&mut self, id: ConnId, v: Violation) {
+        self.stats.errors += 1;
+        self.log(format_args!(
+            "error: {}: {v}; closing it",
+            self.describe(id)
+        ));
+        self.unregister(id);
+        let Some(c) = self.conn(id) else { return };
+        protocol::put_error(&mut c.out, v.code, &v.text);
+        c.phase = Phase::Lingering;
+        c.input = protocol::Decoder::new(0);
+        c.blocked_on = None;
+        c.linger_until = Some(Instant::now() + ERROR_LINGER);
+        self.lingering.push(id);
+        self.mark_dirty(id);
+        self.touch(id);
+    }
+
+    /// Frees a connection's name and resumes senders that were waiting on it (their
+    /// frames now bounce).
+    fn unregister(&mut self, id: ConnId) {
+        let Some(c) = slot(&mut self.conns, id) else {
+            return;
+        };
+        if let Some(name) = c.name.take() {
+            self.names.remove(&name);
+        }
+        let waiters = std::mem::take(&mut c.waiters);
+        self.wake(id, waiters);
+    }
+
+    fn wake(&mut self, target: ConnId, waiters: Vec<ConnId>) {
+        for w in waiters {
+            if let Some(c) = self.conn(w) {
+                if c.blocked_on == Some(target) {
+                    c.blocked_on = None;
+                    self.woken.push(w);
+                    self.touch(w);
+                }
+            }
+        }
+    }
+
+    /// Closes a connection now: its name is freed and unsent output is dropped.
+    fn close(&mut self, id: ConnId, why: &str) {
+        let desc = self.describe(id);
+        self.unregister(id);
+        let Some(slot) = self.conns.get_mut(id.0) else {
+            return;
+        };
+        let Some(c) = slot.take() else { return };
+        self.backend.remove(c.fd);
+        drop(c);
+        self.free.push(id.0);
+        self.open -= 1;
+        self.log(format_args!("disconnect: {desc}: {why}"));
+    }
+
+    fn describe(&self, id: ConnId) -> String {
+        match self.conns.get(id.0).and_then(Option::as_ref) {
+            Some(c) => match &c.name {
+                Some(n) => format!(
+                    "{} (conn {}, fd {})",
+                    String::from_utf8_lossy(n),
+                    id.0,
+                    c.fd
+                ),
+                None => format!("conn {} (fd {}, unregistered)", id.0, c.fd),
+            },
+            None => format!("conn {}", id.0),
+        }
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conn(id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn touch(&mut self, id: ConnId) {
+        if let Some(c) = self.conn(id) {
+            if !c.touched {
+                c.touched = true;
+                self.touched.push(id);
+            }
+        }
+    }
+
+    /// Writes as much queued output as the kernel takes. A drained receiver resumes the
+    /// senders that were held back on it.
+    fn flush(&mut self, id: ConnId) {
+        let low_water = self.cfg.max_buffer / 2;
+        let Some(c) = self.conn(id) else { return };
+        c.dirty = false;
+        match c.write_out() {
+            Ok(()) => {}
+            Err(e) => {
+                self.close(id, &format!("write failed: {e}"));
+                return;
+            }
+        }
+        let Some(c) = self.conn(id) else { return };
+        if c.out_len() == 0 && c.phase == Phase::Lingering {
+            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        }
+        if c.out_len() <= low_water && !c.waiters.is_empty() {
+            let waiters = std::mem::take(&mut c.waiters);
+            self.wake(id, waiters);
+        }
+        self.touch(id);
+    }
+
+    /// After a batch of events: route what woken senders hold, flush what routing queued,
+    /// repeat until nothing changes, then tell the backend what each touched fd now wants.
+    fn settle(&mut self) {
+        loop {
+            while let Some(id) = self.woken.pop() {
+                self.route_input(id);
+            }
+            if self.dirty.is_empty() {
+                break;
+            }
+            for id in std::mem::take(&mut self.dirty) {
+                self.flush(id);
+            }
+        }
+        for id in std::mem::take(&mut self.touched) {
+            let Some(c) = self.conn(id) else { continue };
+            c.touched = false;
+            let want = c.wanted_interest();
+            if want != c.interest {
+                c.interest = want;
+                let fd = c.fd;
+                if let Err(e) = self.backend.set(fd, token_of(id), want) {
+                    self.close(id, &format!("cannot watch fd {fd}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// The earliest linger deadline, if any connection lingers.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.lingering
+            .iter()
+            .filter_map(|id| self.conns.get(id.0)?.as_ref()?.linger_until)
+            .min()
+    }
+
+    /// Closes connections whose ERROR linger time has run out.
+    fn expire_lingering(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.lingering.len() {
+            let id = self.lingering[i];
+            let deadline = self
+                .conns
+                .get(id.0)
+                .and_then(Option::as_ref)
+                .and_then(|c| c.linger_until);
+            match deadline {
+                None => {
+                    self.lingering.swap_remove(i);
+                }
+                Some(d) if d <= now => {
+                    self.lingering.swap_remove(i);
+                    self.close(id, "closed after error (linger time over)");
+                }
+                Some(_) => i += 1,
+            }
+        }
+    }
+
+    /// Stop: one last non-blocking flush for everyone, then close all.
+    fn shutdown(&mut self) {
+        for slot in 0..self.conns.len() {
+            if let Some(c) = self.conns[slot].as_mut() {
+                let _ = c.write_out();
+            }
+            self.close(ConnId(slot), "relay stopping");
+        }
+        let s = &self.stats;
+        self.log(format_args!(
+            "stopped: {} connections ({} refused), {} delivered, {} bounced, {} errors, held back {} times",
+            s.accepted, s.refused, s.delivered, s.bounced, s.errors, s.held_back
+        ));
+    }
+}
+
+/// The result of routing one frame.
+enum Routed {
+    Done,
+    HeldBack,
+    Failed(Violation),
+}
+
+/// The live connection in a slot (a free function so other fields of the relay stay borrowable).
+fn slot(conns: &mut [Option<Conn>], id: ConnId) -> Option<&mut Conn> {
+    conns.get_mut(id.0).and_then(Option::as_mut)
+}
+
+fn violation(code: ErrorCode, text: &str) -> Violation {
+    Violation {
+        code,
+        text: text.to_string(),
+    }
+}
+
+fn is_fd_limit(errno: i32) -> bool {
+    errno == nix::errno::Errno::EMFILE as i32 || errno == nix::errno::Errno::ENFILE as i32
+}
