@@ -1,0 +1,513 @@
+//! The relay as a real process, on Unix sockets and on TCP, under every backend.
+
+mod util;
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use relay_sim::protocol::{ErrorCode, Kind};
+use relay_sim::sys::Addr;
+use util::*;
+
+/// Runs each named test body once per transport and backend: `fn body(t: Transport, backend: &str)`.
+macro_rules! on_every_relay {
+    ($($name:ident),* $(,)?) => {
+        mod unix {
+            $(#[test] fn $name() { for b in super::BACKENDS { super::$name(super::Transport::Unix, b) } })*
+        }
+        mod tcp {
+            $(#[test] fn $name() { for b in super::BACKENDS { super::$name(super::Transport::Tcp, b) } })*
+        }
+    };
+}
+
+on_every_relay!(
+    routing,
+    self_send,
+    bounce,
+    name_taken,
+    bad_names,
+    not_registered,
+    oversized_length_prefix,
+    max_frame_edge,
+    bad_frames,
+    byte_at_a_time,
+    ten_thousand_frames_in_one_write,
+    truncated_frame_then_close,
+    name_freed_and_reregistered,
+    never_reading_client,
+    beyond_fd_setsize,
+);
+
+fn routing(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    let mut a = registered(&r, "ClientA");
+    let mut bb = registered(&r, "ClientB");
+    a.send(b"ClientB", b"1");
+    assert_eq!(bb.next(), Got::Deliver(b"ClientA".to_vec(), b"1".to_vec()));
+    bb.send(b"ClientA", b"2");
+    assert_eq!(a.next(), Got::Deliver(b"ClientB".to_vec(), b"2".to_vec()));
+    // An empty payload is a payload.
+    a.send(b"ClientB", b"");
+    assert_eq!(bb.next(), Got::Deliver(b"ClientA".to_vec(), vec![]));
+
+    // The client library, both ways, through the same relay.
+    let mut c = r.client("lib.c");
+    let mut d = r.client("lib.d");
+    c.send("lib.d", b"from c").unwrap();
+    let m = d.recv(Some(WAIT)).unwrap();
+    assert_eq!(
+        m,
+        relay_sim::client::Message::Deliver {
+            src: "lib.c".into(),
+            payload: b"from c".to_vec()
+        }
+    );
+}
+
+fn self_send(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    let mut a = registered(&r, "me");
+    a.send(b"me", b"echo");
+    assert_eq!(a.next(), Got::Deliver(b"me".to_vec(), b"echo".to_vec()));
+}
+
+fn bounce(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    let mut a = registered(&r, "a");
+    a.send(b"nobody", b"lost?");
+    assert_eq!(a.next(), Got::Bounce(b"nobody".to_vec(), b"lost?".to_vec()));
+    // A name that could never be registered bounces too.
+    a.send(b"", b"x");
+    assert_eq!(a.next(), Got::Bounce(vec![], b"x".to_vec()));
+    a.send(b"bad name!", b"y");
+    assert_eq!(a.next(), Got::Bounce(b"bad name!".to_vec(), b"y".to_vec()));
+}
+
+fn name_taken(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    let mut holder = registered(&r, "alice");
+    let mut thief = r.raw();
+    match thief.hello(b"alice") {
+        Got::Error(code, text) => {
+            assert_eq!(code, ErrorCode::NameTaken as u16, "{text}");
+            assert!(text.contains("alice"), "the text names the name: {text}");
+        }
+        other => panic!("expected NAME_TAKEN, got {other:?}"),
+    }
+    assert_eq!(thief.next(), Got::Eof);
+    // The holder keeps its name.
+    let mut bob = registered(&r, "bob");
+    bob.send(b"alice", b"still yours");
+    assert_eq!(
+        holder.next(),
+        Got::Deliver(b"bob".to_vec(), b"still yours".to_vec())
+    );
+}
+
+fn bad_names(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    let long = vec![b'x'; 33];
+    for name in [&b""[..], &long, b"a b", "é".as_bytes(), b"a/b", b"a\0b"] {
+        let mut c = r.raw();
+        let mut hello = Vec::new();
+        relay_sim::protocol::put_hello(&mut hello, name);
+        c.write(&hello);
+        c.expect_error(ErrorCode::BadName);
+    }
+    // The longest legal name is fine.
+    registered(&r, &"y".repeat(32));
+}
+
+fn not_registered(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    // SEND before HELLO.
+    let mut c = r.raw();
+    c.send(b"anyone", b"hi");
+    c.expect_error(ErrorCode::NotRegistered);
+    // A second HELLO; the first name is freed with the connection.
+    let mut c = registered(&r, "twice");
+    let mut hello = Vec::new();
+    relay_sim::protocol::put_hello(&mut hello, b"again");
+    c.write(&hello);
+    c.expect_error(ErrorCode::NotRegistered);
+    registered(&r, "twice");
+}
+
+fn oversized_length_prefix(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    // Only the 4-byte prefix: the relay must judge from it alone, allocating nothing for it.
+    let mut c = r.raw();
+    c.write(&u32::MAX.to_be_bytes());
+    let text = c.expect_error(ErrorCode::FrameTooLarge);
+    assert!(text.contains("4294967295"), "{text}");
+    let mut c = registered(&r, "big");
+    c.write(&((1u32 << 20) + 1).to_be_bytes());
+    c.expect_error(ErrorCode::FrameTooLarge);
+    assert!(
+        r.peak_rss_kib() < 64 * 1024,
+        "relay peak RSS {} KiB: it allocated for a claimed length",
+        r.peak_rss_kib()
+    );
+}
+
+fn max_frame_edge(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &["--max-frame", "1000"]);
+    let mut a = registered(&r, "a");
+    let mut z = registered(&r, "z");
+    // len = 1 (type) + 1 (dst_len) + 1 (dst) + payload: exactly 1000 passes.
+    let payload = vec![7u8; 1000 - 3];
+    a.send(b"z", &payload);
+    assert_eq!(z.next(), Got::Deliver(b"a".to_vec(), payload));
+    a.send(b"z", &[7u8; 1000 - 2]);
+    a.expect_error(ErrorCode::FrameTooLarge);
+}
+
+fn bad_frames(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("len 0", vec![0, 0, 0, 0]),
+        ("type 0", frame(0, b"")),
+        ("type 7", frame(7, b"abc")),
+        ("type 255", frame(255, b"")),
+        ("WELCOME from a client", frame(Kind::Welcome as u8, b"me")),
+        (
+            "DELIVER from a client",
+            frame(Kind::Deliver as u8, b"\x01ax"),
+        ),
+        ("BOUNCE from a client", frame(Kind::Bounce as u8, b"\x01ax")),
+        (
+            "ERROR from a client",
+            frame(Kind::Error as u8, b"\x00\x01x"),
+        ),
+        ("SEND, empty body", frame(SEND, b"")),
+        ("SEND, dst_len past the body", frame(SEND, b"\x09abc")),
+    ];
+    for (what, bytes) in cases {
+        let mut c = registered(&r, "bad");
+        c.write(&bytes);
+        match c.next() {
+            Got::Error(code, _) => assert_eq!(code, ErrorCode::BadFrame as u16, "{what}"),
+            other => panic!("{what}: expected BAD_FRAME, got {other:?}"),
+        }
+        assert_eq!(c.next(), Got::Eof, "{what}: closed after ERROR");
+    }
+    // Unregistered connections get BAD_FRAME for malformed frames too.
+    let mut c = r.raw();
+    c.write(&frame(9, b""));
+    c.expect_error(ErrorCode::BadFrame);
+}
+
+fn byte_at_a_time(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    let mut dst = registered(&r, "dst");
+    let mut pinger = registered(&r, "pinger");
+    let mut drip = r.raw();
+    let mut bytes = Vec::new();
+    relay_sim::protocol::put_hello(&mut bytes, b"drip");
+    bytes.extend(send_bytes(b"dst", b"slow but whole"));
+    bytes.extend(send_bytes(b"dst", b"and in order"));
+    for (i, byte) in bytes.iter().enumerate() {
+        drip.write(std::slice::from_ref(byte));
+        // A round trip on another connection: the relay keeps serving others meanwhile,
+        // and has had a chance to read the partial frame.
+        pinger.send(b"pinger", &i.to_be_bytes());
+        assert_eq!(
+            pinger.next(),
+            Got::Deliver(b"pinger".to_vec(), i.to_be_bytes().to_vec())
+        );
+    }
+    assert_eq!(drip.next(), Got::Welcome(b"drip".to_vec()));
+    assert_eq!(
+        dst.next(),
+        Got::Deliver(b"drip".to_vec(), b"slow but whole".to_vec())
+    );
+    assert_eq!(
+        dst.next(),
+        Got::Deliver(b"drip".to_vec(), b"and in order".to_vec())
+    );
+}
+
+fn ten_thousand_frames_in_one_write(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    let mut rx = registered(&r, "rx");
+    let mut tx = registered(&r, "tx");
+    let mut bytes = Vec::new();
+    for i in 0u32..10_000 {
+        bytes.extend(send_bytes(b"rx", &i.to_be_bytes()));
+    }
+    let writer = std::thread::spawn(move || {
+        tx.write(&bytes);
+        tx
+    });
+    for i in 0u32..10_000 {
+        assert_eq!(
+            rx.next(),
+            Got::Deliver(b"tx".to_vec(), i.to_be_bytes().to_vec()),
+            "frame {i}"
+        );
+    }
+    writer.join().unwrap();
+}
+
+fn truncated_frame_then_close(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    let mut other = registered(&r, "other");
+    {
+        let mut c = registered(&r, "trunc");
+        let whole = send_bytes(b"other", &[1u8; 100]);
+        c.write(&whole[..20]);
+    } // closed mid-frame
+      // Nothing of the partial frame arrives; the relay carries on; the name comes free.
+    reregister(&r, "trunc");
+    other.send(b"other", b"still here");
+    assert_eq!(
+        other.next(),
+        Got::Deliver(b"other".to_vec(), b"still here".to_vec())
+    );
+}
+
+/// Registers `name` once the relay has noticed its previous holder closed: each attempt is
+/// a full round trip (NAME_TAKEN while the old connection is still being torn down).
+#[track_caller]
+fn reregister(r: &RelayProc, name: &str) -> Raw {
+    register_retrying(r, name, ErrorCode::NameTaken)
+}
+
+/// Registers `name`, retrying (each a round trip) while the relay answers `transient`.
+#[track_caller]
+fn register_retrying(r: &RelayProc, name: &str, transient: ErrorCode) -> Raw {
+    for _ in 0..10_000 {
+        let mut c = r.raw();
+        match c.hello(name.as_bytes()) {
+            Got::Welcome(n) if n == name.as_bytes() => return c,
+            Got::Error(code, _) if code == transient as u16 => continue,
+            other => panic!("re-registering {name}: {other:?}"),
+        }
+    }
+    panic!("{name} was never freed");
+}
+
+fn name_freed_and_reregistered(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &[]);
+    let mut s = registered(&r, "sender");
+    let mut old = registered(&r, "phoenix");
+    s.send(b"phoenix", b"to the first");
+    assert_eq!(
+        old.next(),
+        Got::Deliver(b"sender".to_vec(), b"to the first".to_vec())
+    );
+    drop(old);
+    let mut new = reregister(&r, "phoenix");
+    s.send(b"phoenix", b"to the second");
+    assert_eq!(
+        new.next(),
+        Got::Deliver(b"sender".to_vec(), b"to the second".to_vec())
+    );
+}
+
+fn never_reading_client(t: Transport, b: &str) {
+    const FRAMES: u32 = 65_536;
+    const SIZE: usize = 1024; // 64 MiB in all, 256 times the relay's buffer bound
+    let r = RelayProc::start(t, b, &["--max-buffer", "256KiB"]);
+    let mut sink = registered(&r, "sink");
+    let flooder = registered(&r, "flooder");
+    let (c, d) = (r.client("c"), r.client("d"));
+
+    // The flooder writes 64 MiB to a sink that does not read yet. It reports when it is held
+    // back (its socket stays unwritable) or when it has written everything.
+    let (tx, rx) = mpsc::channel::<&'static str>();
+    let writer = std::thread::spawn(move || {
+        let mut f = flooder;
+        f.stream.set_nonblocking(true).unwrap();
+        let mut all = Vec::with_capacity(FRAMES as usize * (SIZE + 16));
+        for i in 0..FRAMES {
+            let mut p = vec![(i % 251) as u8; SIZE];
+            p[..4].copy_from_slice(&i.to_be_bytes());
+            all.extend(send_bytes(b"sink", &p));
+        }
+        let mut off = 0;
+        let mut told = false;
+        while off < all.len() {
+            match f.stream.write(&all[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Unwritable for a while: the relay has stopped reading us (the
+                    // heuristic only decides when the test looks; it cannot fail the test).
+                    let (_, w) = relay_sim::client::wait_fd(
+                        &f.stream.as_fd(),
+                        false,
+                        true,
+                        Some(Duration::from_millis(300)),
+                    )
+                    .unwrap();
+                    if !w && !told {
+                        told = true;
+                        let _ = tx.send("held back");
+                    }
+                }
+                Err(e) => panic!("flooder: {e}"),
+            }
+        }
+        let _ = tx.send("wrote everything");
+        f
+    });
+    let first = rx.recv_timeout(WAIT * 3).expect("flooder reports");
+
+    // Other pairs keep flowing while the sink's buffer is full.
+    let (mut c, mut d) = (c, d);
+    for i in 0u32..1000 {
+        c.send("d", &i.to_be_bytes()).unwrap();
+        let m = d.recv(Some(WAIT)).unwrap();
+        assert_eq!(
+            m,
+            relay_sim::client::Message::Deliver {
+                src: "c".into(),
+                payload: i.to_be_bytes().to_vec()
+            }
+        );
+    }
+    let held_rss = proc_status_kib(r.pid(), "VmRSS:");
+
+    // Now drain: every frame, in order, intact.
+    for i in 0..FRAMES {
+        match sink.next() {
+            Got::Deliver(src, p) => {
+                assert_eq!(src, b"flooder");
+                assert_eq!(p.len(), SIZE);
+                assert_eq!(&p[..4], &i.to_be_bytes(), "frame {i} out of order");
+                assert!(
+                    p[4..].iter().all(|&x| x == (i % 251) as u8),
+                    "frame {i} corrupted"
+                );
+            }
+            other => panic!("frame {i}: {other:?}"),
+        }
+    }
+    writer.join().unwrap();
+    let peak = r.peak_rss_kib();
+    assert_eq!(
+        first, "held back",
+        "the flooder was never held back (relay RSS peak {peak} KiB)"
+    );
+    assert!(
+        peak < 24 * 1024,
+        "relay peak RSS {peak} KiB (while held back {held_rss} KiB) for a 256 KiB bound"
+    );
+}
+
+fn beyond_fd_setsize(t: Transport, b: &str) {
+    let Some(max_fd) = relay_sim::relay::backend::by_name(b).and_then(|be| be.max_fd()) else {
+        return; // this backend has no fd ceiling
+    };
+    relay_sim::sys::raise_nofile_limit().expect("raise RLIMIT_NOFILE for the test process");
+    let r = RelayProc::start(t, b, &["--max-clients", "100000"]);
+    let mut first = registered(&r, "first");
+    let mut second = registered(&r, "second");
+    // Enough connections that the relay's newest fds pass the ceiling.
+    let n = max_fd as usize + 64;
+    let mut conns: Vec<Raw> = (0..n).map(|_| r.raw()).collect();
+    // The last ones were accepted on fds beyond FD_SETSIZE - 1: RELAY_FULL, then closed.
+    for c in conns.iter_mut().rev().take(16) {
+        let text = c.expect_error(ErrorCode::RelayFull);
+        assert!(text.contains("fd"), "{text}");
+    }
+    // The relay is alive and everyone it kept is served.
+    first.send(b"second", b"still routing");
+    assert_eq!(
+        second.next(),
+        Got::Deliver(b"first".to_vec(), b"still routing".to_vec())
+    );
+    // Freed fds come back into range: a new client registers once the relay has seen
+    // others leave (until then it may still be turned away).
+    conns.truncate(100);
+    drop(conns);
+    let mut again = register_retrying(&r, "late", ErrorCode::RelayFull);
+    again.send(b"late", b"hi");
+    assert_eq!(again.next(), Got::Deliver(b"late".to_vec(), b"hi".to_vec()));
+}
+
+// ---- lifecycle (Unix socket files) ----
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_and_remove_the_socket_file() {
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        let mut r = RelayProc::start(Transport::Unix, "select", &[]);
+        let Addr::Unix(path) = r.addr.clone() else {
+            unreachable!()
+        };
+        assert!(path.exists());
+        let mut c = registered(&r, "c");
+        r.signal(sig);
+        let (code, _) = r.wait_exit();
+        assert_eq!(code, Some(0), "{sig} exits 0");
+        assert!(!path.exists(), "{sig} removed {}", path.display());
+        assert_eq!(c.next(), Got::Eof, "clients are closed");
+    }
+}
+
+#[test]
+fn refuses_a_live_relays_path_and_replaces_a_stale_one() {
+    let live = RelayProc::start(Transport::Unix, "select", &[]);
+    let Addr::Unix(path) = live.addr.clone() else {
+        unreachable!()
+    };
+    let out = std::process::Command::new(bin())
+        .args(["relay", "--listen"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("live relay") && err.contains(&*path.to_string_lossy()),
+        "{err}"
+    );
+    // The live relay still serves, and its socket file is still there.
+    assert!(path.exists());
+    let mut a = registered(&live, "a");
+    a.send(b"a", b"ok");
+    assert_eq!(a.next(), Got::Deliver(b"a".to_vec(), b"ok".to_vec()));
+
+    // A socket file with nobody behind it is stale: replaced.
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let r = RelayProc::start_at(stale.to_str().unwrap(), dir, "select", &[]);
+    let mut b = registered(&r, "b");
+    b.send(b"b", b"fresh");
+    assert_eq!(b.next(), Got::Deliver(b"b".to_vec(), b"fresh".to_vec()));
+
+    // A path that is not a socket is never removed.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::File::create(&file)
+        .unwrap()
+        .write_all(b"keep me")
+        .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["relay", "--listen"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
+
+#[test]
+fn tcp_prints_the_kernel_chosen_port() {
+    let r = RelayProc::start(Transport::Tcp, "select", &[]);
+    match r.addr {
+        Addr::Tcp(sa) => {
+            assert!(sa.ip().is_loopback());
+            assert_ne!(sa.port(), 0);
+        }
+        ref other => panic!("expected a TCP address, got {other}"),
+    }
+}
