@@ -113,6 +113,17 @@ impl From<RelayFrame<'_>> for Message {
     }
 }
 
+/// What one non-blocking read did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Read this many bytes.
+    Read(usize),
+    /// Nothing to read now.
+    WouldBlock,
+    /// The relay closed the connection.
+    Eof,
+}
+
 /// A registered connection to a relay.
 pub struct Client {
     stream: Stream,
@@ -218,28 +229,37 @@ impl Client {
         if writable {
             self.write_some()?;
         }
-        if readable {
-            let n = match self.input.read_from(&mut self.stream) {
-                Ok(n) => n,
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted =>
-                {
-                    return Ok(true)
-                }
-                // A reset right after an ERROR still counts as the relay closing.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
-                Err(e) => return Err(e.into()),
-            };
-            while let Some(f) = self.input.next_frame()? {
-                on_frame(f.relay()?);
-            }
-            if n == 0 {
-                self.eof = true;
-                return Ok(false);
-            }
+        if readable && self.read_some(&mut on_frame)? == Progress::Eof {
+            return Ok(false);
         }
         Ok(true)
+    }
+
+    /// One non-blocking read: hands every whole frame to `on_frame`.
+    pub fn read_some(
+        &mut self,
+        mut on_frame: impl FnMut(RelayFrame<'_>),
+    ) -> Result<Progress, ClientError> {
+        let n = match self.input.read_from(&mut self.stream) {
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                return Ok(Progress::WouldBlock)
+            }
+            // A reset right after an ERROR still counts as the relay closing.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(f) = self.input.next_frame()? {
+            on_frame(f.relay()?);
+        }
+        if n == 0 {
+            self.eof = true;
+            return Ok(Progress::Eof);
+        }
+        Ok(Progress::Read(n))
     }
 
     fn pump_to_backlog(&mut self, timeout: Option<Duration>) -> Result<bool, ClientError> {

@@ -58,10 +58,15 @@ impl fmt::Display for Addr {
 
 /// A listening socket of either family, non-blocking.
 #[derive(Debug)]
-pub enum Listener {
-    /// Unix stream listener; the path is removed on drop.
+pub struct Listener {
+    kind: ListenerKind,
+    /// Remove the Unix socket file on drop.
+    unlink: bool,
+}
+
+#[derive(Debug)]
+enum ListenerKind {
     Unix(UnixListener, PathBuf),
-    /// TCP listener.
     Tcp(TcpListener),
 }
 
@@ -108,22 +113,31 @@ impl Listener {
                 }
                 let l = UnixListener::bind(path).map_err(io_err)?;
                 l.set_nonblocking(true).map_err(io_err)?;
-                Listener::Unix(l, path.clone())
+                ListenerKind::Unix(l, path.clone())
             }
             Addr::Tcp(sa) => {
                 let l = TcpListener::bind(sa).map_err(io_err)?;
                 l.set_nonblocking(true).map_err(io_err)?;
-                Listener::Tcp(l)
+                ListenerKind::Tcp(l)
             }
         };
-        Ok(l)
+        Ok(Listener {
+            kind: l,
+            unlink: true,
+        })
+    }
+
+    /// Leaves the socket file in place on drop (when something else removes its directory,
+    /// or a forked copy must not remove the file the relay still uses).
+    pub fn keep_file(&mut self) {
+        self.unlink = false;
     }
 
     /// The bound address (with the kernel's port for `:0`).
     pub fn local_addr(&self) -> io::Result<Addr> {
-        Ok(match self {
-            Listener::Unix(_, p) => Addr::Unix(p.clone()),
-            Listener::Tcp(l) => Addr::Tcp(l.local_addr()?),
+        Ok(match &self.kind {
+            ListenerKind::Unix(_, p) => Addr::Unix(p.clone()),
+            ListenerKind::Tcp(l) => Addr::Tcp(l.local_addr()?),
         })
     }
 
@@ -131,9 +145,9 @@ impl Listener {
     /// non-blocking, close-on-exec (std sets it), and for TCP has Nagle off.
     pub fn accept(&self) -> io::Result<Stream> {
         loop {
-            let r = match self {
-                Listener::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
-                Listener::Tcp(l) => l.accept().map(|(s, _)| {
+            let r = match &self.kind {
+                ListenerKind::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+                ListenerKind::Tcp(l) => l.accept().map(|(s, _)| {
                     let _ = s.set_nodelay(true);
                     Stream::Tcp(s)
                 }),
@@ -151,16 +165,16 @@ impl Listener {
 
     /// The socket file to remove when the relay stops, if any.
     pub fn path(&self) -> Option<&Path> {
-        match self {
-            Listener::Unix(_, p) => Some(p),
-            Listener::Tcp(_) => None,
+        match &self.kind {
+            ListenerKind::Unix(_, p) => Some(p),
+            ListenerKind::Tcp(_) => None,
         }
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, p) = self {
+        if let (ListenerKind::Unix(_, p), true) = (&self.kind, self.unlink) {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -168,9 +182,9 @@ impl Drop for Listener {
 
 impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Listener::Unix(l, _) => l.as_fd(),
-            Listener::Tcp(l) => l.as_fd(),
+        match &self.kind {
+            ListenerKind::Unix(l, _) => l.as_fd(),
+            ListenerKind::Tcp(l) => l.as_fd(),
         }
     }
 }

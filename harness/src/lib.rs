@@ -1,4 +1,11 @@
 //! relay-harness: the supervisor, scenarios, verifier and reports of relay-sim.
 //!
-//! It knows processes and message records, never sockets. The harness issue fills it;
-//! for now it holds only the crate skeleton so the workspace layout is in place.
+//! It knows processes and message records, never sockets: the CLI in the root package gives
+//! the supervisor the code that runs in the relay and client processes.
+
+pub mod payload;
+pub mod record;
+pub mod report;
+pub mod scenario;
+pub mod supervisor;
+pub mod verify;

@@ -1,12 +1,14 @@
 //! The command line: one module per subcommand, each with its args and its `run()`.
 //!
-//! Exit codes: 0 success; 1 the work failed (a relay error, a refused client);
-//! 2 usage error; 3 the environment failed (cannot listen, connect, fork).
+//! Exit codes: 0 success; 1 the work failed (a violation, a timeout, a relay error, a refused
+//! client); 2 usage error; 3 the environment failed (cannot listen, connect, fork);
+//! 130 interrupted by SIGINT or SIGTERM.
 
 use clap::{Parser, Subcommand};
 
 pub mod client;
 pub mod relay;
+pub mod run;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -22,19 +24,27 @@ pub const EXIT_ENV: i32 = 3;
     name = "relay-sim",
     version,
     about = "A select() relay, its clients, and a harness that verifies every message",
-    after_help = "Exit codes: 0 success, 1 failure (relay error, refused client), 2 usage error, \
-                  3 environment error (cannot listen or connect).\n\n\
+    after_help = "Exit codes: 0 success (every message verified), 1 failure (a violation, a timeout, a \
+                  process that died, a relay error, a refused client), 2 usage error, 3 environment \
+                  error (cannot fork, listen or connect), 130 interrupted.\n\n\
+                  The front door:\n  relay-sim --clients 8 --msgs 10000\n\n\
                   Two terminals, one relay:\n  \
                   relay-sim relay --listen /tmp/relay.sock\n  \
                   relay-sim client --connect /tmp/relay.sock --name ClientA"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no subcommand, relay-sim runs the harness (`run`).
+    #[command(flatten)]
+    run: run::Args,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Fork the relay and N clients, exchange messages, verify every one, report (the default).
+    Run(run::Args),
     /// Run the relay in the foreground (logs to stderr; Ctrl-C stops it).
     Relay(relay::Args),
     /// Connect to a relay interactively: stdin lines `DST text` are sent to DST.
@@ -48,8 +58,10 @@ pub fn main() -> i32 {
         Err(e) => return usage_error(e),
     };
     match cli.command {
-        Command::Relay(a) => relay::run(a),
-        Command::Client(a) => client::run(a),
+        None => run::run(cli.run),
+        Some(Command::Run(a)) => run::run(a),
+        Some(Command::Relay(a)) => relay::run(a),
+        Some(Command::Client(a)) => client::run(a),
     }
 }
 

@@ -1,0 +1,119 @@
+//! Records: what each client did, as it tells the supervisor at the end. No sockets here.
+
+use serde::{Deserialize, Serialize};
+
+/// The classes of broken promise the verifier reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// A message sent to a registered receiver never arrived.
+    Lost,
+    /// A message arrived twice (or an older one arrived after a newer one).
+    Duplicate,
+    /// A message arrived ahead of one sent before it on the same pair.
+    Order,
+    /// A payload's length or bytes differ from what was sent.
+    Integrity,
+    /// A message reached a client it was not addressed to.
+    Misrouted,
+    /// A DELIVER's `src` is not the client that sent it.
+    Spoofed,
+    /// A BOUNCE that matches no message the client sent, or a bounce where none may happen.
+    Bounce,
+}
+
+impl Class {
+    /// Every class, in report order.
+    pub const ALL: [Class; 7] = [
+        Class::Lost,
+        Class::Duplicate,
+        Class::Order,
+        Class::Integrity,
+        Class::Misrouted,
+        Class::Spoofed,
+        Class::Bounce,
+    ];
+
+    /// The check a class belongs to in the report.
+    pub fn check(self) -> &'static str {
+        match self {
+            Class::Lost => "completeness",
+            Class::Duplicate => "duplicates",
+            Class::Order => "order",
+            Class::Integrity => "integrity",
+            Class::Misrouted | Class::Spoofed => "routing",
+            Class::Bounce => "bounces",
+        }
+    }
+
+    /// snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Lost => "lost",
+            Class::Duplicate => "duplicate",
+            Class::Order => "order",
+            Class::Integrity => "integrity",
+            Class::Misrouted => "misrouted",
+            Class::Spoofed => "spoofed",
+            Class::Bounce => "bounce",
+        }
+    }
+}
+
+/// One broken promise, about one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// Its class.
+    pub class: Class,
+    /// The sender's name (as the message or DELIVER says, when they disagree: the true one).
+    pub sender: String,
+    /// The receiver's name (the intended one).
+    pub receiver: String,
+    /// The per-pair sequence concerned, when known.
+    pub seq: Option<u64>,
+    /// What should have happened.
+    pub expected: String,
+    /// What happened.
+    pub got: String,
+}
+
+/// Most violations a client keeps in detail (all are counted).
+pub const VIOLATIONS_KEPT: usize = 1000;
+
+/// What one client did, sent up its event pipe when it finishes (or is told to stop).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientReport {
+    /// Client index.
+    pub index: usize,
+    /// Messages sent, by receiver index.
+    pub sent: Vec<u64>,
+    /// Messages received in good order, by sender index.
+    pub received: Vec<u64>,
+    /// Messages that came back as BOUNCE, by receiver index.
+    pub bounced: Vec<u64>,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Violations seen, in detail (at most [`VIOLATIONS_KEPT`]).
+    pub violations: Vec<Violation>,
+    /// Violations seen, counted by class.
+    pub violation_counts: Vec<(Class, u64)>,
+    /// Latency histogram (send to delivery, ns) as (value, count) pairs.
+    pub latency_ns: Vec<(u64, u64)>,
+    /// CLOCK_MONOTONIC ns when it had sent and received everything (or stopped).
+    pub finished_ns: u64,
+    /// False when it was stopped before it was done.
+    pub complete: bool,
+    /// Why it stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// What a child tells the supervisor, one JSON line each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// Connected and registered; waiting at the start barrier.
+    Ready,
+    /// Finished (or stopped); its records.
+    Done(Box<ClientReport>),
+    /// Could not start (connect or register failed).
+    Failed(String),
+}

@@ -1,0 +1,467 @@
+//! Reports: one result, read by two consumers (human text and JSON). Reporters only read
+//! the result; they never touch a process or a socket. docs/report.md describes the JSON.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::record::{Class, Violation};
+use crate::supervisor::{Ending, Outcome};
+use crate::verify::{Totals, Verification};
+
+/// The JSON schema version; bump it when a field changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Most violations listed in the JSON report (all are counted).
+pub const JSON_VIOLATIONS: usize = 1000;
+/// Most violations listed in the human report.
+pub const HUMAN_VIOLATIONS: usize = 20;
+
+/// Exit code: every check passed.
+pub const EXIT_PASS: i32 = 0;
+/// Exit code: verification failed, a process died, or the run timed out.
+pub const EXIT_FAIL: i32 = 1;
+/// Exit code: the environment failed (fork, socket, relay start).
+pub const EXIT_ENV: i32 = 3;
+/// Exit code: interrupted by SIGINT or SIGTERM.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// How the run was configured (what the CLI knows and the harness does not).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    /// Number of clients.
+    pub clients: usize,
+    /// Messages each client sends.
+    pub msgs_per_client: u64,
+    /// All messages.
+    pub total_msgs: u64,
+    /// Payload size or range, bytes.
+    pub payload: String,
+    /// `unix` or `tcp`.
+    pub transport: String,
+    /// The relay's backend.
+    pub backend: String,
+    /// The seed.
+    pub seed: u64,
+    /// The deadline, seconds.
+    pub timeout_s: f64,
+}
+
+/// One client's row.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientRow {
+    /// Name.
+    pub name: String,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Messages bounced back to it.
+    pub bounced: u64,
+    /// False if it did not report, or was stopped before it was done.
+    pub complete: bool,
+}
+
+/// One check and how many violations it found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// completeness, duplicates, order, integrity, routing, bounces.
+    pub name: &'static str,
+    /// No violation.
+    pub ok: bool,
+    /// Violations found.
+    pub violations: u64,
+}
+
+/// Rates over the exchange phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    /// Barrier release to the last client finishing, seconds.
+    pub exchange_s: f64,
+    /// Messages delivered per second.
+    pub msgs_per_s: f64,
+    /// Payload megabytes (10^6) delivered per second.
+    pub mb_per_s: f64,
+}
+
+/// Send-to-delivery latency, microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Messages measured (payloads of at least 32 bytes carry a send time).
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// Time per phase, milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phases {
+    /// First fork until every client registered.
+    pub fork_register_ms: f64,
+    /// Barrier release until the last report.
+    pub exchange_ms: f64,
+    /// Verification.
+    pub verify_ms: f64,
+}
+
+/// A process and how it ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Process {
+    /// relay, c0, c1, ...
+    pub role: String,
+    /// How it exited.
+    pub status: String,
+}
+
+/// The harness report (human and JSON are two renderings of it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// JSON schema version.
+    pub schema_version: u32,
+    /// `pass` or `fail`.
+    pub verdict: &'static str,
+    /// finished, timed_out, interrupted, relay_died, client_died, start_failed.
+    pub ending: &'static str,
+    /// What went wrong, in a sentence, when something did.
+    pub failure: Option<String>,
+    /// The exit code relay-sim exits with.
+    pub exit_code: i32,
+    /// The command that replays this run.
+    pub replay: String,
+    /// Configuration.
+    pub config: RunConfig,
+    /// Per client.
+    pub clients: Vec<ClientRow>,
+    /// Totals.
+    pub totals: Totals,
+    /// Per check.
+    pub checks: Vec<Check>,
+    /// Violations in detail (at most [`JSON_VIOLATIONS`]).
+    pub violations: Vec<Violation>,
+    /// All violations, counted.
+    pub violations_total: u64,
+    /// Over the exchange phase; absent if the exchange never started.
+    pub throughput: Option<Throughput>,
+    /// Absent when no payload carried a send time.
+    pub latency_us: Option<Latency>,
+    /// Time per phase.
+    pub phases: Phases,
+    /// Every child process and its exit.
+    pub processes: Vec<Process>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Builds the report from what the supervisor and verifier found.
+pub fn build(
+    config: RunConfig,
+    replay: String,
+    outcome: &Outcome,
+    v: &Verification,
+    verify_time: Duration,
+) -> Report {
+    let n = config.clients;
+    let clients = (0..n)
+        .map(|i| {
+            let r = outcome.reports.get(i).and_then(Option::as_ref);
+            ClientRow {
+                name: format!("c{i}"),
+                sent: r.map_or(0, |r| r.sent.iter().sum()),
+                received: r.map_or(0, |r| r.received.iter().sum()),
+                bounced: r.map_or(0, |r| r.bounced.iter().sum()),
+                complete: r.is_some_and(|r| r.complete),
+            }
+        })
+        .collect();
+    let check_names = [
+        "completeness",
+        "duplicates",
+        "order",
+        "integrity",
+        "routing",
+        "bounces",
+    ];
+    let checks = check_names
+        .iter()
+        .map(|&name| {
+            let k: u64 = Class::ALL
+                .iter()
+                .filter(|c| c.check() == name)
+                .map(|&c| v.count(c))
+                .sum();
+            Check {
+                name,
+                ok: k == 0,
+                violations: k,
+            }
+        })
+        .collect();
+
+    let last_finish = outcome
+        .reports
+        .iter()
+        .flatten()
+        .map(|r| r.finished_ns)
+        .max()
+        .unwrap_or(0);
+    let throughput = (outcome.released_ns > 0 && last_finish > outcome.released_ns).then(|| {
+        let s = (last_finish - outcome.released_ns) as f64 / 1e9;
+        Throughput {
+            exchange_s: s,
+            msgs_per_s: v.totals.received as f64 / s,
+            mb_per_s: v.totals.bytes_received as f64 / s / 1e6,
+        }
+    });
+    let latency_us = v.latency.as_ref().map(|h| Latency {
+        count: h.len(),
+        p50: h.value_at_quantile(0.50) as f64 / 1e3,
+        p90: h.value_at_quantile(0.90) as f64 / 1e3,
+        p99: h.value_at_quantile(0.99) as f64 / 1e3,
+        p999: h.value_at_quantile(0.999) as f64 / 1e3,
+        max: h.max() as f64 / 1e3,
+    });
+    let exchange = outcome.released_at.map_or(Duration::ZERO, |t| {
+        outcome.ended_at.saturating_duration_since(t)
+    });
+
+    let (ending, failure) = match &outcome.ending {
+        Ending::Finished => ("finished", None),
+        Ending::TimedOut => (
+            "timed_out",
+            Some(format!("timed out after {:.1} s", config.timeout_s)),
+        ),
+        Ending::Interrupted => ("interrupted", Some("interrupted by a signal".to_string())),
+        Ending::RelayDied(st) => (
+            "relay_died",
+            Some(format!(
+                "the relay exited before the clients were done ({st})"
+            )),
+        ),
+        Ending::ClientDied(i, st) => (
+            "client_died",
+            Some(format!("client c{i} exited without reporting ({st})")),
+        ),
+        Ending::StartFailed(why) => (
+            "start_failed",
+            Some(format!("a process could not start: {why}")),
+        ),
+    };
+    let violations_total = v.total_violations();
+    let failure = failure.or_else(|| {
+        (violations_total > 0)
+            .then(|| format!("{violations_total} violation(s) of the relay's guarantees"))
+    });
+    let exit_code = match &outcome.ending {
+        Ending::Finished if violations_total == 0 => EXIT_PASS,
+        Ending::Interrupted => EXIT_INTERRUPTED,
+        Ending::StartFailed(_) => EXIT_ENV,
+        _ => EXIT_FAIL,
+    };
+    Report {
+        schema_version: SCHEMA_VERSION,
+        verdict: if exit_code == EXIT_PASS {
+            "pass"
+        } else {
+            "fail"
+        },
+        ending,
+        failure,
+        exit_code,
+        replay,
+        config,
+        clients,
+        totals: v.totals.clone(),
+        checks,
+        violations: v.violations.iter().take(JSON_VIOLATIONS).cloned().collect(),
+        violations_total,
+        throughput,
+        latency_us,
+        phases: Phases {
+            fork_register_ms: ms(outcome.register),
+            exchange_ms: ms(exchange),
+            verify_ms: ms(verify_time),
+        },
+        processes: outcome
+            .statuses
+            .iter()
+            .map(|(role, status)| Process {
+                role: role.clone(),
+                status: status.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn us(x: f64) -> String {
+    if x >= 1000.0 {
+        format!("{:.2} ms", x / 1000.0)
+    } else {
+        format!("{x:.1} us")
+    }
+}
+
+/// The human report.
+pub fn human(r: &Report) -> String {
+    let c = &r.config;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "relay-sim: {} clients x {} messages = {} messages, payload {} B, {} socket, backend {}, seed {}",
+        c.clients,
+        group(c.msgs_per_client),
+        group(c.total_msgs),
+        c.payload,
+        c.transport,
+        c.backend,
+        c.seed
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  {:<8} {:>12} {:>12} {:>8}",
+        "client", "sent", "received", "bounced"
+    );
+    for row in &r.clients {
+        let mark = if row.complete { "" } else { "  (incomplete)" };
+        let _ = writeln!(
+            o,
+            "  {:<8} {:>12} {:>12} {:>8}{mark}",
+            row.name,
+            group(row.sent),
+            group(row.received),
+            group(row.bounced)
+        );
+    }
+    let t = &r.totals;
+    let _ = writeln!(
+        o,
+        "  {:<8} {:>12} {:>12} {:>8}",
+        "total",
+        group(t.sent),
+        group(t.received),
+        group(t.bounced)
+    );
+    let _ = writeln!(o);
+    let checks: Vec<String> = r
+        .checks
+        .iter()
+        .map(|k| {
+            if k.ok {
+                format!("{} ok", k.name)
+            } else {
+                format!("{} FAILED ({})", k.name, group(k.violations))
+            }
+        })
+        .collect();
+    let _ = writeln!(o, "checks:     {}", checks.join(", "));
+    if r.violations_total > 0 {
+        let shown = r.violations.len().min(HUMAN_VIOLATIONS);
+        let _ = writeln!(
+            o,
+            "violations: {} (first {shown}):",
+            group(r.violations_total)
+        );
+        for v in r.violations.iter().take(HUMAN_VIOLATIONS) {
+            let seq = v.seq.map_or(String::new(), |s| format!(" seq {s}"));
+            let _ = writeln!(
+                o,
+                "  {:<10} {} -> {}{seq}: expected {}, got {}",
+                v.class.name(),
+                v.sender,
+                v.receiver,
+                v.expected,
+                v.got
+            );
+        }
+    }
+    match &r.throughput {
+        Some(tp) => {
+            let _ = writeln!(
+                o,
+                "throughput: {} msg/s, {:.1} MB/s over the exchange phase ({:.1} ms)",
+                group(tp.msgs_per_s as u64),
+                tp.mb_per_s,
+                tp.exchange_s * 1000.0
+            );
+        }
+        None => {
+            let _ = writeln!(o, "throughput: no exchange phase");
+        }
+    }
+    match &r.latency_us {
+        Some(l) => {
+            let _ = writeln!(
+                o,
+                "latency:    p50 {}, p90 {}, p99 {}, p99.9 {}, max {} (send to delivery, {} messages)",
+                us(l.p50),
+                us(l.p90),
+                us(l.p99),
+                us(l.p999),
+                us(l.max),
+                group(l.count)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "latency:    not measured (payloads under 32 bytes carry no send time)"
+            );
+        }
+    }
+    let p = &r.phases;
+    let _ = writeln!(
+        o,
+        "phases:     fork+register {:.1} ms, exchange {:.1} ms, verify {:.1} ms",
+        p.fork_register_ms, p.exchange_ms, p.verify_ms
+    );
+    if r.exit_code != EXIT_PASS {
+        for pr in r.processes.iter().filter(|p| p.status != "exited 0") {
+            let _ = writeln!(o, "process:    {} {}", pr.role, pr.status);
+        }
+    }
+    match &r.failure {
+        None => {
+            let _ = writeln!(o, "verdict:    PASS");
+        }
+        Some(f) => {
+            let _ = writeln!(o, "verdict:    FAIL: {f}");
+            let _ = writeln!(o, "replay:     {}", r.replay);
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(1234567), "1,234,567");
+    }
+}

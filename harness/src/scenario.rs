@@ -1,0 +1,212 @@
+//! Seeded random scenarios: who sends what to whom, reproducible from a seed.
+//!
+//! Each client draws its destinations from its own PRNG stream (seeded from the run's seed
+//! and its index), so a client needs no plan in memory and the supervisor can replay the
+//! draws to know, before anything runs, how many messages each pair will carry. A message's
+//! payload length and filler are derived from (seed, sender, receiver, per-pair sequence), so
+//! the receiver can recompute what it should get without ever seeing the sender's state.
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+use serde::{Deserialize, Serialize};
+
+/// Payload sizes: fixed or a uniform range (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadSize {
+    /// Smallest payload, bytes.
+    pub min: usize,
+    /// Largest payload, bytes.
+    pub max: usize,
+}
+
+impl PayloadSize {
+    /// Parses `SIZE` or `MIN..MAX` (bytes).
+    pub fn parse(s: &str) -> Result<PayloadSize, String> {
+        let num = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{t:?} is not a number of bytes"))
+        };
+        let (min, max) = match s.split_once("..") {
+            Some((a, b)) => (num(a)?, num(b.strip_prefix('=').unwrap_or(b))?),
+            None => {
+                let n = num(s)?;
+                (n, n)
+            }
+        };
+        if min > max {
+            return Err(format!("{s:?}: MIN is larger than MAX"));
+        }
+        Ok(PayloadSize { min, max })
+    }
+}
+
+impl std::fmt::Display for PayloadSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}..{}", self.min, self.max)
+        }
+    }
+}
+
+/// The random scenario of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// Number of clients, named c0..c{n-1}.
+    pub clients: usize,
+    /// Messages each client sends.
+    pub msgs: u64,
+    /// Payload sizes.
+    pub payload: PayloadSize,
+    /// The seed everything is drawn from.
+    pub seed: u64,
+}
+
+/// A mixing function for deriving independent seeds (SplitMix64's finaliser).
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The name of client `i`.
+pub fn client_name(i: usize) -> String {
+    format!("c{i}")
+}
+
+/// The index in a name `c{i}`, if it is one.
+pub fn client_index(name: &[u8]) -> Option<usize> {
+    let digits = name.strip_prefix(b"c")?;
+    if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// One client's stream of destinations.
+pub struct Destinations {
+    rng: Pcg64Mcg,
+    me: usize,
+    others: usize,
+}
+
+impl Iterator for Destinations {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.others == 0 {
+            return Some(self.me);
+        }
+        // Uniform over the other clients: draw from n-1 and skip over ourselves.
+        let d = self.rng.random_range(0..self.others);
+        Some(if d >= self.me { d + 1 } else { d })
+    }
+}
+
+impl Scenario {
+    /// Total messages in the run.
+    pub fn total(&self) -> u64 {
+        self.msgs * self.clients as u64
+    }
+
+    /// Client `i`'s destinations, in send order.
+    pub fn destinations(&self, i: usize) -> Destinations {
+        Destinations {
+            rng: Pcg64Mcg::seed_from_u64(mix(self.seed ^ mix(i as u64 + 1))),
+            me: i,
+            others: self.clients.saturating_sub(1),
+        }
+    }
+
+    /// How many messages each pair carries: `counts[sender][receiver]`. Memory: clients².
+    pub fn pair_counts(&self) -> Vec<Vec<u64>> {
+        let n = self.clients;
+        let mut m = vec![vec![0u64; n]; n];
+        for (s, row) in m.iter_mut().enumerate() {
+            for d in self.destinations(s).take(self.msgs as usize) {
+                row[d] += 1;
+            }
+        }
+        m
+    }
+
+    /// The seed of message `seq` from `sender` to `receiver`.
+    pub fn message_key(&self, sender: usize, receiver: usize, seq: u64) -> u64 {
+        mix(self.seed ^ mix((sender as u64) << 32 | receiver as u64) ^ mix(seq))
+    }
+
+    /// The payload length of message `seq` on the pair.
+    pub fn payload_len(&self, key: u64) -> usize {
+        let PayloadSize { min, max } = self.payload;
+        if min == max {
+            return min;
+        }
+        // Pin the edges now and then so the smallest and largest sizes always occur.
+        match key % 16 {
+            0 => min,
+            1 => max,
+            _ => min + (mix(key) % (max - min + 1) as u64) as usize,
+        }
+    }
+}
+
+/// Fills `out` with the seeded filler for a message key.
+pub fn fill(key: u64, out: &mut [u8]) {
+    Pcg64Mcg::seed_from_u64(key).fill_bytes(out);
+}
+
+/// A fresh random seed, for runs that were given none.
+pub fn fresh_seed() -> u64 {
+    rand::random()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_scenario() {
+        let s = Scenario {
+            clients: 5,
+            msgs: 1000,
+            payload: PayloadSize { min: 0, max: 100 },
+            seed: 42,
+        };
+        assert_eq!(s.pair_counts(), s.pair_counts());
+        let t = Scenario { seed: 43, ..s };
+        assert_ne!(s.pair_counts(), t.pair_counts());
+        for (i, row) in s.pair_counts().iter().enumerate() {
+            assert_eq!(row[i], 0, "nobody sends to itself");
+            assert_eq!(row.iter().sum::<u64>(), 1000);
+        }
+    }
+
+    #[test]
+    fn payload_sizes_parse() {
+        assert_eq!(
+            PayloadSize::parse("64"),
+            Ok(PayloadSize { min: 64, max: 64 })
+        );
+        assert_eq!(
+            PayloadSize::parse("0..100"),
+            Ok(PayloadSize { min: 0, max: 100 })
+        );
+        assert_eq!(
+            PayloadSize::parse("1..=9"),
+            Ok(PayloadSize { min: 1, max: 9 })
+        );
+        assert!(PayloadSize::parse("9..1").is_err());
+        assert!(PayloadSize::parse("x").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(client_index(b"c0"), Some(0));
+        assert_eq!(client_index(b"c17"), Some(17));
+        assert_eq!(client_index(b"c01"), None);
+        assert_eq!(client_index(b"x1"), None);
+        assert_eq!(client_name(3), "c3");
+    }
+}

@@ -1,0 +1,625 @@
+//! The supervisor: fork the relay and the clients, hold the start barrier, collect their
+//! records, enforce the deadline, and reap every child on every path.
+//!
+//! ```text
+//!   supervisor ──fork──> relay      (stop pipe: closing it stops the relay)
+//!              ──fork──> c0..cN-1   (barrier pipe: closing it starts them all at once;
+//!                                    stop pipe: closing it asks for their records now)
+//!              <──────── one event pipe per child: Ready, Done(records), Failed
+//! ```
+//! A child's event pipe reaching end of file means the child has exited: the supervisor
+//! learns of deaths from the pipes it already polls, and reaps with waitpid afterwards.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, signal, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, pipe2, ForkResult, Pid};
+
+use crate::record::{ClientReport, Event};
+
+/// CLOCK_MONOTONIC in ns: comparable across the processes of one machine.
+pub fn now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// What the relay process gets.
+pub struct RelayCtx {
+    /// Becomes readable (end of file) when the supervisor wants the relay to stop.
+    pub stop: OwnedFd,
+}
+
+/// What a client process gets.
+pub struct ClientCtx {
+    /// The client's index.
+    pub index: usize,
+    events: OwnedFd,
+    barrier: Option<OwnedFd>,
+    /// Becomes readable (end of file) when the supervisor wants the records now.
+    pub stop: OwnedFd,
+}
+
+impl ClientCtx {
+    fn send(&mut self, e: &Event) -> io::Result<()> {
+        let mut line = serde_json::to_vec(e).map_err(io::Error::other)?;
+        line.push(b'\n');
+        std::fs::File::from(self.events.try_clone()?).write_all(&line)
+    }
+
+    /// Tells the supervisor this client is registered, then waits at the start barrier.
+    pub fn ready_and_wait(&mut self) -> io::Result<()> {
+        self.send(&Event::Ready)?;
+        let Some(b) = self.barrier.take() else {
+            return Ok(());
+        };
+        let mut f = std::fs::File::from(b);
+        // The supervisor never writes to the barrier: it closes it, and every reader wakes.
+        let mut byte = [0u8; 1];
+        loop {
+            match f.read(&mut byte) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends the records.
+    pub fn done(&mut self, r: ClientReport) -> io::Result<()> {
+        self.send(&Event::Done(Box::new(r)))
+    }
+
+    /// Says why this client could not start.
+    pub fn failed(&mut self, why: String) -> io::Result<()> {
+        self.send(&Event::Failed(why))
+    }
+}
+
+/// Limits for one supervised run.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Number of client processes.
+    pub clients: usize,
+    /// From the first fork until every client has reported.
+    pub deadline: Duration,
+    /// How long stopped children get to report or exit before SIGTERM, and SIGTERM before SIGKILL.
+    pub grace: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Every client reported its records.
+    Finished,
+    /// The deadline passed first.
+    TimedOut,
+    /// SIGINT or SIGTERM reached the supervisor.
+    Interrupted,
+    /// The relay exited before the clients were done.
+    RelayDied(String),
+    /// A client exited without reporting.
+    ClientDied(usize, String),
+    /// A child could not start (connect or register failed).
+    StartFailed(String),
+}
+
+/// Everything the supervisor learned.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// How it ended.
+    pub ending: Ending,
+    /// Each client's records, if it reported.
+    pub reports: Vec<Option<ClientReport>>,
+    /// Exit status of every child, as text, by role (`relay`, `c0`, ...).
+    pub statuses: Vec<(String, String)>,
+    /// From the first fork until all clients were registered.
+    pub register: Duration,
+    /// CLOCK_MONOTONIC ns at which the barrier was released (0 if never).
+    pub released_ns: u64,
+    /// Instant the barrier was released.
+    pub released_at: Option<Instant>,
+    /// Instant the last report arrived (or the run was cut short).
+    pub ended_at: Instant,
+}
+
+struct Child {
+    role: String,
+    pid: Pid,
+    events: Option<OwnedFd>,
+    buf: Vec<u8>,
+    status: Option<String>,
+}
+
+/// Reaps whatever is left if the supervisor returns early or panics.
+struct Reaper {
+    children: Vec<Child>,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            if c.status.is_none() {
+                let _ = kill(c.pid, Signal::SIGKILL);
+                c.status = Some(describe(waitpid(c.pid, None)));
+            }
+        }
+    }
+}
+
+fn describe(w: nix::Result<WaitStatus>) -> String {
+    match w {
+        Ok(WaitStatus::Exited(_, code)) => format!("exited {code}"),
+        Ok(WaitStatus::Signaled(_, sig, _)) => format!("killed by {sig}"),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("wait failed: {e}"),
+    }
+}
+
+/// Forks `body` into a child that keeps only the fds in `keep` of those in `all`.
+///
+/// Fork safety: the caller must be single-threaded (the relay-sim binary starts no thread
+/// before its forks), so the child may run ordinary Rust code. The child never returns
+/// into the caller's code: it leaves with `_exit`, running no destructor of the parent's.
+fn spawn(all: &[RawFd], keep: &[RawFd], body: impl FnOnce() -> i32) -> nix::Result<Pid> {
+    // SAFETY: single-threaded at this point (see above).
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            // The supervisor's SIGINT/SIGTERM handlers write to its self-pipe: not ours.
+            for sig in [Signal::SIGINT, Signal::SIGTERM] {
+                // SAFETY: restoring the default disposition installs no Rust handler.
+                let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+            }
+            for &fd in all {
+                if !keep.contains(&fd) {
+                    let _ = nix::unistd::close(fd);
+                }
+            }
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101);
+            let _ = io::stdout().flush();
+            let _ = io::stderr().flush();
+            // SAFETY: _exit ends the process at once; no parent destructor or test harness runs.
+            unsafe { nix::libc::_exit(code) }
+        }
+    }
+}
+
+fn pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    pipe2(OFlag::O_CLOEXEC)
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Why supervision could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    /// pipe(2) or fork(2) failed.
+    #[error(
+        "{what} failed: {source}; check the process and open-file limits (ulimit -u, ulimit -n)"
+    )]
+    Sys {
+        /// The call.
+        what: &'static str,
+        /// The cause.
+        source: nix::Error,
+    },
+    /// Installing the SIGINT/SIGTERM handlers failed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
+}
+
+fn dup_err(e: io::Error) -> SuperviseError {
+    SuperviseError::Sys {
+        what: "dup",
+        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> SuperviseError {
+    move |source| SuperviseError::Sys { what, source }
+}
+
+/// Runs one supervised run: forks the relay (running `relay`), then the clients (each running
+/// `client`), and returns when every client has reported, or the deadline, a death or a signal
+/// ended the run. Every child has been reaped when this returns.
+pub fn supervise(
+    limits: &Limits,
+    relay: impl FnOnce(RelayCtx) -> i32,
+    mut client: impl FnMut(ClientCtx) -> i32,
+) -> Result<Outcome, SuperviseError> {
+    let start = Instant::now();
+    let n = limits.clients;
+    let deadline = start + limits.deadline;
+
+    // Ctrl-C and SIGTERM: the self-pipe trick, polled with the event pipes.
+    let (sig_r, sig_w) = std::os::unix::net::UnixStream::pair().map_err(SuperviseError::Signals)?;
+    sig_r
+        .set_nonblocking(true)
+        .map_err(SuperviseError::Signals)?;
+    sig_w
+        .set_nonblocking(true)
+        .map_err(SuperviseError::Signals)?;
+    let mut sig_ids = Vec::new();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let w = sig_w.try_clone().map_err(SuperviseError::Signals)?;
+        sig_ids
+            .push(signal_hook::low_level::pipe::register(sig, w).map_err(SuperviseError::Signals)?);
+    }
+    let result = run_children(limits, n, deadline, start, &sig_r, relay, &mut client);
+    for id in sig_ids {
+        signal_hook::low_level::unregister(id);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_children(
+    limits: &Limits,
+    n: usize,
+    deadline: Instant,
+    start: Instant,
+    sig_r: &std::os::unix::net::UnixStream,
+    relay: impl FnOnce(RelayCtx) -> i32,
+    client: &mut impl FnMut(ClientCtx) -> i32,
+) -> Result<Outcome, SuperviseError> {
+    // Every pipe is made before the first fork, so each child can close what is not its own.
+    let (barrier_r, barrier_w) = pipe().map_err(sys("pipe"))?;
+    let (cstop_r, cstop_w) = pipe().map_err(sys("pipe"))?;
+    let (rstop_r, rstop_w) = pipe().map_err(sys("pipe"))?;
+    let (rev_r, rev_w) = pipe().map_err(sys("pipe"))?;
+    let mut ev: Vec<(OwnedFd, OwnedFd)> = Vec::with_capacity(n);
+    for _ in 0..n {
+        ev.push(pipe().map_err(sys("pipe"))?);
+    }
+    let mut all: Vec<RawFd> = vec![
+        barrier_r.as_raw_fd(),
+        barrier_w.as_raw_fd(),
+        cstop_r.as_raw_fd(),
+        cstop_w.as_raw_fd(),
+        rstop_r.as_raw_fd(),
+        rstop_w.as_raw_fd(),
+        rev_r.as_raw_fd(),
+        rev_w.as_raw_fd(),
+        sig_r.as_raw_fd(),
+    ];
+    all.extend(ev.iter().flat_map(|(r, w)| [r.as_raw_fd(), w.as_raw_fd()]));
+
+    let mut reaper = Reaper {
+        children: Vec::new(),
+    };
+    let mut barrier_w = Some(barrier_w);
+    let mut cstop_w = Some(cstop_w);
+
+    // The relay first: the clients connect to it.
+    let stop_fd = rstop_r.try_clone().map_err(dup_err)?;
+    let keep = [stop_fd.as_raw_fd(), rev_w.as_raw_fd()];
+    let pid = spawn(&all, &keep, move || relay(RelayCtx { stop: stop_fd })).map_err(sys("fork"))?;
+    // The parent's copy of the relay closure (and any listener in it) is dropped here.
+    drop(rev_w);
+    drop(rstop_r);
+    set_nonblocking(&rev_r).map_err(sys("fcntl"))?;
+    reaper.children.push(Child {
+        role: "relay".into(),
+        pid,
+        events: Some(rev_r),
+        buf: Vec::new(),
+        status: None,
+    });
+
+    let mut ev_r: Vec<Option<OwnedFd>> = Vec::with_capacity(n);
+    let mut ev_w: Vec<Option<OwnedFd>> = Vec::with_capacity(n);
+    for (r, w) in ev {
+        ev_r.push(Some(r));
+        ev_w.push(Some(w));
+    }
+    for i in 0..n {
+        let w = ev_w[i].take().expect("each event pipe is used once");
+        let ctx = ClientCtx {
+            index: i,
+            events: w,
+            barrier: Some(barrier_r.try_clone().map_err(dup_err)?),
+            stop: cstop_r.try_clone().map_err(dup_err)?,
+        };
+        let keep = [
+            ctx.events.as_raw_fd(),
+            ctx.barrier.as_ref().map_or(-1, |b| b.as_raw_fd()),
+            ctx.stop.as_raw_fd(),
+        ];
+        let pid = match spawn(&all, &keep, || client(ctx)) {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(SuperviseError::Sys {
+                    what: "fork",
+                    source: e,
+                })
+            }
+        };
+        let r = ev_r[i].take().expect("each event pipe is used once");
+        set_nonblocking(&r).map_err(sys("fcntl"))?;
+        reaper.children.push(Child {
+            role: format!("c{i}"),
+            pid,
+            events: Some(r),
+            buf: Vec::new(),
+            status: None,
+        });
+    }
+    drop(barrier_r);
+    drop(cstop_r);
+
+    let mut reports: Vec<Option<ClientReport>> = vec![None; n];
+    let mut ready = 0usize;
+    let mut released_ns = 0;
+    let mut released_at = None;
+    let mut register = Duration::ZERO;
+    let mut ending: Option<Ending> = None;
+    let mut asked_to_stop_at: Option<Instant> = None;
+
+    // The event loop: until every client has reported, or something ends the run.
+    loop {
+        let reported = reports.iter().filter(|r| r.is_some()).count();
+        let clients_open = reaper.children[1..]
+            .iter()
+            .filter(|c| c.events.is_some())
+            .count();
+        if ending.is_none() && reported == n {
+            ending = Some(Ending::Finished);
+        }
+        if ending.is_some() && ending != Some(Ending::Finished) {
+            // Clients still at the barrier go on to find the stop pipe closed.
+            cstop_w = None;
+            barrier_w = None;
+        }
+        if let Some(e) = &ending {
+            // Stopping: wait for the clients' last reports or exits, within the grace time.
+            if clients_open == 0 || *e == Ending::Finished {
+                break;
+            }
+            let since = asked_to_stop_at.get_or_insert_with(Instant::now);
+            if since.elapsed() >= limits.grace {
+                break;
+            }
+        }
+        let wait_until = match (&ending, asked_to_stop_at) {
+            (Some(_), Some(t)) => t + limits.grace,
+            _ => deadline,
+        };
+        let now = Instant::now();
+        if ending.is_none() && now >= deadline {
+            ending = Some(Ending::TimedOut);
+            cstop_w = None; // ask every client for its records now
+            continue;
+        }
+        let timeout = wait_until.saturating_duration_since(now);
+        let mut fds: Vec<PollFd> = Vec::with_capacity(n + 2);
+        let mut who: Vec<usize> = Vec::with_capacity(n + 2);
+        fds.push(PollFd::new(sig_r.as_fd(), PollFlags::POLLIN));
+        who.push(usize::MAX);
+        for (k, c) in reaper.children.iter().enumerate() {
+            if let Some(e) = &c.events {
+                fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
+                who.push(k);
+            }
+        }
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                return Err(SuperviseError::Sys {
+                    what: "poll",
+                    source: e,
+                })
+            }
+        }
+        let ready_idx: Vec<usize> = fds
+            .iter()
+            .zip(&who)
+            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, &k)| k)
+            .collect();
+        drop(fds);
+        for k in ready_idx {
+            if k == usize::MAX {
+                let mut b = [0u8; 16];
+                let _ = (&*sig_r).read(&mut b);
+                if ending.is_none() || ending == Some(Ending::TimedOut) {
+                    ending = Some(Ending::Interrupted);
+                }
+                break;
+            }
+            let (events, eof) = read_events(&mut reaper.children[k]);
+            for e in events {
+                match e {
+                    Event::Ready => {
+                        ready += 1;
+                        if ready == n && barrier_w.is_some() {
+                            register = start.elapsed();
+                            released_ns = now_ns();
+                            released_at = Some(Instant::now());
+                            barrier_w = None; // closing the barrier starts every client at once
+                        }
+                    }
+                    Event::Done(r) => {
+                        let i = r.index;
+                        if i < n {
+                            reports[i] = Some(*r);
+                        }
+                    }
+                    Event::Failed(why) => {
+                        if ending.is_none() {
+                            ending = Some(Ending::StartFailed(format!(
+                                "{}: {why}",
+                                reaper.children[k].role
+                            )));
+                            cstop_w = None;
+                        }
+                    }
+                }
+            }
+            if eof {
+                let c = &mut reaper.children[k];
+                c.events = None;
+                c.status = Some(describe(waitpid(c.pid, None)));
+                let status = c.status.clone().unwrap_or_default();
+                if ending.is_none() {
+                    if k == 0 {
+                        ending = Some(Ending::RelayDied(status));
+                        cstop_w = None;
+                    } else if reports[k - 1].is_none() {
+                        ending = Some(Ending::ClientDied(k - 1, status));
+                        cstop_w = None;
+                    }
+                }
+            }
+        }
+        if ending == Some(Ending::Interrupted) {
+            break;
+        }
+    }
+    let ended_at = Instant::now();
+    drop(cstop_w);
+    drop(barrier_w);
+
+    // Stop the relay by closing its stop pipe, then make sure everyone is gone.
+    drop(rstop_w);
+    let interrupted = ending == Some(Ending::Interrupted);
+    stop_all(&mut reaper.children, limits.grace, interrupted);
+
+    Ok(Outcome {
+        ending: ending.unwrap_or(Ending::Finished),
+        reports,
+        statuses: reaper
+            .children
+            .iter()
+            .map(|c| (c.role.clone(), c.status.clone().unwrap_or_default()))
+            .collect(),
+        register,
+        released_ns,
+        released_at,
+        ended_at,
+    })
+}
+
+/// Reads what a child's event pipe holds; returns the whole events and whether it hit EOF.
+fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
+    let mut out = Vec::new();
+    let mut eof = false;
+    if let Some(fd) = &c.events {
+        let mut f = std::fs::File::from(fd.try_clone().expect("dup of an event pipe"));
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match f.read(&mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(k) => c.buf.extend_from_slice(&chunk[..k]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break, // WouldBlock: all read for now
+            }
+        }
+    }
+    while let Some(pos) = c.buf.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = c.buf.drain(..=pos).collect();
+        if let Ok(e) = serde_json::from_slice::<Event>(&line) {
+            out.push(e);
+        }
+    }
+    (out, eof)
+}
+
+/// Ends every child still running: wait `grace` for exits (the relay's stop pipe is already
+/// closed), then SIGTERM, `grace` again, then SIGKILL; reaps all.
+fn stop_all(children: &mut [Child], grace: Duration, interrupted: bool) {
+    let mut phases: Vec<Option<Signal>> = vec![None, Some(Signal::SIGTERM), Some(Signal::SIGKILL)];
+    if interrupted {
+        phases.remove(0);
+    }
+    for sig in phases {
+        if children.iter().all(|c| c.status.is_some()) {
+            return;
+        }
+        if let Some(sig) = sig {
+            for c in children.iter().filter(|c| c.status.is_none()) {
+                let _ = kill(c.pid, sig);
+                if sig == Signal::SIGTERM {
+                    let _ = kill(c.pid, Signal::SIGCONT); // a stopped child must wake to die
+                }
+            }
+        }
+        if sig == Some(Signal::SIGKILL) {
+            for c in children.iter_mut().filter(|c| c.status.is_none()) {
+                c.status = Some(describe(waitpid(c.pid, None)));
+                c.events = None;
+            }
+            return;
+        }
+        wait_exits(children, grace);
+    }
+}
+
+/// Waits up to `grace` for children to exit (their event pipes reach EOF), reaping them.
+fn wait_exits(children: &mut [Child], grace: Duration) {
+    let until = Instant::now() + grace;
+    loop {
+        for c in children.iter_mut().filter(|c| c.status.is_none()) {
+            // A child whose pipe is gone has exited or is about to; reap when it has.
+            if c.events.is_none() {
+                if let Ok(st) = waitpid(c.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    if st != WaitStatus::StillAlive {
+                        c.status = Some(describe(Ok(st)));
+                    }
+                }
+            }
+        }
+        let open: Vec<usize> = (0..children.len())
+            .filter(|&k| children[k].status.is_none() && children[k].events.is_some())
+            .collect();
+        let pending = children.iter().any(|c| c.status.is_none());
+        let left = until.saturating_duration_since(Instant::now());
+        if !pending || left.is_zero() {
+            return;
+        }
+        if open.is_empty() {
+            // Only pipe-less children remain: they are exiting; block on the first.
+            if let Some(c) = children.iter_mut().find(|c| c.status.is_none()) {
+                c.status = Some(describe(waitpid(c.pid, None)));
+            }
+            continue;
+        }
+        let mut fds: Vec<PollFd> = open
+            .iter()
+            .filter_map(|&k| children[k].events.as_ref())
+            .map(|e| PollFd::new(e.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let _ = poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        );
+        drop(fds);
+        for k in open {
+            let (_, eof) = read_events(&mut children[k]);
+            if eof {
+                let c = &mut children[k];
+                c.events = None;
+                c.status = Some(describe(waitpid(c.pid, None)));
+            }
+        }
+    }
+}

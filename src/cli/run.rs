@@ -1,0 +1,196 @@
+//! `relay-sim [run]`: fork the relay and N clients, verify every message, report.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use clap::Args as ClapArgs;
+use relay_harness::report::{self, RunConfig};
+use relay_harness::scenario::{fresh_seed, PayloadSize, Scenario};
+use relay_harness::supervisor::{supervise, Limits};
+use relay_harness::verify::verify;
+
+use super::{EXIT_ENV, EXIT_USAGE};
+use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::relay::{self, backend};
+use crate::sys::{self, Addr, Listener};
+
+/// Flags of `relay-sim run` (also accepted with no subcommand).
+#[derive(ClapArgs, Debug, Clone)]
+pub struct Args {
+    /// Number of client processes, named c0..c{N-1}.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub clients: usize,
+    /// Messages each client sends (the total is N times this).
+    #[arg(long, value_name = "M", default_value_t = 1000)]
+    pub msgs: u64,
+    /// Seed for destinations, sizes and payload bytes (default: a fresh one, always printed).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Payload bytes: SIZE, or MIN..MAX for sizes drawn uniformly between them.
+    #[arg(long, value_name = "SIZE|MIN..MAX", default_value = "64", value_parser = PayloadSize::parse)]
+    pub payload: PayloadSize,
+    /// How clients reach the relay: a Unix socket in a fresh temporary directory, or TCP on
+    /// 127.0.0.1 with a port the kernel picks.
+    #[arg(long, value_name = "unix|tcp", default_value = "unix", value_parser = ["unix", "tcp"])]
+    pub transport: String,
+    /// The relay's readiness backend.
+    #[arg(long, value_name = "NAME", default_value = "select", value_parser = clap::builder::PossibleValuesParser::new(backend::NAMES))]
+    pub backend: String,
+    /// End a stuck run after this long (e.g. 30s, 2m); default scales with the work, at least 10s.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print the report as one JSON document (docs/report.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Longest client name (`c` and up to 5 digits) plus the SEND overhead must fit a frame.
+const MAX_PAYLOAD: usize = DEFAULT_MAX_FRAME as usize - 2 - 32;
+/// Clients a select() relay can hold next to its own fds, below FD_SETSIZE.
+const MAX_CLIENTS: usize = 1000;
+
+/// The default deadline: 10 s, plus time for the volume of work at a pessimistic rate.
+fn default_timeout(sc: &Scenario) -> Duration {
+    let msgs = sc.total() as f64;
+    let bytes = msgs * (sc.payload.min + sc.payload.max) as f64 / 2.0;
+    Duration::from_secs_f64(10.0 + msgs / 100_000.0 + bytes / 50e6)
+}
+
+/// Runs the harness; returns the exit code.
+pub fn run(a: Args) -> i32 {
+    if a.clients == 0 || a.clients > MAX_CLIENTS {
+        eprintln!(
+            "relay-sim: --clients {}: must be 1..={MAX_CLIENTS}",
+            a.clients
+        );
+        return EXIT_USAGE;
+    }
+    if a.payload.max > MAX_PAYLOAD {
+        eprintln!(
+            "relay-sim: --payload {}: at most {MAX_PAYLOAD} bytes fit in a {DEFAULT_MAX_FRAME}-byte frame",
+            a.payload
+        );
+        return EXIT_USAGE;
+    }
+    let sc = Scenario {
+        clients: a.clients,
+        msgs: a.msgs,
+        payload: a.payload,
+        seed: a.seed.unwrap_or_else(fresh_seed),
+    };
+    let timeout = a.timeout.unwrap_or_else(|| default_timeout(&sc));
+    let replay = format!(
+        "relay-sim run --clients {} --msgs {} --seed {} --payload {} --transport {} --backend {} --timeout {}",
+        sc.clients,
+        sc.msgs,
+        sc.seed,
+        sc.payload,
+        a.transport,
+        a.backend,
+        humantime::format_duration(timeout)
+    );
+    let config = RunConfig {
+        clients: sc.clients,
+        msgs_per_client: sc.msgs,
+        total_msgs: sc.total(),
+        payload: sc.payload.to_string(),
+        transport: a.transport.clone(),
+        backend: a.backend.clone(),
+        seed: sc.seed,
+        timeout_s: timeout.as_secs_f64(),
+    };
+    if !a.json {
+        // The seed first, so even a run that never ends can be replayed.
+        println!(
+            "relay-sim: {} clients x {} messages = {} messages, seed {}",
+            sc.clients,
+            sc.msgs,
+            sc.total(),
+            sc.seed
+        );
+        let _ = std::io::stdout().flush();
+    }
+
+    // What each client must receive, from the same draws the senders will make.
+    let counts = sc.pair_counts();
+    let expected_in: Vec<u64> = (0..sc.clients)
+        .map(|r| counts.iter().map(|row| row[r]).sum())
+        .collect();
+
+    // The socket lives in a fresh private directory, removed on every path when `dir` drops.
+    let dir = match tempfile::Builder::new().prefix("relay-sim-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("relay-sim: cannot create a temporary directory: {e}; check TMPDIR");
+            return EXIT_ENV;
+        }
+    };
+    let addr = match a.transport.as_str() {
+        "tcp" => Addr::Tcp("127.0.0.1:0".parse().expect("a literal socket address")),
+        _ => Addr::Unix(dir.path().join("relay.sock")),
+    };
+    let _ = sys::raise_nofile_limit();
+    // Bound before the forks: clients may connect the moment they exist.
+    let mut listener = match Listener::bind(&addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("relay-sim: {e}");
+            return EXIT_ENV;
+        }
+    };
+    // The supervisor removes the directory; no process removes the file on its own drop.
+    listener.keep_file();
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("relay-sim: cannot read the relay's address: {e}");
+            return EXIT_ENV;
+        }
+    };
+    let relay_cfg = relay::Config {
+        backend: a.backend.clone(),
+        log: false,
+        ..relay::Config::default()
+    };
+    let limits = Limits {
+        clients: sc.clients,
+        deadline: timeout,
+        grace: Duration::from_secs(2),
+    };
+    let outcome = supervise(
+        &limits,
+        move |ctx| match relay::run(listener, Some(ctx.stop), relay_cfg) {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("relay-sim relay: {e}");
+                3
+            }
+        },
+        |ctx| {
+            let i = ctx.index;
+            crate::driver::client_main(&addr, &sc, expected_in[i], ctx)
+        },
+    );
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("relay-sim: {e}");
+            return EXIT_ENV;
+        }
+    };
+    let t = Instant::now();
+    let v = verify(sc.clients, &outcome.reports);
+    let verify_time = t.elapsed();
+    let r = report::build(config, replay, &outcome, &v, verify_time);
+    let mut out = std::io::stdout().lock();
+    let text = if a.json {
+        serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
+    } else {
+        report::human(&r)
+    };
+    // A closed stdout (a pager that quit) is not an error worth a message.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    drop(dir);
+    r.exit_code
+}
