@@ -207,10 +207,33 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+        self.compact();
+        Ok(())
+    }
+
+    /// Drops written bytes: all of them once everything is out, or the written front once it
+    /// is most of the buffer (a writer that keeps queueing never empties it completely).
+    fn compact(&mut self) {
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
+        } else if self.out_pos >= 64 * 1024 && self.out_pos * 2 >= self.out.len() {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
         }
+    }
+
+    /// One write() of at most `limit` bytes (tests use it to split frames across writes).
+    pub fn write_at_most(&mut self, limit: usize) -> io::Result<()> {
+        let end = self.out.len().min(self.out_pos + limit);
+        match self.stream.write(&self.out[self.out_pos..end]) {
+            Ok(n) => self.out_pos += n,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        self.compact();
         Ok(())
     }
 

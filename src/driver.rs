@@ -8,9 +8,11 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
 use relay_harness::payload;
 use relay_harness::record::ClientReport;
-use relay_harness::scenario::{client_name, Scenario};
+use relay_harness::scenario::{client_name, mix, PayloadSize, Scenario};
 use relay_harness::supervisor::{now_ns, ClientCtx};
 use relay_harness::verify::Receiver;
 
@@ -22,7 +24,13 @@ use crate::sys::Addr;
 pub const BATCH: usize = 256 * 1024;
 
 /// Runs client `ctx.index` of the scenario; returns its exit code (0 when it did all its work).
-pub fn client_main(addr: &Addr, sc: &Scenario, expected_in: u64, mut ctx: ClientCtx) -> i32 {
+pub fn client_main(
+    addr: &Addr,
+    sc: &Scenario,
+    expected_in: u64,
+    chunks: Option<PayloadSize>,
+    mut ctx: ClientCtx,
+) -> i32 {
     let name = client_name(ctx.index);
     let mut client = match Client::connect(addr, &name) {
         Ok(c) => c,
@@ -34,7 +42,14 @@ pub fn client_main(addr: &Addr, sc: &Scenario, expected_in: u64, mut ctx: Client
     if ctx.ready_and_wait().is_err() {
         return 3;
     }
-    let report = exchange(&mut client, sc, ctx.index, expected_in, ctx.stop.as_fd());
+    let report = exchange(
+        &mut client,
+        sc,
+        ctx.index,
+        expected_in,
+        chunks,
+        ctx.stop.as_fd(),
+    );
     let code = if report.complete { 0 } else { 1 };
     let _ = ctx.done(report);
     code
@@ -46,6 +61,7 @@ pub fn exchange(
     sc: &Scenario,
     me: usize,
     expected_in: u64,
+    chunks: Option<PayloadSize>,
     stop: BorrowedFd<'_>,
 ) -> ClientReport {
     let n = sc.clients;
@@ -57,6 +73,7 @@ pub fn exchange(
     let mut scratch = Vec::new();
     let mut relay_error: Option<String> = None;
     let mut spins = 0u32;
+    let mut chunk_rng = Pcg64Mcg::seed_from_u64(mix(sc.seed ^ 0xC4u64 ^ mix(me as u64)));
     let error = loop {
         // Queue a batch: many frames per write.
         while client.pending() < BATCH && sent < sc.msgs {
@@ -70,7 +87,13 @@ pub fn exchange(
         let mut progress = false;
         if client.pending() > 0 {
             let before = client.pending();
-            if let Err(e) = client.write_some() {
+            let written = match chunks {
+                None => client.write_some(),
+                Some(c) => {
+                    client.write_at_most(chunk_rng.random_range(c.min.max(1)..=c.max.max(1)))
+                }
+            };
+            if let Err(e) = written {
                 break Some(format!("write to the relay failed: {e}"));
             }
             progress |= client.pending() != before;

@@ -105,6 +105,8 @@ pub struct ClientReport {
     pub complete: bool,
     /// Why it stopped early, if it did.
     pub error: Option<String>,
+    /// Its peak resident memory, KiB.
+    pub peak_rss_kib: u64,
 }
 
 /// What a child tells the supervisor, one JSON line each.
@@ -116,4 +118,9 @@ pub enum Event {
     Done(Box<ClientReport>),
     /// Could not start (connect or register failed).
     Failed(String),
+    /// The relay stopped.
+    RelayDone {
+        /// Its peak resident memory, KiB.
+        peak_rss_kib: u64,
+    },
 }

@@ -112,6 +112,17 @@ pub struct Phases {
     pub verify_ms: f64,
 }
 
+/// Peak resident memory per role, KiB.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    /// The supervisor (this process).
+    pub supervisor_kib: u64,
+    /// The relay, if it reported.
+    pub relay_kib: Option<u64>,
+    /// The largest of the clients that reported.
+    pub client_max_kib: Option<u64>,
+}
+
 /// A process and how it ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct Process {
@@ -154,6 +165,8 @@ pub struct Report {
     pub latency_us: Option<Latency>,
     /// Time per phase.
     pub phases: Phases,
+    /// Peak memory per role.
+    pub memory: Memory,
     /// Every child process and its exit.
     pub processes: Vec<Process>,
 }
@@ -290,6 +303,16 @@ pub fn build(
             fork_register_ms: ms(outcome.register),
             exchange_ms: ms(exchange),
             verify_ms: ms(verify_time),
+        },
+        memory: Memory {
+            supervisor_kib: outcome.supervisor_peak_rss_kib,
+            relay_kib: outcome.relay_peak_rss_kib,
+            client_max_kib: outcome
+                .reports
+                .iter()
+                .flatten()
+                .map(|r| r.peak_rss_kib)
+                .max(),
         },
         processes: outcome
             .statuses
@@ -435,6 +458,16 @@ pub fn human(r: &Report) -> String {
         o,
         "phases:     fork+register {:.1} ms, exchange {:.1} ms, verify {:.1} ms",
         p.fork_register_ms, p.exchange_ms, p.verify_ms
+    );
+    let m = &r.memory;
+    let kib =
+        |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let _ = writeln!(
+        o,
+        "memory:     peak RSS supervisor {}, relay {}, largest client {}",
+        kib(Some(m.supervisor_kib)),
+        kib(m.relay_kib),
+        kib(m.client_max_kib)
     );
     if r.exit_code != EXIT_PASS {
         for pr in r.processes.iter().filter(|p| p.status != "exited 0") {

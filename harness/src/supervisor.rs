@@ -29,10 +29,63 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Peak resident memory of this process so far, KiB.
+pub fn peak_rss_kib() -> u64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u.max_rss().max(0) as u64)
+}
+
+fn send_event(fd: &OwnedFd, e: &Event) -> io::Result<()> {
+    let mut line = serde_json::to_vec(e).map_err(io::Error::other)?;
+    line.push(b'\n');
+    std::fs::File::from(fd.try_clone()?).write_all(&line)
+}
+
 /// What the relay process gets.
 pub struct RelayCtx {
     /// Becomes readable (end of file) when the supervisor wants the relay to stop.
     pub stop: OwnedFd,
+    events: OwnedFd,
+}
+
+impl RelayCtx {
+    /// Tells the supervisor the relay stopped, with its peak memory.
+    pub fn done(&mut self) -> io::Result<()> {
+        send_event(
+            &self.events,
+            &Event::RelayDone {
+                peak_rss_kib: peak_rss_kib(),
+            },
+        )
+    }
+}
+
+/// Steps of a run, for a caller that narrates it (`-v`) or shows progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Milestone {
+    /// A child was forked.
+    Forked {
+        /// relay, c0, ...
+        role: String,
+        /// Its pid.
+        pid: i32,
+    },
+    /// Every client registered; the barrier is released.
+    Released,
+    /// A client reported its records.
+    Reported {
+        /// c0, ...
+        role: String,
+    },
+    /// The run is ending early, and why.
+    Stopping(Ending),
+    /// A child was reaped.
+    Exited {
+        /// relay, c0, ...
+        role: String,
+        /// How it ended.
+        status: String,
+    },
 }
 
 /// What a client process gets.
@@ -47,9 +100,7 @@ pub struct ClientCtx {
 
 impl ClientCtx {
     fn send(&mut self, e: &Event) -> io::Result<()> {
-        let mut line = serde_json::to_vec(e).map_err(io::Error::other)?;
-        line.push(b'\n');
-        std::fs::File::from(self.events.try_clone()?).write_all(&line)
+        send_event(&self.events, e)
     }
 
     /// Tells the supervisor this client is registered, then waits at the start barrier.
@@ -71,8 +122,9 @@ impl ClientCtx {
         }
     }
 
-    /// Sends the records.
-    pub fn done(&mut self, r: ClientReport) -> io::Result<()> {
+    /// Sends the records (adding this process's peak memory).
+    pub fn done(&mut self, mut r: ClientReport) -> io::Result<()> {
+        r.peak_rss_kib = peak_rss_kib();
         self.send(&Event::Done(Box::new(r)))
     }
 
@@ -127,6 +179,10 @@ pub struct Outcome {
     pub released_at: Option<Instant>,
     /// Instant the last report arrived (or the run was cut short).
     pub ended_at: Instant,
+    /// The relay's peak memory, KiB, if it reported it.
+    pub relay_peak_rss_kib: Option<u64>,
+    /// The supervisor's own peak memory, KiB.
+    pub supervisor_peak_rss_kib: u64,
 }
 
 struct Child {
@@ -135,6 +191,8 @@ struct Child {
     events: Option<OwnedFd>,
     buf: Vec<u8>,
     status: Option<String>,
+    /// Peak memory the child reported as its last word (the relay does).
+    peak_rss_kib: Option<u64>,
 }
 
 /// Reaps whatever is left if the supervisor returns early or panics.
@@ -238,6 +296,7 @@ pub fn supervise(
     limits: &Limits,
     relay: impl FnOnce(RelayCtx) -> i32,
     mut client: impl FnMut(ClientCtx) -> i32,
+    on: &mut dyn FnMut(Milestone),
 ) -> Result<Outcome, SuperviseError> {
     let start = Instant::now();
     let n = limits.clients;
@@ -257,7 +316,7 @@ pub fn supervise(
         sig_ids
             .push(signal_hook::low_level::pipe::register(sig, w).map_err(SuperviseError::Signals)?);
     }
-    let result = run_children(limits, n, deadline, start, &sig_r, relay, &mut client);
+    let result = run_children(limits, n, deadline, start, &sig_r, relay, &mut client, on);
     for id in sig_ids {
         signal_hook::low_level::unregister(id);
     }
@@ -273,6 +332,7 @@ fn run_children(
     sig_r: &std::os::unix::net::UnixStream,
     relay: impl FnOnce(RelayCtx) -> i32,
     client: &mut impl FnMut(ClientCtx) -> i32,
+    on: &mut dyn FnMut(Milestone),
 ) -> Result<Outcome, SuperviseError> {
     // Every pipe is made before the first fork, so each child can close what is not its own.
     let (barrier_r, barrier_w) = pipe().map_err(sys("pipe"))?;
@@ -303,9 +363,16 @@ fn run_children(
     let mut cstop_w = Some(cstop_w);
 
     // The relay first: the clients connect to it.
-    let stop_fd = rstop_r.try_clone().map_err(dup_err)?;
-    let keep = [stop_fd.as_raw_fd(), rev_w.as_raw_fd()];
-    let pid = spawn(&all, &keep, move || relay(RelayCtx { stop: stop_fd })).map_err(sys("fork"))?;
+    let rctx = RelayCtx {
+        stop: rstop_r.try_clone().map_err(dup_err)?,
+        events: rev_w.try_clone().map_err(dup_err)?,
+    };
+    let keep = [rctx.stop.as_raw_fd(), rctx.events.as_raw_fd()];
+    let pid = spawn(&all, &keep, move || relay(rctx)).map_err(sys("fork"))?;
+    on(Milestone::Forked {
+        role: "relay".into(),
+        pid: pid.as_raw(),
+    });
     // The parent's copy of the relay closure (and any listener in it) is dropped here.
     drop(rev_w);
     drop(rstop_r);
@@ -316,6 +383,7 @@ fn run_children(
         events: Some(rev_r),
         buf: Vec::new(),
         status: None,
+        peak_rss_kib: None,
     });
 
     let mut ev_r: Vec<Option<OwnedFd>> = Vec::with_capacity(n);
@@ -346,6 +414,10 @@ fn run_children(
                 })
             }
         };
+        on(Milestone::Forked {
+            role: format!("c{i}"),
+            pid: pid.as_raw(),
+        });
         let r = ev_r[i].take().expect("each event pipe is used once");
         set_nonblocking(&r).map_err(sys("fcntl"))?;
         reaper.children.push(Child {
@@ -354,6 +426,7 @@ fn run_children(
             events: Some(r),
             buf: Vec::new(),
             status: None,
+            peak_rss_kib: None,
         });
     }
     drop(barrier_r);
@@ -366,6 +439,7 @@ fn run_children(
     let mut register = Duration::ZERO;
     let mut ending: Option<Ending> = None;
     let mut asked_to_stop_at: Option<Instant> = None;
+    let mut announced = false;
 
     // The event loop: until every client has reported, or something ends the run.
     loop {
@@ -376,6 +450,12 @@ fn run_children(
             .count();
         if ending.is_none() && reported == n {
             ending = Some(Ending::Finished);
+        }
+        if let (Some(e), false) = (&ending, announced) {
+            announced = true;
+            if *e != Ending::Finished {
+                on(Milestone::Stopping(e.clone()));
+            }
         }
         if ending.is_some() && ending != Some(Ending::Finished) {
             // Clients still at the barrier go on to find the stop pipe closed.
@@ -452,14 +532,19 @@ fn run_children(
                             released_ns = now_ns();
                             released_at = Some(Instant::now());
                             barrier_w = None; // closing the barrier starts every client at once
+                            on(Milestone::Released);
                         }
                     }
                     Event::Done(r) => {
                         let i = r.index;
                         if i < n {
+                            on(Milestone::Reported {
+                                role: format!("c{i}"),
+                            });
                             reports[i] = Some(*r);
                         }
                     }
+                    Event::RelayDone { .. } => {}
                     Event::Failed(why) => {
                         if ending.is_none() {
                             ending = Some(Ending::StartFailed(format!(
@@ -499,6 +584,12 @@ fn run_children(
     drop(rstop_w);
     let interrupted = ending == Some(Ending::Interrupted);
     stop_all(&mut reaper.children, limits.grace, interrupted);
+    for c in &reaper.children {
+        on(Milestone::Exited {
+            role: c.role.clone(),
+            status: c.status.clone().unwrap_or_default(),
+        });
+    }
 
     Ok(Outcome {
         ending: ending.unwrap_or(Ending::Finished),
@@ -512,6 +603,8 @@ fn run_children(
         released_ns,
         released_at,
         ended_at,
+        relay_peak_rss_kib: reaper.children[0].peak_rss_kib,
+        supervisor_peak_rss_kib: peak_rss_kib(),
     })
 }
 
@@ -536,8 +629,10 @@ fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
     }
     while let Some(pos) = c.buf.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = c.buf.drain(..=pos).collect();
-        if let Ok(e) = serde_json::from_slice::<Event>(&line) {
-            out.push(e);
+        match serde_json::from_slice::<Event>(&line) {
+            Ok(Event::RelayDone { peak_rss_kib }) => c.peak_rss_kib = Some(peak_rss_kib),
+            Ok(e) => out.push(e),
+            Err(_) => {}
         }
     }
     (out, eof)

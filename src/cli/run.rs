@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Args as ClapArgs;
 use relay_harness::report::{self, RunConfig};
 use relay_harness::scenario::{fresh_seed, PayloadSize, Scenario};
-use relay_harness::supervisor::{supervise, Limits};
+use relay_harness::supervisor::{supervise, Limits, Milestone};
 use relay_harness::verify::verify;
 
 use super::{EXIT_ENV, EXIT_USAGE};
@@ -42,6 +42,13 @@ pub struct Args {
     /// Print the report as one JSON document (docs/report.md) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Narrate on stderr: every fork (with pids), the barrier, each report, each exit.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Clients cap each write() at a seeded random size in MIN..MAX bytes, so frames are split
+    /// across writes and several share one (exercises the relay's reassembly).
+    #[arg(long, value_name = "MIN..MAX", value_parser = PayloadSize::parse)]
+    pub write_chunks: Option<PayloadSize>,
 }
 
 /// Longest client name (`c` and up to 5 digits) plus the SEND overhead must fit a frame.
@@ -54,6 +61,17 @@ fn default_timeout(sc: &Scenario) -> Duration {
     let msgs = sc.total() as f64;
     let bytes = msgs * (sc.payload.min + sc.payload.max) as f64 / 2.0;
     Duration::from_secs_f64(10.0 + msgs / 100_000.0 + bytes / 50e6)
+}
+
+/// One stderr line per milestone, for `-v`.
+fn narrate(m: &Milestone) {
+    match m {
+        Milestone::Forked { role, pid } => eprintln!("relay-sim: forked {role} (pid {pid})"),
+        Milestone::Released => eprintln!("relay-sim: every client registered; barrier released"),
+        Milestone::Reported { role } => eprintln!("relay-sim: {role} reported"),
+        Milestone::Stopping(e) => eprintln!("relay-sim: stopping early: {e:?}"),
+        Milestone::Exited { role, status } => eprintln!("relay-sim: {role} {status}"),
+    }
 }
 
 /// Runs the harness; returns the exit code.
@@ -102,7 +120,7 @@ pub fn run(a: Args) -> i32 {
     if !a.json {
         // The seed first, so even a run that never ends can be replayed.
         println!(
-            "relay-sim: {} clients x {} messages = {} messages, seed {}",
+            "relay-sim: starting {} clients x {} messages = {} messages, seed {}",
             sc.clients,
             sc.msgs,
             sc.total(),
@@ -159,16 +177,30 @@ pub fn run(a: Args) -> i32 {
     };
     let outcome = supervise(
         &limits,
-        move |ctx| match relay::run(listener, Some(ctx.stop), relay_cfg) {
-            Ok(_) => 0,
-            Err(e) => {
-                eprintln!("relay-sim relay: {e}");
-                3
-            }
+        move |mut ctx| {
+            let stop = ctx.stop.try_clone();
+            let code = match stop.map(|s| relay::run(listener, Some(s), relay_cfg)) {
+                Ok(Ok(_)) => 0,
+                Ok(Err(e)) => {
+                    eprintln!("relay-sim relay: {e}");
+                    3
+                }
+                Err(e) => {
+                    eprintln!("relay-sim relay: {e}");
+                    3
+                }
+            };
+            let _ = ctx.done();
+            code
         },
         |ctx| {
             let i = ctx.index;
-            crate::driver::client_main(&addr, &sc, expected_in[i], ctx)
+            crate::driver::client_main(&addr, &sc, expected_in[i], a.write_chunks, ctx)
+        },
+        &mut |m| {
+            if a.verbose {
+                narrate(&m);
+            }
         },
     );
     let outcome = match outcome {
