@@ -228,8 +228,15 @@ fn describe(w: nix::Result<WaitStatus>) -> String {
 fn spawn(all: &[RawFd], keep: &[RawFd], body: impl FnOnce() -> i32) -> nix::Result<Pid> {
     // SAFETY: single-threaded at this point (see above).
     match unsafe { fork() }? {
-        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Parent { child } => {
+            // Also from this side, so the group exists before anyone could signal it.
+            let _ = nix::unistd::setpgid(child, child);
+            Ok(child)
+        }
         ForkResult::Child => {
+            // A process group of its own: a terminal's Ctrl-C reaches only the supervisor,
+            // which then stops every child itself, in order, and reports what happened.
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
             // The supervisor's SIGINT/SIGTERM handlers write to its self-pipe: not ours.
             for sig in [Signal::SIGINT, Signal::SIGTERM] {
                 // SAFETY: restoring the default disposition installs no Rust handler.

@@ -1,0 +1,306 @@
+//! The harness through the binary: `relay-sim [run]` passes, replays, times out, is
+//! interrupted, survives deaths, and never leaves a process or a socket file behind.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use util::*;
+
+/// Runs relay-sim with `args` in a private TMPDIR; returns (exit code, JSON report, stderr, tmpdir).
+fn run_json(args: &[&str]) -> (Option<i32>, Value, String, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(args)
+        .arg("--json")
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    (
+        out.status.code(),
+        report,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        tmp,
+    )
+}
+
+#[track_caller]
+fn assert_clean(tmp: &tempfile::TempDir, pids: &[i32]) {
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
+    for &pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} is still there"
+        );
+    }
+}
+
+/// The pids that `-v` says were forked.
+fn forked_pids(stderr: &str) -> Vec<i32> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split("(pid ").nth(1))
+        .filter_map(|p| p.trim_end_matches(')').parse().ok())
+        .collect()
+}
+
+#[test]
+fn the_front_door_verifies_clean() {
+    for transport in ["unix", "tcp"] {
+        let (code, r, err, tmp) = run_json(&[
+            "--clients",
+            "8",
+            "--msgs",
+            "2000",
+            "--seed",
+            "7",
+            "--transport",
+            transport,
+            "-v",
+        ]);
+        assert_eq!(code, Some(0), "{r:#}\n{err}");
+        assert_eq!(r["schema_version"], 1);
+        assert_eq!(r["verdict"], "pass");
+        assert_eq!(r["config"]["seed"], 7);
+        assert_eq!(r["config"]["transport"], transport);
+        assert_eq!(r["config"]["backend"], "select");
+        assert_eq!(r["totals"]["sent"], 16000);
+        assert_eq!(r["totals"]["received"], 16000);
+        assert_eq!(r["violations_total"], 0);
+        for c in r["checks"].as_array().unwrap() {
+            assert_eq!(c["ok"], true, "{c}");
+        }
+        assert_eq!(r["clients"].as_array().unwrap().len(), 8);
+        assert!(r["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+        assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0);
+        let pids = forked_pids(&err);
+        assert_eq!(pids.len(), 9, "relay and 8 clients: {err}");
+        assert_clean(&tmp, &pids);
+    }
+}
+
+#[test]
+fn the_subcommand_word_is_optional_and_the_human_report_is_complete() {
+    let out = Command::new(bin())
+        .args(["run", "--clients", "3", "--msgs", "100", "--seed", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "seed 5",
+        "client",
+        "c2",
+        "total",
+        "checks:",
+        "throughput:",
+        "latency:",
+        "p99.9",
+        "phases:",
+        "fork+register",
+        "memory:",
+        "verdict:    PASS",
+    ] {
+        assert!(text.contains(word), "report lacks {word:?}:\n{text}");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_scenario() {
+    let per_client = |r: &Value| r["clients"].to_string();
+    let args = [
+        "--clients",
+        "5",
+        "--msgs",
+        "500",
+        "--payload",
+        "0..200",
+        "--seed",
+        "99",
+    ];
+    let (_, a, _, _) = run_json(&args);
+    let (_, b, _, _) = run_json(&args);
+    assert_eq!(per_client(&a), per_client(&b));
+    assert_eq!(a["totals"]["bytes_received"], b["totals"]["bytes_received"]);
+    let (_, c, _, _) = run_json(&[
+        "--clients",
+        "5",
+        "--msgs",
+        "500",
+        "--payload",
+        "0..200",
+        "--seed",
+        "100",
+    ]);
+    assert_ne!(per_client(&a), per_client(&c));
+}
+
+#[test]
+fn a_fresh_seed_is_printed() {
+    let (code, r, _, _) = run_json(&["--clients", "2", "--msgs", "10"]);
+    assert_eq!(code, Some(0));
+    assert!(r["config"]["seed"].as_u64().is_some());
+    assert!(r["replay"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("--seed {}", r["config"]["seed"])));
+}
+
+#[test]
+fn a_timeout_reports_what_is_missing_kills_reaps_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args([
+            "--clients",
+            "4",
+            "--msgs",
+            "2000000",
+            "--timeout",
+            "200ms",
+            "--seed",
+            "3",
+            "-v",
+        ])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("verdict:    FAIL: timed out"), "{text}");
+    assert!(text.contains("missing"), "says what is missing:\n{text}");
+    assert!(
+        text.contains("replay:     relay-sim run --clients 4 --msgs 2000000 --seed 3"),
+        "prints the replay command:\n{text}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_clean(&tmp, &forked_pids(&err));
+}
+
+/// Starts a long run with `-v`, returns it once the barrier is released, with the child pids.
+fn start_long_run(tmp: &tempfile::TempDir, own_group: bool) -> (std::process::Child, Vec<i32>) {
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "--clients",
+        "4",
+        "--msgs",
+        "2000000",
+        "--timeout",
+        "60s",
+        "-v",
+        "--json",
+    ])
+    .env("TMPDIR", tmp.path())
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    if own_group {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut pids = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "run ended before the barrier"
+        );
+        pids.extend(forked_pids(&line));
+        if line.contains("barrier released") {
+            break;
+        }
+    }
+    // Keep draining stderr so the run never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    (child, pids)
+}
+
+#[test]
+fn ctrl_c_mid_run_stops_everyone_and_cleans_up() {
+    // Ctrl-C in a terminal signals the whole process group; SIGTERM usually only the supervisor.
+    for (group, sig) in [
+        (true, Signal::SIGINT),
+        (false, Signal::SIGTERM),
+        (false, Signal::SIGINT),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut child, pids) = start_long_run(&tmp, group);
+        let pid = child.id() as i32;
+        let target = if group {
+            Pid::from_raw(-pid)
+        } else {
+            Pid::from_raw(pid)
+        };
+        kill(target, sig).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "{sig} to {}",
+            if group { "group" } else { "supervisor" }
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["ending"], "interrupted");
+        assert_clean(&tmp, &pids);
+    }
+}
+
+#[test]
+fn a_relay_that_dies_ends_the_run_with_a_clear_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (child, pids) = start_long_run(&tmp, false);
+    kill(Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap(); // pids[0] is the relay
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ending"], "relay_died");
+    assert!(
+        r["failure"].as_str().unwrap().contains("SIGKILL"),
+        "{}",
+        r["failure"]
+    );
+    assert_clean(&tmp, &pids);
+}
+
+#[test]
+fn a_client_that_dies_ends_the_run_with_a_clear_verdict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (child, pids) = start_long_run(&tmp, false);
+    kill(Pid::from_raw(pids[2]), Signal::SIGKILL).unwrap(); // c1
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ending"], "client_died");
+    assert!(
+        r["failure"].as_str().unwrap().contains("c1"),
+        "{}",
+        r["failure"]
+    );
+    assert_clean(&tmp, &pids);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["--clients", "0"][..],
+        &["--clients", "5000"],
+        &["--payload", "2000000"],
+        &["--payload", "9..1"],
+        &["--transport", "udp"],
+        &["--timeout", "soon"],
+    ] {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}
