@@ -233,7 +233,7 @@ fn ctrl_c_mid_run_stops_everyone_and_cleans_up() {
         (false, Signal::SIGINT),
     ] {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut child, pids) = start_long_run(&tmp, group);
+        let (child, pids) = start_long_run(&tmp, group);
         let pid = child.id() as i32;
         let target = if group {
             Pid::from_raw(-pid)
