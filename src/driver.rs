@@ -1,18 +1,18 @@
 //! The client side of a harness run: what each forked client process does.
 //!
-//! Connect and register, report Ready, wait at the barrier, then send and receive at the same
-//! time: queue up to [`BATCH`] bytes of SEND frames, write what the kernel takes, read and check
-//! whatever arrived, and only when neither made progress, sleep in poll() on the socket and the
-//! supervisor's stop pipe. Memory is flat in the message count: nothing per message is kept.
+//! Connect and register, report Ready, wait at the barrier, then for each phase send and
+//! receive at the same time: queue up to [`BATCH`] bytes of SEND frames, write what the kernel
+//! takes, read and check whatever arrived, and only when neither made progress, sleep in poll()
+//! on the socket and the supervisor's stop pipe. Memory is flat in the message count: nothing
+//! per message is kept.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-use relay_harness::payload;
-use relay_harness::record::ClientReport;
-use relay_harness::scenario::{client_name, mix, PayloadSize, Scenario};
+use relay_harness::plan::{ClientPlan, Outbox};
+use relay_harness::scenario::{mix, PayloadSize};
 use relay_harness::supervisor::{now_ns, ClientCtx};
 use relay_harness::verify::Receiver;
 
@@ -23,15 +23,14 @@ use crate::sys::Addr;
 /// Bytes of SEND frames a client queues before it must write.
 pub const BATCH: usize = 256 * 1024;
 
-/// Runs client `ctx.index` of the scenario; returns its exit code (0 when it did all its work).
+/// Runs the client of `plan`; returns its exit code (0 when it did all its work).
 pub fn client_main(
     addr: &Addr,
-    sc: &Scenario,
-    expected_in: u64,
+    plan: &ClientPlan,
     chunks: Option<PayloadSize>,
     mut ctx: ClientCtx,
 ) -> i32 {
-    let name = client_name(ctx.index);
+    let name = plan.names.name(plan.me).to_string();
     let mut client = match Client::connect(addr, &name) {
         Ok(c) => c,
         Err(e) => {
@@ -42,65 +41,116 @@ pub fn client_main(
     if ctx.ready_and_wait().is_err() {
         return 3;
     }
-    let report = exchange(
-        &mut client,
-        sc,
-        ctx.index,
-        expected_in,
+    let mut rx = Receiver::new(plan.clone());
+    let mut outbox = Outbox::new(plan);
+    let mut writer = Writer {
         chunks,
-        ctx.stop.as_fd(),
-    );
-    let code = if report.complete { 0 } else { 1 };
+        rng: Pcg64Mcg::seed_from_u64(mix(plan.seed ^ 0xC4 ^ mix(plan.me as u64))),
+    };
+    let mut error = None;
+    for p in 0..plan.phases() {
+        if p > 0 {
+            if let Err(e) = ctx.phase_done_and_wait(p - 1) {
+                error = Some(format!("lost the supervisor between phases: {e}"));
+                break;
+            }
+            outbox.start_phase(p);
+        }
+        if let Err(e) = exchange(
+            &mut client,
+            plan,
+            &mut outbox,
+            &mut rx,
+            p,
+            &mut writer,
+            ctx.stop.as_fd(),
+        ) {
+            error = Some(e);
+            break;
+        }
+    }
+    let complete = error.is_none();
+    let report = rx.finish(now_ns(), complete, error);
     let _ = ctx.done(report);
-    code
+    if complete {
+        0
+    } else {
+        1
+    }
 }
 
-/// The exchange loop. Returns the client's records, complete or not.
-pub fn exchange(
-    client: &mut Client,
-    sc: &Scenario,
-    me: usize,
-    expected_in: u64,
+/// How writes are cut: all the kernel takes, or seeded random chunks (`--write-chunks`).
+struct Writer {
     chunks: Option<PayloadSize>,
+    rng: Pcg64Mcg,
+}
+
+impl Writer {
+    fn write(&mut self, client: &mut Client) -> std::io::Result<()> {
+        match self.chunks {
+            None => client.write_some(),
+            Some(c) => client.write_at_most(self.rng.random_range(c.min.max(1)..=c.max.max(1))),
+        }
+    }
+}
+
+/// One phase: send this phase's messages and receive everything the phase owes this client.
+fn exchange(
+    client: &mut Client,
+    plan: &ClientPlan,
+    outbox: &mut Outbox<'_>,
+    rx: &mut Receiver,
+    phase: usize,
+    writer: &mut Writer,
     stop: BorrowedFd<'_>,
-) -> ClientReport {
-    let n = sc.clients;
-    let names: Vec<String> = (0..n).map(client_name).collect();
-    let mut rx = Receiver::new(*sc, me);
-    let mut dests = sc.destinations(me);
-    let mut seq_to = vec![0u64; n];
-    let mut sent = 0u64;
+) -> Result<(), String> {
+    let names = plan.names.all();
     let mut scratch = Vec::new();
     let mut relay_error: Option<String> = None;
     let mut spins = 0u32;
-    let mut chunk_rng = Pcg64Mcg::seed_from_u64(mix(sc.seed ^ 0xC4u64 ^ mix(me as u64)));
-    let error = loop {
+    let mut sending = true;
+    loop {
         // Queue a batch: many frames per write.
-        while client.pending() < BATCH && sent < sc.msgs {
-            let Some(d) = dests.next() else { break };
-            payload::encode(sc, me, d, seq_to[d], now_ns(), &mut scratch);
-            seq_to[d] += 1;
+        while sending && client.pending() < BATCH {
+            let now = now_ns();
+            let Some(d) = outbox.next(now, &mut scratch) else {
+                sending = false;
+                break;
+            };
             rx.sent(d);
-            sent += 1;
+            rx.note(now, || format!("sent {} to {}", show(&scratch), names[d]));
             client.queue(&names[d], &scratch);
         }
         let mut progress = false;
         if client.pending() > 0 {
             let before = client.pending();
-            let written = match chunks {
-                None => client.write_some(),
-                Some(c) => {
-                    client.write_at_most(chunk_rng.random_range(c.min.max(1)..=c.max.max(1)))
-                }
-            };
-            if let Err(e) = written {
-                break Some(format!("write to the relay failed: {e}"));
-            }
+            writer
+                .write(client)
+                .map_err(|e| format!("write to the relay failed: {e}"))?;
             progress |= client.pending() != before;
         }
         let read = client.read_some(|f| match f {
-            RelayFrame::Deliver { src, payload } => rx.deliver(src, payload, now_ns()),
-            RelayFrame::Bounce { dst, payload } => rx.bounce(dst, payload),
+            RelayFrame::Deliver { src, payload } => {
+                let now = now_ns();
+                rx.note(now, || {
+                    format!(
+                        "got {} from {}",
+                        show(payload),
+                        String::from_utf8_lossy(src)
+                    )
+                });
+                rx.deliver(src, payload, now);
+            }
+            RelayFrame::Bounce { dst, payload } => {
+                rx.note(now_ns(), || {
+                    format!(
+                        "got back {}: no client named {}",
+                        show(payload),
+                        String::from_utf8_lossy(dst)
+                    )
+                });
+                rx.bounce(dst, payload);
+            }
             RelayFrame::Error { code, text } => {
                 relay_error = Some(format!(
                     "the relay sent ERROR {}: {}",
@@ -116,40 +166,41 @@ pub fn exchange(
             Ok(Progress::Read(_)) => progress = true,
             Ok(Progress::WouldBlock) => {}
             Ok(Progress::Eof) => {
-                break Some(
-                    relay_error
-                        .take()
-                        .unwrap_or_else(|| "the relay closed the connection".into()),
-                )
+                return Err(relay_error
+                    .take()
+                    .unwrap_or_else(|| "the relay closed the connection".into()))
             }
-            Err(e) => break Some(format!("reading from the relay failed: {e}")),
+            Err(e) => return Err(format!("reading from the relay failed: {e}")),
         }
         if let Some(e) = relay_error.take() {
-            break Some(e);
+            return Err(e);
         }
-        if sent == sc.msgs && client.pending() == 0 && rx.received_total() >= expected_in {
-            break None;
+        if !sending && client.pending() == 0 && rx.phase_complete(phase) {
+            return Ok(());
         }
         spins = spins.wrapping_add(1);
         // Sleep only when nothing moved; glance at the stop pipe now and then regardless.
         if !progress || spins.is_multiple_of(1024) {
-            match wait(
-                client,
-                stop,
-                if progress {
-                    PollTimeout::ZERO
-                } else {
-                    PollTimeout::NONE
-                },
-            ) {
+            let timeout = if progress {
+                PollTimeout::ZERO
+            } else {
+                PollTimeout::NONE
+            };
+            match wait(client, stop, timeout) {
                 Ok(false) => {}
-                Ok(true) => break Some("stopped by the supervisor before it was done".into()),
-                Err(e) => break Some(format!("poll failed: {e}")),
+                Ok(true) => return Err("stopped by the supervisor before it was done".into()),
+                Err(e) => return Err(format!("poll failed: {e}")),
             }
         }
-    };
-    let complete = error.is_none();
-    rx.finish(now_ns(), complete, error)
+    }
+}
+
+/// A payload for a transcript line: text when it is text, its size when it is not.
+fn show(p: &[u8]) -> String {
+    match std::str::from_utf8(p) {
+        Ok(t) if p.len() <= 40 && !t.chars().any(char::is_control) => format!("{t:?}"),
+        _ => format!("{} bytes", p.len()),
+    }
 }
 
 /// Waits for the socket (readable, or writable while output waits) or the stop pipe.
@@ -169,6 +220,5 @@ fn wait(client: &Client, stop: BorrowedFd<'_>, timeout: PollTimeout) -> nix::Res
         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
         Err(e) => return Err(e),
     }
-    let _ = stop.as_raw_fd();
     Ok(fds[1].revents().is_some_and(|r| !r.is_empty()))
 }

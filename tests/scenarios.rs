@@ -41,16 +41,17 @@ fn msgs_for(max_payload: usize) -> impl Strategy<Value = u64> {
     }
 }
 
-fn scenario() -> impl Strategy<
-    Value = (
-        usize,
-        u64,
-        (usize, usize),
-        Option<(usize, usize)>,
-        u64,
-        bool,
-    ),
-> {
+/// One random run: clients, messages each, payload range, write chunking, seed, TCP or not.
+type Case = (
+    usize,
+    u64,
+    (usize, usize),
+    Option<(usize, usize)>,
+    u64,
+    bool,
+);
+
+fn scenario() -> impl Strategy<Value = Case> {
     payload().prop_flat_map(|p| {
         (
             2usize..=16,

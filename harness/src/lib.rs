@@ -4,8 +4,10 @@
 //! the supervisor the code that runs in the relay and client processes.
 
 pub mod payload;
+pub mod plan;
 pub mod record;
 pub mod report;
 pub mod scenario;
+pub mod script;
 pub mod supervisor;
 pub mod verify;

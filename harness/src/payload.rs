@@ -10,7 +10,37 @@
 
 use std::hash::Hasher;
 
-use crate::scenario::{fill, Scenario};
+use crate::scenario::{fill, mix, PayloadSize};
+
+/// How sized payloads are made: the run's seed and the size or range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    /// The run's seed.
+    pub seed: u64,
+    /// Payload size or range.
+    pub size: PayloadSize,
+}
+
+impl Spec {
+    /// The seed of message `seq` from `sender` to `receiver`.
+    pub fn key(&self, sender: usize, receiver: usize, seq: u64) -> u64 {
+        mix(self.seed ^ mix((sender as u64) << 32 | receiver as u64) ^ mix(seq))
+    }
+
+    /// The payload length for a message key.
+    pub fn len(&self, key: u64) -> usize {
+        let PayloadSize { min, max } = self.size;
+        if min == max {
+            return min;
+        }
+        // Pin the edges now and then so the smallest and largest sizes always occur.
+        match key % 16 {
+            0 => min,
+            1 => max,
+            _ => min + (mix(key) % (max - min + 1) as u64) as usize,
+        }
+    }
+}
 
 /// Bytes of the full header.
 pub const HEADER: usize = 32;
@@ -53,16 +83,9 @@ fn checksum(bytes: &[u8]) -> u64 {
 }
 
 /// Writes the payload of message `seq` from `sender` to `receiver` into `out` (replacing it).
-pub fn encode(
-    sc: &Scenario,
-    sender: usize,
-    receiver: usize,
-    seq: u64,
-    now_ns: u64,
-    out: &mut Vec<u8>,
-) {
-    let key = sc.message_key(sender, receiver, seq);
-    let len = sc.payload_len(key);
+pub fn encode(sc: &Spec, sender: usize, receiver: usize, seq: u64, now_ns: u64, out: &mut Vec<u8>) {
+    let key = sc.key(sender, receiver, seq);
+    let len = sc.len(key);
     out.clear();
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&(sender as u32).to_be_bytes());
@@ -97,15 +120,9 @@ pub enum Damage {
 
 /// Checks a payload against message `seq` of the pair (whose identity the caller has
 /// already matched, where the payload holds one).
-pub fn check(
-    sc: &Scenario,
-    sender: usize,
-    receiver: usize,
-    seq: u64,
-    p: &[u8],
-) -> Result<(), Damage> {
-    let key = sc.message_key(sender, receiver, seq);
-    let len = sc.payload_len(key);
+pub fn check(sc: &Spec, sender: usize, receiver: usize, seq: u64, p: &[u8]) -> Result<(), Damage> {
+    let key = sc.key(sender, receiver, seq);
+    let len = sc.len(key);
     if p.len() != len {
         return Err(Damage::Length {
             expected: len,
@@ -132,12 +149,10 @@ mod tests {
     use super::*;
     use crate::scenario::PayloadSize;
 
-    fn sc(min: usize, max: usize) -> Scenario {
-        Scenario {
-            clients: 3,
-            msgs: 10,
-            payload: PayloadSize { min, max },
+    fn sc(min: usize, max: usize) -> Spec {
+        Spec {
             seed: 7,
+            size: PayloadSize { min, max },
         }
     }
 

@@ -107,13 +107,20 @@ pub struct ClientReport {
     pub error: Option<String>,
     /// Its peak resident memory, KiB.
     pub peak_rss_kib: u64,
+    /// What it did, when asked to keep a transcript: (CLOCK_MONOTONIC ns, what happened).
+    pub transcript: Vec<(u64, String)>,
 }
+
+/// Most transcript lines a client keeps.
+pub const TRANSCRIPT_KEPT: usize = 500;
 
 /// What a child tells the supervisor, one JSON line each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     /// Connected and registered; waiting at the start barrier.
     Ready,
+    /// Finished a phase (all but the last); waiting at the next barrier.
+    PhaseDone(usize),
     /// Finished (or stopped); its records.
     Done(Box<ClientReport>),
     /// Could not start (connect or register failed).

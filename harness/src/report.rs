@@ -43,6 +43,10 @@ pub struct RunConfig {
     pub backend: String,
     /// The seed.
     pub seed: u64,
+    /// The script, for scripted runs.
+    pub scenario: Option<String>,
+    /// Phases (scripts separate them with `barrier`).
+    pub phases: usize,
     /// The deadline, seconds.
     pub timeout_s: f64,
 }
@@ -178,6 +182,7 @@ fn ms(d: Duration) -> f64 {
 /// Builds the report from what the supervisor and verifier found.
 pub fn build(
     config: RunConfig,
+    names: &[String],
     replay: String,
     outcome: &Outcome,
     v: &Verification,
@@ -188,7 +193,7 @@ pub fn build(
         .map(|i| {
             let r = outcome.reports.get(i).and_then(Option::as_ref);
             ClientRow {
-                name: format!("c{i}"),
+                name: names.get(i).cloned().unwrap_or_else(|| format!("c{i}")),
                 sent: r.map_or(0, |r| r.sent.iter().sum()),
                 received: r.map_or(0, |r| r.received.iter().sum()),
                 bounced: r.map_or(0, |r| r.bounced.iter().sum()),
@@ -349,17 +354,33 @@ fn us(x: f64) -> String {
 pub fn human(r: &Report) -> String {
     let c = &r.config;
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "relay-sim: {} clients x {} messages = {} messages, payload {} B, {} socket, backend {}, seed {}",
-        c.clients,
-        group(c.msgs_per_client),
-        group(c.total_msgs),
-        c.payload,
-        c.transport,
-        c.backend,
-        c.seed
-    );
+    match &c.scenario {
+        None => {
+            let _ = writeln!(
+                o,
+                "relay-sim: {} clients x {} messages = {} messages, payload {} B, {} socket, backend {}, seed {}",
+                c.clients,
+                group(c.msgs_per_client),
+                group(c.total_msgs),
+                c.payload,
+                c.transport,
+                c.backend,
+                c.seed
+            );
+        }
+        Some(file) => {
+            let _ = writeln!(
+                o,
+                "relay-sim: scenario {file}: {} clients, {} messages in {} phase(s), {} socket, backend {}, seed {}",
+                c.clients,
+                group(c.total_msgs),
+                c.phases,
+                c.transport,
+                c.backend,
+                c.seed
+            );
+        }
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,

@@ -132,22 +132,11 @@ impl Scenario {
         m
     }
 
-    /// The seed of message `seq` from `sender` to `receiver`.
-    pub fn message_key(&self, sender: usize, receiver: usize, seq: u64) -> u64 {
-        mix(self.seed ^ mix((sender as u64) << 32 | receiver as u64) ^ mix(seq))
-    }
-
-    /// The payload length of message `seq` on the pair.
-    pub fn payload_len(&self, key: u64) -> usize {
-        let PayloadSize { min, max } = self.payload;
-        if min == max {
-            return min;
-        }
-        // Pin the edges now and then so the smallest and largest sizes always occur.
-        match key % 16 {
-            0 => min,
-            1 => max,
-            _ => min + (mix(key) % (max - min + 1) as u64) as usize,
+    /// How this scenario's payloads are made.
+    pub fn spec(&self) -> crate::payload::Spec {
+        crate::payload::Spec {
+            seed: self.seed,
+            size: self.payload,
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   supervisor ──fork──> relay      (stop pipe: closing it stops the relay)
-//!              ──fork──> c0..cN-1   (barrier pipe: closing it starts them all at once;
+//!              ──fork──> c0..cN-1   (a barrier pipe per phase: closing it starts them all at once;
 //!                                    stop pipe: closing it asks for their records now)
 //!              <──────── one event pipe per child: Ready, Done(records), Failed
 //! ```
@@ -70,8 +70,15 @@ pub enum Milestone {
         /// Its pid.
         pid: i32,
     },
+    /// A client registered and waits at the start barrier.
+    Registered {
+        /// c0, ...
+        role: String,
+    },
     /// Every client registered; the barrier is released.
     Released,
+    /// Every client finished a phase; the next one starts.
+    PhaseStarted(usize),
     /// A client reported its records.
     Reported {
         /// c0, ...
@@ -93,7 +100,8 @@ pub struct ClientCtx {
     /// The client's index.
     pub index: usize,
     events: OwnedFd,
-    barrier: Option<OwnedFd>,
+    /// One barrier per phase, in order; each is taken when waited on.
+    barriers: Vec<Option<OwnedFd>>,
     /// Becomes readable (end of file) when the supervisor wants the records now.
     pub stop: OwnedFd,
 }
@@ -106,11 +114,21 @@ impl ClientCtx {
     /// Tells the supervisor this client is registered, then waits at the start barrier.
     pub fn ready_and_wait(&mut self) -> io::Result<()> {
         self.send(&Event::Ready)?;
-        let Some(b) = self.barrier.take() else {
+        self.wait_barrier(0)
+    }
+
+    /// Tells the supervisor this client finished phase `p`, then waits for phase `p + 1`.
+    pub fn phase_done_and_wait(&mut self, p: usize) -> io::Result<()> {
+        self.send(&Event::PhaseDone(p))?;
+        self.wait_barrier(p + 1)
+    }
+
+    fn wait_barrier(&mut self, p: usize) -> io::Result<()> {
+        let Some(b) = self.barriers.get_mut(p).and_then(Option::take) else {
             return Ok(());
         };
         let mut f = std::fs::File::from(b);
-        // The supervisor never writes to the barrier: it closes it, and every reader wakes.
+        // The supervisor never writes to a barrier: it closes it, and every reader wakes.
         let mut byte = [0u8; 1];
         loop {
             match f.read(&mut byte) {
@@ -139,6 +157,10 @@ impl ClientCtx {
 pub struct Limits {
     /// Number of client processes.
     pub clients: usize,
+    /// Number of phases (each ends at a global barrier).
+    pub phases: usize,
+    /// The clients' names, for milestones and statuses (`c{i}` where missing).
+    pub names: Vec<String>,
     /// From the first fork until every client has reported.
     pub deadline: Duration,
     /// How long stopped children get to report or exit before SIGTERM, and SIGTERM before SIGKILL.
@@ -209,6 +231,14 @@ impl Drop for Reaper {
             }
         }
     }
+}
+
+fn role(limits: &Limits, i: usize) -> String {
+    limits
+        .names
+        .get(i)
+        .cloned()
+        .unwrap_or_else(|| format!("c{i}"))
 }
 
 fn describe(w: nix::Result<WaitStatus>) -> String {
@@ -342,7 +372,14 @@ fn run_children(
     on: &mut dyn FnMut(Milestone),
 ) -> Result<Outcome, SuperviseError> {
     // Every pipe is made before the first fork, so each child can close what is not its own.
-    let (barrier_r, barrier_w) = pipe().map_err(sys("pipe"))?;
+    let phases = limits.phases.max(1);
+    let mut barrier_r = Vec::with_capacity(phases);
+    let mut barrier_w = Vec::with_capacity(phases);
+    for _ in 0..phases {
+        let (r, w) = pipe().map_err(sys("pipe"))?;
+        barrier_r.push(r);
+        barrier_w.push(Some(w));
+    }
     let (cstop_r, cstop_w) = pipe().map_err(sys("pipe"))?;
     let (rstop_r, rstop_w) = pipe().map_err(sys("pipe"))?;
     let (rev_r, rev_w) = pipe().map_err(sys("pipe"))?;
@@ -351,8 +388,6 @@ fn run_children(
         ev.push(pipe().map_err(sys("pipe"))?);
     }
     let mut all: Vec<RawFd> = vec![
-        barrier_r.as_raw_fd(),
-        barrier_w.as_raw_fd(),
         cstop_r.as_raw_fd(),
         cstop_w.as_raw_fd(),
         rstop_r.as_raw_fd(),
@@ -362,11 +397,12 @@ fn run_children(
         sig_r.as_raw_fd(),
     ];
     all.extend(ev.iter().flat_map(|(r, w)| [r.as_raw_fd(), w.as_raw_fd()]));
+    all.extend(barrier_r.iter().map(|r| r.as_raw_fd()));
+    all.extend(barrier_w.iter().flatten().map(|w| w.as_raw_fd()));
 
     let mut reaper = Reaper {
         children: Vec::new(),
     };
-    let mut barrier_w = Some(barrier_w);
     let mut cstop_w = Some(cstop_w);
 
     // The relay first: the clients connect to it.
@@ -404,14 +440,15 @@ fn run_children(
         let ctx = ClientCtx {
             index: i,
             events: w,
-            barrier: Some(barrier_r.try_clone().map_err(dup_err)?),
+            barriers: barrier_r
+                .iter()
+                .map(|b| b.try_clone().map(Some))
+                .collect::<Result<_, _>>()
+                .map_err(dup_err)?,
             stop: cstop_r.try_clone().map_err(dup_err)?,
         };
-        let keep = [
-            ctx.events.as_raw_fd(),
-            ctx.barrier.as_ref().map_or(-1, |b| b.as_raw_fd()),
-            ctx.stop.as_raw_fd(),
-        ];
+        let mut keep = vec![ctx.events.as_raw_fd(), ctx.stop.as_raw_fd()];
+        keep.extend(ctx.barriers.iter().flatten().map(|b| b.as_raw_fd()));
         let pid = match spawn(&all, &keep, || client(ctx)) {
             Ok(p) => p,
             Err(e) => {
@@ -422,13 +459,13 @@ fn run_children(
             }
         };
         on(Milestone::Forked {
-            role: format!("c{i}"),
+            role: role(limits, i),
             pid: pid.as_raw(),
         });
         let r = ev_r[i].take().expect("each event pipe is used once");
         set_nonblocking(&r).map_err(sys("fcntl"))?;
         reaper.children.push(Child {
-            role: format!("c{i}"),
+            role: role(limits, i),
             pid,
             events: Some(r),
             buf: Vec::new(),
@@ -447,6 +484,7 @@ fn run_children(
     let mut ending: Option<Ending> = None;
     let mut asked_to_stop_at: Option<Instant> = None;
     let mut announced = false;
+    let mut phase_done = vec![0usize; phases];
 
     // The event loop: until every client has reported, or something ends the run.
     loop {
@@ -467,7 +505,9 @@ fn run_children(
         if ending.is_some() && ending != Some(Ending::Finished) {
             // Clients still at the barrier go on to find the stop pipe closed.
             cstop_w = None;
-            barrier_w = None;
+            for b in &mut barrier_w {
+                *b = None;
+            }
         }
         if let Some(e) = &ending {
             // Stopping: wait for the clients' last reports or exits, within the grace time.
@@ -534,19 +574,31 @@ fn run_children(
                 match e {
                     Event::Ready => {
                         ready += 1;
-                        if ready == n && barrier_w.is_some() {
+                        on(Milestone::Registered {
+                            role: reaper.children[k].role.clone(),
+                        });
+                        if ready == n && barrier_w[0].is_some() {
                             register = start.elapsed();
                             released_ns = now_ns();
                             released_at = Some(Instant::now());
-                            barrier_w = None; // closing the barrier starts every client at once
+                            barrier_w[0] = None; // closing the barrier starts every client at once
                             on(Milestone::Released);
+                        }
+                    }
+                    Event::PhaseDone(p) => {
+                        if let Some(k) = phase_done.get_mut(p) {
+                            *k += 1;
+                            if *k == n && barrier_w.get(p + 1).is_some_and(Option::is_some) {
+                                barrier_w[p + 1] = None;
+                                on(Milestone::PhaseStarted(p + 1));
+                            }
                         }
                     }
                     Event::Done(r) => {
                         let i = r.index;
                         if i < n {
                             on(Milestone::Reported {
-                                role: format!("c{i}"),
+                                role: role(limits, i),
                             });
                             reports[i] = Some(*r);
                         }

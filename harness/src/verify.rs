@@ -9,9 +9,10 @@ use std::collections::HashSet;
 
 use hdrhistogram::Histogram;
 
-use crate::payload::{self, Damage};
+use crate::payload::{self, Damage, Spec};
+use crate::plan::{ClientPlan, Names, Work};
 use crate::record::{Class, ClientReport, Violation, VIOLATIONS_KEPT};
-use crate::scenario::{client_index, client_name, Scenario};
+use crate::script::Body;
 
 /// Most skipped sequences a receiver remembers.
 const GAPS_KEPT: usize = 4096;
@@ -23,24 +24,38 @@ pub fn latency_histogram() -> Histogram<u64> {
 
 /// What one receiving client checks as messages arrive.
 pub struct Receiver {
-    sc: Scenario,
-    me: usize,
+    plan: ClientPlan,
+    /// Per sender: the next sequence expected (random) or messages so far (script).
     next: Vec<u64>,
+    /// Per sender, scripts only: (run index, messages used from it).
+    cursor: Vec<(usize, u64)>,
     gaps: HashSet<(usize, u64)>,
     report: ClientReport,
     counts: [u64; Class::ALL.len()],
     received_total: u64,
+    bounced_total: u64,
     hist: Histogram<u64>,
 }
 
+/// Shortens a payload for a violation's text.
+fn show(p: &[u8]) -> String {
+    let t = String::from_utf8_lossy(&p[..p.len().min(40)]).into_owned();
+    if p.len() > 40 {
+        format!("{t:?}... ({} bytes)", p.len())
+    } else {
+        format!("{t:?}")
+    }
+}
+
 impl Receiver {
-    /// The checker for client `me` of scenario `sc`.
-    pub fn new(sc: Scenario, me: usize) -> Receiver {
-        let n = sc.clients;
+    /// The checker for the client of `plan`.
+    pub fn new(plan: ClientPlan) -> Receiver {
+        let n = plan.names.all().len();
+        let me = plan.me;
         Receiver {
-            sc,
-            me,
+            plan,
             next: vec![0; n],
+            cursor: vec![(0, 0); n],
             gaps: HashSet::new(),
             report: ClientReport {
                 index: me,
@@ -51,6 +66,7 @@ impl Receiver {
             },
             counts: [0; Class::ALL.len()],
             received_total: 0,
+            bounced_total: 0,
             hist: latency_histogram(),
         }
     }
@@ -60,9 +76,24 @@ impl Receiver {
         self.received_total
     }
 
+    /// Valid bounces received.
+    pub fn bounced_total(&self) -> u64 {
+        self.bounced_total
+    }
+
+    /// True when everything phase `p` requires has arrived.
+    pub fn phase_complete(&self, p: usize) -> bool {
+        self.received_total >= self.plan.expect_in.get(p).copied().unwrap_or(0)
+            && self.bounced_total >= self.plan.expect_bounces.get(p).copied().unwrap_or(0)
+    }
+
     /// Notes a message this client sent (for matching bounces and the final count).
     pub fn sent(&mut self, receiver: usize) {
         self.report.sent[receiver] += 1;
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.plan.names.name(i).to_string()
     }
 
     fn violation(
@@ -75,10 +106,11 @@ impl Receiver {
     ) {
         self.counts[class as usize] += 1;
         if self.report.violations.len() < VIOLATIONS_KEPT {
+            let receiver = self.name(self.plan.me);
             self.report.violations.push(Violation {
                 class,
                 sender,
-                receiver: client_name(self.me),
+                receiver,
                 seq,
                 expected,
                 got,
@@ -88,83 +120,101 @@ impl Receiver {
 
     /// Checks a DELIVER that arrived at `now_ns`.
     pub fn deliver(&mut self, src: &[u8], p: &[u8], now_ns: u64) {
-        let n = self.sc.clients;
-        let Some(s) = client_index(src).filter(|&s| s < n) else {
+        let clients = self.plan.names.clients();
+        let Some(s) = self.plan.names.index(src).filter(|&s| s < clients) else {
             let got = format!("src {:?}", String::from_utf8_lossy(src));
             self.violation(
                 Class::Spoofed,
                 got.clone(),
                 None,
-                format!("a DELIVER from one of c0..c{}", n - 1),
+                "a DELIVER from one of the clients".into(),
                 got,
             );
             return;
         };
-        let seq = match payload::ident(p) {
-            Some(id) => {
-                if id.receiver as usize != self.me {
-                    let to = client_name(id.receiver as usize);
-                    self.violation(
-                        Class::Misrouted,
-                        client_name(id.sender as usize),
-                        Some(id.seq),
-                        format!("delivery to {to}"),
-                        format!("delivered to {}", client_name(self.me)),
-                    );
-                    return;
-                }
-                if id.sender as usize != s {
-                    let from = client_name(id.sender as usize);
-                    self.violation(
-                        Class::Spoofed,
-                        from.clone(),
-                        Some(id.seq),
-                        format!("src {from}"),
-                        format!("src {}", client_name(s)),
-                    );
-                    return;
-                }
-                let next = self.next[s];
-                if id.seq < next {
-                    if !self.gaps.remove(&(s, id.seq)) {
-                        self.violation(
-                            Class::Duplicate,
-                            client_name(s),
-                            Some(id.seq),
-                            format!("seq {next} (seq {} already arrived)", id.seq),
-                            format!("seq {} again", id.seq),
-                        );
-                        return;
-                    }
-                    // A late arrival: its overtaking was already reported as an order violation.
-                } else {
-                    if id.seq > next {
-                        self.violation(
-                            Class::Order,
-                            client_name(s),
-                            Some(id.seq),
-                            format!("seq {next}"),
-                            format!("seq {}", id.seq),
-                        );
-                        for missing in next..id.seq {
-                            if self.gaps.len() >= GAPS_KEPT {
-                                break;
-                            }
-                            self.gaps.insert((s, missing));
-                        }
-                    }
-                    self.next[s] = id.seq + 1;
-                }
-                id.seq
+        let checked = match &self.plan.work {
+            Work::Random(sc) => {
+                let spec = sc.spec();
+                self.check_sequenced(s, p, spec)
             }
-            None => {
-                // Too short to carry its sequence: it must be the next one.
-                let seq = self.next[s];
-                self.next[s] += 1;
-                seq
-            }
+            Work::Script { .. } => self.check_scripted(s, p),
         };
-        if let Err(d) = payload::check(&self.sc, s, self.me, seq, p) {
+        let Some(timed) = checked else { return };
+        self.report.received[s] += 1;
+        self.report.bytes_received += p.len() as u64;
+        self.received_total += 1;
+        if timed {
+            if let Some(t) = payload::send_ns(p) {
+                let _ = self.hist.record(now_ns.saturating_sub(t).max(1));
+            }
+        }
+    }
+
+    /// The identity checks of a sized payload. Returns its sequence, or None if it was
+    /// misrouted, spoofed or a duplicate (already reported).
+    fn check_ident(&mut self, s: usize, p: &[u8], expected_seq: u64, gaps: bool) -> Option<u64> {
+        let me = self.plan.me;
+        let Some(id) = payload::ident(p) else {
+            return Some(expected_seq); // too short to carry it: it must be the expected one
+        };
+        if id.receiver as usize != me {
+            let to = self.name(id.receiver as usize);
+            self.violation(
+                Class::Misrouted,
+                self.name(id.sender as usize),
+                Some(id.seq),
+                format!("delivery to {to}"),
+                format!("delivered to {}", self.name(me)),
+            );
+            return None;
+        }
+        if id.sender as usize != s {
+            let from = self.name(id.sender as usize);
+            self.violation(
+                Class::Spoofed,
+                from.clone(),
+                Some(id.seq),
+                format!("src {from}"),
+                format!("src {}", self.name(s)),
+            );
+            return None;
+        }
+        if id.seq < expected_seq {
+            if gaps && self.gaps.remove(&(s, id.seq)) {
+                // A late arrival: its overtaking was already reported as an order violation.
+                return Some(id.seq);
+            }
+            self.violation(
+                Class::Duplicate,
+                self.name(s),
+                Some(id.seq),
+                format!("seq {expected_seq} (seq {} already arrived)", id.seq),
+                format!("seq {} again", id.seq),
+            );
+            return None;
+        }
+        if id.seq > expected_seq {
+            self.violation(
+                Class::Order,
+                self.name(s),
+                Some(id.seq),
+                format!("seq {expected_seq}"),
+                format!("seq {}", id.seq),
+            );
+            if gaps {
+                for missing in expected_seq..id.seq {
+                    if self.gaps.len() >= GAPS_KEPT {
+                        break;
+                    }
+                    self.gaps.insert((s, missing));
+                }
+            }
+        }
+        Some(id.seq)
+    }
+
+    fn integrity(&mut self, spec: Spec, s: usize, seq: u64, p: &[u8]) {
+        if let Err(d) = payload::check(&spec, s, self.plan.me, seq, p) {
             let (expected, got) = match d {
                 Damage::Length { expected, got } => {
                     (format!("{expected} bytes"), format!("{got} bytes"))
@@ -174,38 +224,101 @@ impl Receiver {
                     "different bytes (checksum mismatch)".to_string(),
                 ),
             };
-            self.violation(Class::Integrity, client_name(s), Some(seq), expected, got);
+            self.violation(Class::Integrity, self.name(s), Some(seq), expected, got);
         }
-        self.report.received[s] += 1;
-        self.report.bytes_received += p.len() as u64;
-        self.received_total += 1;
-        if let Some(t) = payload::send_ns(p) {
-            let _ = self.hist.record(now_ns.saturating_sub(t).max(1));
+    }
+
+    /// Random runs: each arrival against the next sequence expected from its sender.
+    fn check_sequenced(&mut self, s: usize, p: &[u8], spec: Spec) -> Option<bool> {
+        let next = self.next[s];
+        let seq = self.check_ident(s, p, next, true)?;
+        if seq >= next {
+            self.next[s] = seq + 1;
+        }
+        self.integrity(spec, s, seq, p);
+        Some(true)
+    }
+
+    /// Scripts: each arrival against the next message the script sends on this pair.
+    fn check_scripted(&mut self, s: usize, p: &[u8]) -> Option<bool> {
+        let Work::Script {
+            incoming, bodies, ..
+        } = &self.plan.work
+        else {
+            return None;
+        };
+        let (mut run, mut used) = self.cursor[s];
+        while incoming[s].get(run).is_some_and(|r| used >= r.count) {
+            run += 1;
+            used = 0;
+        }
+        let seq = self.next[s];
+        let Some(r) = incoming[s].get(run) else {
+            self.violation(
+                Class::Duplicate,
+                self.name(s),
+                Some(seq),
+                format!("no more messages (all {seq} arrived)"),
+                format!("one more: {}", show(p)),
+            );
+            return None;
+        };
+        let body = bodies[r.body].clone();
+        self.cursor[s] = (run, used + 1);
+        self.next[s] += 1;
+        match body {
+            Body::Literal(t) => {
+                if t != p {
+                    self.violation(Class::Integrity, self.name(s), Some(seq), show(&t), show(p));
+                }
+                Some(false)
+            }
+            Body::Sized(size) => {
+                let spec = self.plan.spec(size);
+                self.check_ident(s, p, seq, false)?;
+                self.integrity(spec, s, seq, p);
+                Some(true)
+            }
         }
     }
 
     /// Checks a BOUNCE: it must be a message this client really sent.
     pub fn bounce(&mut self, dst: &[u8], p: &[u8]) {
-        let d = client_index(dst).filter(|&d| d < self.sc.clients);
+        let me = self.plan.me;
+        let d = self.plan.names.index(dst);
         let id = payload::ident(p);
-        let real = match (d, id) {
-            (Some(d), Some(id)) => {
-                id.sender as usize == self.me
-                    && id.receiver as usize == d
-                    && id.seq < self.report.sent[d]
+        let real = match d {
+            Some(d) if self.report.bounced[d] < self.report.sent[d] => {
+                match (&self.plan.work, id) {
+                    (Work::Random(_), Some(id)) => {
+                        id.sender as usize == me
+                            && id.receiver as usize == d
+                            && id.seq < self.report.sent[d]
+                    }
+                    _ => true,
+                }
             }
-            (Some(d), None) => self.report.bounced[d] < self.report.sent[d],
             _ => false,
         };
         match (real, d) {
-            (true, Some(d)) => self.report.bounced[d] += 1,
+            (true, Some(d)) => {
+                self.report.bounced[d] += 1;
+                self.bounced_total += 1;
+            }
             _ => self.violation(
                 Class::Bounce,
-                client_name(self.me),
+                self.name(me),
                 id.map(|i| i.seq),
                 "a BOUNCE of a message this client sent".into(),
                 format!("BOUNCE for {:?}", String::from_utf8_lossy(dst)),
             ),
+        }
+    }
+
+    /// Adds a transcript line, if the plan keeps a transcript.
+    pub fn note(&mut self, now_ns: u64, what: impl FnOnce() -> String) {
+        if self.plan.transcript && self.report.transcript.len() < crate::record::TRANSCRIPT_KEPT {
+            self.report.transcript.push((now_ns, what()));
         }
     }
 
@@ -276,7 +389,8 @@ impl Verification {
 
 /// Compares every pair's sent count with its delivered count and gathers the receivers'
 /// findings. `reports[i]` is `None` for a client that never reported.
-pub fn verify(n: usize, reports: &[Option<ClientReport>]) -> Verification {
+pub fn verify(names: &Names, reports: &[Option<ClientReport>]) -> Verification {
+    let n = names.clients();
     let mut v = Verification::default();
     let mut counts = [0u64; Class::ALL.len()];
     let mut hist = latency_histogram();
@@ -295,24 +409,41 @@ pub fn verify(n: usize, reports: &[Option<ClientReport>]) -> Verification {
     // Completeness, per pair: what the sender sent and did not get back as a bounce must
     // have been delivered.
     let mut lost_details = Vec::new();
+    let name = |i: usize| names.name(i).to_string();
     for s in 0..n {
         let Some(sr) = reports.get(s).and_then(Option::as_ref) else {
             continue;
         };
-        for r in 0..n {
+        for r in 0..names.all().len() {
+            let sent = sr.sent.get(r).copied().unwrap_or(0);
+            let bounced = sr.bounced.get(r).copied().unwrap_or(0);
+            if r >= n {
+                // A name nobody holds: every send to it must have bounced.
+                let missing = sent.saturating_sub(bounced);
+                if missing > 0 {
+                    counts[Class::Bounce as usize] += missing;
+                    lost_details.push(Violation {
+                        class: Class::Bounce,
+                        sender: name(s),
+                        receiver: name(r),
+                        seq: Some(bounced),
+                        expected: format!("{sent} BOUNCEs (nobody holds {})", name(r)),
+                        got: format!("{bounced}"),
+                    });
+                }
+                continue;
+            }
             let Some(rr) = reports.get(r).and_then(Option::as_ref) else {
                 continue;
             };
-            let sent = sr.sent.get(r).copied().unwrap_or(0);
-            let bounced = sr.bounced.get(r).copied().unwrap_or(0);
             let got = rr.received.get(s).copied().unwrap_or(0);
             let lost = sent.saturating_sub(bounced).saturating_sub(got);
             if lost > 0 {
                 counts[Class::Lost as usize] += lost;
                 lost_details.push(Violation {
                     class: Class::Lost,
-                    sender: client_name(s),
-                    receiver: client_name(r),
+                    sender: name(s),
+                    receiver: name(r),
                     seq: Some(got),
                     expected: format!("{} messages delivered", sent - bounced),
                     got: format!("{got} delivered, {lost} missing from seq {got} on"),
@@ -337,7 +468,8 @@ pub fn verify(n: usize, reports: &[Option<ClientReport>]) -> Verification {
 mod tests {
     use super::*;
     use crate::payload::encode;
-    use crate::scenario::PayloadSize;
+    use crate::plan::random_plans;
+    use crate::scenario::{PayloadSize, Scenario};
 
     fn sc() -> Scenario {
         Scenario {
@@ -350,13 +482,13 @@ mod tests {
 
     fn msg(s: usize, r: usize, seq: u64) -> Vec<u8> {
         let mut p = Vec::new();
-        encode(&sc(), s, r, seq, 10, &mut p);
+        encode(&sc().spec(), s, r, seq, 10, &mut p);
         p
     }
 
     #[test]
     fn in_order_passes_and_each_fault_gets_its_class() {
-        let mut rx = Receiver::new(sc(), 2);
+        let mut rx = Receiver::new(random_plans(&sc()).remove(2));
         rx.deliver(b"c0", &msg(0, 2, 0), 20);
         rx.deliver(b"c0", &msg(0, 2, 1), 20);
         assert_eq!(rx.received_total(), 2);
@@ -382,20 +514,49 @@ mod tests {
 
     #[test]
     fn lost_is_counted_per_pair() {
-        let mut a = Receiver::new(sc(), 0);
+        let mut plans = random_plans(&sc());
+        let mut a = Receiver::new(plans.remove(0));
         a.sent(1);
         a.sent(1);
-        let mut b = Receiver::new(sc(), 1);
+        let mut b = Receiver::new(plans.remove(0));
         b.deliver(b"c0", &msg(0, 1, 0), 1);
         let reports = vec![
             Some(a.finish(0, true, None)),
             Some(b.finish(0, true, None)),
             None,
         ];
-        let v = verify(3, &reports);
+        let v = verify(&Names::numbered(3), &reports);
         assert_eq!(v.count(Class::Lost), 1);
         assert_eq!(v.violations[0].class, Class::Lost);
         assert_eq!(v.totals.sent, 2);
         assert_eq!(v.totals.received, 1);
+    }
+
+    #[test]
+    fn scripts_check_literals_in_order_and_expected_bounces() {
+        let s = crate::script::Script::parse(
+            "t.scn",
+            "clients a b\nabsent ghost\na -> b \"1\"\na -> b \"2\"\na -> ghost \"?\"\n",
+        )
+        .unwrap();
+        let mut plans = crate::plan::script_plans(&s, 5);
+        let mut b = Receiver::new(plans.remove(1));
+        b.deliver(b"a", b"1", 0);
+        assert!(!b.phase_complete(0));
+        b.deliver(b"a", b"x", 0); // wrong text
+        assert!(b.phase_complete(0));
+        b.deliver(b"a", b"3", 0); // one too many
+        let r = b.finish(0, true, None);
+        let counts: std::collections::HashMap<_, _> = r.violation_counts.iter().copied().collect();
+        assert_eq!(counts[&Class::Integrity], 1);
+        assert_eq!(counts[&Class::Duplicate], 1);
+
+        let mut a = Receiver::new(plans.remove(0));
+        a.sent(1);
+        a.sent(1);
+        a.sent(2);
+        assert!(!a.phase_complete(0), "the bounce is still due");
+        a.bounce(b"ghost", b"?");
+        assert!(a.phase_complete(0));
     }
 }

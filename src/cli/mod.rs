@@ -45,6 +45,9 @@ struct Cli {
 enum Command {
     /// Fork the relay and N clients, exchange messages, verify every one, report (the default).
     Run(run::Args),
+    /// Run the 2005 article's example (fixtures/article-example.scn) and tell what happened:
+    /// who forked whom, who registered, who sent what, who got what, and the verdict.
+    Demo(DemoArgs),
     /// Run the relay in the foreground (logs to stderr; Ctrl-C stops it).
     Relay(relay::Args),
     /// Connect to a relay interactively: stdin lines `DST text` are sent to DST.
@@ -62,7 +65,43 @@ pub fn main() -> i32 {
         Some(Command::Run(a)) => run::run(a),
         Some(Command::Relay(a)) => relay::run(a),
         Some(Command::Client(a)) => client::run(a),
+        Some(Command::Demo(d)) => demo(d),
     }
+}
+
+/// Flags of `relay-sim demo`.
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// How the clients reach the relay.
+    #[arg(long, value_name = "unix|tcp", default_value = "unix", value_parser = ["unix", "tcp"])]
+    transport: String,
+}
+
+/// The article's example, narrated.
+fn demo(d: DemoArgs) -> i32 {
+    const ARTICLE: &str = include_str!("../../fixtures/article-example.scn");
+    println!("relay-sim demo: the 2005 article's example, as real processes.");
+    println!("One relay process, two client processes; the clients talk only through the relay.\n");
+    println!("The script (fixtures/article-example.scn):");
+    for line in ARTICLE.lines().filter(|l| !l.trim().is_empty()) {
+        println!("  | {line}");
+    }
+    println!();
+    let args = run::Args {
+        clients: 0,
+        msgs: 0,
+        seed: Some(1),
+        payload: relay_harness::scenario::PayloadSize { min: 0, max: 0 },
+        transport: d.transport,
+        backend: "select".into(),
+        timeout: None,
+        json: false,
+        verbose: false,
+        write_chunks: None,
+        scenario: None,
+        inline_script: Some(("article-example.scn".into(), ARTICLE.into())),
+    };
+    run::run_narrated(args, true)
 }
 
 /// Help and version print as clap renders them; any other parse error becomes one line.

@@ -4,9 +4,11 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
+use relay_harness::plan::{random_plans, script_plans, ClientPlan, Names};
 use relay_harness::report::{self, RunConfig};
-use relay_harness::scenario::{fresh_seed, PayloadSize, Scenario};
-use relay_harness::supervisor::{supervise, Limits, Milestone};
+use relay_harness::scenario::{client_name, fresh_seed, PayloadSize, Scenario};
+use relay_harness::script::Script;
+use relay_harness::supervisor::{now_ns, supervise, Limits, Milestone};
 use relay_harness::verify::verify;
 
 use super::{EXIT_ENV, EXIT_USAGE};
@@ -39,6 +41,10 @@ pub struct Args {
     /// End a stuck run after this long (e.g. 30s, 2m); default scales with the work, at least 10s.
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Run a scripted scenario (docs/scenarios.md) instead of random traffic; --clients,
+    /// --msgs and --payload then come from the script.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<std::path::PathBuf>,
     /// Print the report as one JSON document (docs/report.md) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -49,6 +55,9 @@ pub struct Args {
     /// across writes and several share one (exercises the relay's reassembly).
     #[arg(long, value_name = "MIN..MAX", value_parser = PayloadSize::parse)]
     pub write_chunks: Option<PayloadSize>,
+    /// A script given as text (name, text), for `demo`.
+    #[arg(skip)]
+    pub inline_script: Option<(String, String)>,
 }
 
 /// Longest client name (`c` and up to 5 digits) plus the SEND overhead must fit a frame.
@@ -67,7 +76,9 @@ fn default_timeout(sc: &Scenario) -> Duration {
 fn narrate(m: &Milestone) {
     match m {
         Milestone::Forked { role, pid } => eprintln!("relay-sim: forked {role} (pid {pid})"),
+        Milestone::Registered { role } => eprintln!("relay-sim: {role} registered"),
         Milestone::Released => eprintln!("relay-sim: every client registered; barrier released"),
+        Milestone::PhaseStarted(p) => eprintln!("relay-sim: phase {p} started"),
         Milestone::Reported { role } => eprintln!("relay-sim: {role} reported"),
         Milestone::Stopping(e) => eprintln!("relay-sim: stopping early: {e:?}"),
         Milestone::Exited { role, status } => eprintln!("relay-sim: {role} {status}"),
@@ -76,25 +87,99 @@ fn narrate(m: &Milestone) {
 
 /// Runs the harness; returns the exit code.
 pub fn run(a: Args) -> i32 {
-    if a.clients == 0 || a.clients > MAX_CLIENTS {
-        eprintln!(
-            "relay-sim: --clients {}: must be 1..={MAX_CLIENTS}",
-            a.clients
+    run_narrated(a, false)
+}
+
+/// What a run is made of: a random scenario or a script.
+struct Source {
+    plans: Vec<ClientPlan>,
+    names: Vec<String>,
+    phases: usize,
+    config: RunConfig,
+    timeout: Duration,
+    replay: String,
+}
+
+fn source(a: &Args) -> Result<Source, (i32, String)> {
+    let usage = |m: String| (EXIT_USAGE, m);
+    let seed_given = a.seed;
+    let script = match (&a.inline_script, &a.scenario) {
+        (Some((name, text)), _) => {
+            Some((std::path::PathBuf::from(name), Script::parse(name, text)))
+        }
+        (None, Some(path)) => Some((path.clone(), Script::load(path))),
+        (None, None) => None,
+    };
+    if let Some((path, script)) = script {
+        let path = &path;
+        let script = script.map_err(|e| usage(e.to_string()))?;
+        if script.max_payload() > MAX_PAYLOAD {
+            return Err(usage(format!(
+                "{}: a payload of {} bytes does not fit a {DEFAULT_MAX_FRAME}-byte frame (at most {MAX_PAYLOAD})",
+                path.display(),
+                script.max_payload()
+            )));
+        }
+        if script.clients > MAX_CLIENTS {
+            return Err(usage(format!(
+                "{}: at most {MAX_CLIENTS} clients",
+                path.display()
+            )));
+        }
+        let seed = seed_given.or(script.seed).unwrap_or_else(fresh_seed);
+        let plans = script_plans(&script, seed);
+        let total = script.total();
+        let timeout = a.timeout.unwrap_or_else(|| {
+            Duration::from_secs_f64(
+                10.0 + total as f64 / 100_000.0
+                    + (total as f64 * script.max_payload() as f64) / 50e6,
+            )
+        });
+        let replay = format!(
+            "relay-sim run --scenario {} --seed {seed} --transport {} --backend {} --timeout {}",
+            path.display(),
+            a.transport,
+            a.backend,
+            humantime::format_duration(timeout)
         );
-        return EXIT_USAGE;
+        let config = RunConfig {
+            clients: script.clients,
+            msgs_per_client: total / script.clients.max(1) as u64,
+            total_msgs: total,
+            payload: "scripted".into(),
+            transport: a.transport.clone(),
+            backend: a.backend.clone(),
+            seed,
+            timeout_s: timeout.as_secs_f64(),
+            scenario: Some(path.display().to_string()),
+            phases: script.phases.len(),
+        };
+        return Ok(Source {
+            plans,
+            names: script.names[..script.clients].to_vec(),
+            phases: script.phases.len(),
+            config,
+            timeout,
+            replay,
+        });
+    }
+    if a.clients == 0 || a.clients > MAX_CLIENTS {
+        return Err(usage(format!(
+            "--clients {}: must be 1..={MAX_CLIENTS}",
+            a.clients
+        )));
     }
     if a.payload.max > MAX_PAYLOAD {
-        eprintln!(
-            "relay-sim: --payload {}: at most {MAX_PAYLOAD} bytes fit in a {DEFAULT_MAX_FRAME}-byte frame",
+        return Err(usage(format!(
+            "--payload {}: at most {MAX_PAYLOAD} bytes fit in a {DEFAULT_MAX_FRAME}-byte frame",
             a.payload
-        );
-        return EXIT_USAGE;
+        )));
     }
     let sc = Scenario {
         clients: a.clients,
         msgs: a.msgs,
         payload: a.payload,
-        seed: a.seed.unwrap_or_else(fresh_seed),
+        seed: seed_given.unwrap_or_else(fresh_seed),
     };
     let timeout = a.timeout.unwrap_or_else(|| default_timeout(&sc));
     let replay = format!(
@@ -116,24 +201,39 @@ pub fn run(a: Args) -> i32 {
         backend: a.backend.clone(),
         seed: sc.seed,
         timeout_s: timeout.as_secs_f64(),
+        scenario: None,
+        phases: 1,
     };
-    if !a.json {
+    Ok(Source {
+        plans: random_plans(&sc),
+        names: (0..sc.clients).map(client_name).collect(),
+        phases: 1,
+        config,
+        timeout,
+        replay,
+    })
+}
+
+/// Runs the harness; with `demo`, keeps transcripts and tells the story before the report.
+pub fn run_narrated(a: Args, demo: bool) -> i32 {
+    let mut src = match source(&a) {
+        Ok(s) => s,
+        Err((code, msg)) => {
+            eprintln!("relay-sim: {msg}");
+            return code;
+        }
+    };
+    for p in &mut src.plans {
+        p.transcript = demo;
+    }
+    if !a.json && !demo {
         // The seed first, so even a run that never ends can be replayed.
         println!(
-            "relay-sim: starting {} clients x {} messages = {} messages, seed {}",
-            sc.clients,
-            sc.msgs,
-            sc.total(),
-            sc.seed
+            "relay-sim: starting {} clients, {} messages, seed {}",
+            src.config.clients, src.config.total_msgs, src.config.seed
         );
         let _ = std::io::stdout().flush();
     }
-
-    // What each client must receive, from the same draws the senders will make.
-    let counts = sc.pair_counts();
-    let expected_in: Vec<u64> = (0..sc.clients)
-        .map(|r| counts.iter().map(|row| row[r]).sum())
-        .collect();
 
     // The socket lives in a fresh private directory, removed on every path when `dir` drops.
     let dir = match tempfile::Builder::new().prefix("relay-sim-").tempdir() {
@@ -171,15 +271,22 @@ pub fn run(a: Args) -> i32 {
         ..relay::Config::default()
     };
     let limits = Limits {
-        clients: sc.clients,
-        deadline: timeout,
+        clients: src.plans.len(),
+        phases: src.phases,
+        names: src.names.clone(),
+        deadline: src.timeout,
         grace: Duration::from_secs(2),
     };
+    let mut story: Vec<(u64, String)> = Vec::new();
+    let plans = &src.plans;
     let outcome = supervise(
         &limits,
         move |mut ctx| {
-            let stop = ctx.stop.try_clone();
-            let code = match stop.map(|s| relay::run(listener, Some(s), relay_cfg)) {
+            let code = match ctx
+                .stop
+                .try_clone()
+                .map(|s| relay::run(listener, Some(s), relay_cfg))
+            {
                 Ok(Ok(_)) => 0,
                 Ok(Err(e)) => {
                     eprintln!("relay-sim relay: {e}");
@@ -195,11 +302,14 @@ pub fn run(a: Args) -> i32 {
         },
         |ctx| {
             let i = ctx.index;
-            crate::driver::client_main(&addr, &sc, expected_in[i], a.write_chunks, ctx)
+            crate::driver::client_main(&addr, &plans[i], a.write_chunks, ctx)
         },
         &mut |m| {
             if a.verbose {
                 narrate(&m);
+            }
+            if demo {
+                story.push((now_ns(), milestone_story(&m)));
             }
         },
     );
@@ -210,19 +320,87 @@ pub fn run(a: Args) -> i32 {
             return EXIT_ENV;
         }
     };
+    let names = Names::given(
+        src.plans
+            .first()
+            .map(|p| p.names.all().to_vec())
+            .unwrap_or_default(),
+        src.plans.len(),
+    );
     let t = Instant::now();
-    let v = verify(sc.clients, &outcome.reports);
+    let v = verify(&names, &outcome.reports);
     let verify_time = t.elapsed();
-    let r = report::build(config, replay, &outcome, &v, verify_time);
+    let r = report::build(
+        src.config,
+        &src.names,
+        src.replay,
+        &outcome,
+        &v,
+        verify_time,
+    );
     let mut out = std::io::stdout().lock();
-    let text = if a.json {
+    let mut text = String::new();
+    if demo {
+        for (i, rep) in outcome.reports.iter().enumerate() {
+            if let Some(rep) = rep {
+                story.extend(
+                    rep.transcript
+                        .iter()
+                        .map(|(t, what)| (*t, format!("{} {what}", src.names[i]))),
+                );
+            }
+        }
+        text.push_str(&tell(story));
+    }
+    text.push_str(&if a.json {
         serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
     } else {
         report::human(&r)
-    };
+    });
     // A closed stdout (a pager that quit) is not an error worth a message.
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
     drop(dir);
     r.exit_code
+}
+
+/// A milestone as a sentence of the demo's story.
+fn milestone_story(m: &Milestone) -> String {
+    match m {
+        Milestone::Forked { role, pid } => {
+            format!(
+                "supervisor (pid {}) forked {role} (pid {pid})",
+                std::process::id()
+            )
+        }
+        Milestone::Registered { role } => {
+            format!("{role} connected, sent HELLO, got WELCOME; waits at the barrier")
+        }
+        Milestone::Released => {
+            "supervisor: everyone registered; closes the barrier pipe, and all start at once".into()
+        }
+        Milestone::PhaseStarted(p) => {
+            format!("supervisor: every client finished; phase {p} starts")
+        }
+        Milestone::Reported { role } => {
+            format!("{role} is done: sends its records up its event pipe and exits")
+        }
+        Milestone::Stopping(e) => format!("supervisor: stopping early: {e:?}"),
+        Milestone::Exited { role, status } => format!("supervisor reaped {role}: {status}"),
+    }
+}
+
+/// The story, in time order, with times from the first event.
+fn tell(mut story: Vec<(u64, String)>) -> String {
+    story.sort_by_key(|(t, _)| *t);
+    let t0 = story.first().map_or(0, |(t, _)| *t);
+    let mut o = String::from("What happened, in time order:\n");
+    for (t, what) in story {
+        o.push_str(&format!(
+            "  {:>9.3} ms  {what}\n",
+            (t.saturating_sub(t0)) as f64 / 1e6
+        ));
+    }
+    o.push('\n');
+    o
 }

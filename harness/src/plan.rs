@@ -1,0 +1,286 @@
+//! One client's part of a run, random or scripted: what it sends, phase by phase, and what
+//! it must receive and get bounced before each phase ends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::payload::{self, Spec};
+use crate::scenario::{client_index, client_name, Destinations, PayloadSize, Scenario};
+use crate::script::{Body, Script};
+
+/// The names of a run: clients first, then names nobody holds (scripted bounces).
+#[derive(Debug, Clone)]
+pub struct Names {
+    list: Vec<String>,
+    clients: usize,
+    /// Empty when the names are the default `c0..`, which parse faster than they hash.
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl Names {
+    /// `c0..c{n-1}`.
+    pub fn numbered(n: usize) -> Names {
+        Names {
+            list: (0..n).map(client_name).collect(),
+            clients: n,
+            index: HashMap::new(),
+        }
+    }
+
+    /// Given names; the first `clients` are clients.
+    pub fn given(list: Vec<String>, clients: usize) -> Names {
+        let index = list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_bytes().to_vec(), i))
+            .collect();
+        Names {
+            list,
+            clients,
+            index,
+        }
+    }
+
+    /// Every name.
+    pub fn all(&self) -> &[String] {
+        &self.list
+    }
+
+    /// How many are clients.
+    pub fn clients(&self) -> usize {
+        self.clients
+    }
+
+    /// The name at `i`.
+    pub fn name(&self, i: usize) -> &str {
+        &self.list[i]
+    }
+
+    /// The index of a name, if it is one of ours.
+    pub fn index(&self, name: &[u8]) -> Option<usize> {
+        if self.index.is_empty() {
+            client_index(name).filter(|&i| i < self.list.len())
+        } else {
+            self.index.get(name).copied()
+        }
+    }
+}
+
+/// `count` messages with one body, to or from one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The peer's index in the names.
+    pub peer: usize,
+    /// Index into the bodies.
+    pub body: usize,
+    /// How many.
+    pub count: u64,
+}
+
+/// Where a client's messages come from.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// Seeded random destinations, one phase.
+    Random(Scenario),
+    /// A script.
+    Script {
+        /// Sends of this client, per phase.
+        sends: Vec<Vec<Run>>,
+        /// Messages to this client, per sender, over all phases in order.
+        incoming: Vec<Vec<Run>>,
+        /// Payloads.
+        bodies: Arc<Vec<Body>>,
+    },
+}
+
+/// One client's part.
+#[derive(Debug, Clone)]
+pub struct ClientPlan {
+    /// Its index.
+    pub me: usize,
+    /// The run's names.
+    pub names: Arc<Names>,
+    /// The run's seed (sized payloads are derived from it).
+    pub seed: u64,
+    /// What it sends and expects.
+    pub work: Work,
+    /// Messages it must have received by the end of each phase (cumulative).
+    pub expect_in: Vec<u64>,
+    /// Bounces it must have had by the end of each phase (cumulative).
+    pub expect_bounces: Vec<u64>,
+    /// Keep a transcript of what it sent and got (for `demo`; the first few hundred events).
+    pub transcript: bool,
+}
+
+impl ClientPlan {
+    /// Number of phases.
+    pub fn phases(&self) -> usize {
+        self.expect_in.len()
+    }
+
+    /// The spec for sized payloads of a size.
+    pub fn spec(&self, size: PayloadSize) -> Spec {
+        Spec {
+            seed: self.seed,
+            size,
+        }
+    }
+}
+
+/// Every client's plan for a random scenario. Replays the senders' draws once: time in
+/// proportion to the messages, memory in proportion to clients².
+pub fn random_plans(sc: &Scenario) -> Vec<ClientPlan> {
+    let counts = sc.pair_counts();
+    let names = Arc::new(Names::numbered(sc.clients));
+    (0..sc.clients)
+        .map(|me| ClientPlan {
+            me,
+            names: names.clone(),
+            seed: sc.seed,
+            work: Work::Random(*sc),
+            expect_in: vec![counts.iter().map(|row| row[me]).sum()],
+            expect_bounces: vec![0],
+            transcript: false,
+        })
+        .collect()
+}
+
+/// Every client's plan for a script.
+pub fn script_plans(s: &Script, seed: u64) -> Vec<ClientPlan> {
+    let names = Arc::new(Names::given(s.names.clone(), s.clients));
+    let bodies = Arc::new(s.bodies.clone());
+    let phases = s.phases.len();
+    (0..s.clients)
+        .map(|me| {
+            let mut sends = vec![Vec::new(); phases];
+            let mut incoming: Vec<Vec<Run>> = vec![Vec::new(); s.clients];
+            let mut expect_in = Vec::with_capacity(phases);
+            let mut expect_bounces = Vec::with_capacity(phases);
+            let (mut got, mut bounced) = (0u64, 0u64);
+            for (p, phase) in s.phases.iter().enumerate() {
+                for send in phase {
+                    let run = |peer| Run {
+                        peer,
+                        body: send.body,
+                        count: send.count,
+                    };
+                    if send.from == me {
+                        sends[p].push(run(send.to));
+                        if send.to >= s.clients {
+                            bounced += send.count;
+                        }
+                    }
+                    if send.to == me {
+                        incoming[send.from].push(run(send.from));
+                        got += send.count;
+                    }
+                }
+                expect_in.push(got);
+                expect_bounces.push(bounced);
+            }
+            ClientPlan {
+                me,
+                names: names.clone(),
+                seed,
+                work: Work::Script {
+                    sends,
+                    incoming,
+                    bodies: bodies.clone(),
+                },
+                expect_in,
+                expect_bounces,
+                transcript: false,
+            }
+        })
+        .collect()
+}
+
+/// A body without copying a literal.
+enum BodyRef<'b> {
+    Literal(&'b [u8]),
+    Sized(PayloadSize),
+}
+
+/// Produces one client's messages in order, phase by phase.
+pub struct Outbox<'a> {
+    plan: &'a ClientPlan,
+    phase: usize,
+    run: usize,
+    left: u64,
+    random: Option<(Destinations, u64)>,
+    seq_to: Vec<u64>,
+}
+
+impl<'a> Outbox<'a> {
+    /// The outbox of a plan, at phase 0.
+    pub fn new(plan: &'a ClientPlan) -> Outbox<'a> {
+        let random = match &plan.work {
+            Work::Random(sc) => Some((sc.destinations(plan.me), sc.msgs)),
+            Work::Script { .. } => None,
+        };
+        let mut o = Outbox {
+            plan,
+            phase: 0,
+            run: 0,
+            left: 0,
+            random,
+            seq_to: vec![0; plan.names.all().len()],
+        };
+        o.start_phase(0);
+        o
+    }
+
+    /// Moves to phase `p`.
+    pub fn start_phase(&mut self, p: usize) {
+        self.phase = p;
+        self.run = 0;
+        self.left = match &self.plan.work {
+            Work::Script { sends, .. } => {
+                sends.get(p).and_then(|r| r.first()).map_or(0, |r| r.count)
+            }
+            Work::Random(_) => 0,
+        };
+    }
+
+    /// The next message of this phase: writes its payload into `out` and returns the
+    /// receiver's index, or `None` when the phase's sends are done.
+    pub fn next(&mut self, now_ns: u64, out: &mut Vec<u8>) -> Option<usize> {
+        let plan = self.plan;
+        let (to, body) = match &plan.work {
+            Work::Random(sc) => {
+                let (dests, left) = self.random.as_mut()?;
+                if *left == 0 || self.phase > 0 {
+                    return None;
+                }
+                *left -= 1;
+                (dests.next()?, BodyRef::Sized(sc.payload))
+            }
+            Work::Script { sends, bodies, .. } => {
+                let runs = sends.get(self.phase)?;
+                while self.left == 0 {
+                    self.run += 1;
+                    self.left = runs.get(self.run)?.count;
+                }
+                self.left -= 1;
+                let r = &runs[self.run];
+                let b = match &bodies[r.body] {
+                    Body::Literal(t) => BodyRef::Literal(t),
+                    Body::Sized(p) => BodyRef::Sized(*p),
+                };
+                (r.peer, b)
+            }
+        };
+        let seq = self.seq_to[to];
+        self.seq_to[to] += 1;
+        match body {
+            BodyRef::Literal(t) => {
+                out.clear();
+                out.extend_from_slice(t);
+            }
+            BodyRef::Sized(size) => {
+                payload::encode(&plan.spec(size), plan.me, to, seq, now_ns, out)
+            }
+        }
+        Some(to)
+    }
+}

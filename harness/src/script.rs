@@ -1,0 +1,497 @@
+//! Scripted scenarios: a small line-based format (docs/scenarios.md).
+//!
+//! ```text
+//! clients ClientA ClientB            # the client processes
+//! absent  ghost                      # names nobody holds: sends to them must bounce
+//! ClientA -> ClientB "1"             # literal text
+//! ClientB -> ClientA 64 bytes x10    # sized, verifiable payloads, repeated
+//! barrier                            # everyone waits until the phase is delivered
+//! ClientA -> ghost "anyone?"
+//! ```
+
+use std::fmt;
+use std::path::Path;
+
+use crate::scenario::PayloadSize;
+
+/// A payload in a script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// Exactly these bytes.
+    Literal(Vec<u8>),
+    /// Seeded filler with a verification header, of this size or range.
+    Sized(PayloadSize),
+}
+
+/// One send line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    /// Sender's index in `names`.
+    pub from: usize,
+    /// Receiver's index in `names` (an absent name's index is `>= clients`).
+    pub to: usize,
+    /// Index in `bodies`.
+    pub body: usize,
+    /// How many times.
+    pub count: u64,
+    /// Line in the file.
+    pub line: usize,
+}
+
+/// A parsed script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// Client names first (`0..clients`), then absent names.
+    pub names: Vec<String>,
+    /// How many of `names` are clients.
+    pub clients: usize,
+    /// Sends, phase by phase (phases are separated by `barrier`).
+    pub phases: Vec<Vec<Send>>,
+    /// Payloads.
+    pub bodies: Vec<Body>,
+    /// `seed N`, if the script fixes one.
+    pub seed: Option<u64>,
+}
+
+/// A script error, naming the file, line and column and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ScriptError {
+    /// File name as given.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What was expected and what was found.
+    pub msg: String,
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    Word(String),
+    Arrow,
+    Text(Vec<u8>),
+}
+
+impl fmt::Display for Tok {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tok::Word(w) => write!(f, "`{w}`"),
+            Tok::Arrow => f.write_str("`->`"),
+            Tok::Text(t) => write!(f, "\"{}\"", String::from_utf8_lossy(t)),
+        }
+    }
+}
+
+/// Splits a line into tokens with their 1-based columns; `#` starts a comment.
+fn tokenize(line: &str) -> Result<Vec<(usize, Tok)>, (usize, String)> {
+    let b = line.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'#' {
+            break;
+        } else if c == b'"' {
+            let start = i;
+            i += 1;
+            let mut text = Vec::new();
+            loop {
+                let Some(&c) = b.get(i) else {
+                    return Err((
+                        start + 1,
+                        "unterminated string: expected a closing `\"`".into(),
+                    ));
+                };
+                i += 1;
+                match c {
+                    b'"' => break,
+                    b'\\' => {
+                        let Some(&e) = b.get(i) else {
+                            return Err((i, "expected an escape after `\\`".into()));
+                        };
+                        i += 1;
+                        match e {
+                            b'n' => text.push(b'\n'),
+                            b't' => text.push(b'\t'),
+                            b'\\' => text.push(b'\\'),
+                            b'"' => text.push(b'"'),
+                            b'x' => {
+                                let hex = line
+                                    .get(i..i + 2)
+                                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                                let Some(v) = hex else {
+                                    return Err((
+                                        i + 1,
+                                        "expected two hex digits after `\\x`".into(),
+                                    ));
+                                };
+                                text.push(v);
+                                i += 2;
+                            }
+                            other => {
+                                return Err((
+                                    i,
+                                    format!(
+                                        "unknown escape `\\{}`; use \\n \\t \\\\ \\\" or \\xHH",
+                                        other as char
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                    _ => text.push(c),
+                }
+            }
+            out.push((start + 1, Tok::Text(text)));
+        } else if line[i..].starts_with("->") {
+            out.push((i + 1, Tok::Arrow));
+            i += 2;
+        } else {
+            let start = i;
+            while i < b.len()
+                && !b[i].is_ascii_whitespace()
+                && b[i] != b'#'
+                && b[i] != b'"'
+                && !line[i..].starts_with("->")
+            {
+                i += 1;
+            }
+            out.push((start + 1, Tok::Word(line[start..i].to_string())));
+        }
+    }
+    Ok(out)
+}
+
+/// A send line before names are resolved: line, phase, (column, sender), (column, receiver),
+/// body index, count.
+type RawSend = (usize, usize, (usize, String), (usize, String), usize, u64);
+
+fn valid_name(n: &str) -> bool {
+    (1..=32).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+impl Script {
+    /// Reads and parses a script file.
+    pub fn load(path: &Path) -> Result<Script, ScriptError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScriptError {
+            file: file.clone(),
+            line: 0,
+            col: 0,
+            msg: format!("cannot read the script: {e}"),
+        })?;
+        Script::parse(&file, &text)
+    }
+
+    /// Parses script text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Script, ScriptError> {
+        let mut s = Script {
+            names: Vec::new(),
+            clients: 0,
+            phases: vec![Vec::new()],
+            bodies: Vec::new(),
+            seed: None,
+        };
+        let mut absent: Vec<String> = Vec::new();
+        let mut raw_sends: Vec<RawSend> = Vec::new();
+        let mut phase = 0usize;
+        for (ln, line) in text.lines().enumerate() {
+            let ln = ln + 1;
+            let err = |col: usize, msg: String| ScriptError {
+                file: file.to_string(),
+                line: ln,
+                col,
+                msg,
+            };
+            let toks = tokenize(line).map_err(|(col, msg)| err(col, msg))?;
+            let Some((col0, first)) = toks.first().cloned() else {
+                continue;
+            };
+            let end_col = line.trim_end().len() + 1;
+            match first {
+                Tok::Word(w) if w == "clients" || w == "absent" => {
+                    if toks.len() < 2 {
+                        return Err(err(
+                            end_col,
+                            format!("expected at least one name after `{w}`"),
+                        ));
+                    }
+                    if w == "clients" && !absent.is_empty() {
+                        return Err(err(
+                            col0,
+                            "`clients` lines must come before `absent` lines".into(),
+                        ));
+                    }
+                    if !raw_sends.is_empty() {
+                        return Err(err(col0, format!("`{w}` must come before the first send")));
+                    }
+                    for (col, t) in &toks[1..] {
+                        let Tok::Word(name) = t else {
+                            return Err(err(*col, format!("expected a name, found {t}")));
+                        };
+                        if !valid_name(name) {
+                            return Err(err(
+                                *col,
+                                format!(
+                                    "`{name}` is not a valid name: 1 to 32 of A-Z a-z 0-9 _ . -"
+                                ),
+                            ));
+                        }
+                        if s.names.contains(name) || absent.contains(name) {
+                            return Err(err(*col, format!("`{name}` is declared twice")));
+                        }
+                        if w == "clients" {
+                            s.names.push(name.clone());
+                        } else {
+                            absent.push(name.clone());
+                        }
+                    }
+                }
+                Tok::Word(w) if w == "seed" => match toks.get(1) {
+                    Some((col, Tok::Word(v))) => {
+                        s.seed = Some(v.parse().map_err(|_| {
+                            err(*col, format!("expected a number after `seed`, found `{v}`"))
+                        })?);
+                    }
+                    Some((col, t)) => {
+                        return Err(err(
+                            *col,
+                            format!("expected a number after `seed`, found {t}"),
+                        ))
+                    }
+                    None => return Err(err(end_col, "expected a number after `seed`".into())),
+                },
+                Tok::Word(w) if w == "barrier" || w == "---" => {
+                    if let Some((col, t)) = toks.get(1) {
+                        return Err(err(
+                            *col,
+                            format!("expected the end of the line after `{w}`, found {t}"),
+                        ));
+                    }
+                    phase += 1;
+                    s.phases.push(Vec::new());
+                }
+                Tok::Word(from) => {
+                    // FROM -> TO BODY [xN]
+                    match toks.get(1) {
+                        Some((_, Tok::Arrow)) => {}
+                        Some((col, t)) => return Err(err(*col, format!("expected `->` after `{from}`, found {t}"))),
+                        None => {
+                            return Err(err(
+                                end_col,
+                                format!("expected `->` after `{from}` (or a keyword: clients, absent, seed, barrier)"),
+                            ))
+                        }
+                    }
+                    let (to_col, to) = match toks.get(2) {
+                        Some((col, Tok::Word(to))) => (*col, to.clone()),
+                        Some((col, t)) => {
+                            return Err(err(
+                                *col,
+                                format!("expected a receiver name after `->`, found {t}"),
+                            ))
+                        }
+                        None => {
+                            return Err(err(end_col, "expected a receiver name after `->`".into()))
+                        }
+                    };
+                    let (body, next) = match toks.get(3) {
+                        Some((_, Tok::Text(t))) => (Body::Literal(t.clone()), 4),
+                        Some((col, Tok::Word(size))) => {
+                            match toks.get(4) {
+                                Some((_, Tok::Word(b))) if b == "bytes" || b == "B" => {}
+                                Some((c, t)) => {
+                                    return Err(err(
+                                        *c,
+                                        format!("expected `bytes` after the size, found {t}"),
+                                    ))
+                                }
+                                None => {
+                                    return Err(err(
+                                        end_col,
+                                        "expected `bytes` after the size".into(),
+                                    ))
+                                }
+                            }
+                            let p = PayloadSize::parse(size).map_err(|e| {
+                                err(*col, format!("expected a size or MIN..MAX: {e}"))
+                            })?;
+                            (Body::Sized(p), 5)
+                        }
+                        Some((col, t)) => {
+                            return Err(err(
+                                *col,
+                                format!("expected a payload (\"text\" or SIZE bytes), found {t}"),
+                            ))
+                        }
+                        None => {
+                            return Err(err(
+                                end_col,
+                                "expected a payload (\"text\" or SIZE bytes)".into(),
+                            ))
+                        }
+                    };
+                    let count = match toks.get(next) {
+                        None => 1,
+                        Some((col, Tok::Word(x))) if x.starts_with('x') => x[1..]
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|&n| n >= 1)
+                            .ok_or_else(|| err(*col, format!("expected a repetition like x1000, found `{x}`")))?,
+                        Some((col, t)) => return Err(err(*col, format!("expected a repetition like x1000 or the end of the line, found {t}"))),
+                    };
+                    if let Some((col, t)) = toks.get(next + 1) {
+                        return Err(err(
+                            *col,
+                            format!("expected the end of the line, found {t}"),
+                        ));
+                    }
+                    let bi = match s.bodies.iter().position(|b| *b == body) {
+                        Some(i) => i,
+                        None => {
+                            s.bodies.push(body);
+                            s.bodies.len() - 1
+                        }
+                    };
+                    raw_sends.push((ln, phase, (col0, from), (to_col, to), bi, count));
+                }
+                t => {
+                    return Err(err(
+                        col0,
+                        format!("expected a keyword or a sender name, found {t}"),
+                    ))
+                }
+            }
+        }
+        if s.names.is_empty() {
+            return Err(ScriptError {
+                file: file.to_string(),
+                line: 1,
+                col: 1,
+                msg: "expected a `clients NAME...` line: a script needs at least one client".into(),
+            });
+        }
+        s.clients = s.names.len();
+        s.names.extend(absent);
+        for (ln, phase, (fcol, from), (tcol, to), body, count) in raw_sends {
+            let err = |col: usize, msg: String| ScriptError {
+                file: file.to_string(),
+                line: ln,
+                col,
+                msg,
+            };
+            let f = s.names.iter().position(|n| *n == from).ok_or_else(|| {
+                err(
+                    fcol,
+                    format!("unknown sender `{from}`; declare it on the `clients` line"),
+                )
+            })?;
+            if f >= s.clients {
+                return Err(err(fcol, format!("`{from}` is absent: it cannot send")));
+            }
+            let t = s.names.iter().position(|n| *n == to).ok_or_else(|| {
+                err(tcol, format!("unknown receiver `{to}`; declare it with `clients` (or `absent`, to expect bounces)"))
+            })?;
+            s.phases[phase].push(Send {
+                from: f,
+                to: t,
+                body,
+                count,
+                line: ln,
+            });
+        }
+        Ok(s)
+    }
+
+    /// Total messages sent.
+    pub fn total(&self) -> u64 {
+        self.phases.iter().flatten().map(|s| s.count).sum()
+    }
+
+    /// The largest payload any send may have.
+    pub fn max_payload(&self) -> usize {
+        self.bodies
+            .iter()
+            .map(|b| match b {
+                Body::Literal(t) => t.len(),
+                Body::Sized(p) => p.max,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARTICLE: &str = "# the article\nclients ClientA ClientB\nClientA -> ClientB \"1\"\nClientB -> ClientA \"2\"\n";
+
+    #[test]
+    fn parses_the_article() {
+        let s = Script::parse("a.scn", ARTICLE).unwrap();
+        assert_eq!(s.names, ["ClientA", "ClientB"]);
+        assert_eq!(s.clients, 2);
+        assert_eq!(s.phases.len(), 1);
+        assert_eq!(s.phases[0].len(), 2);
+        assert_eq!(s.bodies[s.phases[0][0].body], Body::Literal(b"1".to_vec()));
+        assert_eq!(s.total(), 2);
+    }
+
+    #[test]
+    fn parses_sizes_repetition_barriers_absent_and_escapes() {
+        let s = Script::parse(
+            "x.scn",
+            "clients a b\nabsent ghost\nseed 9\na -> b 64 bytes x1000\nbarrier\nb -> a 0..10 bytes x2 # c\na -> ghost \"q\\\"\\x41\\n\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.clients, 2);
+        assert_eq!(s.names, ["a", "b", "ghost"]);
+        assert_eq!(s.seed, Some(9));
+        assert_eq!(s.phases.len(), 2);
+        assert_eq!(s.phases[0][0].count, 1000);
+        assert_eq!(
+            s.bodies[s.phases[1][0].body],
+            Body::Sized(PayloadSize { min: 0, max: 10 })
+        );
+        assert_eq!(
+            s.bodies[s.phases[1][1].body],
+            Body::Literal(b"q\"A\n".to_vec())
+        );
+        assert_eq!(s.phases[1][1].to, 2);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let cases = [
+            ("clients a b\na => b \"x\"\n", 2, 3, "expected `->`"),
+            ("clients a b\na -> c \"x\"\n", 2, 6, "unknown receiver `c`"),
+            ("clients a b\nz -> a \"x\"\n", 2, 1, "unknown sender `z`"),
+            ("clients a b\na -> b \"x\n", 2, 8, "unterminated string"),
+            ("clients a b\na -> b 64 byts\n", 2, 11, "expected `bytes`"),
+            ("clients a b\na -> b \"x\" x0\n", 2, 12, "repetition"),
+            ("clients a a\n", 1, 11, "declared twice"),
+            ("clients a b\nabsent g\ng -> a \"x\"\n", 3, 1, "absent"),
+            ("a -> b \"x\"\n", 1, 1, "clients"),
+            ("clients bad!name\n", 1, 9, "not a valid name"),
+            ("clients a b\nbarrier now\n", 2, 9, "end of the line"),
+        ];
+        for (text, line, col, want) in cases {
+            let e = Script::parse("t.scn", text).unwrap_err();
+            assert_eq!((e.line, e.col), (line, col), "{text:?}: {e}");
+            assert!(e.msg.contains(want), "{text:?}: {e}");
+            assert!(e.to_string().starts_with(&format!("t.scn:{line}:{col}: ")));
+        }
+    }
+}
