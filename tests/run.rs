@@ -304,3 +304,68 @@ fn usage_errors_exit_2() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+#[test]
+fn every_fixture_scenario_verifies_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "scn") {
+            continue;
+        }
+        seen += 1;
+        for transport in ["unix", "tcp"] {
+            let p = path.to_str().unwrap();
+            let (code, r, err, tmp) = run_json(&["--scenario", p, "--transport", transport, "-v"]);
+            assert_eq!(code, Some(0), "{p} over {transport}: {r:#}\n{err}");
+            assert_eq!(r["config"]["scenario"], p);
+            assert_eq!(r["violations_total"], 0);
+            assert_clean(&tmp, &forked_pids(&err));
+        }
+    }
+    assert!(
+        seen >= 5,
+        "the article example, fan-in, fan-out, ping-pong and mixed sizes"
+    );
+}
+
+#[test]
+fn script_errors_name_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.scn");
+    std::fs::write(&f, "clients a b\n\na -> c \"hi\"\n").unwrap();
+    let out = Command::new(bin())
+        .arg("--scenario")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:6: unknown receiver `c`", f.display())),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn the_demo_tells_the_articles_story() {
+    let out = Command::new(bin()).arg("demo").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "forked relay (pid",
+        "forked ClientA (pid",
+        "forked ClientB (pid",
+        "ClientA connected, sent HELLO, got WELCOME",
+        "ClientA sent \"1\" to ClientB",
+        "ClientB got \"1\" from ClientA",
+        "ClientB sent \"2\" to ClientA",
+        "ClientA got \"2\" from ClientB",
+        "supervisor reaped ClientB: exited 0",
+        "verdict:    PASS",
+    ] {
+        assert!(text.contains(line), "the demo lacks {line:?}:\n{text}");
+    }
+}
