@@ -65,11 +65,20 @@ const MAX_PAYLOAD: usize = DEFAULT_MAX_FRAME as usize - 2 - 32;
 /// Clients a select() relay can hold next to its own fds, below FD_SETSIZE.
 const MAX_CLIENTS: usize = 1000;
 
+/// A `--timeout` value that reads back as the same duration (one word, shell-safe).
+fn timeout_flag(t: Duration) -> String {
+    if t.subsec_millis() == 0 && t.subsec_nanos() == 0 {
+        format!("{}s", t.as_secs())
+    } else {
+        format!("{}ms", t.as_millis().max(1))
+    }
+}
+
 /// The default deadline: 10 s, plus time for the volume of work at a pessimistic rate.
 fn default_timeout(sc: &Scenario) -> Duration {
     let msgs = sc.total() as f64;
     let bytes = msgs * (sc.payload.min + sc.payload.max) as f64 / 2.0;
-    Duration::from_secs_f64(10.0 + msgs / 100_000.0 + bytes / 50e6)
+    Duration::from_secs_f64((10.0 + msgs / 100_000.0 + bytes / 50e6).ceil())
 }
 
 /// One stderr line per milestone, for `-v`.
@@ -140,7 +149,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             path.display(),
             a.transport,
             a.backend,
-            humantime::format_duration(timeout)
+            timeout_flag(timeout)
         );
         let config = RunConfig {
             clients: script.clients,
@@ -190,7 +199,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
         sc.payload,
         a.transport,
         a.backend,
-        humantime::format_duration(timeout)
+        timeout_flag(timeout)
     );
     let config = RunConfig {
         clients: sc.clients,
@@ -279,6 +288,10 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     };
     let mut story: Vec<(u64, String)> = Vec::new();
     let plans = &src.plans;
+    if let Some(c) = a.write_chunks {
+        src.replay
+            .push_str(&format!(" --write-chunks {}..{}", c.min, c.max));
+    }
     let outcome = supervise(
         &limits,
         move |mut ctx| {
