@@ -29,10 +29,19 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Peak resident memory of this process so far, KiB.
+/// Peak resident memory of this process so far, KiB (VmHWM).
+///
+/// Not getrusage's ru_maxrss: that survives exec, so it would include whatever process
+/// forked and exec'd relay-sim (a shell, a test runner).
 pub fn peak_rss_kib() -> u64 {
-    use nix::sys::resource::{getrusage, UsageWho};
-    getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u.max_rss().max(0) as u64)
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn send_event(fd: &OwnedFd, e: &Event) -> io::Result<()> {
