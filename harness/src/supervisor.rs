@@ -170,6 +170,8 @@ pub struct Limits {
     pub phases: usize,
     /// The clients' names, for milestones and statuses (`c{i}` where missing).
     pub names: Vec<String>,
+    /// Descriptors the relay child keeps besides its own pipes (its listening socket).
+    pub relay_fds: Vec<RawFd>,
     /// From the first fork until every client has reported.
     pub deadline: Duration,
     /// How long stopped children get to report or exit before SIGTERM, and SIGTERM before SIGKILL.
@@ -259,12 +261,13 @@ fn describe(w: nix::Result<WaitStatus>) -> String {
     }
 }
 
-/// Forks `body` into a child that keeps only the fds in `keep` of those in `all`.
+/// Forks `body` into a child that keeps stdin, stdout, stderr and the fds in `keep`, and
+/// closes every other descriptor it inherited.
 ///
 /// Fork safety: the caller must be single-threaded (the relay-sim binary starts no thread
 /// before its forks), so the child may run ordinary Rust code. The child never returns
 /// into the caller's code: it leaves with `_exit`, running no destructor of the parent's.
-fn spawn(all: &[RawFd], keep: &[RawFd], body: impl FnOnce() -> i32) -> nix::Result<Pid> {
+fn spawn(keep: &[RawFd], body: impl FnOnce() -> i32) -> nix::Result<Pid> {
     // SAFETY: single-threaded at this point (see above).
     match unsafe { fork() }? {
         ForkResult::Parent { child } => {
@@ -281,16 +284,29 @@ fn spawn(all: &[RawFd], keep: &[RawFd], body: impl FnOnce() -> i32) -> nix::Resu
                 // SAFETY: restoring the default disposition installs no Rust handler.
                 let _ = unsafe { signal(sig, SigHandler::SigDfl) };
             }
-            for &fd in all {
-                if !keep.contains(&fd) {
-                    let _ = nix::unistd::close(fd);
-                }
-            }
+            close_all_but(keep);
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101);
             let _ = io::stdout().flush();
             let _ = io::stderr().flush();
             // SAFETY: _exit ends the process at once; no parent destructor or test harness runs.
             unsafe { nix::libc::_exit(code) }
+        }
+    }
+}
+
+/// In a new child: closes every inherited fd above stderr that is not in `keep` (the other
+/// children's pipe ends, the supervisor's own, the listener in a client). The OwnedFds that
+/// held them are never dropped in the child, which leaves with `_exit`.
+fn close_all_but(keep: &[RawFd]) {
+    let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
         }
     }
 }
@@ -396,19 +412,6 @@ fn run_children(
     for _ in 0..n {
         ev.push(pipe().map_err(sys("pipe"))?);
     }
-    let mut all: Vec<RawFd> = vec![
-        cstop_r.as_raw_fd(),
-        cstop_w.as_raw_fd(),
-        rstop_r.as_raw_fd(),
-        rstop_w.as_raw_fd(),
-        rev_r.as_raw_fd(),
-        rev_w.as_raw_fd(),
-        sig_r.as_raw_fd(),
-    ];
-    all.extend(ev.iter().flat_map(|(r, w)| [r.as_raw_fd(), w.as_raw_fd()]));
-    all.extend(barrier_r.iter().map(|r| r.as_raw_fd()));
-    all.extend(barrier_w.iter().flatten().map(|w| w.as_raw_fd()));
-
     let mut reaper = Reaper {
         children: Vec::new(),
     };
@@ -420,7 +423,9 @@ fn run_children(
         events: rev_w.try_clone().map_err(dup_err)?,
     };
     let keep = [rctx.stop.as_raw_fd(), rctx.events.as_raw_fd()];
-    let pid = spawn(&all, &keep, move || relay(rctx)).map_err(sys("fork"))?;
+    let mut keep = keep.to_vec();
+    keep.extend(&limits.relay_fds);
+    let pid = spawn(&keep, move || relay(rctx)).map_err(sys("fork"))?;
     on(Milestone::Forked {
         role: "relay".into(),
         pid: pid.as_raw(),
@@ -458,7 +463,7 @@ fn run_children(
         };
         let mut keep = vec![ctx.events.as_raw_fd(), ctx.stop.as_raw_fd()];
         keep.extend(ctx.barriers.iter().flatten().map(|b| b.as_raw_fd()));
-        let pid = match spawn(&all, &keep, || client(ctx)) {
+        let pid = match spawn(&keep, || client(ctx)) {
             Ok(p) => p,
             Err(e) => {
                 return Err(SuperviseError::Sys {

@@ -1,6 +1,7 @@
 //! `relay-sim [run]`: fork the relay and N clients, verify every message, report.
 
 use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
@@ -283,6 +284,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         clients: src.plans.len(),
         phases: src.phases,
         names: src.names.clone(),
+        relay_fds: vec![listener.as_fd().as_raw_fd()],
         deadline: src.timeout,
         grace: Duration::from_secs(2),
     };
