@@ -8,52 +8,67 @@ use std::process::{Command, Stdio};
 use assert_cmd::Command as Cmd;
 use util::*;
 
-#[test]
-fn help_is_complete() {
+/// The help text of `relay-sim ARGS --help`, which must succeed.
+fn help_of(args: &[&str]) -> String {
     let out = Cmd::new(bin())
+        .args(args)
         .arg("--help")
         .assert()
         .success()
         .get_output()
         .stdout
         .clone();
-    let text = String::from_utf8(out).unwrap();
-    for word in ["relay", "client", "Exit codes"] {
-        assert!(text.contains(word), "--help lacks {word:?}:\n{text}");
+    String::from_utf8(out).unwrap()
+}
+
+#[track_caller]
+fn assert_mentions(text: &str, words: &[&str]) {
+    for w in words {
+        assert!(text.contains(w), "help lacks {w:?}:\n{text}");
     }
-    let out = Cmd::new(bin())
-        .args(["relay", "--help"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let text = String::from_utf8(out).unwrap();
-    for flag in [
-        "--listen",
-        "--max-frame",
-        "--max-buffer",
-        "--max-clients",
-        "--backend",
-        "--quiet",
-    ] {
-        assert!(text.contains(flag), "relay --help lacks {flag}:\n{text}");
-    }
-    assert!(
-        text.contains("1MiB") && text.contains("1048576"),
-        "defaults shown:\n{text}"
+}
+
+#[test]
+fn help_is_complete() {
+    assert_mentions(
+        &help_of(&[]),
+        &[
+            "relay",
+            "client",
+            "demo",
+            "run",
+            "Exit codes",
+            "--clients",
+            "--msgs",
+        ],
     );
-    let out = Cmd::new(bin())
-        .args(["client", "--help"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let text = String::from_utf8(out).unwrap();
-    for flag in ["--connect", "--name"] {
-        assert!(text.contains(flag), "client --help lacks {flag}:\n{text}");
-    }
+    let relay = help_of(&["relay"]);
+    assert_mentions(
+        &relay,
+        &[
+            "--listen",
+            "--max-frame",
+            "--max-buffer",
+            "--max-clients",
+            "--backend",
+            "--quiet",
+            "1MiB",
+            "1048576",
+        ],
+    );
+    assert_mentions(&help_of(&["client"]), &["--connect", "--name"]);
+    assert_mentions(
+        &help_of(&["run"]),
+        &[
+            "--seed",
+            "--payload",
+            "--transport",
+            "--timeout",
+            "--scenario",
+            "--json",
+            "--write-chunks",
+        ],
+    );
 }
 
 #[test]

@@ -254,38 +254,30 @@ fn ctrl_c_mid_run_stops_everyone_and_cleans_up() {
     }
 }
 
-#[test]
-fn a_relay_that_dies_ends_the_run_with_a_clear_verdict() {
+/// SIGKILLs the child at `victim` (in fork order: 0 is the relay) mid-run, and checks the
+/// run ends with `ending`, a failure text that mentions `says`, exit 1, and nothing left.
+#[track_caller]
+fn a_death_ends_the_run(victim: usize, ending: &str, says: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let (child, pids) = start_long_run(&tmp, false);
-    kill(Pid::from_raw(pids[0]), Signal::SIGKILL).unwrap(); // pids[0] is the relay
+    kill(Pid::from_raw(pids[victim]), Signal::SIGKILL).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["ending"], "relay_died");
-    assert!(
-        r["failure"].as_str().unwrap().contains("SIGKILL"),
-        "{}",
-        r["failure"]
-    );
+    assert_eq!(r["ending"], ending);
+    let failure = r["failure"].as_str().unwrap();
+    assert!(failure.contains(says), "{failure}");
     assert_clean(&tmp, &pids);
 }
 
 #[test]
+fn a_relay_that_dies_ends_the_run_with_a_clear_verdict() {
+    a_death_ends_the_run(0, "relay_died", "SIGKILL");
+}
+
+#[test]
 fn a_client_that_dies_ends_the_run_with_a_clear_verdict() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (child, pids) = start_long_run(&tmp, false);
-    kill(Pid::from_raw(pids[2]), Signal::SIGKILL).unwrap(); // c1
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["ending"], "client_died");
-    assert!(
-        r["failure"].as_str().unwrap().contains("c1"),
-        "{}",
-        r["failure"]
-    );
-    assert_clean(&tmp, &pids);
+    a_death_ends_the_run(2, "client_died", "c1");
 }
 
 #[test]
