@@ -352,10 +352,15 @@ pub struct Decoder {
     start: usize,
     end: usize,
     max_frame: u32,
+    /// Bytes asked for per read: doubles (up to READ_CHUNK) whenever a read fills it.
+    chunk: usize,
 }
 
-/// Bytes a decoder asks the kernel for per read, and keeps allocated when idle.
+/// Most bytes a decoder asks the kernel for per read.
 pub const READ_CHUNK: usize = 64 * 1024;
+/// What a decoder asks for at first: an idle or chatty-but-small connection never needs more,
+/// and a relay with thousands of them should not hold 64 KiB each.
+pub const FIRST_CHUNK: usize = 4 * 1024;
 
 impl Decoder {
     /// A decoder that refuses frames whose `len` exceeds `max_frame`.
@@ -365,6 +370,7 @@ impl Decoder {
             start: 0,
             end: 0,
             max_frame,
+            chunk: FIRST_CHUNK,
         }
     }
 
@@ -387,9 +393,13 @@ impl Decoder {
 
     /// One `read` from `src` into free space; returns what `read` returned (0 = end of stream).
     pub fn read_from(&mut self, src: &mut impl Read) -> io::Result<usize> {
-        self.make_room(READ_CHUNK);
+        self.make_room(self.chunk);
+        let free = self.buf.len() - self.end;
         let n = src.read(&mut self.buf[self.end..])?;
         self.end += n;
+        if n == free && self.chunk < READ_CHUNK {
+            self.chunk *= 2; // the kernel had more: ask for more next time
+        }
         Ok(n)
     }
 
@@ -414,7 +424,7 @@ impl Decoder {
             self.start = 0;
         }
         if self.buf.len() - self.end < want {
-            self.buf.resize(self.end + want.max(READ_CHUNK), 0);
+            self.buf.resize(self.end + want.max(self.chunk), 0);
         }
     }
 

@@ -39,6 +39,7 @@ on_every_relay!(
     name_freed_and_reregistered,
     never_reading_client,
     beyond_fd_setsize,
+    beyond_max_clients,
 );
 
 fn routing(t: Transport, b: &str) {
@@ -427,6 +428,22 @@ fn beyond_fd_setsize(t: Transport, b: &str) {
     let mut again = register_retrying(&r, "late", ErrorCode::RelayFull);
     again.send(b"late", b"hi");
     assert_eq!(again.next(), Got::Deliver(b"late".to_vec(), b"hi".to_vec()));
+}
+
+fn beyond_max_clients(t: Transport, b: &str) {
+    let r = RelayProc::start(t, b, &["--max-clients", "3"]);
+    let mut kept: Vec<Raw> = ["a", "b", "c"].iter().map(|n| registered(&r, n)).collect();
+    let mut fourth = r.raw();
+    let text = fourth.expect_error(ErrorCode::RelayFull);
+    assert!(text.contains("maximum of 3"), "{text}");
+    kept[0].send(b"c", b"still served");
+    assert_eq!(
+        kept[2].next(),
+        Got::Deliver(b"a".to_vec(), b"still served".to_vec())
+    );
+    // A place comes free when a client leaves.
+    drop(kept.remove(1));
+    register_retrying(&r, "d", ErrorCode::RelayFull);
 }
 
 // ---- lifecycle (Unix socket files) ----

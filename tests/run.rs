@@ -87,6 +87,45 @@ fn the_front_door_verifies_clean() {
 }
 
 #[test]
+fn every_backend_runs_the_front_door_and_poll_and_epoll_go_past_fd_setsize() {
+    for backend in ["select", "poll", "epoll"] {
+        let (code, r, err, tmp) = run_json(&[
+            "--clients",
+            "8",
+            "--msgs",
+            "1000",
+            "--backend",
+            backend,
+            "-v",
+        ]);
+        assert_eq!(code, Some(0), "{backend}: {r:#}");
+        assert_eq!(r["config"]["backend"], backend);
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+    for backend in ["poll", "epoll"] {
+        let (code, r, err, tmp) = run_json(&[
+            "--clients",
+            "1100",
+            "--msgs",
+            "5",
+            "--backend",
+            backend,
+            "-v",
+        ]);
+        assert_eq!(code, Some(0), "{backend}: {}", r["failure"]);
+        assert_eq!(r["totals"]["received"], 5500);
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+    // select says plainly why it cannot.
+    let out = Command::new(bin())
+        .args(["--clients", "1100", "--backend", "select"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("poll"));
+}
+
+#[test]
 fn the_subcommand_word_is_optional_and_the_human_report_is_complete() {
     let out = Command::new(bin())
         .args(["run", "--clients", "3", "--msgs", "100", "--seed", "5"])

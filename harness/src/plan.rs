@@ -127,10 +127,9 @@ impl ClientPlan {
     }
 }
 
-/// Every client's plan for a random scenario. Replays the senders' draws once: time in
-/// proportion to the messages, memory in proportion to clients².
+/// Every client's plan for a random scenario (see [`Scenario::expected_in`]).
 pub fn random_plans(sc: &Scenario) -> Vec<ClientPlan> {
-    let counts = sc.pair_counts();
+    let expected = sc.expected_in();
     let names = Arc::new(Names::numbered(sc.clients));
     (0..sc.clients)
         .map(|me| ClientPlan {
@@ -138,7 +137,7 @@ pub fn random_plans(sc: &Scenario) -> Vec<ClientPlan> {
             names: names.clone(),
             seed: sc.seed,
             work: Work::Random(*sc),
-            expect_in: vec![counts.iter().map(|row| row[me]).sum()],
+            expect_in: vec![expected[me]],
             expect_bounces: vec![0],
             transcript: false,
         })

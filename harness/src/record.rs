@@ -80,17 +80,27 @@ pub struct Violation {
 /// Most violations a client keeps in detail (all are counted).
 pub const VIOLATIONS_KEPT: usize = 1000;
 
+/// One client's counts with one peer (only peers with a count above zero are listed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCounts {
+    /// The peer's index in the run's names.
+    pub peer: usize,
+    /// Messages sent to the peer.
+    pub sent: u64,
+    /// Messages received from the peer (not duplicates, not misrouted).
+    pub received: u64,
+    /// Messages to the peer that came back as BOUNCE.
+    pub bounced: u64,
+}
+
 /// What one client did, sent up its event pipe when it finishes (or is told to stop).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClientReport {
     /// Client index.
     pub index: usize,
-    /// Messages sent, by receiver index.
-    pub sent: Vec<u64>,
-    /// Messages received in good order, by sender index.
-    pub received: Vec<u64>,
-    /// Messages that came back as BOUNCE, by receiver index.
-    pub bounced: Vec<u64>,
+    /// Counts per peer, sparse: a client of thousands talks to few, and the supervisor keeps
+    /// every report.
+    pub peers: Vec<PeerCounts>,
     /// Payload bytes received.
     pub bytes_received: u64,
     /// Violations seen, in detail (at most [`VIOLATIONS_KEPT`]).
@@ -109,6 +119,23 @@ pub struct ClientReport {
     pub peak_rss_kib: u64,
     /// What it did, when asked to keep a transcript: (CLOCK_MONOTONIC ns, what happened).
     pub transcript: Vec<(u64, String)>,
+}
+
+impl ClientReport {
+    /// Messages sent.
+    pub fn sent(&self) -> u64 {
+        self.peers.iter().map(|p| p.sent).sum()
+    }
+
+    /// Messages received.
+    pub fn received(&self) -> u64 {
+        self.peers.iter().map(|p| p.received).sum()
+    }
+
+    /// Messages bounced.
+    pub fn bounced(&self) -> u64 {
+        self.peers.iter().map(|p| p.bounced).sum()
+    }
 }
 
 /// Most transcript lines a client keeps.

@@ -194,9 +194,9 @@ pub fn build(
             let r = outcome.reports.get(i).and_then(Option::as_ref);
             ClientRow {
                 name: names.get(i).cloned().unwrap_or_else(|| format!("c{i}")),
-                sent: r.map_or(0, |r| r.sent.iter().sum()),
-                received: r.map_or(0, |r| r.received.iter().sum()),
-                bounced: r.map_or(0, |r| r.bounced.iter().sum()),
+                sent: r.map_or(0, |r| r.sent()),
+                received: r.map_or(0, |r| r.received()),
+                bounced: r.map_or(0, |r| r.bounced()),
                 complete: r.is_some_and(|r| r.complete),
             }
         })

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
@@ -297,7 +298,30 @@ fn spawn(keep: &[RawFd], body: impl FnOnce() -> i32) -> nix::Result<Pid> {
 /// In a new child: closes every inherited fd above stderr that is not in `keep` (the other
 /// children's pipe ends, the supervisor's own, the listener in a client). The OwnedFds that
 /// held them are never dropped in the child, which leaves with `_exit`.
+///
+/// close_range(2) closes each gap between kept fds in one call, so forking N clients costs
+/// O(N) system calls, not O(N) per child; /proc/self/fd is the fallback for older kernels.
 fn close_all_but(keep: &[RawFd]) {
+    let mut kept: Vec<u32> = keep
+        .iter()
+        .filter(|&&fd| fd > 2)
+        .map(|&fd| fd as u32)
+        .collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let mut from = 3u32;
+    let mut ok = true;
+    for &k in kept.iter().chain(std::iter::once(&u32::MAX)) {
+        if from < k {
+            // SAFETY: close_range only closes descriptors; none of them is used again here.
+            let r = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, from, k - 1, 0u32) };
+            ok &= r == 0;
+        }
+        from = k.saturating_add(1);
+    }
+    if ok {
+        return;
+    }
     let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -500,13 +524,27 @@ fn run_children(
     let mut announced = false;
     let mut phase_done = vec![0usize; phases];
 
+    // Every event pipe and the signal pipe in one epoll set: a wait costs in proportion to
+    // the pipes that are ready, not to the thousands that may be open. (Made after the last
+    // fork, so no child holds it.) A pipe leaves the set when its fd is closed.
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
+    ep.add(
+        sig_r.as_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, u64::MAX),
+    )
+    .map_err(sys("epoll_ctl"))?;
+    for (k, c) in reaper.children.iter().enumerate() {
+        if let Some(e) = &c.events {
+            ep.add(e.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
+                .map_err(sys("epoll_ctl"))?;
+        }
+    }
+    let mut fired = vec![EpollEvent::empty(); 256];
+    let mut reported = 0usize;
+    let mut clients_open = n;
+
     // The event loop: until every client has reported, or something ends the run.
     loop {
-        let reported = reports.iter().filter(|r| r.is_some()).count();
-        let clients_open = reaper.children[1..]
-            .iter()
-            .filter(|c| c.events.is_some())
-            .count();
         if ending.is_none() && reported == n {
             ending = Some(Ending::Finished);
         }
@@ -544,36 +582,32 @@ fn run_children(
             continue;
         }
         let timeout = wait_until.saturating_duration_since(now);
-        let mut fds: Vec<PollFd> = Vec::with_capacity(n + 2);
-        let mut who: Vec<usize> = Vec::with_capacity(n + 2);
-        fds.push(PollFd::new(sig_r.as_fd(), PollFlags::POLLIN));
-        who.push(usize::MAX);
-        for (k, c) in reaper.children.iter().enumerate() {
-            if let Some(e) = &c.events {
-                fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
-                who.push(k);
-            }
-        }
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        match poll(
-            &mut fds,
+        let got = match ep.wait(
+            &mut fired,
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
         ) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(got) => got,
+            Err(nix::errno::Errno::EINTR) => 0,
             Err(e) => {
                 return Err(SuperviseError::Sys {
-                    what: "poll",
+                    what: "epoll_wait",
                     source: e,
                 })
             }
-        }
-        let ready_idx: Vec<usize> = fds
+        };
+        // The signal pipe (data u64::MAX) first: an interrupt outranks what arrived with it.
+        let mut ready_idx: Vec<usize> = fired[..got]
             .iter()
-            .zip(&who)
-            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
-            .map(|(_, &k)| k)
+            .map(|e| {
+                if e.data() == u64::MAX {
+                    usize::MAX
+                } else {
+                    e.data() as usize
+                }
+            })
             .collect();
-        drop(fds);
+        ready_idx.sort_unstable_by(|a, b| b.cmp(a));
         for k in ready_idx {
             if k == usize::MAX {
                 let mut b = [0u8; 16];
@@ -614,6 +648,9 @@ fn run_children(
                             on(Milestone::Reported {
                                 role: role(limits, i),
                             });
+                            if reports[i].is_none() {
+                                reported += 1;
+                            }
                             reports[i] = Some(*r);
                         }
                     }
@@ -632,6 +669,9 @@ fn run_children(
             if eof {
                 let c = &mut reaper.children[k];
                 c.events = None;
+                if k > 0 {
+                    clients_open -= 1;
+                }
                 c.status = Some(describe(waitpid(c.pid, None)));
                 let status = c.status.clone().unwrap_or_default();
                 if ending.is_none() {

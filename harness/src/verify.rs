@@ -5,13 +5,13 @@
 //! messages. The only other state is a small, capped set of sequences skipped by an
 //! out-of-order arrival, so a late one is called "order" rather than "duplicate".
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use hdrhistogram::Histogram;
 
 use crate::payload::{self, Damage, Spec};
 use crate::plan::{ClientPlan, Names, Work};
-use crate::record::{Class, ClientReport, Violation, VIOLATIONS_KEPT};
+use crate::record::{Class, ClientReport, PeerCounts, Violation, VIOLATIONS_KEPT};
 use crate::script::Body;
 
 /// Most skipped sequences a receiver remembers.
@@ -25,6 +25,10 @@ pub fn latency_histogram() -> Histogram<u64> {
 /// What one receiving client checks as messages arrive.
 pub struct Receiver {
     plan: ClientPlan,
+    /// Per peer: sent, received, bounced.
+    sent: Vec<u64>,
+    received: Vec<u64>,
+    bounced: Vec<u64>,
     /// Per sender: the next sequence expected (random) or messages so far (script).
     next: Vec<u64>,
     /// Per sender, scripts only: (run index, messages used from it).
@@ -54,14 +58,14 @@ impl Receiver {
         let me = plan.me;
         Receiver {
             plan,
+            sent: vec![0; n],
+            received: vec![0; n],
+            bounced: vec![0; n],
             next: vec![0; n],
             cursor: vec![(0, 0); n],
             gaps: HashSet::new(),
             report: ClientReport {
                 index: me,
-                sent: vec![0; n],
-                received: vec![0; n],
-                bounced: vec![0; n],
                 ..ClientReport::default()
             },
             counts: [0; Class::ALL.len()],
@@ -89,7 +93,7 @@ impl Receiver {
 
     /// Notes a message this client sent (for matching bounces and the final count).
     pub fn sent(&mut self, receiver: usize) {
-        self.report.sent[receiver] += 1;
+        self.sent[receiver] += 1;
     }
 
     fn name(&self, i: usize) -> String {
@@ -140,7 +144,7 @@ impl Receiver {
             Work::Script { .. } => self.check_scripted(s, p),
         };
         let Some(timed) = checked else { return };
-        self.report.received[s] += 1;
+        self.received[s] += 1;
         self.report.bytes_received += p.len() as u64;
         self.received_total += 1;
         if timed {
@@ -288,21 +292,17 @@ impl Receiver {
         let d = self.plan.names.index(dst);
         let id = payload::ident(p);
         let real = match d {
-            Some(d) if self.report.bounced[d] < self.report.sent[d] => {
-                match (&self.plan.work, id) {
-                    (Work::Random(_), Some(id)) => {
-                        id.sender as usize == me
-                            && id.receiver as usize == d
-                            && id.seq < self.report.sent[d]
-                    }
-                    _ => true,
+            Some(d) if self.bounced[d] < self.sent[d] => match (&self.plan.work, id) {
+                (Work::Random(_), Some(id)) => {
+                    id.sender as usize == me && id.receiver as usize == d && id.seq < self.sent[d]
                 }
-            }
+                _ => true,
+            },
             _ => false,
         };
         match (real, d) {
             (true, Some(d)) => {
-                self.report.bounced[d] += 1;
+                self.bounced[d] += 1;
                 self.bounced_total += 1;
             }
             _ => self.violation(
@@ -338,6 +338,15 @@ impl Receiver {
             .hist
             .iter_recorded()
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect();
+        self.report.peers = (0..self.sent.len())
+            .filter(|&i| self.sent[i] + self.received[i] + self.bounced[i] > 0)
+            .map(|i| PeerCounts {
+                peer: i,
+                sent: self.sent[i],
+                received: self.received[i],
+                bounced: self.bounced[i],
+            })
             .collect();
         self.report.finished_ns = finished_ns;
         self.report.complete = complete;
@@ -394,10 +403,12 @@ pub fn verify(names: &Names, reports: &[Option<ClientReport>]) -> Verification {
     let mut v = Verification::default();
     let mut counts = [0u64; Class::ALL.len()];
     let mut hist = latency_histogram();
+    // (sender, receiver) -> messages delivered, from the receivers' side.
+    let mut delivered: HashMap<(usize, usize), u64> = HashMap::new();
     for r in reports.iter().flatten() {
-        v.totals.sent += r.sent.iter().sum::<u64>();
-        v.totals.received += r.received.iter().sum::<u64>();
-        v.totals.bounced += r.bounced.iter().sum::<u64>();
+        v.totals.sent += r.sent();
+        v.totals.received += r.received();
+        v.totals.bounced += r.bounced();
         v.totals.bytes_received += r.bytes_received;
         for &(c, k) in &r.violation_counts {
             counts[c as usize] += k;
@@ -405,18 +416,18 @@ pub fn verify(names: &Names, reports: &[Option<ClientReport>]) -> Verification {
         for &(value, count) in &r.latency_ns {
             let _ = hist.record_n(value, count);
         }
+        for p in r.peers.iter().filter(|p| p.received > 0) {
+            delivered.insert((p.peer, r.index), p.received);
+        }
     }
     // Completeness, per pair: what the sender sent and did not get back as a bounce must
-    // have been delivered.
+    // have been delivered. Pairs that carried nothing are never visited.
     let mut lost_details = Vec::new();
     let name = |i: usize| names.name(i).to_string();
-    for s in 0..n {
-        let Some(sr) = reports.get(s).and_then(Option::as_ref) else {
-            continue;
-        };
-        for r in 0..names.all().len() {
-            let sent = sr.sent.get(r).copied().unwrap_or(0);
-            let bounced = sr.bounced.get(r).copied().unwrap_or(0);
+    for (s, sr) in reports.iter().enumerate().take(n) {
+        let Some(sr) = sr else { continue };
+        for p in sr.peers.iter().filter(|p| p.sent > 0) {
+            let (r, sent, bounced) = (p.peer, p.sent, p.bounced);
             if r >= n {
                 // A name nobody holds: every send to it must have bounced.
                 let missing = sent.saturating_sub(bounced);
@@ -433,10 +444,10 @@ pub fn verify(names: &Names, reports: &[Option<ClientReport>]) -> Verification {
                 }
                 continue;
             }
-            let Some(rr) = reports.get(r).and_then(Option::as_ref) else {
-                continue;
-            };
-            let got = rr.received.get(s).copied().unwrap_or(0);
+            if reports.get(r).is_none_or(Option::is_none) {
+                continue; // the receiver never reported: the run's ending says why
+            }
+            let got = delivered.get(&(s, r)).copied().unwrap_or(0);
             let lost = sent.saturating_sub(bounced).saturating_sub(got);
             if lost > 0 {
                 counts[Class::Lost as usize] += lost;
@@ -509,7 +520,10 @@ mod tests {
         assert_eq!(counts[&Class::Misrouted], 1);
         assert_eq!(counts[&Class::Integrity], 1);
         assert_eq!(counts[&Class::Bounce], 1);
-        assert_eq!(r.received[0], 4);
+        assert_eq!(
+            r.peers.iter().find(|p| p.peer == 0).map(|p| p.received),
+            Some(4)
+        );
     }
 
     #[test]

@@ -64,7 +64,17 @@ pub struct Args {
 /// Longest client name (`c` and up to 5 digits) plus the SEND overhead must fit a frame.
 const MAX_PAYLOAD: usize = DEFAULT_MAX_FRAME as usize - 2 - 32;
 /// Clients a select() relay can hold next to its own fds, below FD_SETSIZE.
-const MAX_CLIENTS: usize = 1000;
+const MAX_CLIENTS_SELECT: usize = 1000;
+/// Clients with poll or epoll (each is a process, with a pipe to the supervisor).
+const MAX_CLIENTS: usize = 8000;
+
+fn max_clients(backend: &str) -> usize {
+    if backend == "select" {
+        MAX_CLIENTS_SELECT
+    } else {
+        MAX_CLIENTS
+    }
+}
 
 /// A `--timeout` value that reads back as the same duration (one word, shell-safe).
 fn timeout_flag(t: Duration) -> String {
@@ -130,10 +140,12 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
                 script.max_payload()
             )));
         }
-        if script.clients > MAX_CLIENTS {
+        let most = max_clients(&a.backend);
+        if script.clients > most {
             return Err(usage(format!(
-                "{}: at most {MAX_CLIENTS} clients",
-                path.display()
+                "{}: at most {most} clients with --backend {}",
+                path.display(),
+                a.backend
             )));
         }
         let seed = seed_given.or(script.seed).unwrap_or_else(fresh_seed);
@@ -173,10 +185,12 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             replay,
         });
     }
-    if a.clients == 0 || a.clients > MAX_CLIENTS {
+    let most = max_clients(&a.backend);
+    if a.clients == 0 || a.clients > most {
         return Err(usage(format!(
-            "--clients {}: must be 1..={MAX_CLIENTS}",
-            a.clients
+            "--clients {}: must be 1..={most} with --backend {} (select cannot watch fds past 1023; \
+             poll and epoll can)",
+            a.clients, a.backend
         )));
     }
     if a.payload.max > MAX_PAYLOAD {
@@ -278,6 +292,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     let relay_cfg = relay::Config {
         backend: a.backend.clone(),
         log: false,
+        max_clients: src.plans.len() + 16,
         ..relay::Config::default()
     };
     let limits = Limits {

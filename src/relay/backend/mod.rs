@@ -14,6 +14,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+pub mod epoll;
+pub mod poll;
 pub mod select;
 
 /// Which directions the relay wants to hear about for one fd.
@@ -67,13 +69,17 @@ pub trait Backend {
     fn wait(&mut self, timeout: Option<Duration>, events: &mut Vec<Event>) -> io::Result<()>;
 }
 
-/// The backends this build has, by name.
-pub const NAMES: &[&str] = &["select"];
+/// The backends this build has, by name; select is the default and the one the docs teach.
+pub const NAMES: &[&str] = &["select", "poll", "epoll"];
 
-/// Makes the backend called `name`.
+/// Makes the backend called `name` (None for an unknown name or an epoll that failed to open).
 pub fn by_name(name: &str) -> Option<Box<dyn Backend>> {
     match name {
         "select" => Some(Box::new(select::Select::new())),
+        "poll" => Some(Box::new(poll::Poll::new())),
+        "epoll" => epoll::Epoll::new()
+            .ok()
+            .map(|e| Box::new(e) as Box<dyn Backend>),
         _ => None,
     }
 }
