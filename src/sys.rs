@@ -92,9 +92,15 @@ pub enum ListenError {
 }
 
 impl Listener {
-    /// Binds and listens. A Unix path that a live relay answers on is refused; a stale
-    /// socket file (nobody answers) is replaced.
+    /// Binds and listens, a Unix socket file with mode 0600 (only this user may connect).
+    /// A Unix path that a live relay answers on is refused; a stale socket file (nobody
+    /// answers) is replaced.
     pub fn bind(addr: &Addr) -> Result<Listener, ListenError> {
+        Listener::bind_with_mode(addr, 0o600)
+    }
+
+    /// As [`Listener::bind`], with the Unix socket file's permissions given.
+    pub fn bind_with_mode(addr: &Addr, mode: u32) -> Result<Listener, ListenError> {
         let io_err = |source| ListenError::Io {
             addr: addr.clone(),
             source,
@@ -111,7 +117,16 @@ impl Listener {
                         Err(_) => std::fs::remove_file(path).map_err(io_err)?,
                     }
                 }
-                let l = UnixListener::bind(path).map_err(io_err)?;
+                // The umask narrows the file from its birth (no window in which others could
+                // connect); the chmod then sets exactly the mode asked for.
+                use nix::sys::stat::{umask, Mode};
+                let old = umask(Mode::from_bits_truncate(!mode & 0o777));
+                let bound = UnixListener::bind(path);
+                umask(old);
+                let l = bound.map_err(io_err)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(io_err)?;
                 l.set_nonblocking(true).map_err(io_err)?;
                 ListenerKind::Unix(l, path.clone())
             }

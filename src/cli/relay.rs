@@ -27,6 +27,15 @@ pub struct Args {
     /// Most connections at once; more are refused with RELAY_FULL.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_clients: usize,
+    /// Close a connection that has not sent HELLO this long after connecting (e.g. 5s, 500ms).
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub hello_timeout: std::time::Duration,
+    /// Close a connection whose frame is still incomplete this long after its first byte.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub frame_timeout: std::time::Duration,
+    /// Permissions of the Unix socket file, in octal; 600 lets only this user connect.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
+    pub socket_mode: u32,
     /// Readiness backend.
     #[arg(long, value_name = "NAME", default_value = "select", value_parser = clap::builder::PossibleValuesParser::new(backend::NAMES))]
     pub backend: String,
@@ -54,13 +63,14 @@ pub fn run(a: Args) -> i32 {
     // select() caps us at FD_SETSIZE anyway; a higher limit lets the relay say RELAY_FULL
     // instead of failing accept() with EMFILE.
     let _ = sys::raise_nofile_limit();
-    let listener = match Listener::bind(&addr) {
+    let listener = match Listener::bind_with_mode(&addr, a.socket_mode) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("relay-sim relay: {e}");
             return EXIT_ENV;
         }
     };
+    warn_if_exposed(&addr);
     let stop = match stop_on_signals() {
         Ok(fd) => fd,
         Err(e) => {
@@ -88,6 +98,37 @@ pub fn run(a: Args) -> i32 {
     }
 }
 
+/// Says so when the relay can be reached, or its socket replaced, by more than this user.
+fn warn_if_exposed(addr: &Addr) {
+    match addr {
+        Addr::Tcp(sa) if sa.ip().is_unspecified() => eprintln!(
+            "relay-sim relay: warning: listening on all interfaces ({sa}): any host that can reach \
+             this one may connect and take names; use 127.0.0.1 unless that is what you want"
+        ),
+        Addr::Tcp(sa) if !sa.ip().is_loopback() => {
+            eprintln!("relay-sim relay: warning: listening on {sa}, which other hosts may reach")
+        }
+        Addr::Unix(path) => {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if let Ok(m) = std::fs::metadata(dir) {
+                let mode = m.permissions().mode();
+                if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                    eprintln!(
+                        "relay-sim relay: warning: {} is writable by every user: another user could \
+                         replace the socket; use a directory you own",
+                        dir.display()
+                    );
+                }
+            }
+        }
+        Addr::Tcp(_) => {}
+    }
+}
+
 fn config(a: &Args) -> Result<Config, String> {
     let max_frame = parse_size(&a.max_frame).map_err(|e| format!("--max-frame: {e}"))?;
     let max_frame = u32::try_from(max_frame)
@@ -105,7 +146,16 @@ fn config(a: &Args) -> Result<Config, String> {
         max_clients: a.max_clients,
         backend: a.backend.clone(),
         log: !a.quiet,
+        hello_timeout: a.hello_timeout,
+        frame_timeout: a.frame_timeout,
     })
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|&m| m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not a file mode; use octal like 600 or 660"))
 }
 
 /// The self-pipe trick: SIGINT and SIGTERM write a byte to a socket pair whose other end

@@ -23,6 +23,17 @@ pub enum Phase {
     Lingering,
 }
 
+/// What a connection's deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// No HELLO yet: registered by then, or closed.
+    Hello,
+    /// A frame has started: complete by then, or closed.
+    Frame,
+    /// ERROR sent: closed by then whatever the client does.
+    Linger,
+}
+
 /// One client connection.
 pub struct Conn {
     pub stream: Stream,
@@ -45,12 +56,14 @@ pub struct Conn {
     pub dirty: bool,
     /// Queued in the relay's touched list (interest to recompute).
     pub touched: bool,
-    /// When a lingering connection is closed regardless.
-    pub linger_until: Option<Instant>,
+    /// The one timer this connection may have running, and when it fires.
+    pub deadline: Option<(Instant, Timer)>,
+    /// Unique per connection ever accepted (a slot is reused; a serial is not).
+    pub serial: u64,
 }
 
 impl Conn {
-    pub fn new(stream: Stream, fd: RawFd, max_frame: u32) -> Conn {
+    pub fn new(stream: Stream, fd: RawFd, max_frame: u32, serial: u64) -> Conn {
         Conn {
             stream,
             fd,
@@ -64,7 +77,8 @@ impl Conn {
             interest: Interest::READ,
             dirty: false,
             touched: false,
-            linger_until: None,
+            deadline: None,
+            serial,
         }
     }
 

@@ -21,7 +21,8 @@
 pub mod backend;
 mod conn;
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::{self, check_name, ClientFrame, ErrorCode, Violation, DEFAULT_MAX_FRAME};
 use crate::sys::{Listener, Stream};
 use backend::{Backend, Event, Interest, Token};
-use conn::{Conn, ConnId, Phase};
+use conn::{Conn, ConnId, Phase, Timer};
 
 /// Relay limits and choices.
 #[derive(Debug, Clone)]
@@ -45,6 +46,11 @@ pub struct Config {
     pub backend: String,
     /// Log connects, registrations, errors and disconnects to stderr.
     pub log: bool,
+    /// A connection must send HELLO within this long, or it is closed.
+    pub hello_timeout: Duration,
+    /// A frame must be complete this long after its first byte arrived, or the connection is
+    /// closed (the clock stops while the relay itself holds the sender back).
+    pub frame_timeout: Duration,
 }
 
 impl Default for Config {
@@ -55,6 +61,8 @@ impl Default for Config {
             max_clients: 1000,
             backend: "select".into(),
             log: true,
+            hello_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -125,8 +133,13 @@ struct Relay {
     woken: Vec<ConnId>,
     /// Connections whose wanted interest may have changed.
     touched: Vec<ConnId>,
-    /// Connections closing after an ERROR (each holds its deadline).
-    lingering: Vec<ConnId>,
+    /// Deadlines: (when, slot, serial), earliest first. An entry whose connection no longer
+    /// has that deadline is stale and skipped (cheaper than removing it from the heap).
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// Serial of the next accepted connection.
+    next_serial: u64,
+    /// The time after the last wait; what deadlines are set from.
+    now: Instant,
     /// An fd kept open to give back when accept() hits the fd limit (EMFILE).
     reserve_fd: Option<File>,
     stopping: bool,
@@ -152,7 +165,9 @@ pub fn run(listener: Listener, stop: Option<OwnedFd>, cfg: Config) -> Result<Sta
         dirty: Vec::new(),
         woken: Vec::new(),
         touched: Vec::new(),
-        lingering: Vec::new(),
+        timers: BinaryHeap::new(),
+        next_serial: 0,
+        now: Instant::now(),
         reserve_fd: File::open("/dev/null").ok(),
         stopping: false,
         stats: Stats::default(),
@@ -209,14 +224,16 @@ impl Relay {
         while !self.stopping {
             events.clear();
             let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
+                .timers
+                .peek()
+                .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()));
             self.backend
                 .wait(timeout, &mut events)
                 .map_err(|source| RelayError::Wait {
                     backend: self.backend.name(),
                     source,
                 })?;
+            self.now = Instant::now();
             for ev in &events {
                 match ev.token {
                     LISTENER => self.accept_all(),
@@ -233,9 +250,7 @@ impl Relay {
                 }
             }
             self.settle();
-            if !self.lingering.is_empty() {
-                self.expire_lingering();
-            }
+            self.expire_timers();
         }
         Ok(())
     }
@@ -297,7 +312,9 @@ impl Relay {
                 self.refuse(stream, &format!("cannot watch fd {fd}: {e}"));
                 continue;
             }
-            self.conns[slot] = Some(Conn::new(stream, fd, self.cfg.max_frame));
+            self.conns[slot] = Some(Conn::new(stream, fd, self.cfg.max_frame, self.next_serial));
+            self.next_serial += 1;
+            self.arm(id, Timer::Hello, self.cfg.hello_timeout);
             self.open += 1;
             self.stats.accepted += 1;
             self.stats.peak_connections = self.stats.peak_connections.max(self.open);
@@ -377,6 +394,15 @@ impl Relay {
         match outcome {
             Ok(()) => {
                 c.input = input;
+                // A registered client's partial frame must complete in time, unless we are the
+                // ones holding it back. (An unregistered one is bounded by its HELLO timer.)
+                let waiting = c.name.is_some() && c.input.buffered() > 0 && c.blocked_on.is_none();
+                match c.deadline {
+                    Some((_, Timer::Frame)) if !waiting => c.deadline = None,
+                    None if waiting => self.arm(id, Timer::Frame, self.cfg.frame_timeout),
+                    _ => {}
+                }
+                let Some(c) = self.conn(id) else { return };
                 if c.phase == Phase::Draining && c.blocked_on.is_none() {
                     let leftover = c.input.buffered();
                     let why = if leftover > 0 {
@@ -473,6 +499,7 @@ impl Relay {
             return Routed::Done;
         };
         c.name = Some(name.into());
+        c.deadline = None; // the HELLO timer: registered in time
         protocol::put_welcome(&mut c.out, name);
         let fd = c.fd;
         self.mark_dirty(id);
@@ -497,8 +524,7 @@ impl Relay {
         c.phase = Phase::Lingering;
         c.input = protocol::Decoder::new(0);
         c.blocked_on = None;
-        c.linger_until = Some(Instant::now() + ERROR_LINGER);
-        self.lingering.push(id);
+        self.arm(id, Timer::Linger, ERROR_LINGER);
         self.mark_dirty(id);
         self.touch(id);
     }
@@ -628,35 +654,58 @@ impl Relay {
         }
     }
 
-    /// The earliest linger deadline, if any connection lingers.
-    fn next_deadline(&self) -> Option<Instant> {
-        self.lingering
-            .iter()
-            .filter_map(|id| self.conns.get(id.0)?.as_ref()?.linger_until)
-            .min()
+    /// Starts a connection's timer (replacing any other it had).
+    fn arm(&mut self, id: ConnId, timer: Timer, after: Duration) {
+        let at = self.now + after;
+        let Some(c) = self.conn(id) else { return };
+        c.deadline = Some((at, timer));
+        let serial = c.serial;
+        self.timers.push(Reverse((at, id.0, serial)));
     }
 
-    /// Closes connections whose ERROR linger time has run out.
-    fn expire_lingering(&mut self) {
+    /// Acts on every deadline that has passed: a missing HELLO, a frame left incomplete, an
+    /// ERROR'd connection that would not close.
+    fn expire_timers(&mut self) {
         let now = Instant::now();
-        let mut i = 0;
-        while i < self.lingering.len() {
-            let id = self.lingering[i];
-            let deadline = self
-                .conns
-                .get(id.0)
-                .and_then(Option::as_ref)
-                .and_then(|c| c.linger_until);
-            match deadline {
-                None => {
-                    self.lingering.swap_remove(i);
-                }
-                Some(d) if d <= now => {
-                    self.lingering.swap_remove(i);
-                    self.close(id, "closed after error (linger time over)");
-                }
-                Some(_) => i += 1,
+        let mut fired = false;
+        while let Some(&Reverse((at, slot, serial))) = self.timers.peek() {
+            if at > now {
+                break;
             }
+            self.timers.pop();
+            let id = ConnId(slot);
+            let Some(c) = self.conn(id) else { continue };
+            if c.serial != serial || c.deadline.map(|(d, _)| d) != Some(at) {
+                continue; // stale: that connection is gone, or its timer changed
+            }
+            let Some((_, timer)) = c.deadline.take() else {
+                continue;
+            };
+            fired = true;
+            match timer {
+                Timer::Hello => {
+                    let t = self.cfg.hello_timeout;
+                    self.fail(
+                        id,
+                        violation(ErrorCode::NotRegistered, &format!("no HELLO within {t:?}")),
+                    );
+                }
+                Timer::Frame => {
+                    let t = self.cfg.frame_timeout;
+                    self.fail(
+                        id,
+                        violation(
+                            ErrorCode::BadFrame,
+                            &format!("a frame stayed incomplete for {t:?}"),
+                        ),
+                    );
+                }
+                Timer::Linger => self.close(id, "closed after error (linger time over)"),
+            }
+        }
+        // What fail() queued (the ERRORs) goes out now, not after the next wait.
+        if fired {
+            self.settle();
         }
     }
 
