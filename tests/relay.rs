@@ -312,7 +312,12 @@ fn name_freed_and_reregistered(t: Transport, b: &str) {
 fn never_reading_client(t: Transport, b: &str) {
     const FRAMES: u32 = 65_536;
     const SIZE: usize = 1024; // 64 MiB in all, 256 times the relay's buffer bound
-    let r = RelayProc::start(t, b, &["--max-buffer", "256KiB"]);
+                              // A short frame timeout: holding a sender back must not count against it.
+    let r = RelayProc::start(
+        t,
+        b,
+        &["--max-buffer", "256KiB", "--frame-timeout", "100ms"],
+    );
     let mut sink = registered(&r, "sink");
     let flooder = registered(&r, "flooder");
     let (c, d) = (r.client("c"), r.client("d"));
