@@ -117,10 +117,13 @@ fn token_of(id: ConnId) -> Token {
 }
 
 /// The relay's state between two waits.
-struct Relay {
+pub struct Relay {
     cfg: Config,
     backend: Box<dyn Backend>,
-    listener: Listener,
+    /// None for a relay whose connections are handed to it ([`Relay::adopt`]), as in fuzzing.
+    listener: Option<Listener>,
+    /// Readable (a byte or end of file) when the relay should stop.
+    stop: Option<OwnedFd>,
     /// Connections by slot; a closed slot is reused.
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -140,6 +143,8 @@ struct Relay {
     next_serial: u64,
     /// The time after the last wait; what deadlines are set from.
     now: Instant,
+    /// The backend's fired events, kept to reuse the allocation.
+    events: Vec<Event>,
     /// An fd kept open to give back when accept() hits the fd limit (EMFILE).
     reserve_fd: Option<File>,
     stopping: bool,
@@ -152,52 +157,96 @@ struct Relay {
 /// closing the other end of a pipe. Every connection is closed and the listener dropped (which
 /// removes a Unix socket file) before this returns.
 pub fn run(listener: Listener, stop: Option<OwnedFd>, cfg: Config) -> Result<Stats, RelayError> {
-    let backend = backend::by_name(&cfg.backend)
-        .ok_or_else(|| RelayError::UnknownBackend(cfg.backend.clone()))?;
-    let mut relay = Relay {
-        cfg,
-        backend,
-        listener,
-        conns: Vec::new(),
-        free: Vec::new(),
-        open: 0,
-        names: HashMap::new(),
-        dirty: Vec::new(),
-        woken: Vec::new(),
-        touched: Vec::new(),
-        timers: BinaryHeap::new(),
-        next_serial: 0,
-        now: Instant::now(),
-        reserve_fd: File::open("/dev/null").ok(),
-        stopping: false,
-        stats: Stats::default(),
-    };
-    let lfd = relay.listener.as_fd_raw();
-    relay
-        .backend
-        .set(lfd, LISTENER, Interest::READ)
-        .map_err(RelayError::Setup)?;
-    if let Some(s) = &stop {
-        relay
-            .backend
-            .set(s.as_raw_fd(), STOP, Interest::READ)
-            .map_err(RelayError::Setup)?;
-    }
-    relay.log(format_args!(
-        "listening on {} (backend {}, max-frame {}, max-buffer {}, max-clients {})",
-        relay
-            .listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into()),
-        relay.backend.name(),
-        relay.cfg.max_frame,
-        relay.cfg.max_buffer,
-        relay.cfg.max_clients
-    ));
+    let mut relay = Relay::new(Some(listener), stop, cfg)?;
     let result = relay.serve();
     relay.shutdown();
     result.map(|()| relay.stats.clone())
+}
+
+impl Relay {
+    /// A relay on `listener` (if any), stopping when `stop` (if any) becomes readable.
+    pub fn new(
+        listener: Option<Listener>,
+        stop: Option<OwnedFd>,
+        cfg: Config,
+    ) -> Result<Relay, RelayError> {
+        let backend = backend::by_name(&cfg.backend)
+            .ok_or_else(|| RelayError::UnknownBackend(cfg.backend.clone()))?;
+        let mut relay = Relay {
+            cfg,
+            backend,
+            listener,
+            stop,
+            conns: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            names: HashMap::new(),
+            dirty: Vec::new(),
+            woken: Vec::new(),
+            touched: Vec::new(),
+            timers: BinaryHeap::new(),
+            next_serial: 0,
+            now: Instant::now(),
+            events: Vec::with_capacity(256),
+            reserve_fd: File::open("/dev/null").ok(),
+            stopping: false,
+            stats: Stats::default(),
+        };
+        if let Some(l) = &relay.listener {
+            let lfd = l.as_fd_raw();
+            relay
+                .backend
+                .set(lfd, LISTENER, Interest::READ)
+                .map_err(RelayError::Setup)?;
+        }
+        if let Some(s) = &relay.stop {
+            let sfd = s.as_raw_fd();
+            relay
+                .backend
+                .set(sfd, STOP, Interest::READ)
+                .map_err(RelayError::Setup)?;
+        }
+        let addr = relay
+            .listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "no listener".to_string(), |a| a.to_string());
+        relay.log(format_args!(
+            "listening on {addr} (backend {}, max-frame {}, max-buffer {}, max-clients {})",
+            relay.backend.name(),
+            relay.cfg.max_frame,
+            relay.cfg.max_buffer,
+            relay.cfg.max_clients
+        ));
+        Ok(relay)
+    }
+
+    /// Takes a connected stream as if it had been accepted (tests and fuzzing use this).
+    pub fn adopt(&mut self, stream: Stream) -> std::io::Result<()> {
+        stream.set_nonblocking(true)?;
+        self.admit(stream);
+        self.settle();
+        Ok(())
+    }
+
+    /// What the relay has done so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.open
+    }
+
+    /// Bytes allocated for connection buffers, input and output (for memory bounds).
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .map(|c| c.input.capacity() + c.out.capacity())
+            .sum()
+    }
 }
 
 impl Listener {
@@ -218,54 +267,71 @@ impl Relay {
         slot(&mut self.conns, id)
     }
 
-    /// The loop.
-    fn serve(&mut self) -> Result<(), RelayError> {
-        let mut events: Vec<Event> = Vec::with_capacity(256);
+    /// The loop: steps until asked to stop.
+    pub fn serve(&mut self) -> Result<(), RelayError> {
         while !self.stopping {
-            events.clear();
-            let timeout = self
-                .timers
-                .peek()
-                .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()));
-            self.backend
-                .wait(timeout, &mut events)
-                .map_err(|source| RelayError::Wait {
-                    backend: self.backend.name(),
-                    source,
-                })?;
-            self.now = Instant::now();
-            for ev in &events {
-                match ev.token {
-                    LISTENER => self.accept_all(),
-                    STOP => self.stopping = true,
-                    Token(t) => {
-                        let id = ConnId(t - FIRST_CONN_TOKEN);
-                        if ev.readable {
-                            self.on_readable(id);
-                        }
-                        if ev.writable {
-                            self.flush(id);
-                        }
+            self.step(None)?;
+        }
+        Ok(())
+    }
+
+    /// One turn of the loop: wait (at most `limit`, and never past the next deadline), handle
+    /// what is ready, flush, and act on deadlines that passed.
+    pub fn step(&mut self, limit: Option<Duration>) -> Result<(), RelayError> {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let until_deadline = self
+            .timers
+            .peek()
+            .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()));
+        let timeout = match (until_deadline, limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let waited = self.backend.wait(timeout, &mut events);
+        self.now = Instant::now();
+        if let Err(source) = waited {
+            self.events = events;
+            return Err(RelayError::Wait {
+                backend: self.backend.name(),
+                source,
+            });
+        }
+        for ev in &events {
+            match ev.token {
+                LISTENER => self.accept_all(),
+                STOP => self.stopping = true,
+                Token(t) => {
+                    let id = ConnId(t - FIRST_CONN_TOKEN);
+                    if ev.readable {
+                        self.on_readable(id);
+                    }
+                    if ev.writable {
+                        self.flush(id);
                     }
                 }
             }
-            self.settle();
-            self.expire_timers();
         }
+        self.events = events;
+        self.settle();
+        self.expire_timers();
         Ok(())
     }
 
     /// Accepts every waiting connection; turns away those beyond capacity with RELAY_FULL.
     fn accept_all(&mut self) {
         loop {
-            let stream = match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let stream = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.raw_os_error().is_some_and(is_fd_limit) => {
                     // Out of fds: the pending client would make select() fire forever. Free the
                     // reserve fd, accept and turn the client away, then take the reserve back.
                     self.reserve_fd = None;
-                    if let Ok(s) = self.listener.accept() {
+                    if let Some(Ok(s)) = self.listener.as_ref().map(Listener::accept) {
                         self.refuse(s, "the relay is out of file descriptors");
                     }
                     self.reserve_fd = File::open("/dev/null").ok();
@@ -279,47 +345,48 @@ impl Relay {
                     return;
                 }
             };
-            let fd = stream.as_raw_fd();
-            if self.open >= self.cfg.max_clients {
-                self.refuse(
-                    stream,
-                    &format!(
-                        "the relay holds its maximum of {} connections",
-                        self.cfg.max_clients
-                    ),
-                );
-                continue;
-            }
-            if let Some(max) = self.backend.max_fd() {
-                if fd > max {
-                    self.refuse(
-                        stream,
-                        &format!(
-                            "fd {fd} is beyond what the {} backend can watch (max {max})",
-                            self.backend.name()
-                        ),
-                    );
-                    continue;
-                }
-            }
-            let slot = self.free.pop().unwrap_or_else(|| {
-                self.conns.push(None);
-                self.conns.len() - 1
-            });
-            let id = ConnId(slot);
-            if let Err(e) = self.backend.set(fd, token_of(id), Interest::READ) {
-                self.free.push(slot);
-                self.refuse(stream, &format!("cannot watch fd {fd}: {e}"));
-                continue;
-            }
-            self.conns[slot] = Some(Conn::new(stream, fd, self.cfg.max_frame, self.next_serial));
-            self.next_serial += 1;
-            self.arm(id, Timer::Hello, self.cfg.hello_timeout);
-            self.open += 1;
-            self.stats.accepted += 1;
-            self.stats.peak_connections = self.stats.peak_connections.max(self.open);
-            self.log(format_args!("connect: conn {slot} (fd {fd})"));
+            self.admit(stream);
         }
+    }
+
+    /// Takes a new connection into the table, or turns it away when the relay is full.
+    fn admit(&mut self, stream: Stream) {
+        let fd = stream.as_raw_fd();
+        if self.open >= self.cfg.max_clients {
+            let why = format!(
+                "the relay holds its maximum of {} connections",
+                self.cfg.max_clients
+            );
+            self.refuse(stream, &why);
+            return;
+        }
+        if let Some(max) = self.backend.max_fd() {
+            if fd > max {
+                let why = format!(
+                    "fd {fd} is beyond what the {} backend can watch (max {max})",
+                    self.backend.name()
+                );
+                self.refuse(stream, &why);
+                return;
+            }
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        let id = ConnId(slot);
+        if let Err(e) = self.backend.set(fd, token_of(id), Interest::READ) {
+            self.free.push(slot);
+            self.refuse(stream, &format!("cannot watch fd {fd}: {e}"));
+            return;
+        }
+        self.conns[slot] = Some(Conn::new(stream, fd, self.cfg.max_frame, self.next_serial));
+        self.next_serial += 1;
+        self.arm(id, Timer::Hello, self.cfg.hello_timeout);
+        self.open += 1;
+        self.stats.accepted += 1;
+        self.stats.peak_connections = self.stats.peak_connections.max(self.open);
+        self.log(format_args!("connect: conn {slot} (fd {fd})"));
     }
 
     /// Sends RELAY_FULL to a connection that is not kept, and closes it.
@@ -710,7 +777,7 @@ impl Relay {
     }
 
     /// Stop: one last non-blocking flush for everyone, then close all.
-    fn shutdown(&mut self) {
+    pub fn shutdown(&mut self) {
         for slot in 0..self.conns.len() {
             if let Some(c) = self.conns[slot].as_mut() {
                 let _ = c.write_out();
