@@ -4,8 +4,8 @@
 //! len >= 32:  seq:u64 | sender:u32 | receiver:u32 | checksum:u64 | send_ns:u64 | filler
 //! len <  32:  the first len bytes of  seq:u64 | sender:u32 | receiver:u32 | filler
 //! ```
-//! `seq` counts messages per (sender, receiver) pair from 0. The checksum covers every byte
-//! after it (send time and filler). Filler is seeded data, derived from the message's key,
+//! `seq` counts messages per (sender, receiver) pair from 0. The checksum covers every other
+//! byte (identity, send time and filler). Filler is seeded data, derived from the message's key,
 //! so a short payload is fully predictable and is compared byte for byte. All big-endian.
 
 use std::hash::Hasher;
@@ -75,11 +75,20 @@ pub fn send_ns(p: &[u8]) -> Option<u64> {
     (p.len() >= HEADER).then(|| u64::from_be_bytes(p[24..32].try_into().unwrap_or_default()))
 }
 
-fn checksum(bytes: &[u8]) -> u64 {
+/// The checksum of a full payload: every byte but the checksum field itself, so a flipped bit
+/// anywhere (identity included) shows as damage, not as some other fault.
+fn checksum(p: &[u8]) -> u64 {
     // DefaultHasher::new() has fixed keys: the same in every process of one binary.
     let mut h = std::hash::DefaultHasher::new();
-    h.write(bytes);
+    h.write(&p[..16]);
+    h.write(&p[24..]);
     h.finish()
+}
+
+/// For a payload of at least 32 bytes: whether its checksum holds (None when it is shorter).
+pub fn intact(p: &[u8]) -> Option<bool> {
+    (p.len() >= HEADER)
+        .then(|| u64::from_be_bytes(p[16..24].try_into().unwrap_or_default()) == checksum(p))
 }
 
 /// Writes the payload of message `seq` from `sender` to `receiver` into `out` (replacing it).
@@ -95,7 +104,7 @@ pub fn encode(sc: &Spec, sender: usize, receiver: usize, seq: u64, now_ns: u64, 
         out.extend_from_slice(&now_ns.to_be_bytes());
         out.resize(len, 0);
         fill(key, &mut out[HEADER..]);
-        let sum = checksum(&out[24..]);
+        let sum = checksum(out);
         out[16..24].copy_from_slice(&sum.to_be_bytes());
     } else {
         out.resize(len.max(IDENT), 0);
@@ -131,7 +140,7 @@ pub fn check(sc: &Spec, sender: usize, receiver: usize, seq: u64, p: &[u8]) -> R
     }
     if len >= HEADER {
         let sum = u64::from_be_bytes(p[16..24].try_into().unwrap_or_default());
-        if sum != checksum(&p[24..]) {
+        if sum != checksum(p) {
             return Err(Damage::Bytes);
         }
         return Ok(());

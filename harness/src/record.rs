@@ -156,5 +156,7 @@ pub enum Event {
     RelayDone {
         /// Its peak resident memory, KiB.
         peak_rss_kib: u64,
+        /// Times it applied an injected fault.
+        injected: u64,
     },
 }

@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub scenario: Option<String>,
     /// Phases (scripts separate them with `barrier`).
     pub phases: usize,
+    /// A fault the relay was told to inject (`KIND:RATE`), if any.
+    pub inject: Option<String>,
     /// The deadline, seconds.
     pub timeout_s: f64,
 }
@@ -116,6 +118,15 @@ pub struct Phases {
     pub verify_ms: f64,
 }
 
+/// Faults the relay injected on purpose.
+#[derive(Debug, Clone, Serialize)]
+pub struct Injected {
+    /// `KIND:RATE` as given.
+    pub fault: String,
+    /// Times the relay applied it (None if the relay never said).
+    pub fired: Option<u64>,
+}
+
 /// Peak resident memory per role, KiB.
 #[derive(Debug, Clone, Serialize)]
 pub struct Memory {
@@ -171,6 +182,8 @@ pub struct Report {
     pub phases: Phases,
     /// Peak memory per role.
     pub memory: Memory,
+    /// Faults injected on purpose, when `--inject` was given (the run is meant to fail).
+    pub inject: Option<Injected>,
     /// Every child process and its exit.
     pub processes: Vec<Process>,
 }
@@ -189,6 +202,7 @@ pub fn build(
     verify_time: Duration,
 ) -> Report {
     let n = config.clients;
+    let inject = config.inject.clone();
     let clients = (0..n)
         .map(|i| {
             let r = outcome.reports.get(i).and_then(Option::as_ref);
@@ -309,6 +323,10 @@ pub fn build(
             exchange_ms: ms(exchange),
             verify_ms: ms(verify_time),
         },
+        inject: inject.map(|fault| Injected {
+            fault,
+            fired: outcome.relay_injected,
+        }),
         memory: Memory {
             supervisor_kib: outcome.supervisor_peak_rss_kib,
             relay_kib: outcome.relay_peak_rss_kib,
@@ -380,6 +398,16 @@ pub fn human(r: &Report) -> String {
                 c.seed
             );
         }
+    }
+    let loud = r.inject.as_ref().map(|i| {
+        format!(
+            "!!! FAULTS INJECTED ON PURPOSE: {} (applied {} times): this run tests the verifier and is meant to fail",
+            i.fault,
+            i.fired.map_or("?".to_string(), |f| f.to_string())
+        )
+    });
+    if let Some(l) = &loud {
+        let _ = writeln!(o, "{l}");
     }
     let _ = writeln!(o);
     let _ = writeln!(
@@ -494,6 +522,9 @@ pub fn human(r: &Report) -> String {
         for pr in r.processes.iter().filter(|p| p.status != "exited 0") {
             let _ = writeln!(o, "process:    {} {}", pr.role, pr.status);
         }
+    }
+    if let Some(l) = &loud {
+        let _ = writeln!(o, "{l}");
     }
     match &r.failure {
         None => {

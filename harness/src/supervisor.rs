@@ -59,12 +59,14 @@ pub struct RelayCtx {
 }
 
 impl RelayCtx {
-    /// Tells the supervisor the relay stopped, with its peak memory.
-    pub fn done(&mut self) -> io::Result<()> {
+    /// Tells the supervisor the relay stopped, with its peak memory and how many injected
+    /// faults it applied.
+    pub fn done(&mut self, injected: u64) -> io::Result<()> {
         send_event(
             &self.events,
             &Event::RelayDone {
                 peak_rss_kib: peak_rss_kib(),
+                injected,
             },
         )
     }
@@ -215,6 +217,8 @@ pub struct Outcome {
     pub ended_at: Instant,
     /// The relay's peak memory, KiB, if it reported it.
     pub relay_peak_rss_kib: Option<u64>,
+    /// Injected faults the relay applied, if it reported.
+    pub relay_injected: Option<u64>,
     /// The supervisor's own peak memory, KiB.
     pub supervisor_peak_rss_kib: u64,
 }
@@ -227,6 +231,8 @@ struct Child {
     status: Option<String>,
     /// Peak memory the child reported as its last word (the relay does).
     peak_rss_kib: Option<u64>,
+    /// Injected faults the relay reported applying.
+    injected: Option<u64>,
 }
 
 /// Reaps whatever is left if the supervisor returns early or panics.
@@ -465,6 +471,7 @@ fn run_children(
         buf: Vec::new(),
         status: None,
         peak_rss_kib: None,
+        injected: None,
     });
 
     let mut ev_r: Vec<Option<OwnedFd>> = Vec::with_capacity(n);
@@ -509,6 +516,7 @@ fn run_children(
             buf: Vec::new(),
             status: None,
             peak_rss_kib: None,
+            injected: None,
         });
     }
     drop(barrier_r);
@@ -717,6 +725,7 @@ fn run_children(
         released_at,
         ended_at,
         relay_peak_rss_kib: reaper.children[0].peak_rss_kib,
+        relay_injected: reaper.children[0].injected,
         supervisor_peak_rss_kib: peak_rss_kib(),
     })
 }
@@ -743,7 +752,13 @@ fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
     while let Some(pos) = c.buf.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = c.buf.drain(..=pos).collect();
         match serde_json::from_slice::<Event>(&line) {
-            Ok(Event::RelayDone { peak_rss_kib }) => c.peak_rss_kib = Some(peak_rss_kib),
+            Ok(Event::RelayDone {
+                peak_rss_kib,
+                injected,
+            }) => {
+                c.peak_rss_kib = Some(peak_rss_kib);
+                c.injected = Some(injected);
+            }
             Ok(e) => out.push(e),
             Err(_) => {}
         }

@@ -3,7 +3,8 @@
 //! FIFO per pair means a receiver can check each arrival against the next sequence it
 //! expects from that sender, so checking needs memory in proportion to clients², never to
 //! messages. The only other state is a small, capped set of sequences skipped by an
-//! out-of-order arrival, so a late one is called "order" rather than "duplicate".
+//! out-of-order arrival: one that arrives later was overtaken ("order"); one that never does
+//! was lost, and the final count finds it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -34,6 +35,9 @@ pub struct Receiver {
     /// Per sender, scripts only: (run index, messages used from it).
     cursor: Vec<(usize, u64)>,
     gaps: HashSet<(usize, u64)>,
+    /// More gaps than GAPS_KEPT: a late arrival outside the set is then called late, not a
+    /// duplicate.
+    gaps_overflowed: bool,
     report: ClientReport,
     counts: [u64; Class::ALL.len()],
     received_total: u64,
@@ -64,6 +68,7 @@ impl Receiver {
             next: vec![0; n],
             cursor: vec![(0, 0); n],
             gaps: HashSet::new(),
+            gaps_overflowed: false,
             report: ClientReport {
                 index: me,
                 ..ClientReport::default()
@@ -184,8 +189,16 @@ impl Receiver {
             return None;
         }
         if id.seq < expected_seq {
-            if gaps && self.gaps.remove(&(s, id.seq)) {
-                // A late arrival: its overtaking was already reported as an order violation.
+            let late = gaps && (self.gaps.remove(&(s, id.seq)) || self.gaps_overflowed);
+            if late {
+                // It was skipped over when a later one arrived: overtaken, not lost.
+                self.violation(
+                    Class::Order,
+                    self.name(s),
+                    Some(id.seq),
+                    format!("seq {} before seq {}", id.seq, expected_seq - 1),
+                    format!("seq {} after it", id.seq),
+                );
                 return Some(id.seq);
             }
             self.violation(
@@ -198,20 +211,24 @@ impl Receiver {
             return None;
         }
         if id.seq > expected_seq {
-            self.violation(
-                Class::Order,
-                self.name(s),
-                Some(id.seq),
-                format!("seq {expected_seq}"),
-                format!("seq {}", id.seq),
-            );
             if gaps {
+                // Skipped: late (an order violation, reported when it comes) or lost (found
+                // by the final count). Only its arrival can tell.
                 for missing in expected_seq..id.seq {
                     if self.gaps.len() >= GAPS_KEPT {
+                        self.gaps_overflowed = true;
                         break;
                     }
                     self.gaps.insert((s, missing));
                 }
+            } else {
+                self.violation(
+                    Class::Order,
+                    self.name(s),
+                    Some(id.seq),
+                    format!("seq {expected_seq}"),
+                    format!("seq {}", id.seq),
+                );
             }
         }
         Some(id.seq)
@@ -235,6 +252,18 @@ impl Receiver {
     /// Random runs: each arrival against the next sequence expected from its sender.
     fn check_sequenced(&mut self, s: usize, p: &[u8], spec: Spec) -> Option<bool> {
         let next = self.next[s];
+        if payload::intact(p) == Some(false) {
+            // Damaged: its identity cannot be trusted either. FIFO says it was the next one.
+            self.violation(
+                Class::Integrity,
+                self.name(s),
+                Some(next),
+                "the bytes sent".into(),
+                "different bytes (checksum mismatch)".into(),
+            );
+            self.next[s] = next + 1;
+            return Some(false);
+        }
         let seq = self.check_ident(s, p, next, true)?;
         if seq >= next {
             self.next[s] = seq + 1;
@@ -505,7 +534,7 @@ mod tests {
         assert_eq!(rx.received_total(), 2);
         rx.deliver(b"c0", &msg(0, 2, 1), 20); // duplicate
         rx.deliver(b"c0", &msg(0, 2, 3), 20); // overtakes 2
-        rx.deliver(b"c0", &msg(0, 2, 2), 20); // late: order already counted
+        rx.deliver(b"c0", &msg(0, 2, 2), 20); // late: an order violation
         rx.deliver(b"c1", &msg(0, 2, 4), 20); // spoofed src
         rx.deliver(b"c0", &msg(0, 1, 0), 20); // misrouted
         let mut bad = msg(1, 2, 0);

@@ -99,6 +99,7 @@ fn demo(d: DemoArgs) -> i32 {
         verbose: false,
         write_chunks: None,
         scenario: None,
+        inject: None,
         inline_script: Some(("article-example.scn".into(), ARTICLE.into())),
     };
     run::run_narrated(args, true)

@@ -8,6 +8,7 @@ use clap::Args as ClapArgs;
 
 use super::{parse_size, EXIT_ENV, EXIT_FAIL, EXIT_OK, EXIT_USAGE};
 use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::relay::inject::Inject;
 use crate::relay::{self, backend, Config};
 use crate::sys::{self, Addr, Listener};
 
@@ -36,6 +37,10 @@ pub struct Args {
     /// Permissions of the Unix socket file, in octal; 600 lets only this user connect.
     #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
     pub socket_mode: u32,
+    /// Break a promise on purpose, to test a verifier: KIND[:RATE] with KIND one of drop,
+    /// duplicate, reorder, corrupt, misroute, spoof, delay (rate per DELIVER, default 0.01).
+    #[arg(long, value_name = "KIND[:RATE]", value_parser = Inject::parse)]
+    pub inject: Option<Inject>,
     /// Readiness backend.
     #[arg(long, value_name = "NAME", default_value = "select", value_parser = clap::builder::PossibleValuesParser::new(backend::NAMES))]
     pub backend: String,
@@ -148,6 +153,7 @@ fn config(a: &Args) -> Result<Config, String> {
         log: !a.quiet,
         hello_timeout: a.hello_timeout,
         frame_timeout: a.frame_timeout,
+        inject: a.inject,
     })
 }
 

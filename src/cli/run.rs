@@ -14,6 +14,7 @@ use relay_harness::verify::verify;
 
 use super::{EXIT_ENV, EXIT_USAGE};
 use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::relay::inject::Inject;
 use crate::relay::{self, backend};
 use crate::sys::{self, Addr, Listener};
 
@@ -56,6 +57,11 @@ pub struct Args {
     /// across writes and several share one (exercises the relay's reassembly).
     #[arg(long, value_name = "MIN..MAX", value_parser = PayloadSize::parse)]
     pub write_chunks: Option<PayloadSize>,
+    /// Make the relay break a promise on purpose, to show the verifier catches it:
+    /// KIND[:RATE], KIND one of drop, duplicate, reorder, corrupt, misroute, spoof, delay
+    /// (rate per DELIVER, default 0.01; seeded by --seed). The run is meant to fail.
+    #[arg(long, value_name = "KIND[:RATE]", value_parser = Inject::parse)]
+    pub inject: Option<Inject>,
     /// A script given as text (name, text), for `demo`.
     #[arg(skip)]
     pub inline_script: Option<(String, String)>,
@@ -175,6 +181,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             timeout_s: timeout.as_secs_f64(),
             scenario: Some(path.display().to_string()),
             phases: script.phases.len(),
+            inject: None,
         };
         return Ok(Source {
             plans,
@@ -227,6 +234,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
         timeout_s: timeout.as_secs_f64(),
         scenario: None,
         phases: 1,
+        inject: None,
     };
     Ok(Source {
         plans: random_plans(&sc),
@@ -293,6 +301,10 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         backend: a.backend.clone(),
         log: false,
         max_clients: src.plans.len() + 16,
+        inject: a.inject.map(|i| Inject {
+            seed: src.config.seed,
+            ..i
+        }),
         ..relay::Config::default()
     };
     let limits = Limits {
@@ -309,15 +321,23 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         src.replay
             .push_str(&format!(" --write-chunks {}..{}", c.min, c.max));
     }
+    if let Some(i) = a.inject {
+        src.replay.push_str(&format!(" --inject {i}"));
+        src.config.inject = Some(i.to_string());
+    }
     let outcome = supervise(
         &limits,
         move |mut ctx| {
+            let mut injected = 0;
             let code = match ctx
                 .stop
                 .try_clone()
                 .map(|s| relay::run(listener, Some(s), relay_cfg))
             {
-                Ok(Ok(_)) => 0,
+                Ok(Ok(stats)) => {
+                    injected = stats.injected;
+                    0
+                }
                 Ok(Err(e)) => {
                     eprintln!("relay-sim relay: {e}");
                     3
@@ -327,7 +347,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                     3
                 }
             };
-            let _ = ctx.done();
+            let _ = ctx.done(injected);
             code
         },
         |ctx| {

@@ -60,6 +60,9 @@ pub struct Conn {
     pub deadline: Option<(Instant, Timer)>,
     /// Unique per connection ever accepted (a slot is reused; a serial is not).
     pub serial: u64,
+    /// Where the last frame queued in `out` starts (usize::MAX once unknown): the `reorder`
+    /// fault swaps a new frame in front of it.
+    pub last_frame: usize,
 }
 
 impl Conn {
@@ -79,6 +82,7 @@ impl Conn {
             touched: false,
             deadline: None,
             serial,
+            last_frame: usize::MAX,
         }
     }
 
@@ -111,6 +115,9 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+        if self.out_pos > self.last_frame || self.out_pos == self.out.len() {
+            self.last_frame = usize::MAX;
+        }
         if self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
@@ -121,6 +128,7 @@ impl Conn {
         } else if self.out_pos > READ_CHUNK && self.out_pos * 2 > self.out.len() {
             // Most of the buffer is written: move the rest to the front so it cannot creep.
             self.out.drain(..self.out_pos);
+            self.last_frame = self.last_frame.saturating_sub(self.out_pos);
             self.out_pos = 0;
         }
         Ok(())

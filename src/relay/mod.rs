@@ -20,6 +20,7 @@
 
 pub mod backend;
 mod conn;
+pub mod inject;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -51,6 +52,8 @@ pub struct Config {
     /// A frame must be complete this long after its first byte arrived, or the connection is
     /// closed (the clock stops while the relay itself holds the sender back).
     pub frame_timeout: Duration,
+    /// Break a promise on purpose (tests of the verifier); None in normal use.
+    pub inject: Option<inject::Inject>,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             log: true,
             hello_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
+            inject: None,
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct Stats {
     pub held_back: u64,
     /// Most connections open at once.
     pub peak_connections: usize,
+    /// Times an injected fault was applied.
+    pub injected: u64,
 }
 
 /// Why the relay stopped other than by request.
@@ -145,6 +151,10 @@ pub struct Relay {
     now: Instant,
     /// The backend's fired events, kept to reuse the allocation.
     events: Vec<Event>,
+    /// Every name registered, when recording (see [`Relay::record_registrations`]).
+    registrations: Option<Vec<Box<[u8]>>>,
+    /// Fault injection, when asked for.
+    injector: Option<inject::Injector>,
     /// An fd kept open to give back when accept() hits the fd limit (EMFILE).
     reserve_fd: Option<File>,
     stopping: bool,
@@ -188,10 +198,18 @@ impl Relay {
             next_serial: 0,
             now: Instant::now(),
             events: Vec::with_capacity(256),
+            registrations: None,
+            injector: None,
             reserve_fd: File::open("/dev/null").ok(),
             stopping: false,
             stats: Stats::default(),
         };
+        relay.injector = relay.cfg.inject.map(inject::Injector::new);
+        if let Some(i) = &relay.cfg.inject {
+            relay.log(format_args!(
+                "INJECTING FAULTS: {i} (this relay breaks its promises on purpose)"
+            ));
+        }
         if let Some(l) = &relay.listener {
             let lfd = l.as_fd_raw();
             relay
@@ -237,6 +255,20 @@ impl Relay {
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.open
+    }
+
+    /// Starts keeping every name the relay registers, for [`Relay::take_registrations`]
+    /// (the fuzz target checks that a DELIVER's `src` was really registered).
+    pub fn record_registrations(&mut self) {
+        self.registrations = Some(Vec::new());
+    }
+
+    /// The names registered since the last call (when recording).
+    pub fn take_registrations(&mut self) -> Vec<Box<[u8]>> {
+        self.registrations
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Bytes allocated for connection buffers, input and output (for memory bounds).
@@ -521,28 +553,133 @@ impl Relay {
                     self.touch(id);
                     return Routed::HeldBack;
                 }
-                if target == id {
+                if receiver.is_none() {
                     let Some(c) = slot(&mut self.conns, id) else {
                         return Routed::Done;
                     };
-                    if receiver.is_some() {
-                        let name = c.name.as_deref().unwrap_or_default();
-                        protocol::put_deliver(&mut c.out, name, payload);
-                        self.stats.delivered += 1;
-                    } else {
-                        protocol::put_bounce(&mut c.out, dst, payload);
-                        self.stats.bounced += 1;
-                    }
-                } else if let Ok([c, t]) = self.conns.get_disjoint_mut([id.0, target.0]) {
-                    let (Some(c), Some(t)) = (c.as_ref(), t.as_mut()) else {
-                        return Routed::Done;
-                    };
-                    let src = c.name.as_deref().unwrap_or_default();
-                    protocol::put_deliver(&mut t.out, src, payload);
-                    self.stats.delivered += 1;
+                    protocol::put_bounce(&mut c.out, dst, payload);
+                    self.stats.bounced += 1;
+                    self.mark_dirty(id);
+                    return Routed::Done;
                 }
-                self.mark_dirty(target);
+                if self.injector.as_mut().is_some_and(inject::Injector::roll)
+                    && self.deliver_faulty(id, target, payload)
+                {
+                    self.stats.injected += 1;
+                    return Routed::Done;
+                }
+                self.deliver(id, None, target, payload);
                 Routed::Done
+            }
+        }
+    }
+
+    /// Queues a DELIVER of `payload` from `from` (or under the name `src_as`) to `to`.
+    fn deliver(&mut self, from: ConnId, src_as: Option<&[u8]>, to: ConnId, payload: &[u8]) {
+        if from == to || src_as.is_some() {
+            let name: Vec<u8> = match src_as {
+                Some(n) => n.to_vec(),
+                None => self
+                    .conn(from)
+                    .and_then(|c| c.name.as_deref().map(<[u8]>::to_vec))
+                    .unwrap_or_default(),
+            };
+            let Some(t) = self.conn(to) else { return };
+            t.last_frame = t.out.len();
+            protocol::put_deliver(&mut t.out, &name, payload);
+        } else if let Ok([c, t]) = self.conns.get_disjoint_mut([from.0, to.0]) {
+            let (Some(c), Some(t)) = (c.as_ref(), t.as_mut()) else {
+                return;
+            };
+            let src = c.name.as_deref().unwrap_or_default();
+            t.last_frame = t.out.len();
+            protocol::put_deliver(&mut t.out, src, payload);
+        } else {
+            return;
+        }
+        self.stats.delivered += 1;
+        self.mark_dirty(to);
+    }
+
+    /// Breaks a promise on purpose (see [`inject`]). Returns false when this DELIVER offers
+    /// no way to apply the fault (then it is delivered normally and nothing is counted).
+    fn deliver_faulty(&mut self, from: ConnId, to: ConnId, payload: &[u8]) -> bool {
+        let Some(fault) = self.injector.as_ref().map(|i| i.what.fault) else {
+            return false;
+        };
+        match fault {
+            inject::Fault::Drop => true,
+            inject::Fault::Duplicate => {
+                self.deliver(from, None, to, payload);
+                self.deliver(from, None, to, payload);
+                true
+            }
+            inject::Fault::Reorder => {
+                let Some(t) = self.conn(to) else { return false };
+                if t.last_frame < t.out_pos || t.last_frame >= t.out.len() {
+                    return false; // the previous frame is already on its way
+                }
+                let previous = t.out.split_off(t.last_frame);
+                self.deliver(from, None, to, payload);
+                let Some(t) = self.conn(to) else { return false };
+                t.last_frame = t.out.len();
+                t.out.extend_from_slice(&previous);
+                true
+            }
+            inject::Fault::Corrupt => {
+                if payload.is_empty() {
+                    return false;
+                }
+                let bit = self
+                    .injector
+                    .as_mut()
+                    .map_or(0, |i| i.pick(payload.len() * 8));
+                let mut bad = payload.to_vec();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                self.deliver(from, None, to, &bad);
+                true
+            }
+            inject::Fault::Misroute | inject::Fault::Spoof => {
+                let me = self.conn(from).and_then(|c| c.name.clone());
+                let target_name = self.conn(to).and_then(|c| c.name.clone());
+                let avoid = if fault == inject::Fault::Misroute {
+                    &target_name
+                } else {
+                    &me
+                };
+                let mut others: Vec<(&[u8], ConnId)> = self
+                    .names
+                    .iter()
+                    .filter(|(n, _)| Some(&***n) != avoid.as_deref())
+                    .map(|(n, &c)| (&**n, c))
+                    .collect();
+                if others.is_empty() {
+                    return false;
+                }
+                others.sort_unstable_by(|a, b| a.0.cmp(b.0)); // HashMap order is random: keep a seed's faults reproducible
+                let k = self.injector.as_mut().map_or(0, |i| i.pick(others.len()));
+                let (name, conn) = (others[k].0.to_vec(), others[k].1);
+                if fault == inject::Fault::Misroute {
+                    self.deliver(from, None, conn, payload);
+                } else {
+                    self.deliver(from, Some(&name), to, payload);
+                }
+                true
+            }
+            inject::Fault::Delay => {
+                let Some(serial) = self.conn(to).map(|c| c.serial) else {
+                    return false;
+                };
+                let Some(inj) = self.injector.as_mut() else {
+                    return false;
+                };
+                if inj.held.len() >= 10_000 {
+                    return false;
+                }
+                let mut frame = Vec::new();
+                protocol::put_deliver(&mut frame, b"", payload);
+                inj.held.push((serial, frame));
+                true
             }
         }
     }
@@ -562,6 +699,9 @@ impl Relay {
             ));
         }
         self.names.insert(name.into(), id);
+        if let Some(log) = &mut self.registrations {
+            log.push(name.into());
+        }
         let Some(c) = self.conn(id) else {
             return Routed::Done;
         };
