@@ -400,3 +400,44 @@ fn the_demo_tells_the_articles_story() {
         assert!(text.contains(line), "the demo lacks {line:?}:\n{text}");
     }
 }
+
+#[test]
+fn report_dir_holds_json_text_and_valid_junit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    for (extra, failures) in [(&[][..], 0), (&["--inject", "duplicate:0.05"][..], 1)] {
+        let out = Command::new(bin())
+            .args(["--clients", "3", "--msgs", "200", "--seed", "4", "--report"])
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(if failures == 0 { 0 } else { 1 }));
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["schema_version"], 1);
+        let text = std::fs::read_to_string(dir.join("report.txt")).unwrap();
+        assert!(text.contains("verdict:"));
+        let xml = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+        let junit =
+            quick_junit::Report::deserialize_from_str(&xml).expect("junit.xml is valid JUnit");
+        assert_eq!(junit.test_suites.len(), 1);
+        let names: Vec<String> = junit.test_suites[0]
+            .test_cases
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
+        for check in [
+            "completeness",
+            "duplicates",
+            "order",
+            "integrity",
+            "routing",
+            "bounces",
+        ] {
+            assert!(names.iter().any(|n| n == check), "{names:?}");
+        }
+        assert_eq!(junit.failures, failures, "{xml}");
+    }
+}

@@ -1,12 +1,19 @@
 //! The relay's per-connection state machine, driven in-process by several clients doing
-//! arbitrary things (connect, register, send, write raw bytes, close). After every step the
-//! relay must not have panicked, must keep its buffers within bounds, and what clients read
-//! must be well-formed: a DELIVER only to a registered client, its `src` a name the relay
-//! really registered, and nothing after an ERROR.
+//! arbitrary things (connect, register, send, write raw bytes, close, stop reading). After
+//! every step the relay must not have panicked, must keep its buffers within bounds, and what
+//! clients read must keep the protocol's promises:
+//! - frames are well-formed relay frames, and nothing follows an ERROR;
+//! - WELCOME comes once, for the name the relay registered for that very connection;
+//! - DELIVER and BOUNCE come only to registered clients, and a DELIVER's `src` is a name the
+//!   relay registered;
+//! - a message sent by the harness's own SEND ops (tagged with a per-process nonce that raw
+//!   bytes are never allowed to carry) arrives with `src` equal to its true sender's
+//!   registered name, at the client registered under the name it was sent to.
 #![no_main]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -47,11 +54,25 @@ enum Op {
 
 struct Client {
     sock: Option<UnixStream>,
+    serial: u64,
     dec: Decoder,
     welcomed: bool,
     errored: bool,
-    closed: bool,
     reading: bool,
+}
+
+/// A per-process value that tags the harness's own SENDs; see the module comment.
+fn nonce() -> [u8; 8] {
+    static NONCE: std::sync::OnceLock<[u8; 8]> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (t.as_nanos() as u64
+            ^ u64::from(std::process::id()).rotate_left(32)
+            ^ 0x9E37_79B9_7F4A_7C15)
+            .to_be_bytes()
+    })
 }
 
 fn ignore_sigpipe() {
@@ -70,27 +91,33 @@ fn ignore_sigpipe() {
 fn write(c: &mut Client, bytes: &[u8]) {
     if let Some(s) = &c.sock {
         let _ = send(
-            std::os::fd::AsRawFd::as_raw_fd(s),
+            s.as_raw_fd(),
             bytes,
             MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
         );
     }
 }
 
-/// Reads what a client has and checks it.
-fn drain(c: &mut Client, registered: &HashSet<Vec<u8>>) {
+/// What the relay registered: name by connection serial, and every name ever.
+#[derive(Default)]
+struct Registry {
+    by_serial: HashMap<u64, Vec<u8>>,
+    ever: HashSet<Vec<u8>>,
+}
+
+/// Reads what client `k` has and checks it.
+fn drain(clients: &mut [Client], k: usize, reg: &Registry) {
+    let me = clients[k].serial;
+    let c = &mut clients[k];
     let Some(s) = &mut c.sock else { return };
     let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => {
-                c.closed = true;
-                break;
-            }
-            Ok(n) => c.dec.extend(&buf[..n]),
-            Err(_) => break,
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
         }
+        c.dec.extend(&buf[..n]);
     }
+    let mut tagged = Vec::new();
     while let Some(f) = c
         .dec
         .next_frame()
@@ -100,23 +127,42 @@ fn drain(c: &mut Client, registered: &HashSet<Vec<u8>>) {
         match f.relay().expect("the relay sends relay frames") {
             RelayFrame::Welcome(n) => {
                 assert!(!c.welcomed, "a second WELCOME");
-                assert!(
-                    registered.contains(n),
-                    "WELCOME for a name the relay never registered"
+                assert_eq!(
+                    reg.by_serial.get(&me).map(Vec::as_slice),
+                    Some(n),
+                    "WELCOME for a name not registered to this connection"
                 );
-                assert!(protocol::is_valid_name(n), "WELCOME for an invalid name");
                 c.welcomed = true;
             }
-            RelayFrame::Deliver { src, .. } => {
+            RelayFrame::Deliver { src, payload } => {
                 assert!(c.welcomed, "DELIVER to an unregistered client");
                 assert!(
-                    registered.contains(src),
+                    reg.ever.contains(src),
                     "DELIVER from {src:?}, a name nobody registered"
                 );
+                if let Some(rest) = payload.strip_prefix(&nonce()[..]) {
+                    tagged.push((src.to_vec(), rest.to_vec()));
+                }
             }
             RelayFrame::Bounce { .. } => assert!(c.welcomed, "BOUNCE to an unregistered client"),
             RelayFrame::Error { .. } => c.errored = true,
         }
+    }
+    // Tagged: nonce | sender's serial (8) | the dst name it was sent to.
+    let my_name = reg.by_serial.get(&me);
+    for (src, rest) in tagged {
+        let (serial, dst) = rest.split_at(8);
+        let sender = u64::from_be_bytes(serial.try_into().expect("8 bytes"));
+        assert_eq!(
+            reg.by_serial.get(&sender),
+            Some(&src),
+            "src is not the true sender's registered name"
+        );
+        assert_eq!(
+            my_name.map(Vec::as_slice),
+            Some(dst),
+            "delivered to a client not registered under the dst"
+        );
     }
 }
 
@@ -134,10 +180,9 @@ fuzz_target!(|ops: Vec<Op>| {
     let Ok(mut relay) = Relay::new(None, None, cfg) else {
         return;
     };
-    let mut clients: Vec<Client> = Vec::new();
     relay.record_registrations();
-    // Every name the relay has registered so far (raw bytes may register any valid name).
-    let mut registered: HashSet<Vec<u8>> = HashSet::new();
+    let mut clients: Vec<Client> = Vec::new();
+    let mut reg = Registry::default();
     for op in ops.into_iter().take(64) {
         let pick = |i: u8, n: usize| if n == 0 { None } else { Some(i as usize % n) };
         match op {
@@ -147,15 +192,15 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
                 let (ours, theirs) = UnixStream::pair().expect("socketpair");
                 ours.set_nonblocking(true).expect("nonblocking");
-                if relay.adopt(Stream::Unix(theirs)).is_err() {
+                let Ok(Some(serial)) = relay.adopt(Stream::Unix(theirs)) else {
                     continue;
-                }
+                };
                 clients.push(Client {
                     sock: Some(ours),
+                    serial,
                     dec: Decoder::new(u32::MAX),
                     welcomed: false,
                     errored: false,
-                    closed: false,
                     reading: true,
                 });
             }
@@ -163,9 +208,8 @@ fuzz_target!(|ops: Vec<Op>| {
                 let Some(k) = pick(client, clients.len()) else {
                     continue;
                 };
-                let name = NAMES[name as usize % NAMES.len()];
                 let mut b = Vec::new();
-                protocol::put_hello(&mut b, name);
+                protocol::put_hello(&mut b, NAMES[name as usize % NAMES.len()]);
                 write(&mut clients[k], &b);
             }
             Op::Send {
@@ -176,14 +220,24 @@ fuzz_target!(|ops: Vec<Op>| {
                 let Some(k) = pick(client, clients.len()) else {
                     continue;
                 };
+                let dst = NAMES[dst as usize % NAMES.len()];
+                let mut p = nonce().to_vec();
+                p.extend_from_slice(&clients[k].serial.to_be_bytes());
+                p.extend_from_slice(dst);
+                // Keep the user part out: the tag must end where the dst name ends.
+                let _ = payload;
                 let mut b = Vec::new();
-                protocol::put_send(&mut b, NAMES[dst as usize % NAMES.len()], &payload);
+                protocol::put_send(&mut b, dst, &p);
                 write(&mut clients[k], &b);
             }
             Op::Raw { client, bytes } => {
                 let Some(k) = pick(client, clients.len()) else {
                     continue;
                 };
+                // Raw bytes may be anything but the harness's tag (see the module comment).
+                if bytes.windows(8).any(|w| w == nonce()) {
+                    continue;
+                }
                 write(&mut clients[k], &bytes);
             }
             Op::Close { client } => {
@@ -203,9 +257,14 @@ fuzz_target!(|ops: Vec<Op>| {
         for _ in 0..4 {
             relay.step(Some(Duration::ZERO)).expect("a relay step");
         }
-        registered.extend(relay.take_registrations().into_iter().map(Vec::from));
-        for c in clients.iter_mut().filter(|c| c.reading) {
-            drain(c, &registered);
+        for (serial, name) in relay.take_registrations() {
+            reg.ever.insert(name.to_vec());
+            reg.by_serial.insert(serial, name.to_vec());
+        }
+        for k in 0..clients.len() {
+            if clients[k].reading {
+                drain(&mut clients, k, &reg);
+            }
         }
         // Memory: bounded by the connections and the limits, never by the traffic.
         let bound = relay.connections() * (MAX_BUFFER + 2 * MAX_FRAME as usize + 64 * 1024 + 512);

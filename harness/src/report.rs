@@ -550,3 +550,68 @@ mod tests {
         assert_eq!(group(1234567), "1,234,567");
     }
 }
+
+/// The report as JUnit XML: one test case per check (completeness, duplicates, order,
+/// integrity, routing, bounces), plus one for the run's ending and one for injected faults.
+pub fn junit(r: &Report) -> String {
+    use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
+    let mut suite = TestSuite::new("relay-sim");
+    let fail = |msg: String, detail: String| {
+        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        s.set_message(msg).set_description(detail);
+        s
+    };
+    for c in &r.checks {
+        let status = if c.ok {
+            TestCaseStatus::success()
+        } else {
+            let detail: Vec<String> = r
+                .violations
+                .iter()
+                .filter(|v| v.class.check() == c.name)
+                .take(HUMAN_VIOLATIONS)
+                .map(|v| {
+                    let seq = v.seq.map_or(String::new(), |s| format!(" seq {s}"));
+                    format!(
+                        "{} {} -> {}{seq}: expected {}, got {}",
+                        v.class.name(),
+                        v.sender,
+                        v.receiver,
+                        v.expected,
+                        v.got
+                    )
+                })
+                .collect();
+            fail(format!("{} violation(s)", c.violations), detail.join("\n"))
+        };
+        suite.add_test_case(TestCase::new(c.name, status));
+    }
+    let ending = if r.ending == "finished" {
+        TestCaseStatus::success()
+    } else {
+        fail(
+            r.failure.clone().unwrap_or_default(),
+            format!("replay: {}", r.replay),
+        )
+    };
+    suite.add_test_case(TestCase::new("run ends by itself", ending));
+    if let Some(i) = &r.inject {
+        // A fault that fired must have been caught: that is what an injected run tests.
+        let caught = r.exit_code != EXIT_PASS || i.fired == Some(0);
+        let status = if caught {
+            TestCaseStatus::success()
+        } else {
+            fail(
+                format!("{} fired but the verifier passed the run", i.fault),
+                String::new(),
+            )
+        };
+        suite.add_test_case(TestCase::new(
+            format!("injected fault {} is caught", i.fault),
+            status,
+        ));
+    }
+    let mut report = JReport::new("relay-sim");
+    report.add_test_suite(suite);
+    report.to_string().unwrap_or_default()
+}

@@ -100,6 +100,7 @@ fn demo(d: DemoArgs) -> i32 {
         write_chunks: None,
         scenario: None,
         inject: None,
+        report: None,
         inline_script: Some(("article-example.scn".into(), ARTICLE.into())),
     };
     run::run_narrated(args, true)

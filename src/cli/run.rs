@@ -50,6 +50,10 @@ pub struct Args {
     /// Print the report as one JSON document (docs/report.md) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write DIR/report.json, DIR/report.txt and DIR/junit.xml (one test case per check),
+    /// for a CI job to archive. DIR is created if needed.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<std::path::PathBuf>,
     /// Narrate on stderr: every fork (with pids), the barrier, each report, each exit.
     #[arg(long, short)]
     pub verbose: bool,
@@ -411,7 +415,23 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
     drop(dir);
+    if let Some(folder) = &a.report {
+        if let Err(e) = write_report_dir(folder, &r) {
+            eprintln!("relay-sim: --report {}: {e}", folder.display());
+            return EXIT_ENV;
+        }
+    }
     r.exit_code
+}
+
+/// The results folder: the same report three ways.
+fn write_report_dir(folder: &std::path::Path, r: &report::Report) -> std::io::Result<()> {
+    std::fs::create_dir_all(folder)?;
+    let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
+    std::fs::write(folder.join("report.json"), json + "\n")?;
+    std::fs::write(folder.join("report.txt"), report::human(r))?;
+    std::fs::write(folder.join("junit.xml"), report::junit(r))?;
+    Ok(())
 }
 
 /// A milestone as a sentence of the demo's story.

@@ -152,7 +152,7 @@ pub struct Relay {
     /// The backend's fired events, kept to reuse the allocation.
     events: Vec<Event>,
     /// Every name registered, when recording (see [`Relay::record_registrations`]).
-    registrations: Option<Vec<Box<[u8]>>>,
+    registrations: Option<Vec<(u64, Box<[u8]>)>>,
     /// Fault injection, when asked for.
     injector: Option<inject::Injector>,
     /// An fd kept open to give back when accept() hits the fd limit (EMFILE).
@@ -240,11 +240,15 @@ impl Relay {
     }
 
     /// Takes a connected stream as if it had been accepted (tests and fuzzing use this).
-    pub fn adopt(&mut self, stream: Stream) -> std::io::Result<()> {
+    /// Returns the connection's serial (as in [`Relay::take_registrations`]), or None when the
+    /// relay turned it away.
+    pub fn adopt(&mut self, stream: Stream) -> std::io::Result<Option<u64>> {
         stream.set_nonblocking(true)?;
+        let serial = self.next_serial;
+        let before = self.stats.accepted;
         self.admit(stream);
         self.settle();
-        Ok(())
+        Ok((self.stats.accepted > before).then_some(serial))
     }
 
     /// What the relay has done so far.
@@ -263,8 +267,8 @@ impl Relay {
         self.registrations = Some(Vec::new());
     }
 
-    /// The names registered since the last call (when recording).
-    pub fn take_registrations(&mut self) -> Vec<Box<[u8]>> {
+    /// The (connection serial, name) pairs registered since the last call (when recording).
+    pub fn take_registrations(&mut self) -> Vec<(u64, Box<[u8]>)> {
         self.registrations
             .as_mut()
             .map(std::mem::take)
@@ -700,7 +704,12 @@ impl Relay {
         }
         self.names.insert(name.into(), id);
         if let Some(log) = &mut self.registrations {
-            log.push(name.into());
+            let serial = self
+                .conns
+                .get(id.0)
+                .and_then(Option::as_ref)
+                .map_or(u64::MAX, |c| c.serial);
+            log.push((serial, name.into()));
         }
         let Some(c) = self.conn(id) else {
             return Routed::Done;
