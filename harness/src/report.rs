@@ -538,19 +538,6 @@ pub fn human(r: &Report) -> String {
     o
 }
 
-#[cfg(test)]
-mod tests {
-    use super::group;
-
-    #[test]
-    fn groups_thousands() {
-        assert_eq!(group(0), "0");
-        assert_eq!(group(999), "999");
-        assert_eq!(group(1000), "1,000");
-        assert_eq!(group(1234567), "1,234,567");
-    }
-}
-
 /// The report as JUnit XML: one test case per check (completeness, duplicates, order,
 /// integrity, routing, bounces), plus one for the run's ending and one for injected faults.
 pub fn junit(r: &Report) -> String {
@@ -614,4 +601,17 @@ pub fn junit(r: &Report) -> String {
     let mut report = JReport::new("relay-sim");
     report.add_test_suite(suite);
     report.to_string().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(1234567), "1,234,567");
+    }
 }
