@@ -63,6 +63,9 @@ pub struct Conn {
     /// Where the last frame queued in `out` starts (usize::MAX once unknown): the `reorder`
     /// fault swaps a new frame in front of it.
     pub last_frame: usize,
+    /// Serial of the connection that sent that last frame (a reorder swaps within one pair,
+    /// where FIFO is promised).
+    pub last_from: u64,
 }
 
 impl Conn {
@@ -83,6 +86,7 @@ impl Conn {
             deadline: None,
             serial,
             last_frame: usize::MAX,
+            last_from: u64::MAX,
         }
     }
 

@@ -14,7 +14,7 @@ pub enum Fault {
     Drop,
     /// Deliver it twice.
     Duplicate,
-    /// Swap it with the message queued just before it for the same receiver.
+    /// Swap it with the previous message of the same pair, if that one is still queued.
     Reorder,
     /// Flip one bit of its payload.
     Corrupt,

@@ -588,8 +588,10 @@ impl Relay {
                     .and_then(|c| c.name.as_deref().map(<[u8]>::to_vec))
                     .unwrap_or_default(),
             };
+            let from_serial = self.conn(from).map_or(u64::MAX, |c| c.serial);
             let Some(t) = self.conn(to) else { return };
             t.last_frame = t.out.len();
+            t.last_from = from_serial;
             protocol::put_deliver(&mut t.out, &name, payload);
         } else if let Ok([c, t]) = self.conns.get_disjoint_mut([from.0, to.0]) {
             let (Some(c), Some(t)) = (c.as_ref(), t.as_mut()) else {
@@ -597,6 +599,7 @@ impl Relay {
             };
             let src = c.name.as_deref().unwrap_or_default();
             t.last_frame = t.out.len();
+            t.last_from = c.serial;
             protocol::put_deliver(&mut t.out, src, payload);
         } else {
             return;
@@ -619,14 +622,19 @@ impl Relay {
                 true
             }
             inject::Fault::Reorder => {
+                let from_serial = self.conn(from).map_or(u64::MAX, |c| c.serial);
                 let Some(t) = self.conn(to) else { return false };
-                if t.last_frame < t.out_pos || t.last_frame >= t.out.len() {
-                    return false; // the previous frame is already on its way
+                if t.last_frame < t.out_pos
+                    || t.last_frame >= t.out.len()
+                    || t.last_from != from_serial
+                {
+                    return false; // no earlier frame of this pair still waiting to be written
                 }
                 let previous = t.out.split_off(t.last_frame);
                 self.deliver(from, None, to, payload);
                 let Some(t) = self.conn(to) else { return false };
                 t.last_frame = t.out.len();
+                t.last_from = from_serial;
                 t.out.extend_from_slice(&previous);
                 true
             }
