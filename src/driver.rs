@@ -16,7 +16,9 @@ use relay_harness::scenario::{mix, PayloadSize};
 use relay_harness::supervisor::{now_ns, ClientCtx};
 use relay_harness::verify::Receiver;
 
-use crate::client::{code_name, Client, Progress};
+use std::time::Duration;
+
+use crate::client::{code_name, Client, ClientError, Progress};
 use crate::protocol::RelayFrame;
 use crate::sys::Addr;
 
@@ -28,10 +30,11 @@ pub fn client_main(
     addr: &Addr,
     plan: &ClientPlan,
     chunks: Option<PayloadSize>,
+    connect_wait: Duration,
     mut ctx: ClientCtx,
 ) -> i32 {
     let name = plan.names.name(plan.me).to_string();
-    let mut client = match Client::connect(addr, &name) {
+    let mut client = match connect(addr, &name, connect_wait) {
         Ok(c) => c,
         Err(e) => {
             let _ = ctx.failed(format!("{name} could not register at {addr}: {e}"));
@@ -76,6 +79,32 @@ pub fn client_main(
         0
     } else {
         1
+    }
+}
+
+/// Connects and registers, retrying for up to `wait` while nobody listens yet (a foreign
+/// relay starts listening when it is ready, and cannot say when; our own listens before any
+/// client exists, and gets no retries).
+fn connect(addr: &Addr, name: &str, wait: Duration) -> Result<Client, ClientError> {
+    let until = std::time::Instant::now() + wait;
+    loop {
+        match Client::connect(addr, name) {
+            Err(ClientError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(ClientError::Io(e)) if wait > Duration::ZERO => {
+                return Err(ClientError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (nothing listened there within {wait:?})"),
+                )))
+            }
+            other => return other,
+        }
     }
 }
 

@@ -441,3 +441,71 @@ fn report_dir_holds_json_text_and_valid_junit() {
         assert_eq!(junit.failures, failures, "{xml}");
     }
 }
+
+#[test]
+fn a_foreign_relay_runs_under_the_same_harness() {
+    let relay = format!("{} relay --quiet --listen {{addr}}", bin().display());
+    for transport in ["unix", "tcp"] {
+        let (code, r, err, tmp) = run_json(&[
+            "--clients",
+            "4",
+            "--msgs",
+            "1000",
+            "--transport",
+            transport,
+            "--relay-cmd",
+            &relay,
+            "-v",
+        ]);
+        assert_eq!(code, Some(0), "{transport}: {r:#}");
+        assert_eq!(r["config"]["backend"], "foreign");
+        assert_eq!(r["totals"]["received"], 4000);
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+}
+
+#[test]
+fn a_foreign_relay_that_never_listens_or_cannot_start_is_reported() {
+    // Never listens: the clients give up within the run's bounds, and say where they looked.
+    let (code, r, err, tmp) = run_json(&[
+        "--clients",
+        "2",
+        "--msgs",
+        "10",
+        "--timeout",
+        "2s",
+        "--relay-cmd",
+        "sleep 30",
+        "-v",
+    ]);
+    assert_eq!(code, Some(3), "{r:#}");
+    let failure = r["failure"].as_str().unwrap();
+    assert!(failure.contains("nothing listened there"), "{failure}");
+    assert_clean(&tmp, &forked_pids(&err));
+    // Cannot start: the relay's own words come back in the report.
+    let (code, r, err, tmp) = run_json(&[
+        "--clients",
+        "2",
+        "--msgs",
+        "10",
+        "--relay-cmd",
+        "no-such-relay-program {addr}",
+        "-v",
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(r["ending"], "relay_died");
+    assert!(
+        r["relay_log_tail"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-relay-program"),
+        "{r:#}"
+    );
+    assert_clean(&tmp, &forked_pids(&err));
+    // Faults cannot be injected into another program.
+    let out = Command::new(bin())
+        .args(["--relay-cmd", "x {addr}", "--inject", "drop"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -49,6 +49,8 @@ pub struct RunConfig {
     pub phases: usize,
     /// A fault the relay was told to inject (`KIND:RATE`), if any.
     pub inject: Option<String>,
+    /// The relay program, when it is not the built-in relay.
+    pub relay_cmd: Option<String>,
     /// The deadline, seconds.
     pub timeout_s: f64,
 }
@@ -184,6 +186,10 @@ pub struct Report {
     pub memory: Memory,
     /// Faults injected on purpose, when `--inject` was given (the run is meant to fail).
     pub inject: Option<Injected>,
+    /// A foreign relay's log file.
+    pub relay_log: Option<String>,
+    /// Its last lines, when the run failed.
+    pub relay_log_tail: Option<String>,
     /// Every child process and its exit.
     pub processes: Vec<Process>,
 }
@@ -337,6 +343,8 @@ pub fn build(
                 .map(|r| r.peak_rss_kib)
                 .max(),
         },
+        relay_log: None,
+        relay_log_tail: None,
         processes: outcome
             .statuses
             .iter()
@@ -531,6 +539,18 @@ pub fn human(r: &Report) -> String {
             let _ = writeln!(o, "verdict:    PASS");
         }
         Some(f) => {
+            if let Some(tail) = &r.relay_log_tail {
+                let _ = writeln!(
+                    o,
+                    "relay log:  {}(last lines):",
+                    r.relay_log
+                        .as_deref()
+                        .map_or(String::new(), |p| format!("{p} "))
+                );
+                for line in tail.lines() {
+                    let _ = writeln!(o, "  | {line}");
+                }
+            }
             let _ = writeln!(o, "verdict:    FAIL: {f}");
             let _ = writeln!(o, "replay:     {}", r.replay);
         }

@@ -59,6 +59,14 @@ pub struct RelayCtx {
 }
 
 impl RelayCtx {
+    /// Lets the event pipe survive an exec, so the supervisor sees the relay's exit (end of
+    /// file) even when the relay is another program.
+    pub fn keep_events_across_exec(&self) -> io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        fcntl(&self.events, FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
+        Ok(())
+    }
+
     /// Tells the supervisor the relay stopped, with its peak memory and how many injected
     /// faults it applied.
     pub fn done(&mut self, injected: u64) -> io::Result<()> {
@@ -175,6 +183,9 @@ pub struct Limits {
     pub names: Vec<String>,
     /// Descriptors the relay child keeps besides its own pipes (its listening socket).
     pub relay_fds: Vec<RawFd>,
+    /// The relay is another program (it cannot be asked to stop through its pipe: it gets
+    /// SIGTERM at once when the run is over).
+    pub foreign_relay: bool,
     /// From the first fork until every client has reported.
     pub deadline: Duration,
     /// How long stopped children get to report or exit before SIGTERM, and SIGTERM before SIGKILL.
@@ -244,10 +255,18 @@ impl Drop for Reaper {
     fn drop(&mut self) {
         for c in &mut self.children {
             if c.status.is_none() {
-                let _ = kill(c.pid, Signal::SIGKILL);
+                signal_group(c.pid, Signal::SIGKILL);
                 c.status = Some(describe(waitpid(c.pid, None)));
             }
         }
+    }
+}
+
+/// Signals a child's whole process group (it leads one: see `spawn`), so whatever it started
+/// (a shell's child, a foreign relay's workers) gets the signal too.
+fn signal_group(pid: Pid, sig: Signal) {
+    if kill(Pid::from_raw(-pid.as_raw()), sig).is_err() {
+        let _ = kill(pid, sig);
     }
 }
 
@@ -704,7 +723,18 @@ fn run_children(
     // Stop the relay by closing its stop pipe, then make sure everyone is gone.
     drop(rstop_w);
     let interrupted = ending == Some(Ending::Interrupted);
-    stop_all(&mut reaper.children, limits.grace, interrupted);
+    stop_all(
+        &mut reaper.children,
+        limits.grace,
+        interrupted || limits.foreign_relay,
+    );
+    if limits.foreign_relay {
+        // Anything the relay command started and left behind in its group.
+        let _ = kill(
+            Pid::from_raw(-reaper.children[0].pid.as_raw()),
+            Signal::SIGKILL,
+        );
+    }
     for c in &reaper.children {
         on(Milestone::Exited {
             role: c.role.clone(),
@@ -768,9 +798,9 @@ fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
 
 /// Ends every child still running: wait `grace` for exits (the relay's stop pipe is already
 /// closed), then SIGTERM, `grace` again, then SIGKILL; reaps all.
-fn stop_all(children: &mut [Child], grace: Duration, interrupted: bool) {
+fn stop_all(children: &mut [Child], grace: Duration, no_waiting: bool) {
     let mut phases: Vec<Option<Signal>> = vec![None, Some(Signal::SIGTERM), Some(Signal::SIGKILL)];
-    if interrupted {
+    if no_waiting {
         phases.remove(0);
     }
     for sig in phases {
@@ -779,9 +809,9 @@ fn stop_all(children: &mut [Child], grace: Duration, interrupted: bool) {
         }
         if let Some(sig) = sig {
             for c in children.iter().filter(|c| c.status.is_none()) {
-                let _ = kill(c.pid, sig);
+                signal_group(c.pid, sig);
                 if sig == Signal::SIGTERM {
-                    let _ = kill(c.pid, Signal::SIGCONT); // a stopped child must wake to die
+                    signal_group(c.pid, Signal::SIGCONT); // a stopped child must wake to die
                 }
             }
         }

@@ -101,6 +101,7 @@ fn demo(d: DemoArgs) -> i32 {
         scenario: None,
         inject: None,
         report: None,
+        relay_cmd: None,
         inline_script: Some(("article-example.scn".into(), ARTICLE.into())),
     };
     run::run_narrated(args, true)

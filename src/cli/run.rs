@@ -66,6 +66,11 @@ pub struct Args {
     /// (rate per DELIVER, default 0.01; seeded by --seed). The run is meant to fail.
     #[arg(long, value_name = "KIND[:RATE]", value_parser = Inject::parse)]
     pub inject: Option<Inject>,
+    /// Run another relay program instead of the built-in one: `sh -c CMD`, with `{addr}`
+    /// replaced by the socket path or 127.0.0.1:PORT it must listen on. Its output goes to
+    /// relay.log (in --report DIR when given); it is stopped with SIGTERM, then SIGKILL.
+    #[arg(long, value_name = "CMD")]
+    pub relay_cmd: Option<String>,
     /// A script given as text (name, text), for `demo`.
     #[arg(skip)]
     pub inline_script: Option<(String, String)>,
@@ -186,6 +191,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             scenario: Some(path.display().to_string()),
             phases: script.phases.len(),
             inject: None,
+            relay_cmd: None,
         };
         return Ok(Source {
             plans,
@@ -239,6 +245,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
         scenario: None,
         phases: 1,
         inject: None,
+        relay_cmd: None,
     };
     Ok(Source {
         plans: random_plans(&sc),
@@ -252,6 +259,10 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
 
 /// Runs the harness; with `demo`, keeps transcripts and tells the story before the report.
 pub fn run_narrated(a: Args, demo: bool) -> i32 {
+    if a.relay_cmd.is_some() && a.inject.is_some() {
+        eprintln!("relay-sim: --inject needs the built-in relay: another program cannot be told to break its promises");
+        return EXIT_USAGE;
+    }
     let mut src = match source(&a) {
         Ok(s) => s,
         Err((code, msg)) => {
@@ -284,21 +295,47 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         _ => Addr::Unix(dir.path().join("relay.sock")),
     };
     let _ = sys::raise_nofile_limit();
-    // Bound before the forks: clients may connect the moment they exist.
-    let mut listener = match Listener::bind(&addr) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("relay-sim: {e}");
-            return EXIT_ENV;
+    let (relay_side, addr) = match &a.relay_cmd {
+        None => {
+            // Bound before the forks: clients may connect the moment they exist.
+            let mut listener = match Listener::bind(&addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("relay-sim: {e}");
+                    return EXIT_ENV;
+                }
+            };
+            // The supervisor removes the directory; no process removes the file on its own drop.
+            listener.keep_file();
+            match listener.local_addr() {
+                Ok(bound) => (RelaySide::Builtin(listener), bound),
+                Err(e) => {
+                    eprintln!("relay-sim: cannot read the relay's address: {e}");
+                    return EXIT_ENV;
+                }
+            }
         }
-    };
-    // The supervisor removes the directory; no process removes the file on its own drop.
-    listener.keep_file();
-    let addr = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("relay-sim: cannot read the relay's address: {e}");
-            return EXIT_ENV;
+        Some(cmd) => {
+            let addr = match foreign_addr(addr) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("relay-sim: cannot find a free port for the relay: {e}");
+                    return EXIT_ENV;
+                }
+            };
+            let log = match &a.report {
+                Some(folder) => {
+                    let _ = std::fs::create_dir_all(folder);
+                    folder.join("relay.log")
+                }
+                None => dir.path().join("relay.log"),
+            };
+            let addr_text = match &addr {
+                Addr::Unix(p) => p.display().to_string(),
+                Addr::Tcp(sa) => sa.to_string(),
+            };
+            let command = cmd.replace("{addr}", &addr_text);
+            (RelaySide::Foreign { command, log }, addr)
         }
     };
     let relay_cfg = relay::Config {
@@ -311,16 +348,36 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         }),
         ..relay::Config::default()
     };
+    let relay_log = match &relay_side {
+        RelaySide::Foreign { log, .. } => Some(log.clone()),
+        RelaySide::Builtin(_) => None,
+    };
     let limits = Limits {
         clients: src.plans.len(),
         phases: src.phases,
         names: src.names.clone(),
-        relay_fds: vec![listener.as_fd().as_raw_fd()],
+        relay_fds: match &relay_side {
+            RelaySide::Builtin(l) => vec![l.as_fd().as_raw_fd()],
+            RelaySide::Foreign { .. } => Vec::new(),
+        },
+        foreign_relay: a.relay_cmd.is_some(),
         deadline: src.timeout,
         grace: Duration::from_secs(2),
     };
     let mut story: Vec<(u64, String)> = Vec::new();
     let plans = &src.plans;
+    // A foreign relay listens when it is ready; ours already does when the clients start.
+    let connect_wait = if a.relay_cmd.is_some() {
+        FOREIGN_LISTEN_WAIT.min(src.timeout / 2)
+    } else {
+        Duration::ZERO
+    };
+    if let Some(cmd) = &a.relay_cmd {
+        src.replay
+            .push_str(&format!(" --relay-cmd '{}'", cmd.replace('\'', "'\\''")));
+        src.config.backend = "foreign".into();
+        src.config.relay_cmd = Some(cmd.clone());
+    }
     if let Some(c) = a.write_chunks {
         src.replay
             .push_str(&format!(" --write-chunks {}..{}", c.min, c.max));
@@ -332,6 +389,10 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     let outcome = supervise(
         &limits,
         move |mut ctx| {
+            let listener = match relay_side {
+                RelaySide::Builtin(l) => l,
+                RelaySide::Foreign { command, log } => return exec_relay(&ctx, &command, &log),
+            };
             let mut injected = 0;
             let code = match ctx
                 .stop
@@ -356,7 +417,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         },
         |ctx| {
             let i = ctx.index;
-            crate::driver::client_main(&addr, &plans[i], a.write_chunks, ctx)
+            crate::driver::client_main(&addr, &plans[i], a.write_chunks, connect_wait, ctx)
         },
         &mut |m| {
             if a.verbose {
@@ -384,7 +445,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     let t = Instant::now();
     let v = verify(&names, &outcome.reports);
     let verify_time = t.elapsed();
-    let r = report::build(
+    let mut r = report::build(
         src.config,
         &src.names,
         src.replay,
@@ -392,6 +453,16 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         &v,
         verify_time,
     );
+    if let Some(log) = &relay_log {
+        // Named only where it is kept: without --report it goes with the run's temp dir.
+        r.relay_log = a.report.as_ref().map(|_| log.display().to_string());
+        if r.exit_code != report::EXIT_PASS {
+            r.relay_log_tail = std::fs::read_to_string(log).ok().map(|t| {
+                let lines: Vec<&str> = t.lines().collect();
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            });
+        }
+    }
     let mut out = std::io::stdout().lock();
     let mut text = String::new();
     if demo {
@@ -422,6 +493,64 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         }
     }
     r.exit_code
+}
+
+/// How long clients keep trying to reach a foreign relay that is not listening yet.
+const FOREIGN_LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// The relay of a run: ours (its listener bound before the forks), or another program.
+enum RelaySide {
+    Builtin(Listener),
+    Foreign {
+        command: String,
+        log: std::path::PathBuf,
+    },
+}
+
+/// The address a foreign relay is told to listen on: the Unix path as chosen, or a TCP port
+/// the kernel picks now (and that the relay is expected to take: there is a small window in
+/// which another program could).
+fn foreign_addr(addr: Addr) -> std::io::Result<Addr> {
+    match addr {
+        Addr::Tcp(sa) => Ok(Addr::Tcp(std::net::TcpListener::bind(sa)?.local_addr()?)),
+        unix => Ok(unix),
+    }
+}
+
+/// In the relay's child: becomes `sh -c COMMAND`, with stdout and stderr in `log`. Returns
+/// only if that fails.
+fn exec_relay(
+    ctx: &relay_harness::supervisor::RelayCtx,
+    command: &str,
+    log: &std::path::Path,
+) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let file = match std::fs::File::create(log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "relay-sim: cannot create the relay log {}: {e}",
+                log.display()
+            );
+            return 3;
+        }
+    };
+    if let Err(e) = ctx.keep_events_across_exec() {
+        eprintln!("relay-sim: {e}");
+        return 3;
+    }
+    let (Ok(out), Ok(err)) = (file.try_clone(), file.try_clone()) else {
+        return 3;
+    };
+    let e = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .exec();
+    let _ = writeln!(&file, "relay-sim: cannot run sh -c {command:?}: {e}");
+    127
 }
 
 /// The results folder: the same report three ways.
