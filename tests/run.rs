@@ -509,3 +509,62 @@ fn a_foreign_relay_that_never_listens_or_cannot_start_is_reported() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Builds fixtures/relays/classic.c with the system C compiler, or says why not.
+fn build_classic(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/relays/classic.c");
+    let out = dir.join("classic");
+    match Command::new("cc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .output()
+    {
+        Ok(o) if o.status.success() => Some(out),
+        Ok(o) => panic!(
+            "classic.c does not compile: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            eprintln!("skipped: no C compiler (cc: {e}); CI has one");
+            None
+        }
+    }
+}
+
+#[test]
+fn the_example_relays_pass_plain_runs() {
+    let build = tempfile::tempdir().unwrap();
+    let minimal =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/relays/minimal.py");
+    let mut relays = Vec::new();
+    if Command::new("python3").arg("--version").output().is_ok() {
+        relays.push(format!("python3 {} {{addr}}", minimal.display()));
+    } else {
+        eprintln!("skipped minimal.py: no python3");
+    }
+    if let Some(classic) = build_classic(build.path()) {
+        relays.push(format!("{} {{addr}}", classic.display()));
+    }
+    for relay in &relays {
+        for transport in ["unix", "tcp"] {
+            let (code, r, err, tmp) = run_json(&[
+                "--clients",
+                "5",
+                "--msgs",
+                "300",
+                "--payload",
+                "0..2000",
+                "--transport",
+                transport,
+                "--relay-cmd",
+                relay,
+                "-v",
+            ]);
+            assert_eq!(code, Some(0), "{relay} over {transport}: {r:#}");
+            assert_eq!(r["totals"]["received"], 1500);
+            assert_clean(&tmp, &forked_pids(&err));
+        }
+    }
+}
