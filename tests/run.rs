@@ -568,3 +568,75 @@ fn the_example_relays_pass_plain_runs() {
         }
     }
 }
+
+#[test]
+fn the_stop_nemesis_loses_nothing_and_says_how_long_senders_waited() {
+    for transport in ["unix", "tcp"] {
+        let (code, r, err, tmp) = run_json(&[
+            "--clients",
+            "4",
+            "--msgs",
+            "300000",
+            "--nemesis",
+            "stop",
+            "--nemesis-interval",
+            "60ms",
+            "--seed",
+            "9",
+            "--transport",
+            transport,
+            "-v",
+        ]);
+        assert_eq!(code, Some(0), "{transport}: {}", r["failure"]);
+        let n = &r["nemesis"];
+        assert_eq!(n["what"], "stop every 60ms");
+        assert!(
+            !n["events"].as_array().unwrap().is_empty(),
+            "at least one client was stopped: {n}"
+        );
+        assert!(n["relay_held_back_ms"].as_u64().is_some(), "{n}");
+        assert!(err.contains("nemesis: SIGSTOP"), "{err}");
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+}
+
+#[test]
+fn ctrl_c_while_a_client_is_stopped_still_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .args([
+            "--clients",
+            "3",
+            "--msgs",
+            "2000000",
+            "--nemesis",
+            "stop",
+            "--nemesis-interval",
+            "20ms",
+            "-v",
+            "--json",
+        ])
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let (mut pids, mut line) = (Vec::new(), String::new());
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "run ended before a stop"
+        );
+        pids.extend(forked_pids(&line));
+        if line.contains("nemesis: SIGSTOP") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert_clean(&tmp, &pids);
+}

@@ -158,5 +158,7 @@ pub enum Event {
         peak_rss_kib: u64,
         /// Times it applied an injected fault.
         injected: u64,
+        /// Milliseconds it held senders back, summed over senders.
+        held_back_ms: u64,
     },
 }

@@ -51,6 +51,8 @@ pub struct RunConfig {
     pub inject: Option<String>,
     /// The relay program, when it is not the built-in relay.
     pub relay_cmd: Option<String>,
+    /// The nemesis, when one ran (e.g. `stop every 200ms`).
+    pub nemesis: Option<String>,
     /// The deadline, seconds.
     pub timeout_s: f64,
 }
@@ -120,6 +122,17 @@ pub struct Phases {
     pub verify_ms: f64,
 }
 
+/// What the nemesis did.
+#[derive(Debug, Clone, Serialize)]
+pub struct NemesisReport {
+    /// As configured, e.g. `stop every 200ms`.
+    pub what: String,
+    /// Each action: client, milliseconds after the barrier, milliseconds stopped.
+    pub events: Vec<(String, u64, u64)>,
+    /// Milliseconds the relay held senders back, summed over senders (built-in relay only).
+    pub relay_held_back_ms: Option<u64>,
+}
+
 /// Faults the relay injected on purpose.
 #[derive(Debug, Clone, Serialize)]
 pub struct Injected {
@@ -186,6 +199,8 @@ pub struct Report {
     pub memory: Memory,
     /// Faults injected on purpose, when `--inject` was given (the run is meant to fail).
     pub inject: Option<Injected>,
+    /// What the nemesis did, when one ran.
+    pub nemesis: Option<NemesisReport>,
     /// A foreign relay's log file.
     pub relay_log: Option<String>,
     /// Its last lines, when the run failed.
@@ -209,6 +224,7 @@ pub fn build(
 ) -> Report {
     let n = config.clients;
     let inject = config.inject.clone();
+    let nemesis_what = config.nemesis.clone();
     let clients = (0..n)
         .map(|i| {
             let r = outcome.reports.get(i).and_then(Option::as_ref);
@@ -329,6 +345,15 @@ pub fn build(
             exchange_ms: ms(exchange),
             verify_ms: ms(verify_time),
         },
+        nemesis: nemesis_what.map(|what| NemesisReport {
+            what,
+            events: outcome
+                .nemesis
+                .iter()
+                .map(|e| (e.role.clone(), e.at_ms, e.for_ms))
+                .collect(),
+            relay_held_back_ms: outcome.relay_held_back_ms,
+        }),
         inject: inject.map(|fault| Injected {
             fault,
             fired: outcome.relay_injected,
@@ -516,6 +541,25 @@ pub fn human(r: &Report) -> String {
         "phases:     fork+register {:.1} ms, exchange {:.1} ms, verify {:.1} ms",
         p.fork_register_ms, p.exchange_ms, p.verify_ms
     );
+    if let Some(n) = &r.nemesis {
+        let first: Vec<String> = n
+            .events
+            .iter()
+            .take(6)
+            .map(|(who, at, dur)| format!("{who} at {at} ms for {dur} ms"))
+            .collect();
+        let more = if n.events.len() > 6 { ", ..." } else { "" };
+        let held = n.relay_held_back_ms.map_or(String::new(), |h| {
+            format!("; the relay held senders back {} ms in all", group(h))
+        });
+        let _ = writeln!(
+            o,
+            "nemesis:    {}: {} stops ({}{more}){held}",
+            n.what,
+            n.events.len(),
+            first.join(", ")
+        );
+    }
     let m = &r.memory;
     let kib =
         |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));

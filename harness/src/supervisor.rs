@@ -21,6 +21,8 @@ use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
+use rand::{Rng, SeedableRng};
+
 use crate::record::{ClientReport, Event};
 
 /// CLOCK_MONOTONIC in ns: comparable across the processes of one machine.
@@ -69,12 +71,13 @@ impl RelayCtx {
 
     /// Tells the supervisor the relay stopped, with its peak memory and how many injected
     /// faults it applied.
-    pub fn done(&mut self, injected: u64) -> io::Result<()> {
+    pub fn done(&mut self, injected: u64, held_back_ms: u64) -> io::Result<()> {
         send_event(
             &self.events,
             &Event::RelayDone {
                 peak_rss_kib: peak_rss_kib(),
                 injected,
+                held_back_ms,
             },
         )
     }
@@ -106,6 +109,13 @@ pub enum Milestone {
     },
     /// The run is ending early, and why.
     Stopping(Ending),
+    /// The nemesis stopped (true) or continued (false) a client.
+    Nemesis {
+        /// c0, ...
+        role: String,
+        /// SIGSTOP (true) or SIGCONT (false).
+        stopped: bool,
+    },
     /// A child was reaped.
     Exited {
         /// relay, c0, ...
@@ -183,6 +193,9 @@ pub struct Limits {
     pub names: Vec<String>,
     /// Descriptors the relay child keeps besides its own pipes (its listening socket).
     pub relay_fds: Vec<RawFd>,
+    /// Stop (SIGSTOP) a random live client every so often, and continue it (SIGCONT) after a
+    /// while: slow consumers. Nothing may be lost because of it.
+    pub nemesis: Option<StopNemesis>,
     /// The relay is another program (it cannot be asked to stop through its pipe: it gets
     /// SIGTERM at once when the run is over).
     pub foreign_relay: bool,
@@ -190,6 +203,29 @@ pub struct Limits {
     pub deadline: Duration,
     /// How long stopped children get to report or exit before SIGTERM, and SIGTERM before SIGKILL.
     pub grace: Duration,
+}
+
+/// The `stop` nemesis: every `interval` after the barrier, one client (drawn with a PRNG
+/// seeded by `seed`) is stopped for `stop_for`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopNemesis {
+    /// Time between two stops.
+    pub interval: Duration,
+    /// How long a client stays stopped.
+    pub stop_for: Duration,
+    /// Seed for picking the victims.
+    pub seed: u64,
+}
+
+/// One nemesis action, as the report lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NemesisEvent {
+    /// The client.
+    pub role: String,
+    /// Milliseconds after the barrier when it was stopped.
+    pub at_ms: u64,
+    /// How long it stayed stopped, in milliseconds.
+    pub for_ms: u64,
 }
 
 /// How a run ended.
@@ -230,8 +266,12 @@ pub struct Outcome {
     pub relay_peak_rss_kib: Option<u64>,
     /// Injected faults the relay applied, if it reported.
     pub relay_injected: Option<u64>,
+    /// Milliseconds the relay held senders back (summed over senders), if it reported.
+    pub relay_held_back_ms: Option<u64>,
     /// The supervisor's own peak memory, KiB.
     pub supervisor_peak_rss_kib: u64,
+    /// What the nemesis did.
+    pub nemesis: Vec<NemesisEvent>,
 }
 
 struct Child {
@@ -244,6 +284,8 @@ struct Child {
     peak_rss_kib: Option<u64>,
     /// Injected faults the relay reported applying.
     injected: Option<u64>,
+    /// Time the relay held senders back, in all.
+    held_back_ms: Option<u64>,
 }
 
 /// Reaps whatever is left if the supervisor returns early or panics.
@@ -491,6 +533,7 @@ fn run_children(
         status: None,
         peak_rss_kib: None,
         injected: None,
+        held_back_ms: None,
     });
 
     let mut ev_r: Vec<Option<OwnedFd>> = Vec::with_capacity(n);
@@ -536,6 +579,7 @@ fn run_children(
             status: None,
             peak_rss_kib: None,
             injected: None,
+            held_back_ms: None,
         });
     }
     drop(barrier_r);
@@ -549,6 +593,10 @@ fn run_children(
     let mut ending: Option<Ending> = None;
     let mut asked_to_stop_at: Option<Instant> = None;
     let mut announced = false;
+    let mut stopped: Option<(usize, Instant)> = None;
+    let mut nemesis_log: Vec<NemesisEvent> = Vec::new();
+    let mut nemesis_rng =
+        rand_pcg::Pcg64Mcg::seed_from_u64(limits.nemesis.map_or(0, |n| n.seed) ^ 0x4E3E);
     let mut phase_done = vec![0usize; phases];
 
     // Every event pipe and the signal pipe in one epoll set: a wait costs in proportion to
@@ -598,11 +646,57 @@ fn run_children(
                 break;
             }
         }
-        let wait_until = match (&ending, asked_to_stop_at) {
+        let mut wait_until = match (&ending, asked_to_stop_at) {
             (Some(_), Some(t)) => t + limits.grace,
             _ => deadline,
         };
         let now = Instant::now();
+        // The nemesis: continue whoever is due, then stop the next victim when it is time.
+        if let (Some(nem), Some(t0), None) = (&limits.nemesis, released_at, &ending) {
+            if let Some((k, until)) = stopped {
+                if now >= until {
+                    let c = &reaper.children[k];
+                    let _ = kill(c.pid, Signal::SIGCONT);
+                    on(Milestone::Nemesis {
+                        role: c.role.clone(),
+                        stopped: false,
+                    });
+                    stopped = None;
+                }
+            }
+            let due = t0 + nem.interval * (nemesis_log.len() as u32 + 1);
+            if stopped.is_none() && now >= due {
+                let live: Vec<usize> = (1..reaper.children.len())
+                    .filter(|&k| reaper.children[k].events.is_some() && reports[k - 1].is_none())
+                    .collect();
+                if !live.is_empty() {
+                    let k = live[nemesis_rng.random_range(0..live.len())];
+                    let c = &reaper.children[k];
+                    let _ = kill(c.pid, Signal::SIGSTOP);
+                    on(Milestone::Nemesis {
+                        role: c.role.clone(),
+                        stopped: true,
+                    });
+                    stopped = Some((k, now + nem.stop_for));
+                    nemesis_log.push(NemesisEvent {
+                        role: c.role.clone(),
+                        at_ms: now.duration_since(t0).as_millis() as u64,
+                        for_ms: nem.stop_for.as_millis() as u64,
+                    });
+                } else {
+                    nemesis_log.push(NemesisEvent {
+                        role: String::new(),
+                        at_ms: 0,
+                        for_ms: 0,
+                    });
+                }
+            }
+            let next = stopped.map_or(
+                t0 + nem.interval * (nemesis_log.len() as u32 + 1),
+                |(_, u)| u,
+            );
+            wait_until = wait_until.min(next);
+        }
         if ending.is_none() && now >= deadline {
             ending = Some(Ending::TimedOut);
             cstop_w = None; // ask every client for its records now
@@ -717,6 +811,15 @@ fn run_children(
         }
     }
     let ended_at = Instant::now();
+    if let Some((k, _)) = stopped {
+        // Nobody stays stopped past the run: a stopped child cannot even die of SIGTERM.
+        let _ = kill(reaper.children[k].pid, Signal::SIGCONT);
+        if let Some(e) = nemesis_log.last_mut() {
+            let end_ms = released_at.map_or(0, |t0| ended_at.duration_since(t0).as_millis() as u64);
+            e.for_ms = end_ms.saturating_sub(e.at_ms);
+        }
+    }
+    nemesis_log.retain(|e| !e.role.is_empty());
     drop(cstop_w);
     drop(barrier_w);
 
@@ -756,7 +859,9 @@ fn run_children(
         ended_at,
         relay_peak_rss_kib: reaper.children[0].peak_rss_kib,
         relay_injected: reaper.children[0].injected,
+        relay_held_back_ms: reaper.children[0].held_back_ms,
         supervisor_peak_rss_kib: peak_rss_kib(),
+        nemesis: nemesis_log,
     })
 }
 
@@ -785,9 +890,11 @@ fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
             Ok(Event::RelayDone {
                 peak_rss_kib,
                 injected,
+                held_back_ms,
             }) => {
                 c.peak_rss_kib = Some(peak_rss_kib);
                 c.injected = Some(injected);
+                c.held_back_ms = Some(held_back_ms);
             }
             Ok(e) => out.push(e),
             Err(_) => {}

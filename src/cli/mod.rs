@@ -102,6 +102,8 @@ fn demo(d: DemoArgs) -> i32 {
         inject: None,
         report: None,
         relay_cmd: None,
+        nemesis: None,
+        nemesis_interval: std::time::Duration::from_millis(200),
         inline_script: Some(("article-example.scn".into(), ARTICLE.into())),
     };
     run::run_narrated(args, true)

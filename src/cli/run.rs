@@ -9,7 +9,7 @@ use relay_harness::plan::{random_plans, script_plans, ClientPlan, Names};
 use relay_harness::report::{self, RunConfig};
 use relay_harness::scenario::{client_name, fresh_seed, PayloadSize, Scenario};
 use relay_harness::script::Script;
-use relay_harness::supervisor::{now_ns, supervise, Limits, Milestone};
+use relay_harness::supervisor::{now_ns, supervise, Limits, Milestone, StopNemesis};
 use relay_harness::verify::verify;
 
 use super::{EXIT_ENV, EXIT_USAGE};
@@ -66,6 +66,14 @@ pub struct Args {
     /// (rate per DELIVER, default 0.01; seeded by --seed). The run is meant to fail.
     #[arg(long, value_name = "KIND[:RATE]", value_parser = Inject::parse)]
     pub inject: Option<Inject>,
+    /// Process faults during the run. `stop`: every --nemesis-interval, one client (drawn with
+    /// --seed) is stopped with SIGSTOP for half the interval, then continued: a slow consumer.
+    /// Nothing may be lost; the report says how long senders were held back.
+    #[arg(long, value_name = "stop", value_parser = ["stop"])]
+    pub nemesis: Option<String>,
+    /// Time between two nemesis actions.
+    #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub nemesis_interval: Duration,
     /// Run another relay program instead of the built-in one: `sh -c CMD`, with `{addr}`
     /// replaced by the socket path or 127.0.0.1:PORT it must listen on. Its output goes to
     /// relay.log (in --report DIR when given); it is stopped with SIGTERM, then SIGKILL.
@@ -116,6 +124,14 @@ fn narrate(m: &Milestone) {
         Milestone::PhaseStarted(p) => eprintln!("relay-sim: phase {p} started"),
         Milestone::Reported { role } => eprintln!("relay-sim: {role} reported"),
         Milestone::Stopping(e) => eprintln!("relay-sim: stopping early: {e:?}"),
+        Milestone::Nemesis {
+            role,
+            stopped: true,
+        } => eprintln!("relay-sim: nemesis: SIGSTOP {role}"),
+        Milestone::Nemesis {
+            role,
+            stopped: false,
+        } => eprintln!("relay-sim: nemesis: SIGCONT {role}"),
         Milestone::Exited { role, status } => eprintln!("relay-sim: {role} {status}"),
     }
 }
@@ -192,6 +208,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             phases: script.phases.len(),
             inject: None,
             relay_cmd: None,
+            nemesis: None,
         };
         return Ok(Source {
             plans,
@@ -246,6 +263,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
         phases: 1,
         inject: None,
         relay_cmd: None,
+        nemesis: None,
     };
     Ok(Source {
         plans: random_plans(&sc),
@@ -361,6 +379,11 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             RelaySide::Foreign { .. } => Vec::new(),
         },
         foreign_relay: a.relay_cmd.is_some(),
+        nemesis: a.nemesis.as_ref().map(|_| StopNemesis {
+            interval: a.nemesis_interval,
+            stop_for: a.nemesis_interval / 2,
+            seed: src.config.seed,
+        }),
         deadline: src.timeout,
         grace: Duration::from_secs(2),
     };
@@ -386,6 +409,12 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         src.replay.push_str(&format!(" --inject {i}"));
         src.config.inject = Some(i.to_string());
     }
+    if let Some(n) = &a.nemesis {
+        let every = timeout_flag(a.nemesis_interval);
+        src.replay
+            .push_str(&format!(" --nemesis {n} --nemesis-interval {every}"));
+        src.config.nemesis = Some(format!("{n} every {every}"));
+    }
     let outcome = supervise(
         &limits,
         move |mut ctx| {
@@ -393,7 +422,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                 RelaySide::Builtin(l) => l,
                 RelaySide::Foreign { command, log } => return exec_relay(&ctx, &command, &log),
             };
-            let mut injected = 0;
+            let (mut injected, mut held_back_ms) = (0, 0);
             let code = match ctx
                 .stop
                 .try_clone()
@@ -401,6 +430,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             {
                 Ok(Ok(stats)) => {
                     injected = stats.injected;
+                    held_back_ms = stats.held_back_ns / 1_000_000;
                     0
                 }
                 Ok(Err(e)) => {
@@ -412,7 +442,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                     3
                 }
             };
-            let _ = ctx.done(injected);
+            let _ = ctx.done(injected, held_back_ms);
             code
         },
         |ctx| {
@@ -585,6 +615,12 @@ fn milestone_story(m: &Milestone) -> String {
             format!("{role} is done: sends its records up its event pipe and exits")
         }
         Milestone::Stopping(e) => format!("supervisor: stopping early: {e:?}"),
+        Milestone::Nemesis { role, stopped } => {
+            format!(
+                "nemesis: {} {role}",
+                if *stopped { "SIGSTOP" } else { "SIGCONT" }
+            )
+        }
         Milestone::Exited { role, status } => format!("supervisor reaped {role}: {status}"),
     }
 }

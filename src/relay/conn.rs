@@ -48,6 +48,8 @@ pub struct Conn {
     pub out_pos: usize,
     /// The receiver whose full buffer holds this sender back.
     pub blocked_on: Option<ConnId>,
+    /// Since when this sender is held back (meaningful while `blocked_on` is set).
+    pub blocked_since: Instant,
     /// Senders held back until this connection's output drains.
     pub waiters: Vec<ConnId>,
     /// What the backend currently watches for this fd.
@@ -79,6 +81,7 @@ impl Conn {
             out: Vec::new(),
             out_pos: 0,
             blocked_on: None,
+            blocked_since: Instant::now(),
             waiters: Vec::new(),
             interest: Interest::READ,
             dirty: false,

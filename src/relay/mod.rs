@@ -90,6 +90,8 @@ pub struct Stats {
     pub peak_connections: usize,
     /// Times an injected fault was applied.
     pub injected: u64,
+    /// Time senders spent held back, summed over senders (nanoseconds).
+    pub held_back_ns: u64,
 }
 
 /// Why the relay stopped other than by request.
@@ -550,8 +552,10 @@ impl Relay {
                 };
                 if t.out_len() >= max_buffer {
                     t.waiters.push(id);
+                    let now = self.now;
                     if let Some(c) = self.conn(id) {
                         c.blocked_on = Some(target);
+                        c.blocked_since = now;
                     }
                     self.stats.held_back += 1;
                     self.touch(id);
@@ -767,10 +771,13 @@ impl Relay {
     }
 
     fn wake(&mut self, target: ConnId, waiters: Vec<ConnId>) {
+        let now = self.now;
         for w in waiters {
-            if let Some(c) = self.conn(w) {
+            if let Some(c) = slot(&mut self.conns, w) {
                 if c.blocked_on == Some(target) {
                     c.blocked_on = None;
+                    let held = now.saturating_duration_since(c.blocked_since);
+                    self.stats.held_back_ns += held.as_nanos() as u64;
                     self.woken.push(w);
                     self.touch(w);
                 }
