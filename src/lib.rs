@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod conform;
 pub mod driver;
 pub mod protocol;
 pub mod relay;

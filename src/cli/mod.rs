@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod client;
+pub mod conform;
 pub mod relay;
 pub mod run;
 
@@ -48,6 +49,9 @@ enum Command {
     /// Run the 2005 article's example (fixtures/article-example.scn) and tell what happened:
     /// who forked whom, who registered, who sent what, who got what, and the verdict.
     Demo(DemoArgs),
+    /// Check a relay against docs/protocol.md, one clause per case: the built-in relay on
+    /// every backend, or yours with --relay-cmd. Exit 1 when any case fails.
+    Conform(conform::Args),
     /// Run the relay in the foreground (logs to stderr; Ctrl-C stops it).
     Relay(relay::Args),
     /// Connect to a relay interactively: stdin lines `DST text` are sent to DST.
@@ -66,6 +70,7 @@ pub fn main() -> i32 {
         Some(Command::Relay(a)) => relay::run(a),
         Some(Command::Client(a)) => client::run(a),
         Some(Command::Demo(d)) => demo(d),
+        Some(Command::Conform(a)) => conform::run(a),
     }
 }
 

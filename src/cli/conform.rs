@@ -1,0 +1,136 @@
+//! `relay-sim conform`: the conformance suite against the built-in relay (every backend) or
+//! any relay program (`--relay-cmd`).
+
+use clap::Args as ClapArgs;
+
+use super::{EXIT_ENV, EXIT_FAIL, EXIT_OK};
+use crate::conform::{self, RelayUnderTest};
+use crate::relay::backend;
+
+/// Flags of `relay-sim conform`.
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    /// The relay to check: `sh -c CMD`, `{addr}` replaced by the socket path or 127.0.0.1:PORT
+    /// it must listen on. Without it: the built-in relay, once per backend.
+    #[arg(long, value_name = "CMD")]
+    pub relay_cmd: Option<String>,
+    /// How the cases reach the relay.
+    #[arg(long, value_name = "unix|tcp", default_value = "unix", value_parser = ["unix", "tcp"])]
+    pub transport: String,
+    /// Print one JSON document instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the results as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<std::path::PathBuf>,
+}
+
+/// Runs the suite; exit 1 when any case failed.
+pub fn run(a: Args) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p.display().to_string(),
+        Err(e) => {
+            eprintln!("relay-sim conform: cannot find this program's path: {e}");
+            return EXIT_ENV;
+        }
+    };
+    let relays: Vec<(String, String)> = match &a.relay_cmd {
+        Some(cmd) => vec![(cmd.clone(), cmd.clone())],
+        None => backend::NAMES
+            .iter()
+            .map(|b| {
+                (
+                    format!("built-in relay, {b}"),
+                    format!("{exe} relay --quiet --backend {b} --listen {{addr}}"),
+                )
+            })
+            .collect(),
+    };
+    let dir = match tempfile::Builder::new()
+        .prefix("relay-sim-conform-")
+        .tempdir()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("relay-sim conform: cannot create a temporary directory: {e}");
+            return EXIT_ENV;
+        }
+    };
+    let mut all = Vec::new();
+    let (mut passed, mut failed) = (0, 0);
+    for (label, command) in relays {
+        let r = RelayUnderTest {
+            command,
+            transport: a.transport.clone(),
+            log_dir: dir.path().to_path_buf(),
+        };
+        if !a.json {
+            println!("{label} ({}):", a.transport);
+        }
+        let outcomes = conform::run_all(&r);
+        for (n, o) in outcomes.iter().enumerate() {
+            if o.verdict == "pass" {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
+            if !a.json {
+                println!("  {:<4}  {:<36} {}", o.verdict, o.case, o.clause);
+                if let Some(d) = &o.detail {
+                    println!("        {d}");
+                    let tail = conform::log_tail(dir.path(), n);
+                    for line in tail.lines() {
+                        println!("        relay: {line}");
+                    }
+                }
+            }
+        }
+        all.push((label, outcomes));
+    }
+    if a.json {
+        let doc = serde_json::json!({
+            "schema_version": 1,
+            "transport": a.transport,
+            "relays": all.iter().map(|(label, o)| serde_json::json!({"relay": label, "cases": o})).collect::<Vec<_>>(),
+            "passed": passed,
+            "failed": failed,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!("{passed} passed, {failed} failed");
+    }
+    if let Some(path) = &a.junit {
+        if let Err(e) = std::fs::write(path, junit(&all)) {
+            eprintln!("relay-sim conform: --junit {}: {e}", path.display());
+            return EXIT_ENV;
+        }
+    }
+    if failed == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAIL
+    }
+}
+
+fn junit(all: &[(String, Vec<conform::Outcome>)]) -> String {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut report = Report::new("relay-sim conform");
+    for (label, outcomes) in all {
+        let mut suite = TestSuite::new(label.as_str());
+        for o in outcomes {
+            let status = match &o.detail {
+                None => TestCaseStatus::success(),
+                Some(d) => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(d.as_str()).set_description(o.clause);
+                    s
+                }
+            };
+            let mut case = TestCase::new(o.case, status);
+            case.set_time(std::time::Duration::from_millis(o.ms));
+            suite.add_test_case(case);
+        }
+        report.add_test_suite(suite);
+    }
+    report.to_string().unwrap_or_default()
+}

@@ -1,0 +1,114 @@
+//! The conformance suite: the built-in relay passes every case on every backend, the small
+//! Python relay passes every case, and the 2005 design fails exactly the cases about clients
+//! that stall, each with a reason.
+
+mod util;
+
+use std::process::Command;
+
+use serde_json::Value;
+use util::bin;
+
+fn conform(extra: &[&str]) -> (Option<i32>, Value) {
+    let out = Command::new(bin())
+        .arg("conform")
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), v)
+}
+
+fn failed_cases(v: &Value) -> Vec<String> {
+    v["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["cases"].as_array().unwrap().iter())
+        .filter(|c| c["verdict"] == "fail")
+        .map(|c| c["case"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_built_in_relay_passes_every_case_on_every_backend() {
+    for transport in ["unix", "tcp"] {
+        let (code, v) = conform(&["--transport", transport]);
+        assert_eq!(code, Some(0), "{v:#}");
+        assert_eq!(
+            v["relays"].as_array().unwrap().len(),
+            3,
+            "select, poll, epoll"
+        );
+        assert_eq!(v["failed"], 0);
+        assert!(v["passed"].as_u64().unwrap() >= 3 * 16);
+    }
+}
+
+#[test]
+fn the_python_relay_passes_every_case() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: no python3");
+        return;
+    }
+    let relay = format!(
+        "python3 {}/fixtures/relays/minimal.py {{addr}}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (code, v) = conform(&["--relay-cmd", &relay]);
+    assert_eq!(code, Some(0), "{:?}", failed_cases(&v));
+}
+
+#[test]
+fn the_classic_relay_fails_exactly_the_stalling_cases_and_junit_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("classic");
+    let src = format!("{}/fixtures/relays/classic.c", env!("CARGO_MANIFEST_DIR"));
+    match Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "classic.c does not compile: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            eprintln!("skipped: no C compiler (cc: {e}); CI has one");
+            return;
+        }
+    }
+    let junit = dir.path().join("junit.xml");
+    let relay = format!("{} {{addr}}", exe.display());
+    let (code, v) = conform(&["--relay-cmd", &relay, "--junit", junit.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        failed_cases(&v),
+        [
+            "others flow past a half-sent frame",
+            "a client that never reads"
+        ],
+        "{v:#}"
+    );
+    for c in v["relays"][0]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["verdict"] == "fail")
+    {
+        assert!(
+            c["detail"]
+                .as_str()
+                .unwrap()
+                .contains("nothing came within"),
+            "{c}"
+        );
+    }
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).expect("valid JUnit");
+    assert_eq!(report.failures, 2);
+}
