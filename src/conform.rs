@@ -379,6 +379,27 @@ pub fn cases() -> Vec<Case> {
             }
             writer.join().map_err(|_| "writer panicked".to_string())?
         }},
+        Case { name: "connections past capacity", clause: "a connection beyond capacity gets RELAY_FULL and is closed; the relay serves the rest", run: |c| {
+            let _ = crate::sys::raise_nofile_limit();
+            let mut a = c.registered("a")?;
+            // More than select() can watch, and than the built-in relay's default capacity.
+            let mut extra = Vec::new();
+            for _ in 0..1100 {
+                extra.push(c.peer()?);
+            }
+            // The last ones are either kept (nothing comes yet) or turned away properly.
+            for p in extra.iter_mut().rev().take(20) {
+                let _ = p.stream.set_read_timeout(Some(Duration::from_millis(20)));
+                match p.next() {
+                    Err(_) => {} // kept: silent until it says HELLO
+                    Ok(Got::Error(code, _)) if code == ErrorCode::RelayFull as u16 => {}
+                    Ok(other) => return Err(format!("a connection past capacity: expected RELAY_FULL or silence, got {other}")),
+                }
+            }
+            drop(extra);
+            a.send(b"a", b"still serving")?;
+            a.expect(Got::Deliver(b"a".to_vec(), b"still serving".to_vec()))
+        }},
     ]
 }
 
