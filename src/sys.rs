@@ -136,10 +136,15 @@ impl Listener {
                 ListenerKind::Tcp(l)
             }
         };
-        Ok(Listener {
+        let listener = Listener {
             kind: l,
             unlink: true,
-        })
+        };
+        // std listens with a backlog of 128. Thousands of clients connecting at once would
+        // overflow it, and on TCP an overflowed queue drops SYNs, which cost the client a
+        // retransmit (a second or more). Listening again raises the queue to the system's cap.
+        let _ = nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::MAXALLOWABLE);
+        Ok(listener)
     }
 
     /// Leaves the socket file in place on drop (when something else removes its directory,
