@@ -45,6 +45,7 @@ pub fn client_main(
         return 3;
     }
     let mut rx = Receiver::new(plan.clone());
+    rx.start_clock(now_ns());
     let mut outbox = Outbox::new(plan);
     let mut writer = Writer {
         chunks,

@@ -117,6 +117,10 @@ pub struct ClientReport {
     pub error: Option<String>,
     /// Its peak resident memory, KiB.
     pub peak_rss_kib: u64,
+    /// Deliveries per 10 ms since `rate_clock0_ns`, sparse: (bucket, count).
+    pub rate_10ms: Vec<(u32, u32)>,
+    /// CLOCK_MONOTONIC ns when its exchange started (its delivery-rate clock).
+    pub rate_clock0_ns: u64,
     /// What it did, when asked to keep a transcript: (CLOCK_MONOTONIC ns, what happened).
     pub transcript: Vec<(u64, String)>,
 }

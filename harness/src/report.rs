@@ -131,6 +131,10 @@ pub struct NemesisReport {
     pub events: Vec<(String, u64, u64)>,
     /// Milliseconds the relay held senders back, summed over senders (built-in relay only).
     pub relay_held_back_ms: Option<u64>,
+    /// Messages per second the other clients received while a client was stopped.
+    pub others_msgs_per_s_during_stops: Option<f64>,
+    /// Messages per second all clients received the rest of the time.
+    pub msgs_per_s_between_stops: Option<f64>,
 }
 
 /// Faults the relay injected on purpose.
@@ -353,6 +357,8 @@ pub fn build(
                 .map(|e| (e.role.clone(), e.at_ms, e.for_ms))
                 .collect(),
             relay_held_back_ms: outcome.relay_held_back_ms,
+            others_msgs_per_s_during_stops: stop_rates(outcome, names).0,
+            msgs_per_s_between_stops: stop_rates(outcome, names).1,
         }),
         inject: inject.map(|fault| Injected {
             fault,
@@ -379,6 +385,57 @@ pub fn build(
             })
             .collect(),
     }
+}
+
+/// Delivery rates while a client was stopped (to the other clients) and between stops (to
+/// all), from the clients' 10 ms delivery counts; the difference shows a relay that freezes.
+fn stop_rates(outcome: &Outcome, names: &[String]) -> (Option<f64>, Option<f64>) {
+    use crate::verify::RATE_BUCKET_NS;
+    let t0 = outcome.released_ns;
+    let windows: Vec<(&str, u64, u64)> = outcome
+        .nemesis
+        .iter()
+        .map(|e| {
+            (
+                e.role.as_str(),
+                t0 + e.at_ms * 1_000_000,
+                t0 + (e.at_ms + e.for_ms) * 1_000_000,
+            )
+        })
+        .collect();
+    if windows.is_empty() || t0 == 0 {
+        return (None, None);
+    }
+    let end = outcome
+        .reports
+        .iter()
+        .flatten()
+        .map(|r| r.finished_ns)
+        .max()
+        .unwrap_or(t0);
+    let (mut during, mut between) = (0u64, 0u64);
+    for (i, r) in outcome.reports.iter().enumerate() {
+        let Some(r) = r else { continue };
+        let me = names.get(i).map(String::as_str).unwrap_or("");
+        for &(b, n) in &r.rate_10ms {
+            let at = r.rate_clock0_ns + u64::from(b) * RATE_BUCKET_NS + RATE_BUCKET_NS / 2;
+            match windows.iter().find(|(_, from, to)| at >= *from && at < *to) {
+                Some((who, _, _)) if *who != me => during += u64::from(n),
+                Some(_) => {}
+                None => between += u64::from(n),
+            }
+        }
+    }
+    let stopped_ns: u64 = windows
+        .iter()
+        .map(|(_, a, b)| b.min(&end).saturating_sub(*a))
+        .sum();
+    let total_ns = end.saturating_sub(t0);
+    let rate = |n: u64, ns: u64| (ns > 0).then(|| n as f64 / (ns as f64 / 1e9));
+    (
+        rate(during, stopped_ns),
+        rate(between, total_ns.saturating_sub(stopped_ns)),
+    )
 }
 
 fn group(n: u64) -> String {
@@ -552,9 +609,17 @@ pub fn human(r: &Report) -> String {
         let held = n.relay_held_back_ms.map_or(String::new(), |h| {
             format!("; the relay held senders back {} ms in all", group(h))
         });
+        let rates = match (n.others_msgs_per_s_during_stops, n.msgs_per_s_between_stops) {
+            (Some(d), Some(b)) => format!(
+                "\n            while a client was stopped the others received {} msg/s; between stops, {} msg/s",
+                group(d as u64),
+                group(b as u64)
+            ),
+            _ => String::new(),
+        };
         let _ = writeln!(
             o,
-            "nemesis:    {}: {} stops ({}{more}){held}",
+            "nemesis:    {}: {} stops ({}{more}){held}{rates}",
             n.what,
             n.events.len(),
             first.join(", ")

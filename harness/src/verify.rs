@@ -15,6 +15,11 @@ use crate::plan::{ClientPlan, Names, Work};
 use crate::record::{Class, ClientReport, PeerCounts, Violation, VIOLATIONS_KEPT};
 use crate::script::Body;
 
+/// Width of a delivery-rate bucket.
+pub const RATE_BUCKET_NS: u64 = 10_000_000;
+/// Most buckets (10 minutes); later deliveries fall in the last.
+const RATE_BUCKETS: u64 = 60_000;
+
 /// Most skipped sequences a receiver remembers.
 const GAPS_KEPT: usize = 4096;
 
@@ -41,6 +46,9 @@ pub struct Receiver {
     report: ClientReport,
     counts: [u64; Class::ALL.len()],
     received_total: u64,
+    /// Deliveries per 10 ms since `clock0`, the last bucket taking all the rest.
+    rate: Vec<u32>,
+    clock0: u64,
     bounced_total: u64,
     hist: Histogram<u64>,
 }
@@ -75,9 +83,16 @@ impl Receiver {
             },
             counts: [0; Class::ALL.len()],
             received_total: 0,
+            rate: Vec::new(),
+            clock0: 0,
             bounced_total: 0,
             hist: latency_histogram(),
         }
+    }
+
+    /// Starts the delivery-rate clock (when the exchange starts).
+    pub fn start_clock(&mut self, now_ns: u64) {
+        self.clock0 = now_ns;
     }
 
     /// Messages received in good order or late (not duplicates, not misrouted).
@@ -129,6 +144,14 @@ impl Receiver {
 
     /// Checks a DELIVER that arrived at `now_ns`.
     pub fn deliver(&mut self, src: &[u8], p: &[u8], now_ns: u64) {
+        if self.clock0 > 0 {
+            let b = ((now_ns.saturating_sub(self.clock0)) / RATE_BUCKET_NS).min(RATE_BUCKETS - 1)
+                as usize;
+            if self.rate.len() <= b {
+                self.rate.resize(b + 1, 0);
+            }
+            self.rate[b] += 1;
+        }
         let clients = self.plan.names.clients();
         let Some(s) = self.plan.names.index(src).filter(|&s| s < clients) else {
             let got = format!("src {:?}", String::from_utf8_lossy(src));
@@ -376,6 +399,14 @@ impl Receiver {
                 received: self.received[i],
                 bounced: self.bounced[i],
             })
+            .collect();
+        self.report.rate_clock0_ns = self.clock0;
+        self.report.rate_10ms = self
+            .rate
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, &n)| (i as u32, n))
             .collect();
         self.report.finished_ns = finished_ns;
         self.report.complete = complete;
