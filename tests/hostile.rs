@@ -1,6 +1,7 @@
 //! Hostile clients against the real relay process: garbage, silence, slow drips, floods,
 //! non-readers, name takeovers and spoofing. Everyone else must be served throughout.
 
+#[macro_use]
 mod util;
 
 use std::io::Write;
@@ -11,17 +12,6 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use relay_sim::protocol::{self, ErrorCode};
 use util::*;
-
-macro_rules! on_every_relay {
-    ($($name:ident),* $(,)?) => {
-        mod unix {
-            $(#[test] fn $name() { for b in super::BACKENDS { super::$name(super::Transport::Unix, b) } })*
-        }
-        mod tcp {
-            $(#[test] fn $name() { for b in super::BACKENDS { super::$name(super::Transport::Tcp, b) } })*
-        }
-    };
-}
 
 on_every_relay!(
     garbage_gets_an_error_and_others_carry_on,

@@ -1,5 +1,6 @@
 //! The relay as a real process, on Unix sockets and on TCP, under every backend.
 
+#[macro_use]
 mod util;
 
 use std::io::Write;
@@ -10,18 +11,6 @@ use std::time::Duration;
 use relay_sim::protocol::{ErrorCode, Kind};
 use relay_sim::sys::Addr;
 use util::*;
-
-/// Runs each named test body once per transport and backend: `fn body(t: Transport, backend: &str)`.
-macro_rules! on_every_relay {
-    ($($name:ident),* $(,)?) => {
-        mod unix {
-            $(#[test] fn $name() { for b in super::BACKENDS { super::$name(super::Transport::Unix, b) } })*
-        }
-        mod tcp {
-            $(#[test] fn $name() { for b in super::BACKENDS { super::$name(super::Transport::Tcp, b) } })*
-        }
-    };
-}
 
 on_every_relay!(
     routing,

@@ -222,45 +222,47 @@ fn a_timeout_reports_what_is_missing_kills_reaps_and_cleans_up() {
     assert_clean(&tmp, &forked_pids(&err));
 }
 
-/// Starts a long run with `-v`, returns it once the barrier is released, with the child pids.
-fn start_long_run(tmp: &tempfile::TempDir, own_group: bool) -> (std::process::Child, Vec<i32>) {
+/// Starts relay-sim with `args` and `-v --json`, returns it once a stderr line contains
+/// `until`, with the pids it said it forked. Stderr keeps draining on a thread.
+fn start_run(
+    tmp: &tempfile::TempDir,
+    args: &[&str],
+    own_group: bool,
+    until: &str,
+) -> (std::process::Child, Vec<i32>) {
     let mut cmd = Command::new(bin());
-    cmd.args([
-        "--clients",
-        "4",
-        "--msgs",
-        "2000000",
-        "--timeout",
-        "60s",
-        "-v",
-        "--json",
-    ])
-    .env("TMPDIR", tmp.path())
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.args(args)
+        .args(["-v", "--json"])
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if own_group {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
     let mut child = cmd.spawn().unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut pids = Vec::new();
-    let mut line = String::new();
+    let (mut pids, mut line) = (Vec::new(), String::new());
     loop {
         line.clear();
         assert!(
             err.read_line(&mut line).unwrap() > 0,
-            "run ended before the barrier"
+            "run ended before {until:?}"
         );
         pids.extend(forked_pids(&line));
-        if line.contains("barrier released") {
+        if line.contains(until) {
             break;
         }
     }
-    // Keep draining stderr so the run never blocks on it.
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     (child, pids)
+}
+
+/// A long run, returned once the barrier is released.
+fn start_long_run(tmp: &tempfile::TempDir, own_group: bool) -> (std::process::Child, Vec<i32>) {
+    let args = ["--clients", "4", "--msgs", "2000000", "--timeout", "60s"];
+    start_run(tmp, &args, own_group, "barrier released")
 }
 
 #[test]
@@ -603,38 +605,17 @@ fn the_stop_nemesis_loses_nothing_and_says_how_long_senders_waited() {
 #[test]
 fn ctrl_c_while_a_client_is_stopped_still_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin())
-        .args([
-            "--clients",
-            "3",
-            "--msgs",
-            "2000000",
-            "--nemesis",
-            "stop",
-            "--nemesis-interval",
-            "20ms",
-            "-v",
-            "--json",
-        ])
-        .env("TMPDIR", tmp.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let (mut pids, mut line) = (Vec::new(), String::new());
-    loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "run ended before a stop"
-        );
-        pids.extend(forked_pids(&line));
-        if line.contains("nemesis: SIGSTOP") {
-            break;
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let args = [
+        "--clients",
+        "3",
+        "--msgs",
+        "2000000",
+        "--nemesis",
+        "stop",
+        "--nemesis-interval",
+        "20ms",
+    ];
+    let (child, pids) = start_run(&tmp, &args, false, "nemesis: SIGSTOP");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));

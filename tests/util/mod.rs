@@ -1,5 +1,5 @@
 //! Helpers for tests that drive the built binary: start a relay, talk raw protocol to it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -23,6 +23,18 @@ pub fn bin() -> PathBuf {
 pub enum Transport {
     Unix,
     Tcp,
+}
+
+/// Runs each named test body once per transport and backend: `fn body(t: Transport, backend: &str)`.
+macro_rules! on_every_relay {
+    ($($name:ident),* $(,)?) => {
+        mod unix {
+            $(#[test] fn $name() { for b in super::BACKENDS { super::$name(super::Transport::Unix, b) } })*
+        }
+        mod tcp {
+            $(#[test] fn $name() { for b in super::BACKENDS { super::$name(super::Transport::Tcp, b) } })*
+        }
+    };
 }
 
 /// Backends every relay test runs under (one test body, every backend).
