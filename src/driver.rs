@@ -11,7 +11,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-use relay_harness::plan::{ClientPlan, Outbox};
+use relay_harness::payload;
+use relay_harness::plan::{ClientPlan, Outbox, Work};
 use relay_harness::scenario::{mix, PayloadSize};
 use relay_harness::supervisor::{now_ns, ClientCtx};
 use relay_harness::verify::Receiver;
@@ -52,6 +53,30 @@ pub fn client_main(
         rng: Pcg64Mcg::seed_from_u64(mix(plan.seed ^ 0xC4 ^ mix(plan.me as u64))),
     };
     let mut error = None;
+    if let Work::PingPong {
+        partner,
+        rounds,
+        initiator,
+        size,
+    } = plan.work
+    {
+        let spec = plan.spec(size);
+        if let Err(e) = pingpong(
+            &mut client,
+            plan,
+            &mut rx,
+            partner,
+            rounds,
+            initiator,
+            spec,
+            ctx.stop.as_fd(),
+        ) {
+            error = Some(e);
+        }
+        let complete = error.is_none();
+        let _ = ctx.done(rx.finish(now_ns(), complete, error));
+        return if complete { 0 } else { 1 };
+    }
     for p in 0..plan.phases() {
         if p > 0 {
             if let Err(e) = ctx.phase_done_and_wait(p - 1) {
@@ -107,6 +132,79 @@ fn connect(addr: &Addr, name: &str, wait: Duration) -> Result<Client, ClientErro
             other => return other,
         }
     }
+}
+
+/// Ping-pong: one message in flight per pair. The initiator sends ping r and waits for pong r;
+/// the responder waits for ping r and answers with pong r carrying the ping's send time, so the
+/// initiator's latency is the round trip.
+#[allow(clippy::too_many_arguments)]
+fn pingpong(
+    client: &mut Client,
+    plan: &ClientPlan,
+    rx: &mut Receiver,
+    partner: usize,
+    rounds: u64,
+    initiator: bool,
+    spec: relay_harness::payload::Spec,
+    stop: BorrowedFd<'_>,
+) -> Result<(), String> {
+    let to = plan.names.name(partner).to_string();
+    let mut buf = Vec::new();
+    let mut ping_sent_at = 0u64;
+    for r in 0..rounds {
+        if initiator {
+            payload::encode(&spec, plan.me, partner, r, now_ns(), &mut buf);
+            rx.sent(partner);
+            client.queue(&to, &buf);
+        }
+        // Wait for message r from the partner, writing what is queued meanwhile.
+        while rx.received_total() < r + 1 {
+            if client.pending() > 0 {
+                client
+                    .write_some()
+                    .map_err(|e| format!("write to the relay failed: {e}"))?;
+            }
+            match wait(client, stop, PollTimeout::NONE) {
+                Ok(false) => {}
+                Ok(true) => return Err("stopped by the supervisor before it was done".into()),
+                Err(e) => return Err(format!("poll failed: {e}")),
+            }
+            let mut relay_error = None;
+            let read = client.read_some(|f| match f {
+                RelayFrame::Deliver { src, payload } => {
+                    ping_sent_at = payload::send_ns(payload).unwrap_or(0);
+                    rx.deliver(src, payload, now_ns());
+                }
+                RelayFrame::Bounce { dst, payload } => rx.bounce(dst, payload),
+                RelayFrame::Error { code, text } => {
+                    relay_error = Some(format!(
+                        "the relay sent ERROR {}: {}",
+                        code_name(code),
+                        String::from_utf8_lossy(text)
+                    ));
+                }
+                RelayFrame::Welcome(_) => {
+                    relay_error = Some("the relay sent a second WELCOME".into())
+                }
+            });
+            match read {
+                Ok(Progress::Eof) => return Err("the relay closed the connection".into()),
+                Err(e) => return Err(format!("reading from the relay failed: {e}")),
+                Ok(_) => {}
+            }
+            if let Some(e) = relay_error {
+                return Err(e);
+            }
+        }
+        if !initiator {
+            payload::encode(&spec, plan.me, partner, r, ping_sent_at, &mut buf);
+            rx.sent(partner);
+            client.queue(&to, &buf);
+        }
+    }
+    client
+        .flush(Some(Duration::from_secs(10)))
+        .map_err(|e| format!("flushing the last pong: {e}"))
 }
 
 /// How writes are cut: all the kernel takes, or seeded random chunks (`--write-chunks`).

@@ -621,3 +621,32 @@ fn ctrl_c_while_a_client_is_stopped_still_cleans_up() {
     assert_eq!(out.status.code(), Some(130));
     assert_clean(&tmp, &pids);
 }
+
+#[test]
+fn pingpong_pairs_clients_and_reports_the_round_trip() {
+    for transport in ["unix", "tcp"] {
+        let (code, r, err, tmp) = run_json(&[
+            "--clients",
+            "4",
+            "--msgs",
+            "500",
+            "--pattern",
+            "pingpong",
+            "--transport",
+            transport,
+            "-v",
+        ]);
+        assert_eq!(code, Some(0), "{r:#}");
+        assert_eq!(r["config"]["pattern"], "pingpong");
+        assert_eq!(r["totals"]["received"], 2000);
+        // Only the two initiators time, one round trip per message they get back.
+        assert_eq!(r["latency_us"]["count"], 1000);
+        assert!(r["replay"].as_str().unwrap().contains("--pattern pingpong"));
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+    let out = Command::new(bin())
+        .args(["--clients", "3", "--pattern", "pingpong"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

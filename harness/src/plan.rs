@@ -82,6 +82,17 @@ pub struct Run {
 pub enum Work {
     /// Seeded random destinations, one phase.
     Random(Scenario),
+    /// Ping-pong: one message in flight per pair; the initiator times each round trip.
+    PingPong {
+        /// The other client of the pair.
+        partner: usize,
+        /// Round trips.
+        rounds: u64,
+        /// Sends first, and measures.
+        initiator: bool,
+        /// Payload size.
+        size: PayloadSize,
+    },
     /// A script.
     Script {
         /// Sends of this client, per phase.
@@ -138,6 +149,27 @@ pub fn random_plans(sc: &Scenario) -> Vec<ClientPlan> {
             seed: sc.seed,
             work: Work::Random(*sc),
             expect_in: vec![expected[me]],
+            expect_bounces: vec![0],
+            transcript: false,
+        })
+        .collect()
+}
+
+/// Every client's plan for ping-pong: pairs (c0, c1), (c2, c3), ...; `msgs` round trips each.
+pub fn pingpong_plans(sc: &Scenario) -> Vec<ClientPlan> {
+    let names = Arc::new(Names::numbered(sc.clients));
+    (0..sc.clients)
+        .map(|me| ClientPlan {
+            me,
+            names: names.clone(),
+            seed: sc.seed,
+            work: Work::PingPong {
+                partner: me ^ 1,
+                rounds: sc.msgs,
+                initiator: me % 2 == 0,
+                size: sc.payload,
+            },
+            expect_in: vec![sc.msgs],
             expect_bounces: vec![0],
             transcript: false,
         })
@@ -215,7 +247,7 @@ impl<'a> Outbox<'a> {
     pub fn new(plan: &'a ClientPlan) -> Outbox<'a> {
         let random = match &plan.work {
             Work::Random(sc) => Some((sc.destinations(plan.me), sc.msgs)),
-            Work::Script { .. } => None,
+            Work::Script { .. } | Work::PingPong { .. } => None,
         };
         let mut o = Outbox {
             plan,
@@ -237,7 +269,7 @@ impl<'a> Outbox<'a> {
             Work::Script { sends, .. } => {
                 sends.get(p).and_then(|r| r.first()).map_or(0, |r| r.count)
             }
-            Work::Random(_) => 0,
+            Work::Random(_) | Work::PingPong { .. } => 0,
         };
     }
 
@@ -254,6 +286,8 @@ impl<'a> Outbox<'a> {
                 *left -= 1;
                 (dests.next()?, BodyRef::Sized(sc.payload))
             }
+            // The ping-pong driver makes its own messages: each waits for the last reply.
+            Work::PingPong { .. } => return None,
             Work::Script { sends, bodies, .. } => {
                 let runs = sends.get(self.phase)?;
                 while self.left == 0 {

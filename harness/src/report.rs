@@ -53,6 +53,8 @@ pub struct RunConfig {
     pub relay_cmd: Option<String>,
     /// The nemesis, when one ran (e.g. `stop every 200ms`).
     pub nemesis: Option<String>,
+    /// `mesh`, `pingpong` or `script`.
+    pub pattern: String,
     /// The deadline, seconds.
     pub timeout_s: f64,
 }
@@ -576,12 +578,17 @@ pub fn human(r: &Report) -> String {
         Some(l) => {
             let _ = writeln!(
                 o,
-                "latency:    p50 {}, p90 {}, p99 {}, p99.9 {}, max {} (send to delivery, {} messages)",
+                "latency:    p50 {}, p90 {}, p99 {}, p99.9 {}, max {} ({}, {} messages)",
                 us(l.p50),
                 us(l.p90),
                 us(l.p99),
                 us(l.p999),
                 us(l.max),
+                if c.pattern == "pingpong" {
+                    "round trip"
+                } else {
+                    "send to delivery"
+                },
                 group(l.count)
             );
         }

@@ -170,6 +170,14 @@ impl Receiver {
                 self.check_sequenced(s, p, spec)
             }
             Work::Script { .. } => self.check_scripted(s, p),
+            &Work::PingPong {
+                initiator, size, ..
+            } => {
+                let spec = self.plan.spec(size);
+                // Only the initiator times: a pong carries its ping's send time (a round trip).
+                self.check_sequenced(s, p, spec)
+                    .map(|timed| timed && initiator)
+            }
         };
         let Some(timed) = checked else { return };
         self.received[s] += 1;

@@ -109,6 +109,7 @@ fn demo(d: DemoArgs) -> i32 {
         relay_cmd: None,
         nemesis: None,
         nemesis_interval: std::time::Duration::from_millis(200),
+        pattern: "mesh".into(),
         inline_script: Some(("article-example.scn".into(), ARTICLE.into())),
     };
     run::run_narrated(args, true)

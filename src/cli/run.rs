@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
-use relay_harness::plan::{random_plans, script_plans, ClientPlan, Names};
+use relay_harness::plan::{pingpong_plans, random_plans, script_plans, ClientPlan, Names};
 use relay_harness::report::{self, RunConfig};
 use relay_harness::scenario::{client_name, fresh_seed, PayloadSize, Scenario};
 use relay_harness::script::Script;
@@ -61,6 +61,11 @@ pub struct Args {
     /// across writes and several share one (exercises the relay's reassembly).
     #[arg(long, value_name = "MIN..MAX", value_parser = PayloadSize::parse)]
     pub write_chunks: Option<PayloadSize>,
+    /// Traffic pattern: `mesh` (each client sends --msgs to random others, as fast as it can) or
+    /// `pingpong` (clients in pairs c0-c1, c2-c3, ..., one message in flight per pair, --msgs
+    /// round trips; latency is then the round trip).
+    #[arg(long, value_name = "mesh|pingpong", default_value = "mesh", value_parser = ["mesh", "pingpong"])]
+    pub pattern: String,
     /// Make the relay break a promise on purpose, to show the verifier catches it:
     /// KIND[:RATE], KIND one of drop, duplicate, reorder, corrupt, misroute, spoof, delay
     /// (rate per DELIVER, default 0.01; seeded by --seed). The run is meant to fail.
@@ -209,6 +214,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             inject: None,
             relay_cmd: None,
             nemesis: None,
+            pattern: "script".into(),
         };
         return Ok(Source {
             plans,
@@ -264,9 +270,27 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
         inject: None,
         relay_cmd: None,
         nemesis: None,
+        pattern: "mesh".into(),
+    };
+    if a.pattern == "pingpong" && sc.clients % 2 == 1 {
+        return Err(usage(format!(
+            "--pattern pingpong: --clients {} must be even (clients pair up)",
+            sc.clients
+        )));
+    }
+    let mut config = config;
+    config.pattern = a.pattern.clone();
+    let replay = if a.pattern == "pingpong" {
+        replay + " --pattern pingpong"
+    } else {
+        replay
     };
     Ok(Source {
-        plans: random_plans(&sc),
+        plans: if a.pattern == "pingpong" {
+            pingpong_plans(&sc)
+        } else {
+            random_plans(&sc)
+        },
         names: (0..sc.clients).map(client_name).collect(),
         phases: 1,
         config,
