@@ -5,9 +5,7 @@
 mod util;
 
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::sync::mpsc;
-use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use relay_sim::protocol::{self, ErrorCode};
@@ -296,30 +294,7 @@ fn many_non_readers_keep_the_relay_within_its_bounds() {
                 p[..8].copy_from_slice(&(k as u64).to_be_bytes());
                 all.extend(send_bytes(format!("sink{i}").as_bytes(), &p));
             }
-            f.stream.set_nonblocking(true).unwrap();
-            let (mut off, mut told) = (0, false);
-            while off < all.len() {
-                match f.stream.write(&all[off..]) {
-                    Ok(n) => off += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        let (_, w) = relay_sim::client::wait_fd(
-                            &f.stream.as_fd(),
-                            false,
-                            true,
-                            Some(Duration::from_millis(300)),
-                        )
-                        .unwrap();
-                        if !w && !told {
-                            told = true;
-                            let _ = tx.send(true);
-                        }
-                    }
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            if !told {
-                let _ = tx.send(false);
-            }
+            flood(&mut f, &all, tx);
             f
         }));
     }

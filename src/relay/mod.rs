@@ -144,6 +144,8 @@ pub struct Relay {
     woken: Vec<ConnId>,
     /// Connections whose wanted interest may have changed.
     touched: Vec<ConnId>,
+    /// An empty list kept for swapping with `dirty` or `touched`, so no turn allocates.
+    spare: Vec<ConnId>,
     /// Deadlines: (when, slot, serial), earliest first. An entry whose connection no longer
     /// has that deadline is stale and skipped (cheaper than removing it from the heap).
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
@@ -196,6 +198,7 @@ impl Relay {
             dirty: Vec::new(),
             woken: Vec::new(),
             touched: Vec::new(),
+            spare: Vec::new(),
             timers: BinaryHeap::new(),
             next_serial: 0,
             now: Instant::now(),
@@ -867,11 +870,16 @@ impl Relay {
             if self.dirty.is_empty() {
                 break;
             }
-            for id in std::mem::take(&mut self.dirty) {
+            // Swap in the spare list (not take: that would free and re-grow a list every turn).
+            let mut batch = std::mem::replace(&mut self.dirty, std::mem::take(&mut self.spare));
+            for &id in &batch {
                 self.flush(id);
             }
+            batch.clear();
+            self.spare = batch;
         }
-        for id in std::mem::take(&mut self.touched) {
+        let mut batch = std::mem::replace(&mut self.touched, std::mem::take(&mut self.spare));
+        for &id in &batch {
             let Some(c) = self.conn(id) else { continue };
             c.touched = false;
             let want = c.wanted_interest();
@@ -883,6 +891,8 @@ impl Relay {
                 }
             }
         }
+        batch.clear();
+        self.spare = batch;
     }
 
     /// Starts a connection's timer (replacing any other it had).

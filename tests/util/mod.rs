@@ -174,16 +174,8 @@ pub fn proc_status_kib(pid: i32, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in /proc/{pid}/status"))
 }
 
-/// An owned relay->client frame as a test sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Got {
-    Welcome(Vec<u8>),
-    Deliver(Vec<u8>, Vec<u8>),
-    Bounce(Vec<u8>, Vec<u8>),
-    Error(u16, String),
-    /// The relay closed the connection.
-    Eof,
-}
+/// A relay->client frame as a test sees it (shared with the conformance suite).
+pub use relay_sim::conform::Got;
 
 /// A raw protocol connection: write any bytes, read frames back.
 pub struct Raw {
@@ -292,3 +284,36 @@ pub fn send_bytes(dst: &[u8], payload: &[u8]) -> Vec<u8> {
 }
 
 pub const SEND: u8 = Kind::Send as u8;
+
+/// Writes all of `bytes` on a non-blocking copy of the stream. Sends `true` on `held` the first
+/// time the socket stays unwritable for 300 ms (the relay has stopped reading this sender), or
+/// `false` once everything is written without that. The 300 ms only decides when the test
+/// looks; it cannot make a test pass or fail on its own.
+pub fn flood(c: &mut Raw, bytes: &[u8], held: std::sync::mpsc::Sender<bool>) {
+    use std::os::fd::AsFd;
+    c.stream.set_nonblocking(true).expect("nonblocking");
+    let (mut off, mut told) = (0, false);
+    while off < bytes.len() {
+        match c.stream.write(&bytes[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let (_, w) = relay_sim::client::wait_fd(
+                    &c.stream.as_fd(),
+                    false,
+                    true,
+                    Some(Duration::from_millis(300)),
+                )
+                .expect("poll");
+                if !w && !told {
+                    told = true;
+                    let _ = held.send(true);
+                }
+            }
+            Err(e) => panic!("flooder: {e}"),
+        }
+    }
+    if !told {
+        let _ = held.send(false);
+    }
+    c.stream.set_nonblocking(false).expect("blocking");
+}
