@@ -74,7 +74,11 @@ pub fn client_main(
             error = Some(e);
         }
         let complete = error.is_none();
-        let _ = ctx.done(rx.finish(now_ns(), complete, error));
+        let done_at = now_ns();
+        if complete {
+            linger(&mut client, &mut rx, &mut ctx);
+        }
+        let _ = ctx.done(rx.finish(done_at, complete, error));
         return if complete { 0 } else { 1 };
     }
     for p in 0..plan.phases() {
@@ -99,7 +103,11 @@ pub fn client_main(
         }
     }
     let complete = error.is_none();
-    let report = rx.finish(now_ns(), complete, error);
+    let done_at = now_ns();
+    if complete {
+        linger(&mut client, &mut rx, &mut ctx);
+    }
+    let report = rx.finish(done_at, complete, error);
     let _ = ctx.done(report);
     if complete {
         0
@@ -132,6 +140,30 @@ fn connect(addr: &Addr, name: &str, wait: Duration) -> Result<Client, ClientErro
             other => return other,
         }
     }
+}
+
+/// Done with its own work, a client keeps reading until every client is done (the supervisor
+/// then closes the stop pipe): anything that still arrives is checked, so a misrouted or
+/// duplicated message sent to a client that had finished is caught, not silently lost.
+fn linger(client: &mut Client, rx: &mut Receiver, ctx: &mut ClientCtx) {
+    if ctx.complete().is_err() {
+        return;
+    }
+    let mut check = |f: RelayFrame<'_>| match f {
+        RelayFrame::Deliver { src, payload } => rx.deliver(src, payload, now_ns()),
+        RelayFrame::Bounce { dst, payload } => rx.bounce(dst, payload),
+        RelayFrame::Error { .. } | RelayFrame::Welcome(_) => {}
+    };
+    while let Ok(false) = wait(client, ctx.stop.as_fd(), PollTimeout::NONE) {
+        if !matches!(
+            client.read_some(&mut check),
+            Ok(Progress::Read(_) | Progress::WouldBlock)
+        ) {
+            return;
+        }
+    }
+    // What arrived just before the stop.
+    while let Ok(Progress::Read(_)) = client.read_some(&mut check) {}
 }
 
 /// Ping-pong: one message in flight per pair. The initiator sends ping r and waits for pong r;

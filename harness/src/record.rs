@@ -150,6 +150,9 @@ pub const TRANSCRIPT_KEPT: usize = 500;
 pub enum Event {
     /// Connected and registered; waiting at the start barrier.
     Ready,
+    /// Done with its work (the client index); it keeps reading, and checking what still comes,
+    /// until the supervisor closes the stop pipe, then sends Done.
+    Complete(usize),
     /// Finished a phase (all but the last); waiting at the next barrier.
     PhaseDone(usize),
     /// Finished (or stopped); its records.

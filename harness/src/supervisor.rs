@@ -170,6 +170,12 @@ impl ClientCtx {
         }
     }
 
+    /// Says this client's work is done. It should keep reading until `stop` becomes readable:
+    /// a message that still arrives (a duplicate, a misrouted one) is then caught too.
+    pub fn complete(&mut self) -> io::Result<()> {
+        self.send(&Event::Complete(self.index))
+    }
+
     /// Sends the records (adding this process's peak memory).
     pub fn done(&mut self, mut r: ClientReport) -> io::Result<()> {
         r.peak_rss_kib = peak_rss_kib();
@@ -617,9 +623,16 @@ fn run_children(
     let mut fired = vec![EpollEvent::empty(); 256];
     let mut reported = 0usize;
     let mut clients_open = n;
+    // Clients that are done with their work (Complete) or have reported (Done). When all are,
+    // the stop pipe closes and the lingering ones report.
+    let mut settled = vec![false; n];
+    let mut settled_count = 0usize;
 
     // The event loop: until every client has reported, or something ends the run.
     loop {
+        if ending.is_none() && settled_count == n && reported < n {
+            cstop_w = None; // everyone is done: the lingering clients may report now
+        }
         if ending.is_none() && reported == n {
             ending = Some(Ending::Finished);
         }
@@ -763,8 +776,18 @@ fn run_children(
                             }
                         }
                     }
+                    Event::Complete(i) => {
+                        if i < n && !settled[i] {
+                            settled[i] = true;
+                            settled_count += 1;
+                        }
+                    }
                     Event::Done(r) => {
                         let i = r.index;
+                        if i < n && !settled[i] {
+                            settled[i] = true;
+                            settled_count += 1;
+                        }
                         if i < n {
                             on(Milestone::Reported {
                                 role: role(limits, i),
