@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
+use relay_harness::blackbox::Field;
 use relay_harness::payload;
 use relay_harness::plan::{ClientPlan, Outbox, Work};
 use relay_harness::scenario::{mix, PayloadSize};
@@ -35,6 +36,27 @@ pub fn client_main(
     mut ctx: ClientCtx,
 ) -> i32 {
     let name = plan.names.name(plan.me).to_string();
+    let bb = ctx.blackbox.clone();
+    let restarted = ctx.incarnation > 0;
+    let mut outbox = Outbox::new(plan);
+    if let (Some(bb), true) = (&bb, restarted) {
+        // A restart carries on where the dead process stopped: past what it had queued (what it
+        // queued but never wrote died with it), and from here on its sequences start at the
+        // black box's counts, which receivers accept as a restart rather than a gap. Written
+        // before registering, so it is in place before our first message reaches anyone.
+        let me = plan.me;
+        let n = plan.names.clients();
+        let done: u64 = (0..n).map(|r| bb.get(me, r, Field::Queued)).sum();
+        let mut scratch = Vec::new();
+        for _ in 0..done {
+            if outbox.next(0, &mut scratch).is_none() {
+                break;
+            }
+        }
+        for r in 0..n {
+            bb.set(me, r, Field::Start, bb.get(me, r, Field::Queued));
+        }
+    }
     let mut client = match connect(addr, &name, connect_wait) {
         Ok(c) => c,
         Err(e) => {
@@ -45,9 +67,11 @@ pub fn client_main(
     if ctx.ready_and_wait().is_err() {
         return 3;
     }
-    let mut rx = Receiver::new(plan.clone());
+    let mut rx = match &bb {
+        Some(bb) => Receiver::with_blackbox(plan.clone(), bb.clone(), restarted),
+        None => Receiver::new(plan.clone()),
+    };
     rx.start_clock(now_ns());
-    let mut outbox = Outbox::new(plan);
     let mut writer = Writer {
         chunks,
         rng: Pcg64Mcg::seed_from_u64(mix(plan.seed ^ 0xC4 ^ mix(plan.me as u64))),
@@ -97,14 +121,20 @@ pub fn client_main(
             p,
             &mut writer,
             ctx.stop.as_fd(),
+            bb.is_some(),
         ) {
             error = Some(e);
             break;
         }
     }
-    let complete = error.is_none();
+    let mut complete = error.is_none();
     let done_at = now_ns();
-    if complete {
+    if complete && bb.is_some() {
+        if let Err(e) = drain(&mut client, plan, &mut rx, &mut ctx) {
+            complete = false;
+            error = Some(e);
+        }
+    } else if complete {
         linger(&mut client, &mut rx, &mut ctx);
     }
     let report = rx.finish(done_at, complete, error);
@@ -164,6 +194,87 @@ fn linger(client: &mut Client, rx: &mut Receiver, ctx: &mut ClientCtx) {
     }
     // What arrived just before the stop.
     while let Ok(Progress::Read(_)) = client.read_some(&mut check) {}
+}
+
+/// Runs with deaths: done with its work, a client keeps reading until every client is done
+/// and no process will die any more (the drain starts), then sends an end marker to every
+/// live client and reads until one has come from each. FIFO per pair: when a sender's marker
+/// arrives, everything it sent here before has arrived too.
+fn drain(
+    client: &mut Client,
+    plan: &ClientPlan,
+    rx: &mut Receiver,
+    ctx: &mut ClientCtx,
+) -> Result<(), String> {
+    ctx.complete()
+        .map_err(|e| format!("lost the supervisor: {e}"))?;
+    let stopped = || "stopped by the supervisor before the drain".to_string();
+    loop {
+        let Some(drain_fd) = ctx.drain_fd() else {
+            return Ok(());
+        };
+        // SAFETY: the client owns this fd and outlives this call.
+        let sock = unsafe { BorrowedFd::borrow_raw(client.fd()) };
+        let mut fds = [
+            PollFd::new(sock, PollFlags::POLLIN),
+            PollFd::new(drain_fd, PollFlags::POLLIN),
+            PollFd::new(ctx.stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll failed: {e}")),
+        }
+        let ready = |k: usize| fds[k].revents().is_some_and(|r| !r.is_empty());
+        let (drained, stop) = (ready(1), ready(2));
+        match client.read_some(|f| check(rx, f)) {
+            Ok(Progress::Read(_) | Progress::WouldBlock) => {}
+            Ok(Progress::Eof) => return Err("the relay closed the connection".into()),
+            Err(e) => return Err(format!("reading from the relay failed: {e}")),
+        }
+        if stop {
+            return Err(stopped());
+        }
+        if drained {
+            break;
+        }
+    }
+    if let Some(bb) = &ctx.blackbox {
+        let clients = plan.names.clients();
+        for (r, name) in plan.names.all().iter().enumerate().take(clients) {
+            if r != plan.me && bb.alive(r) {
+                client.queue(name, relay_harness::verify::FIN);
+            }
+        }
+    }
+    loop {
+        if client.pending() > 0 {
+            client
+                .write_some()
+                .map_err(|e| format!("write to the relay failed: {e}"))?;
+        }
+        match client.read_some(|f| check(rx, f)) {
+            Ok(Progress::Read(_) | Progress::WouldBlock) => {}
+            Ok(Progress::Eof) => return Err("the relay closed the connection".into()),
+            Err(e) => return Err(format!("reading from the relay failed: {e}")),
+        }
+        if client.pending() == 0 && rx.all_fins() {
+            return Ok(());
+        }
+        match wait(client, ctx.stop.as_fd(), PollTimeout::NONE) {
+            Ok(false) => {}
+            Ok(true) => return Err("stopped before every end marker arrived".into()),
+            Err(e) => return Err(format!("poll failed: {e}")),
+        }
+    }
+}
+
+/// Checks one frame that arrived after the client's own work.
+fn check(rx: &mut Receiver, f: RelayFrame<'_>) {
+    match f {
+        RelayFrame::Deliver { src, payload } => rx.deliver(src, payload, now_ns()),
+        RelayFrame::Bounce { dst, payload } => rx.bounce(dst, payload),
+        RelayFrame::Error { .. } | RelayFrame::Welcome(_) => {}
+    }
 }
 
 /// Ping-pong: one message in flight per pair. The initiator sends ping r and waits for pong r;
@@ -255,6 +366,7 @@ impl Writer {
 }
 
 /// One phase: send this phase's messages and receive everything the phase owes this client.
+#[allow(clippy::too_many_arguments)]
 fn exchange(
     client: &mut Client,
     plan: &ClientPlan,
@@ -263,6 +375,7 @@ fn exchange(
     phase: usize,
     writer: &mut Writer,
     stop: BorrowedFd<'_>,
+    deaths: bool,
 ) -> Result<(), String> {
     let names = plan.names.all();
     let mut scratch = Vec::new();
@@ -335,7 +448,8 @@ fn exchange(
         if let Some(e) = relay_error.take() {
             return Err(e);
         }
-        if !sending && client.pending() == 0 && rx.phase_complete(phase) {
+        // With deaths, nobody can know what will still arrive: the drain settles that.
+        if !sending && client.pending() == 0 && (deaths || rx.phase_complete(phase)) {
             return Ok(());
         }
         spins = spins.wrapping_add(1);

@@ -3,6 +3,7 @@
 //! It knows processes and message records, never sockets: the CLI in the root package gives
 //! the supervisor the code that runs in the relay and client processes.
 
+pub mod blackbox;
 pub mod payload;
 pub mod plan;
 pub mod record;

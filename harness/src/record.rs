@@ -91,6 +91,9 @@ pub struct PeerCounts {
     pub received: u64,
     /// Messages to the peer that came back as BOUNCE.
     pub bounced: u64,
+    /// Sequences from the peer that were skipped and never arrived (holes in its stream).
+    #[serde(default)]
+    pub holes: u64,
 }
 
 /// What one client did, sent up its event pipe when it finishes (or is told to stop).

@@ -72,6 +72,9 @@ pub struct ClientRow {
     pub bounced: u64,
     /// False if it did not report, or was stopped before it was done.
     pub complete: bool,
+    /// Why it stopped early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One check and how many violations it found.
@@ -129,8 +132,8 @@ pub struct Phases {
 pub struct NemesisReport {
     /// As configured, e.g. `stop every 200ms`.
     pub what: String,
-    /// Each action: client, milliseconds after the barrier, milliseconds stopped.
-    pub events: Vec<(String, u64, u64)>,
+    /// Each action: what, on whom, milliseconds after the barrier, and for how long.
+    pub events: Vec<crate::supervisor::NemesisEvent>,
     /// Milliseconds the relay held senders back, summed over senders (built-in relay only).
     pub relay_held_back_ms: Option<u64>,
     /// Messages per second the other clients received while a client was stopped.
@@ -175,7 +178,8 @@ pub struct Report {
     pub schema_version: u32,
     /// `pass` or `fail`.
     pub verdict: &'static str,
-    /// finished, timed_out, interrupted, relay_died, client_died, start_failed.
+    /// finished, timed_out, interrupted, relay_died, relay_killed (by the nemesis),
+    /// client_died, start_failed.
     pub ending: &'static str,
     /// What went wrong, in a sentence, when something did.
     pub failure: Option<String>,
@@ -240,6 +244,7 @@ pub fn build(
                 received: r.map_or(0, |r| r.received()),
                 bounced: r.map_or(0, |r| r.bounced()),
                 complete: r.is_some_and(|r| r.complete),
+                error: r.and_then(|r| r.error.clone()),
             }
         })
         .collect();
@@ -301,6 +306,7 @@ pub fn build(
             Some(format!("timed out after {:.1} s", config.timeout_s)),
         ),
         Ending::Interrupted => ("interrupted", Some("interrupted by a signal".to_string())),
+        Ending::RelayKilled(_) => ("relay_killed", None),
         Ending::RelayDied(st) => (
             "relay_died",
             Some(format!(
@@ -322,7 +328,7 @@ pub fn build(
             .then(|| format!("{violations_total} violation(s) of the relay's guarantees"))
     });
     let exit_code = match &outcome.ending {
-        Ending::Finished if violations_total == 0 => EXIT_PASS,
+        Ending::Finished | Ending::RelayKilled(_) if violations_total == 0 => EXIT_PASS,
         Ending::Interrupted => EXIT_INTERRUPTED,
         Ending::StartFailed(_) => EXIT_ENV,
         _ => EXIT_FAIL,
@@ -353,11 +359,7 @@ pub fn build(
         },
         nemesis: nemesis_what.map(|what| NemesisReport {
             what,
-            events: outcome
-                .nemesis
-                .iter()
-                .map(|e| (e.role.clone(), e.at_ms, e.for_ms))
-                .collect(),
+            events: outcome.nemesis.clone(),
             relay_held_back_ms: outcome.relay_held_back_ms,
             others_msgs_per_s_during_stops: stop_rates(outcome, names).0,
             msgs_per_s_between_stops: stop_rates(outcome, names).1,
@@ -397,6 +399,7 @@ fn stop_rates(outcome: &Outcome, names: &[String]) -> (Option<f64>, Option<f64>)
     let windows: Vec<(&str, u64, u64)> = outcome
         .nemesis
         .iter()
+        .filter(|e| e.action == crate::supervisor::Action::Stop)
         .map(|e| {
             (
                 e.role.as_str(),
@@ -606,11 +609,19 @@ pub fn human(r: &Report) -> String {
         p.fork_register_ms, p.exchange_ms, p.verify_ms
     );
     if let Some(n) = &r.nemesis {
+        use crate::supervisor::Action;
         let first: Vec<String> = n
             .events
             .iter()
             .take(6)
-            .map(|(who, at, dur)| format!("{who} at {at} ms for {dur} ms"))
+            .map(|e| match e.action {
+                Action::Stop => format!("stop {} at {} ms for {} ms", e.role, e.at_ms, e.for_ms),
+                Action::Restart => format!(
+                    "restart {} at {} ms (dead {} ms)",
+                    e.role, e.at_ms, e.for_ms
+                ),
+                a => format!("{} {} at {} ms", a.name(), e.role, e.at_ms),
+            })
             .collect();
         let more = if n.events.len() > 6 { ", ..." } else { "" };
         let held = n.relay_held_back_ms.map_or(String::new(), |h| {
@@ -626,7 +637,7 @@ pub fn human(r: &Report) -> String {
         };
         let _ = writeln!(
             o,
-            "nemesis:    {}: {} stops ({}{more}){held}{rates}",
+            "nemesis:    {}: {} action(s) ({}{more}){held}{rates}",
             n.what,
             n.events.len(),
             first.join(", ")

@@ -12,6 +12,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -23,6 +24,7 @@ use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use rand::{Rng, SeedableRng};
 
+use crate::blackbox::BlackBox;
 use crate::record::{ClientReport, Event};
 
 /// CLOCK_MONOTONIC in ns: comparable across the processes of one machine.
@@ -109,12 +111,12 @@ pub enum Milestone {
     },
     /// The run is ending early, and why.
     Stopping(Ending),
-    /// The nemesis stopped (true) or continued (false) a client.
+    /// The nemesis acted on a client or the relay.
     Nemesis {
-        /// c0, ...
+        /// c0, ..., or relay.
         role: String,
-        /// SIGSTOP (true) or SIGCONT (false).
-        stopped: bool,
+        /// What it did.
+        action: Action,
     },
     /// A child was reaped.
     Exited {
@@ -134,9 +136,21 @@ pub struct ClientCtx {
     barriers: Vec<Option<OwnedFd>>,
     /// Becomes readable (end of file) when the supervisor wants the records now.
     pub stop: OwnedFd,
+    /// 0 for the first process of this client; 1, 2, ... for restarts.
+    pub incarnation: u32,
+    /// Runs with deaths: the counters every process shares.
+    pub blackbox: Option<Arc<BlackBox>>,
+    /// Runs with deaths: becomes readable (end of file) once every client is done with its
+    /// work and no process will die any more; the clients then send their end markers.
+    drain: Option<OwnedFd>,
 }
 
 impl ClientCtx {
+    /// Runs with deaths: becomes readable (end of file) once the drain starts.
+    pub fn drain_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.drain.as_ref().map(|d| d.as_fd())
+    }
+
     fn send(&mut self, e: &Event) -> io::Result<()> {
         send_event(&self.events, e)
     }
@@ -199,9 +213,10 @@ pub struct Limits {
     pub names: Vec<String>,
     /// Descriptors the relay child keeps besides its own pipes (its listening socket).
     pub relay_fds: Vec<RawFd>,
-    /// Stop (SIGSTOP) a random live client every so often, and continue it (SIGCONT) after a
-    /// while: slow consumers. Nothing may be lost because of it.
-    pub nemesis: Option<StopNemesis>,
+    /// Process faults: every so often, stop, kill or restart a random client, or kill the relay.
+    pub nemesis: Option<Nemesis>,
+    /// Runs that kill clients: counters shared with every child, read by the verifier.
+    pub blackbox: Option<Arc<BlackBox>>,
     /// The relay is another program (it cannot be asked to stop through its pipe: it gets
     /// SIGTERM at once when the run is over).
     pub foreign_relay: bool,
@@ -211,26 +226,62 @@ pub struct Limits {
     pub grace: Duration,
 }
 
-/// The `stop` nemesis: every `interval` after the barrier, one client (drawn with a PRNG
-/// seeded by `seed`) is stopped for `stop_for`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StopNemesis {
-    /// Time between two stops.
+/// A process fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// SIGSTOP a client, SIGCONT it later: a slow consumer.
+    Stop,
+    /// SIGCONT a stopped client.
+    Cont,
+    /// SIGKILL a client for good.
+    Kill,
+    /// SIGKILL a client, then start a new process under its name that carries on.
+    Restart,
+    /// The new process of a restarted client was forked.
+    Restarted,
+    /// SIGKILL the relay: the run ends.
+    Relay,
+}
+
+impl Action {
+    /// The word for it (`stop`, `kill`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Cont => "cont",
+            Action::Kill => "kill",
+            Action::Restart => "restart",
+            Action::Restarted => "restarted",
+            Action::Relay => "relay",
+        }
+    }
+}
+
+/// The nemesis: every `interval` after the barrier, one action drawn from `kinds` on one client
+/// (both drawn with a PRNG seeded by `seed`, so a seed replays the same faults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nemesis {
+    /// What it may do: Stop, Kill, Restart, Relay.
+    pub kinds: Vec<Action>,
+    /// Time between two actions.
     pub interval: Duration,
-    /// How long a client stays stopped.
-    pub stop_for: Duration,
-    /// Seed for picking the victims.
+    /// How long a client stays stopped, or dead before its restart.
+    pub pause: Duration,
+    /// Seed for picking actions and victims.
     pub seed: u64,
 }
 
 /// One nemesis action, as the report lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NemesisEvent {
-    /// The client.
+    /// What it did.
+    pub action: Action,
+    /// The client, or `relay`.
     pub role: String,
-    /// Milliseconds after the barrier when it was stopped.
+    /// Milliseconds after the barrier.
     pub at_ms: u64,
-    /// How long it stayed stopped, in milliseconds.
+    /// How long the client stayed stopped (or dead, before its restart), in milliseconds.
     pub for_ms: u64,
 }
 
@@ -245,6 +296,8 @@ pub enum Ending {
     Interrupted,
     /// The relay exited before the clients were done.
     RelayDied(String),
+    /// The nemesis killed the relay (its exit status).
+    RelayKilled(String),
     /// A client exited without reporting.
     ClientDied(usize, String),
     /// A child could not start (connect or register failed).
@@ -282,6 +335,10 @@ pub struct Outcome {
 
 struct Child {
     role: String,
+    /// The client it runs (None for the relay).
+    client: Option<usize>,
+    /// The nemesis killed it: its end is no failure.
+    killed: bool,
     pid: Pid,
     events: Option<OwnedFd>,
     buf: Vec<u8>,
@@ -533,6 +590,8 @@ fn run_children(
     set_nonblocking(&rev_r).map_err(sys("fcntl"))?;
     reaper.children.push(Child {
         role: "relay".into(),
+        client: None,
+        killed: false,
         pid,
         events: Some(rev_r),
         buf: Vec::new(),
@@ -548,29 +607,45 @@ fn run_children(
         ev_r.push(Some(r));
         ev_w.push(Some(w));
     }
-    for i in 0..n {
-        let w = ev_w[i].take().expect("each event pipe is used once");
+    // Runs with deaths end with a drain: every client, done and alive, sends end markers.
+    let (drain_r, mut drain_w) = match &limits.blackbox {
+        Some(_) => {
+            let (r, w) = pipe().map_err(sys("pipe"))?;
+            (Some(r), Some(w))
+        }
+        None => (None, None),
+    };
+    // What a client process gets; also for a restart, later (the read ends stay open here).
+    let fork_client = |i: usize,
+                       incarnation: u32,
+                       events: OwnedFd,
+                       client: &mut dyn FnMut(ClientCtx) -> i32|
+     -> Result<Pid, SuperviseError> {
         let ctx = ClientCtx {
             index: i,
-            events: w,
+            events,
             barriers: barrier_r
                 .iter()
                 .map(|b| b.try_clone().map(Some))
                 .collect::<Result<_, _>>()
                 .map_err(dup_err)?,
             stop: cstop_r.try_clone().map_err(dup_err)?,
+            incarnation,
+            blackbox: limits.blackbox.clone(),
+            drain: drain_r
+                .as_ref()
+                .map(|d| d.try_clone())
+                .transpose()
+                .map_err(dup_err)?,
         };
         let mut keep = vec![ctx.events.as_raw_fd(), ctx.stop.as_raw_fd()];
         keep.extend(ctx.barriers.iter().flatten().map(|b| b.as_raw_fd()));
-        let pid = match spawn(&keep, || client(ctx)) {
-            Ok(p) => p,
-            Err(e) => {
-                return Err(SuperviseError::Sys {
-                    what: "fork",
-                    source: e,
-                })
-            }
-        };
+        keep.extend(ctx.drain.as_ref().map(|d| d.as_raw_fd()));
+        spawn(&keep, || client(ctx)).map_err(sys("fork"))
+    };
+    for i in 0..n {
+        let w = ev_w[i].take().expect("each event pipe is used once");
+        let pid = fork_client(i, 0, w, client)?;
         on(Milestone::Forked {
             role: role(limits, i),
             pid: pid.as_raw(),
@@ -579,6 +654,8 @@ fn run_children(
         set_nonblocking(&r).map_err(sys("fcntl"))?;
         reaper.children.push(Child {
             role: role(limits, i),
+            client: Some(i),
+            killed: false,
             pid,
             events: Some(r),
             buf: Vec::new(),
@@ -588,8 +665,6 @@ fn run_children(
             held_back_ms: None,
         });
     }
-    drop(barrier_r);
-    drop(cstop_r);
 
     let mut reports: Vec<Option<ClientReport>> = vec![None; n];
     let mut ready = 0usize;
@@ -600,9 +675,16 @@ fn run_children(
     let mut asked_to_stop_at: Option<Instant> = None;
     let mut announced = false;
     let mut stopped: Option<(usize, Instant)> = None;
+    // Killed clients waiting for their restart: (client, when).
+    let mut restarts: Vec<(usize, Instant)> = Vec::new();
+    let mut incarnations = vec![0u32; n];
+    let mut actions = 0u32;
+    let mut relay_killed = false;
+    // Clients killed for good: they will never report.
+    let mut gone = 0usize;
     let mut nemesis_log: Vec<NemesisEvent> = Vec::new();
     let mut nemesis_rng =
-        rand_pcg::Pcg64Mcg::seed_from_u64(limits.nemesis.map_or(0, |n| n.seed) ^ 0x4E3E);
+        rand_pcg::Pcg64Mcg::seed_from_u64(limits.nemesis.as_ref().map_or(0, |n| n.seed) ^ 0x4E3E);
     let mut phase_done = vec![0usize; phases];
 
     // Every event pipe and the signal pipe in one epoll set: a wait costs in proportion to
@@ -630,10 +712,14 @@ fn run_children(
 
     // The event loop: until every client has reported, or something ends the run.
     loop {
-        if ending.is_none() && settled_count == n && reported < n {
-            cstop_w = None; // everyone is done: the lingering clients may report now
+        if ending.is_none() && settled_count == n && reported + gone < n {
+            if limits.blackbox.is_some() {
+                drain_w = None; // everyone is done and nobody dies any more: send end markers
+            } else {
+                cstop_w = None; // everyone is done: the lingering clients may report now
+            }
         }
-        if ending.is_none() && reported == n {
+        if ending.is_none() && reported + gone == n {
             ending = Some(Ending::Finished);
         }
         if let (Some(e), false) = (&ending, announced) {
@@ -664,50 +750,129 @@ fn run_children(
             _ => deadline,
         };
         let now = Instant::now();
-        // The nemesis: continue whoever is due, then stop the next victim when it is time.
+        // The nemesis: continue or restart whoever is due, then act again when it is time.
         if let (Some(nem), Some(t0), None) = (&limits.nemesis, released_at, &ending) {
+            let at_ms = now.duration_since(t0).as_millis() as u64;
             if let Some((k, until)) = stopped {
                 if now >= until {
                     let c = &reaper.children[k];
                     let _ = kill(c.pid, Signal::SIGCONT);
                     on(Milestone::Nemesis {
                         role: c.role.clone(),
-                        stopped: false,
+                        action: Action::Cont,
                     });
                     stopped = None;
                 }
             }
-            let due = t0 + nem.interval * (nemesis_log.len() as u32 + 1);
-            if stopped.is_none() && now >= due {
-                let live: Vec<usize> = (1..reaper.children.len())
-                    .filter(|&k| reaper.children[k].events.is_some() && reports[k - 1].is_none())
+            while restarts.first().is_some_and(|&(_, at)| now >= at) {
+                let (i, _) = restarts.remove(0);
+                incarnations[i] += 1;
+                let (r, w) = pipe().map_err(sys("pipe"))?;
+                // Fork safety: still single-threaded (see spawn).
+                let pid = fork_client(i, incarnations[i], w, client)?;
+                set_nonblocking(&r).map_err(sys("fcntl"))?;
+                let k = reaper.children.len();
+                ep.add(r.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
+                    .map_err(sys("epoll_ctl"))?;
+                let role = role(limits, i);
+                on(Milestone::Forked {
+                    role: role.clone(),
+                    pid: pid.as_raw(),
+                });
+                on(Milestone::Nemesis {
+                    role: role.clone(),
+                    action: Action::Restarted,
+                });
+                reaper.children.push(Child {
+                    role,
+                    client: Some(i),
+                    killed: false,
+                    pid,
+                    events: Some(r),
+                    buf: Vec::new(),
+                    status: None,
+                    peak_rss_kib: None,
+                    injected: None,
+                    held_back_ms: None,
+                });
+                clients_open += 1;
+            }
+            let due = t0 + nem.interval * (actions + 1);
+            if stopped.is_none() && !relay_killed && now >= due && !nem.kinds.is_empty() {
+                actions += 1;
+                let action = nem.kinds[nemesis_rng.random_range(0..nem.kinds.len())];
+                // Stop: any client process still running. Kill and restart: one still at work
+                // (a client that is done only waits for the others).
+                let victims: Vec<usize> = (1..reaper.children.len())
+                    .filter(|&k| {
+                        let c = &reaper.children[k];
+                        let i = c.client.unwrap_or(0);
+                        c.events.is_some()
+                            && !c.killed
+                            && reports[i].is_none()
+                            && (action == Action::Stop || !settled[i])
+                    })
                     .collect();
-                if !live.is_empty() {
-                    let k = live[nemesis_rng.random_range(0..live.len())];
-                    let c = &reaper.children[k];
-                    let _ = kill(c.pid, Signal::SIGSTOP);
+                if action == Action::Relay {
+                    let c = &mut reaper.children[0];
+                    signal_group(c.pid, Signal::SIGKILL);
+                    c.killed = true;
+                    relay_killed = true;
                     on(Milestone::Nemesis {
                         role: c.role.clone(),
-                        stopped: true,
+                        action,
                     });
-                    stopped = Some((k, now + nem.stop_for));
                     nemesis_log.push(NemesisEvent {
+                        action,
                         role: c.role.clone(),
-                        at_ms: now.duration_since(t0).as_millis() as u64,
-                        for_ms: nem.stop_for.as_millis() as u64,
-                    });
-                } else {
-                    nemesis_log.push(NemesisEvent {
-                        role: String::new(),
-                        at_ms: 0,
+                        at_ms,
                         for_ms: 0,
+                    });
+                } else if !victims.is_empty() {
+                    let k = victims[nemesis_rng.random_range(0..victims.len())];
+                    let c = &mut reaper.children[k];
+                    let i = c.client.unwrap_or(0);
+                    let for_ms = nem.pause.as_millis() as u64;
+                    match action {
+                        Action::Stop => {
+                            let _ = kill(c.pid, Signal::SIGSTOP);
+                            stopped = Some((k, now + nem.pause));
+                        }
+                        _ => {
+                            signal_group(c.pid, Signal::SIGKILL);
+                            c.killed = true;
+                            let for_good = action == Action::Kill;
+                            if let Some(bb) = &limits.blackbox {
+                                bb.killed(i, for_good);
+                            }
+                            if for_good {
+                                settled[i] = true;
+                                settled_count += 1;
+                                gone += 1;
+                            } else {
+                                restarts.push((i, now + nem.pause));
+                            }
+                        }
+                    }
+                    on(Milestone::Nemesis {
+                        role: c.role.clone(),
+                        action,
+                    });
+                    nemesis_log.push(NemesisEvent {
+                        action,
+                        role: c.role.clone(),
+                        at_ms,
+                        for_ms: if action == Action::Kill { 0 } else { for_ms },
                     });
                 }
             }
-            let next = stopped.map_or(
-                t0 + nem.interval * (nemesis_log.len() as u32 + 1),
-                |(_, u)| u,
-            );
+            let mut next = t0 + nem.interval * (actions + 1);
+            if let Some((_, u)) = stopped {
+                next = u;
+            }
+            if let Some(&(_, at)) = restarts.first() {
+                next = next.min(at);
+            }
             wait_until = wait_until.min(next);
         }
         if ending.is_none() && now >= deadline {
@@ -782,6 +947,7 @@ fn run_children(
                             settled_count += 1;
                         }
                     }
+                    Event::Done(r) if reaper.children[k].killed => drop(r),
                     Event::Done(r) => {
                         let i = r.index;
                         if i < n && !settled[i] {
@@ -813,18 +979,26 @@ fn run_children(
             if eof {
                 let c = &mut reaper.children[k];
                 c.events = None;
-                if k > 0 {
+                if c.client.is_some() {
                     clients_open -= 1;
                 }
                 c.status = Some(describe(waitpid(c.pid, None)));
                 let status = c.status.clone().unwrap_or_default();
                 if ending.is_none() {
-                    if k == 0 {
-                        ending = Some(Ending::RelayDied(status));
-                        cstop_w = None;
-                    } else if reports[k - 1].is_none() {
-                        ending = Some(Ending::ClientDied(k - 1, status));
-                        cstop_w = None;
+                    match c.client {
+                        None if c.killed => {
+                            ending = Some(Ending::RelayKilled(status));
+                            cstop_w = None;
+                        }
+                        None => {
+                            ending = Some(Ending::RelayDied(status));
+                            cstop_w = None;
+                        }
+                        Some(i) if !c.killed && reports[i].is_none() => {
+                            ending = Some(Ending::ClientDied(i, status));
+                            cstop_w = None;
+                        }
+                        Some(_) => {}
                     }
                 }
             }
@@ -837,12 +1011,16 @@ fn run_children(
     if let Some((k, _)) = stopped {
         // Nobody stays stopped past the run: a stopped child cannot even die of SIGTERM.
         let _ = kill(reaper.children[k].pid, Signal::SIGCONT);
-        if let Some(e) = nemesis_log.last_mut() {
+        if let Some(e) = nemesis_log
+            .iter_mut()
+            .rev()
+            .find(|e| e.action == Action::Stop)
+        {
             let end_ms = released_at.map_or(0, |t0| ended_at.duration_since(t0).as_millis() as u64);
             e.for_ms = end_ms.saturating_sub(e.at_ms);
         }
     }
-    nemesis_log.retain(|e| !e.role.is_empty());
+    drop(drain_w);
     drop(cstop_w);
     drop(barrier_w);
 

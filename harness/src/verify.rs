@@ -7,9 +7,11 @@
 //! was lost, and the final count finds it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 
+use crate::blackbox::{BlackBox, Field};
 use crate::payload::{self, Damage, Spec};
 use crate::plan::{ClientPlan, Names, Work};
 use crate::record::{Class, ClientReport, PeerCounts, Violation, VIOLATIONS_KEPT};
@@ -51,7 +53,17 @@ pub struct Receiver {
     clock0: u64,
     bounced_total: u64,
     hist: Histogram<u64>,
+    /// Runs with deaths: the shared counters, kept up to date as messages go.
+    bb: Option<Arc<BlackBox>>,
+    /// Per sender, for a restarted receiver: nothing has arrived from it yet in this
+    /// incarnation (the first arrival may skip what was in flight to the dead one).
+    fresh: Vec<bool>,
+    /// Per sender: its end-of-run marker arrived.
+    fin: Vec<bool>,
 }
+
+/// The end-of-run marker of runs with deaths (real payloads there are at least 16 bytes).
+pub const FIN: &[u8] = b"FIN";
 
 /// Shortens a payload for a violation's text.
 fn show(p: &[u8]) -> String {
@@ -87,7 +99,35 @@ impl Receiver {
             clock0: 0,
             bounced_total: 0,
             hist: latency_histogram(),
+            bb: None,
+            fresh: Vec::new(),
+            fin: vec![false; n],
         }
+    }
+
+    /// The checker for a run with deaths: it keeps the black box up to date. A restarted
+    /// incarnation (`restarted`) picks up where the dead one's counters stopped.
+    pub fn with_blackbox(plan: ClientPlan, bb: Arc<BlackBox>, restarted: bool) -> Receiver {
+        let mut rx = Receiver::new(plan);
+        let n = rx.next.len();
+        if restarted {
+            let me = rx.plan.me;
+            for s in 0..n {
+                rx.next[s] = bb.get(s, me, Field::Next);
+            }
+            rx.fresh = vec![true; n];
+        }
+        rx.bb = Some(bb);
+        rx
+    }
+
+    /// True when every client meant to be alive has sent its end-of-run marker.
+    pub fn all_fins(&self) -> bool {
+        let me = self.plan.me;
+        let clients = self.plan.names.clients();
+        self.bb
+            .as_ref()
+            .is_none_or(|bb| (0..clients).all(|s| s == me || self.fin[s] || !bb.alive(s)))
     }
 
     /// Starts the delivery-rate clock (when the exchange starts).
@@ -114,6 +154,9 @@ impl Receiver {
     /// Notes a message this client sent (for matching bounces and the final count).
     pub fn sent(&mut self, receiver: usize) {
         self.sent[receiver] += 1;
+        if let Some(bb) = &self.bb {
+            bb.bump(self.plan.me, receiver, Field::Queued);
+        }
     }
 
     fn name(&self, i: usize) -> String {
@@ -164,6 +207,10 @@ impl Receiver {
             );
             return;
         };
+        if self.bb.is_some() && p == FIN {
+            self.fin[s] = true;
+            return;
+        }
         let checked = match &self.plan.work {
             Work::Random(sc) => {
                 let spec = sc.spec();
@@ -180,6 +227,10 @@ impl Receiver {
             }
         };
         let Some(timed) = checked else { return };
+        if let Some(bb) = &self.bb {
+            bb.bump(s, self.plan.me, Field::Received);
+            bb.set(s, self.plan.me, Field::Next, self.next[s]);
+        }
         self.received[s] += 1;
         self.report.bytes_received += p.len() as u64;
         self.received_total += 1;
@@ -241,6 +292,9 @@ impl Receiver {
             );
             return None;
         }
+        if id.seq > expected_seq && self.restart_skip(s, id.seq) {
+            return Some(id.seq);
+        }
         if id.seq > expected_seq {
             if gaps {
                 // Skipped: late (an order violation, reported when it comes) or lost (found
@@ -263,6 +317,16 @@ impl Receiver {
             }
         }
         Some(id.seq)
+    }
+
+    /// Runs with deaths: a skip over messages that died with a process is not a gap. The
+    /// sender's new incarnation starts at the sequence it wrote in the black box (what its
+    /// predecessor queued but never wrote is gone); a restarted receiver's first arrival from
+    /// each sender may skip what was in flight to its predecessor.
+    fn restart_skip(&mut self, s: usize, seq: u64) -> bool {
+        let Some(bb) = &self.bb else { return false };
+        let fresh = self.fresh.get(s).copied().unwrap_or(false);
+        fresh || seq == bb.get(s, self.plan.me, Field::Start)
     }
 
     fn integrity(&mut self, spec: Spec, s: usize, seq: u64, p: &[u8]) {
@@ -298,6 +362,9 @@ impl Receiver {
         let seq = self.check_ident(s, p, next, true)?;
         if seq >= next {
             self.next[s] = seq + 1;
+        }
+        if let Some(f) = self.fresh.get_mut(s) {
+            *f = false;
         }
         self.integrity(spec, s, seq, p);
         Some(true)
@@ -353,6 +420,10 @@ impl Receiver {
         let id = payload::ident(p);
         let real = match d {
             Some(d) if self.bounced[d] < self.sent[d] => match (&self.plan.work, id) {
+                // With deaths, an incarnation's sequences start where its predecessor's ended.
+                (Work::Random(_), Some(id)) if self.bb.is_some() => {
+                    id.sender as usize == me && id.receiver as usize == d
+                }
                 (Work::Random(_), Some(id)) => {
                     id.sender as usize == me && id.receiver as usize == d && id.seq < self.sent[d]
                 }
@@ -364,6 +435,9 @@ impl Receiver {
             (true, Some(d)) => {
                 self.bounced[d] += 1;
                 self.bounced_total += 1;
+                if let Some(bb) = &self.bb {
+                    bb.bump(me, d, Field::Bounced);
+                }
             }
             _ => self.violation(
                 Class::Bounce,
@@ -399,13 +473,18 @@ impl Receiver {
             .iter_recorded()
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
             .collect();
+        let mut holes = vec![0u64; self.sent.len()];
+        for &(s, _) in &self.gaps {
+            holes[s] += 1;
+        }
         self.report.peers = (0..self.sent.len())
-            .filter(|&i| self.sent[i] + self.received[i] + self.bounced[i] > 0)
+            .filter(|&i| self.sent[i] + self.received[i] + self.bounced[i] + holes[i] > 0)
             .map(|i| PeerCounts {
                 peer: i,
                 sent: self.sent[i],
                 received: self.received[i],
                 bounced: self.bounced[i],
+                holes: holes[i],
             })
             .collect();
         self.report.rate_clock0_ns = self.clock0;
@@ -464,9 +543,33 @@ impl Verification {
     }
 }
 
+/// What process faults did that the final count must allow for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deaths<'a> {
+    /// Runs with killed clients: the counters every process kept, the dead ones included.
+    pub blackbox: Option<&'a BlackBox>,
+    /// The relay was killed: whatever it held was lost with it.
+    pub relay_killed: bool,
+    /// Most messages that can be in flight on one pair when a process dies: the sender's
+    /// unwritten batch, the relay's output buffer and the kernel's socket buffers, in frames.
+    pub in_flight_cap: u64,
+}
+
 /// Compares every pair's sent count with its delivered count and gathers the receivers'
 /// findings. `reports[i]` is `None` for a client that never reported.
 pub fn verify(names: &Names, reports: &[Option<ClientReport>]) -> Verification {
+    verify_with(names, reports, &Deaths::default())
+}
+
+/// [`verify`] for a run in which processes died. Between processes that lived, the count is
+/// exact as ever. A pair with a death may have lost messages, but only at the death: every
+/// receiver's stream must be a gap-free prefix (no holes), nothing may have been both
+/// delivered and bounced, and no more may be missing than could have been in flight.
+pub fn verify_with(
+    names: &Names,
+    reports: &[Option<ClientReport>],
+    deaths: &Deaths<'_>,
+) -> Verification {
     let n = names.clients();
     let mut v = Verification::default();
     let mut counts = [0u64; Class::ALL.len()];
@@ -492,7 +595,35 @@ pub fn verify(names: &Names, reports: &[Option<ClientReport>]) -> Verification {
     // have been delivered. Pairs that carried nothing are never visited.
     let mut lost_details = Vec::new();
     let name = |i: usize| names.name(i).to_string();
+    if let Some(bb) = deaths.blackbox {
+        v.totals = Totals {
+            bytes_received: v.totals.bytes_received,
+            ..Totals::default()
+        };
+        for s in 0..n {
+            for r in 0..n {
+                let q = bb.get(s, r, Field::Queued);
+                let b = bb.get(s, r, Field::Bounced);
+                let g = bb.get(s, r, Field::Received);
+                v.totals.sent += q;
+                v.totals.bounced += b;
+                v.totals.received += g;
+                if let Some(x) = pair_check(
+                    (name(s), name(r)),
+                    (q, b, g),
+                    bb.deaths(s) + bb.deaths(r) + u64::from(deaths.relay_killed),
+                    deaths.in_flight_cap,
+                ) {
+                    counts[x.0.class as usize] += x.1;
+                    lost_details.push(x.0);
+                }
+            }
+        }
+    }
     for (s, sr) in reports.iter().enumerate().take(n) {
+        if deaths.blackbox.is_some() {
+            break;
+        }
         let Some(sr) = sr else { continue };
         for p in sr.peers.iter().filter(|p| p.sent > 0) {
             let (r, sent, bounced) = (p.peer, p.sent, p.bounced);
@@ -516,6 +647,18 @@ pub fn verify(names: &Names, reports: &[Option<ClientReport>]) -> Verification {
                 continue; // the receiver never reported: the run's ending says why
             }
             let got = delivered.get(&(s, r)).copied().unwrap_or(0);
+            if deaths.relay_killed {
+                if let Some(x) = pair_check(
+                    (name(s), name(r)),
+                    (sent, bounced, got),
+                    1,
+                    deaths.in_flight_cap,
+                ) {
+                    counts[x.0.class as usize] += x.1;
+                    lost_details.push(x.0);
+                }
+                continue;
+            }
             let lost = sent.saturating_sub(bounced).saturating_sub(got);
             if lost > 0 {
                 counts[Class::Lost as usize] += lost;
@@ -526,6 +669,22 @@ pub fn verify(names: &Names, reports: &[Option<ClientReport>]) -> Verification {
                     seq: Some(got),
                     expected: format!("{} messages delivered", sent - bounced),
                     got: format!("{got} delivered, {lost} missing from seq {got} on"),
+                });
+            }
+        }
+    }
+    if deaths.blackbox.is_some() || deaths.relay_killed {
+        // Any stream with a hole lost a message in the middle: no death explains that.
+        for r in reports.iter().flatten() {
+            for p in r.peers.iter().filter(|p| p.holes > 0) {
+                counts[Class::Lost as usize] += p.holes;
+                lost_details.push(Violation {
+                    class: Class::Lost,
+                    sender: name(p.peer),
+                    receiver: name(r.index),
+                    seq: None,
+                    expected: "a gap-free stream".into(),
+                    got: format!("{} sequence(s) skipped and never delivered", p.holes),
                 });
             }
         }
@@ -541,6 +700,49 @@ pub fn verify(names: &Names, reports: &[Option<ClientReport>]) -> Verification {
         .collect();
     v.latency = (!hist.is_empty()).then_some(hist);
     v
+}
+
+/// One pair's count in a run with deaths: `(queued, bounced, received)`; `deaths` of the
+/// sender, the receiver or the relay, each of which may take up to `cap` messages with it.
+fn pair_check(
+    (s, r): (String, String),
+    (q, b, g): (u64, u64, u64),
+    deaths: u64,
+    cap: u64,
+) -> Option<(Violation, u64)> {
+    if b + g > q {
+        let extra = b + g - q;
+        return Some((
+            Violation {
+                class: Class::Duplicate,
+                sender: s,
+                receiver: r,
+                seq: None,
+                expected: format!("at most {q} delivered or bounced (as many as were sent)"),
+                got: format!("{g} delivered and {b} bounced"),
+            },
+            extra,
+        ));
+    }
+    let missing = q - b - g;
+    let allowed = deaths.saturating_mul(cap);
+    (missing > allowed).then(|| {
+        (
+            Violation {
+                class: Class::Lost,
+                sender: s,
+                receiver: r,
+                seq: Some(g),
+                expected: if deaths == 0 {
+                    format!("{} delivered", q - b)
+                } else {
+                    format!("at most {allowed} in flight at {deaths} death(s)")
+                },
+                got: format!("{missing} sent and neither delivered nor bounced"),
+            },
+            missing,
+        )
+    })
 }
 
 #[cfg(test)]

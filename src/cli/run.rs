@@ -5,12 +5,13 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
+use relay_harness::blackbox::{self, BlackBox};
 use relay_harness::plan::{pingpong_plans, random_plans, script_plans, ClientPlan, Names};
 use relay_harness::report::{self, RunConfig};
 use relay_harness::scenario::{client_name, fresh_seed, PayloadSize, Scenario};
 use relay_harness::script::Script;
-use relay_harness::supervisor::{now_ns, supervise, Limits, Milestone, StopNemesis};
-use relay_harness::verify::verify;
+use relay_harness::supervisor::{now_ns, supervise, Action, Ending, Limits, Milestone, Nemesis};
+use relay_harness::verify::{verify_with, Deaths};
 
 use super::{EXIT_ENV, EXIT_USAGE};
 use crate::protocol::DEFAULT_MAX_FRAME;
@@ -71,10 +72,13 @@ pub struct Args {
     /// (rate per DELIVER, default 0.01; seeded by --seed). The run is meant to fail.
     #[arg(long, value_name = "KIND[:RATE]", value_parser = Inject::parse)]
     pub inject: Option<Inject>,
-    /// Process faults during the run. `stop`: every --nemesis-interval, one client (drawn with
-    /// --seed) is stopped with SIGSTOP for half the interval, then continued: a slow consumer.
-    /// Nothing may be lost; the report says how long senders were held back.
-    #[arg(long, value_name = "stop", value_parser = ["stop"])]
+    /// Process faults during the run, a comma-separated list: every --nemesis-interval one of
+    /// them (drawn with --seed) strikes a random client. `stop`: SIGSTOP for half the interval,
+    /// then SIGCONT (a slow consumer; nothing may be lost). `kill`: SIGKILL for good.
+    /// `restart`: SIGKILL, and half an interval later a new process under the same name carries
+    /// on. `relay`: SIGKILL the relay (the run ends there). docs/guarantees.md says what is
+    /// checked under each.
+    #[arg(long, value_name = "stop,kill,restart,relay", value_parser = parse_nemesis)]
     pub nemesis: Option<String>,
     /// Time between two nemesis actions.
     #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = humantime::parse_duration)]
@@ -87,6 +91,52 @@ pub struct Args {
     /// A script given as text (name, text), for `demo`.
     #[arg(skip)]
     pub inline_script: Option<(String, String)>,
+}
+
+fn parse_nemesis(s: &str) -> Result<String, String> {
+    nemesis_kinds(s).map(|_| s.to_string())
+}
+
+/// The actions of a `--nemesis` list.
+fn nemesis_kinds(s: &str) -> Result<Vec<Action>, String> {
+    let mut kinds = Vec::new();
+    for w in s.split(',').map(str::trim) {
+        let a = match w {
+            "stop" => Action::Stop,
+            "kill" => Action::Kill,
+            "restart" => Action::Restart,
+            "relay" => Action::Relay,
+            _ => {
+                return Err(format!(
+                    "unknown nemesis {w:?}: use stop, kill, restart or relay, comma-separated"
+                ))
+            }
+        };
+        if !kinds.contains(&a) {
+            kinds.push(a);
+        }
+    }
+    Ok(kinds)
+}
+
+/// Most messages one death can take with it on one pair: a client's unwritten batch, the
+/// relay's output buffer for the receiver, the kernel's socket buffers on both sides and the
+/// receiver's read chunk, in the smallest frames of the run.
+fn in_flight_cap(tcp: bool, max_buffer: usize, min_payload: usize) -> u64 {
+    let read = |p: &str, field: usize, dflt: u64| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(field)?.parse().ok())
+            .unwrap_or(dflt)
+    };
+    let kernel = if tcp {
+        read("/proc/sys/net/ipv4/tcp_wmem", 2, 4 << 20)
+            + read("/proc/sys/net/ipv4/tcp_rmem", 2, 6 << 20)
+    } else {
+        2 * read("/proc/sys/net/core/wmem_default", 0, 212_992)
+    };
+    let bytes = crate::driver::BATCH as u64 + max_buffer as u64 + kernel + (64 << 10);
+    bytes / (min_payload as u64 + 6)
 }
 
 /// Longest client name (`c` and up to 5 digits) plus the SEND overhead must fit a frame.
@@ -129,14 +179,9 @@ fn narrate(m: &Milestone) {
         Milestone::PhaseStarted(p) => eprintln!("relay-sim: phase {p} started"),
         Milestone::Reported { role } => eprintln!("relay-sim: {role} reported"),
         Milestone::Stopping(e) => eprintln!("relay-sim: stopping early: {e:?}"),
-        Milestone::Nemesis {
-            role,
-            stopped: true,
-        } => eprintln!("relay-sim: nemesis: SIGSTOP {role}"),
-        Milestone::Nemesis {
-            role,
-            stopped: false,
-        } => eprintln!("relay-sim: nemesis: SIGCONT {role}"),
+        Milestone::Nemesis { role, action } => {
+            eprintln!("relay-sim: nemesis: {}", nemesis_words(*action, role))
+        }
         Milestone::Exited { role, status } => eprintln!("relay-sim: {role} {status}"),
     }
 }
@@ -299,6 +344,18 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
     })
 }
 
+/// What the nemesis did, in a few words.
+fn nemesis_words(action: Action, role: &str) -> String {
+    match action {
+        Action::Stop => format!("SIGSTOP {role}"),
+        Action::Cont => format!("SIGCONT {role}"),
+        Action::Kill => format!("SIGKILL {role} (for good)"),
+        Action::Restart => format!("SIGKILL {role} (it will restart)"),
+        Action::Restarted => format!("{role} restarted"),
+        Action::Relay => "SIGKILL the relay".to_string(),
+    }
+}
+
 /// Runs the harness; with `demo`, keeps transcripts and tells the story before the report.
 pub fn run_narrated(a: Args, demo: bool) -> i32 {
     if a.relay_cmd.is_some() && a.inject.is_some() {
@@ -312,6 +369,44 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             return code;
         }
     };
+    let kinds = match a.nemesis.as_deref().map(nemesis_kinds).transpose() {
+        Ok(k) => k.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("relay-sim: --nemesis: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let deaths = kinds
+        .iter()
+        .any(|k| matches!(k, Action::Kill | Action::Restart));
+    if deaths {
+        // What a receiver checks across a death needs each payload's identity (16 bytes) and
+        // a counter table of clients² entries shared by all processes.
+        let why = if a.scenario.is_some() || a.inline_script.is_some() {
+            Some(
+                "--nemesis kill/restart works on random runs; scripts use `kill NAME` lines"
+                    .to_string(),
+            )
+        } else if a.pattern != "mesh" {
+            Some("--nemesis kill/restart needs --pattern mesh".to_string())
+        } else if a.payload.min < relay_harness::payload::IDENT {
+            Some(format!(
+                "--nemesis kill/restart needs payloads of at least {} bytes (--payload), to tell who sent each one",
+                relay_harness::payload::IDENT
+            ))
+        } else if src.plans.len() > blackbox::MAX_CLIENTS {
+            Some(format!(
+                "--nemesis kill/restart supports up to {} clients",
+                blackbox::MAX_CLIENTS
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            eprintln!("relay-sim: {why}");
+            return EXIT_USAGE;
+        }
+    }
     for p in &mut src.plans {
         p.transcript = demo;
     }
@@ -403,11 +498,23 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             RelaySide::Foreign { .. } => Vec::new(),
         },
         foreign_relay: a.relay_cmd.is_some(),
-        nemesis: a.nemesis.as_ref().map(|_| StopNemesis {
+        nemesis: a.nemesis.as_ref().map(|_| Nemesis {
+            kinds: kinds.clone(),
             interval: a.nemesis_interval,
-            stop_for: a.nemesis_interval / 2,
+            pause: a.nemesis_interval / 2,
             seed: src.config.seed,
         }),
+        blackbox: if deaths {
+            match BlackBox::new(src.plans.len()) {
+                Ok(b) => Some(std::sync::Arc::new(b)),
+                Err(e) => {
+                    eprintln!("relay-sim: cannot map the shared counters for --nemesis: {e}");
+                    return EXIT_ENV;
+                }
+            }
+        } else {
+            None
+        },
         deadline: src.timeout,
         grace: Duration::from_secs(2),
     };
@@ -497,7 +604,19 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         src.plans.len(),
     );
     let t = Instant::now();
-    let v = verify(&names, &outcome.reports);
+    let v = verify_with(
+        &names,
+        &outcome.reports,
+        &Deaths {
+            blackbox: limits.blackbox.as_deref(),
+            relay_killed: matches!(outcome.ending, Ending::RelayKilled(_)),
+            in_flight_cap: in_flight_cap(
+                a.transport == "tcp",
+                relay::Config::default().max_buffer,
+                a.payload.min,
+            ),
+        },
+    );
     let verify_time = t.elapsed();
     let mut r = report::build(
         src.config,
@@ -639,11 +758,8 @@ fn milestone_story(m: &Milestone) -> String {
             format!("{role} is done: sends its records up its event pipe and exits")
         }
         Milestone::Stopping(e) => format!("supervisor: stopping early: {e:?}"),
-        Milestone::Nemesis { role, stopped } => {
-            format!(
-                "nemesis: {} {role}",
-                if *stopped { "SIGSTOP" } else { "SIGCONT" }
-            )
+        Milestone::Nemesis { role, action } => {
+            format!("nemesis: {}", nemesis_words(*action, role))
         }
         Milestone::Exited { role, status } => format!("supervisor reaped {role}: {status}"),
     }

@@ -1,0 +1,187 @@
+//! The black box: per-pair message counters in memory that every process of a run shares, so
+//! what a client had sent and received survives its SIGKILL.
+//!
+//! The supervisor maps it (anonymous, `MAP_SHARED`) before the first fork; every child
+//! inherits the same pages. Clients add to their counters as they go (a relaxed atomic add per
+//! message); the verifier reads them at the end, whoever died on the way. Only runs with the
+//! `kill` or `restart` nemesis make one: a run without deaths has every client's own report.
+
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+
+/// One counter of an ordered pair (sender, receiver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// Messages the sender queued for the receiver, over all its incarnations (the next
+    /// sequence it would use).
+    Queued = 0,
+    /// Of those, how many came back as BOUNCE (counted by the sender).
+    Bounced = 1,
+    /// Messages the receiver took in, over all its incarnations.
+    Received = 2,
+    /// The next sequence the receiver expects from the sender.
+    Next = 3,
+    /// The sequence at which the sender's current incarnation started sending to the receiver.
+    Start = 4,
+}
+
+const FIELDS: usize = 5;
+/// Per client: 1 while it is meant to be alive at the end (0 once killed for good).
+const ALIVE: usize = 0;
+/// Per client: how many times it was killed.
+const DEATHS: usize = 1;
+const PER_CLIENT: usize = 2;
+
+/// Most clients a black box is made for (its size grows with clients²).
+pub const MAX_CLIENTS: usize = 512;
+
+/// The shared counters of one run.
+pub struct BlackBox {
+    base: NonNull<AtomicU64>,
+    clients: usize,
+    words: usize,
+}
+
+// SAFETY: the mapping is only ever accessed through atomics.
+unsafe impl Send for BlackBox {}
+// SAFETY: as above.
+unsafe impl Sync for BlackBox {}
+
+impl BlackBox {
+    /// Maps a zeroed black box for `clients` clients, all alive.
+    pub fn new(clients: usize) -> nix::Result<BlackBox> {
+        let words = clients * clients * FIELDS + clients * PER_CLIENT;
+        let len = NonZeroUsize::new(words.max(1) * 8).ok_or(nix::errno::Errno::EINVAL)?;
+        // SAFETY: a fresh anonymous mapping aliases nothing; it is zero-filled, and AtomicU64
+        // has the layout of u64 (page alignment exceeds its alignment).
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )?
+        };
+        let b = BlackBox {
+            base: ptr.cast(),
+            clients,
+            words,
+        };
+        for i in 0..clients {
+            b.word(clients * clients * FIELDS + i * PER_CLIENT + ALIVE)
+                .store(1, Ordering::Relaxed);
+        }
+        Ok(b)
+    }
+
+    fn word(&self, k: usize) -> &AtomicU64 {
+        assert!(k < self.words, "black box index out of range");
+        // SAFETY: k is in bounds of the mapping, which lives as long as self.
+        unsafe { &*self.base.as_ptr().add(k) }
+    }
+
+    fn pair(&self, s: usize, r: usize, f: Field) -> &AtomicU64 {
+        self.word((s * self.clients + r) * FIELDS + f as usize)
+    }
+
+    fn client(&self, i: usize, k: usize) -> &AtomicU64 {
+        self.word(self.clients * self.clients * FIELDS + i * PER_CLIENT + k)
+    }
+
+    /// Number of clients.
+    pub fn clients(&self) -> usize {
+        self.clients
+    }
+
+    /// A pair's counter.
+    pub fn get(&self, s: usize, r: usize, f: Field) -> u64 {
+        if s >= self.clients || r >= self.clients {
+            return 0;
+        }
+        self.pair(s, r, f).load(Ordering::Relaxed)
+    }
+
+    /// Adds one to a pair's counter.
+    pub fn bump(&self, s: usize, r: usize, f: Field) {
+        if s < self.clients && r < self.clients {
+            self.pair(s, r, f).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets a pair's counter.
+    pub fn set(&self, s: usize, r: usize, f: Field, v: u64) {
+        if s < self.clients && r < self.clients {
+            self.pair(s, r, f).store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether client `i` is meant to be alive at the end.
+    pub fn alive(&self, i: usize) -> bool {
+        i < self.clients && self.client(i, ALIVE).load(Ordering::Relaxed) == 1
+    }
+
+    /// Records that client `i` was killed (`for_good`: it will not be restarted).
+    pub fn killed(&self, i: usize, for_good: bool) {
+        if i < self.clients {
+            self.client(i, DEATHS).fetch_add(1, Ordering::Relaxed);
+            if for_good {
+                self.client(i, ALIVE).store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How many times client `i` was killed.
+    pub fn deaths(&self, i: usize) -> u64 {
+        if i >= self.clients {
+            return 0;
+        }
+        self.client(i, DEATHS).load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for BlackBox {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in new() with this length and is not used after this.
+        let _ = unsafe { munmap(self.base.cast(), self.words.max(1) * 8) };
+    }
+}
+
+impl std::fmt::Debug for BlackBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlackBox({} clients)", self.clients)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_shared_with_a_forked_child() {
+        let b = BlackBox::new(3).unwrap();
+        assert!(b.alive(2));
+        b.bump(0, 2, Field::Queued);
+        // A child process writes; the parent reads after reaping it. Fork safety: a test
+        // runner has threads, but the child only does atomic stores and _exit.
+        // SAFETY: the child touches nothing but the mapping and leaves with _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                b.bump(0, 2, Field::Received);
+                b.killed(1, true);
+                // SAFETY: ends the child at once.
+                unsafe { nix::libc::_exit(0) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                nix::sys::wait::waitpid(child, None).unwrap();
+            }
+        }
+        assert_eq!(b.get(0, 2, Field::Queued), 1);
+        assert_eq!(b.get(0, 2, Field::Received), 1);
+        assert!(!b.alive(1));
+        assert_eq!(b.deaths(1), 1);
+        assert_eq!(b.get(5, 0, Field::Queued), 0, "out of range reads as zero");
+    }
+}
