@@ -650,3 +650,162 @@ fn pingpong_pairs_clients_and_reports_the_round_trip() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn kill_and_restart_lose_only_what_was_in_flight_and_leave_nothing_behind() {
+    for (transport, kinds) in [
+        ("unix", "kill,restart"),
+        ("tcp", "restart"),
+        ("unix", "kill"),
+    ] {
+        let (code, r, err, tmp) = run_json(&[
+            "--clients",
+            "6",
+            "--msgs",
+            "60000",
+            "--nemesis",
+            kinds,
+            "--nemesis-interval",
+            "10ms",
+            "--seed",
+            "3",
+            "--transport",
+            transport,
+            "-v",
+        ]);
+        assert_eq!(code, Some(0), "{kinds} over {transport}: {r:#}");
+        let events = r["nemesis"]["events"].as_array().unwrap();
+        assert!(!events.is_empty(), "the nemesis struck: {r:#}");
+        for e in events {
+            assert!(kinds.contains(e["action"].as_str().unwrap()), "{e}");
+        }
+        if kinds.contains("restart") {
+            assert!(err.contains("restarted"), "{err}");
+        }
+        // Restarted processes too: every pid forked is gone, and so is the socket.
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+}
+
+#[test]
+fn relay_faults_are_still_caught_while_clients_die() {
+    // A fault right before a death can hide among what died with it (as it would in any
+    // system): at this rate hundreds fire, and the verifier must find them.
+    for (inject, check) in [
+        ("drop:0.01", "completeness"),
+        ("duplicate:0.01", "duplicates"),
+        ("reorder:0.01", "order"),
+        ("corrupt:0.01", "integrity"),
+    ] {
+        let (code, r, err, tmp) = run_json(&[
+            "--clients",
+            "5",
+            "--msgs",
+            "20000",
+            "--nemesis",
+            "kill,restart",
+            "--nemesis-interval",
+            "20ms",
+            "--inject",
+            inject,
+            "--seed",
+            "11",
+            "-v",
+        ]);
+        let fired = r["inject"]["fired"].as_u64().unwrap_or(0);
+        if fired == 0 {
+            assert_eq!(
+                code,
+                Some(0),
+                "{inject} never fired, so the run passes: {r:#}"
+            );
+        } else {
+            assert_eq!(code, Some(1), "{inject} fired {fired} times: {r:#}");
+            let c = r["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == check)
+                .unwrap();
+            assert!(c["violations"].as_u64().unwrap() > 0, "{inject}: {r:#}");
+        }
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+}
+
+#[test]
+fn killing_the_relay_ends_the_run_promptly_with_a_verdict_that_names_it() {
+    for transport in ["unix", "tcp"] {
+        let t = std::time::Instant::now();
+        let (code, r, err, tmp) = run_json(&[
+            "--clients",
+            "6",
+            "--msgs",
+            "2000000",
+            "--nemesis",
+            "relay",
+            "--nemesis-interval",
+            "30ms",
+            "--transport",
+            transport,
+            "-v",
+        ]);
+        assert_eq!(
+            code,
+            Some(0),
+            "what arrived before is a clean prefix: {r:#}"
+        );
+        assert_eq!(r["ending"], "relay_killed");
+        assert_eq!(r["nemesis"]["events"][0]["action"], "relay");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            t.elapsed()
+        );
+        // Every client noticed and reported what it had.
+        for c in r["clients"].as_array().unwrap() {
+            assert_eq!(c["complete"], false, "{c}");
+            assert!(c["error"].as_str().unwrap().contains("relay"), "{c}");
+        }
+        assert!(r["totals"]["received"].as_u64().unwrap() > 0, "{r:#}");
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+}
+
+#[test]
+fn ctrl_c_while_clients_die_and_restart_still_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "--clients",
+        "4",
+        "--msgs",
+        "5000000",
+        "--nemesis",
+        "restart",
+        "--nemesis-interval",
+        "10ms",
+    ];
+    let (child, mut pids) = start_run(&tmp, &args, false, "restarted");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    pids.extend(forked_pids(&String::from_utf8_lossy(&out.stderr)));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ending"], "interrupted", "a partial report: {r:#}");
+    assert_clean(&tmp, &pids);
+}
+
+#[test]
+fn deaths_need_payloads_that_say_who_sent_them() {
+    for args in [
+        &["--nemesis", "kill", "--payload", "8"][..],
+        &["--nemesis", "restart", "--pattern", "pingpong"],
+        &["--nemesis", "kill,explode"],
+        &["--nemesis", "kill", "--scenario", "fixtures/fan-in.scn"],
+    ] {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("nemesis"), "{args:?}: {err}");
+    }
+}

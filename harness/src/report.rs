@@ -620,6 +620,7 @@ pub fn human(r: &Report) -> String {
                     "restart {} at {} ms (dead {} ms)",
                     e.role, e.at_ms, e.for_ms
                 ),
+                Action::Relay => format!("killed the relay at {} ms", e.at_ms),
                 a => format!("{} {} at {} ms", a.name(), e.role, e.at_ms),
             })
             .collect();
@@ -662,6 +663,13 @@ pub fn human(r: &Report) -> String {
         let _ = writeln!(o, "{l}");
     }
     match &r.failure {
+        None if r.ending == "relay_killed" => {
+            let _ = writeln!(
+                o,
+                "verdict:    PASS: the nemesis killed the relay and the run ended there; what \
+                 arrived before is intact, in order, and a gap-free prefix of what was sent"
+            );
+        }
         None => {
             let _ = writeln!(o, "verdict:    PASS");
         }

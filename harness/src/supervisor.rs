@@ -339,6 +339,8 @@ struct Child {
     client: Option<usize>,
     /// The nemesis killed it: its end is no failure.
     killed: bool,
+    /// When it said it was registered.
+    ready_at: Option<Instant>,
     pid: Pid,
     events: Option<OwnedFd>,
     buf: Vec<u8>,
@@ -592,6 +594,7 @@ fn run_children(
         role: "relay".into(),
         client: None,
         killed: false,
+        ready_at: None,
         pid,
         events: Some(rev_r),
         buf: Vec::new(),
@@ -656,6 +659,7 @@ fn run_children(
             role: role(limits, i),
             client: Some(i),
             killed: false,
+            ready_at: None,
             pid,
             events: Some(r),
             buf: Vec::new(),
@@ -787,6 +791,7 @@ fn run_children(
                     role,
                     client: Some(i),
                     killed: false,
+                    ready_at: None,
                     pid,
                     events: Some(r),
                     buf: Vec::new(),
@@ -802,7 +807,14 @@ fn run_children(
                 actions += 1;
                 let action = nem.kinds[nemesis_rng.random_range(0..nem.kinds.len())];
                 // Stop: any client process still running. Kill and restart: one still at work
-                // (a client that is done only waits for the others).
+                // (a client that is done only waits for the others) that has been registered
+                // for an interval, so each process gets to do something before it dies; and
+                // kill leaves two clients standing.
+                let may_die = |c: &Child| {
+                    c.ready_at
+                        .is_some_and(|t| now.duration_since(t) >= nem.interval)
+                        && (action != Action::Kill || n - gone > 2)
+                };
                 let victims: Vec<usize> = (1..reaper.children.len())
                     .filter(|&k| {
                         let c = &reaper.children[k];
@@ -810,7 +822,7 @@ fn run_children(
                         c.events.is_some()
                             && !c.killed
                             && reports[i].is_none()
-                            && (action == Action::Stop || !settled[i])
+                            && (action == Action::Stop || (!settled[i] && may_die(c)))
                     })
                     .collect();
                 if action == Action::Relay {
@@ -829,7 +841,15 @@ fn run_children(
                         for_ms: 0,
                     });
                 } else if !victims.is_empty() {
-                    let k = victims[nemesis_rng.random_range(0..victims.len())];
+                    // Drawn over all clients, then the next eligible one: the same seed picks
+                    // the same victims whenever the same clients are still at work.
+                    let pick = nemesis_rng.random_range(0..n);
+                    let client_of = |k: usize| reaper.children[k].client.unwrap_or(0);
+                    let k = victims
+                        .iter()
+                        .copied()
+                        .min_by_key(|&k| (client_of(k) + n - pick) % n)
+                        .unwrap_or(victims[0]);
                     let c = &mut reaper.children[k];
                     let i = c.client.unwrap_or(0);
                     let for_ms = nem.pause.as_millis() as u64;
@@ -920,6 +940,7 @@ fn run_children(
             for e in events {
                 match e {
                     Event::Ready => {
+                        reaper.children[k].ready_at = Some(Instant::now());
                         ready += 1;
                         on(Milestone::Registered {
                             role: reaper.children[k].role.clone(),
