@@ -57,7 +57,14 @@ pub fn client_main(
             bb.set(me, r, Field::Start, bb.get(me, r, Field::Queued));
         }
     }
-    let mut client = match connect(addr, &name, connect_wait) {
+    // A restarted process may register before the relay has seen its predecessor's socket
+    // close: it retries NAME_TAKEN for a while, as a real client coming back would.
+    let taken_wait = if ctx.incarnation > 0 {
+        Duration::from_secs(5)
+    } else {
+        Duration::ZERO
+    };
+    let mut client = match connect(addr, &name, connect_wait, taken_wait) {
         Ok(c) => c,
         Err(e) => {
             let _ = ctx.failed(format!("{name} could not register at {addr}: {e}"));
@@ -72,6 +79,28 @@ pub fn client_main(
         None => Receiver::new(plan.clone()),
     };
     rx.start_clock(now_ns());
+    let first_phase = ctx.start_phase.min(plan.phases());
+    if first_phase > 0 {
+        // A script's restarted process: what its predecessor sent and got in the phases
+        // before this one is done (each phase ended only when all of it had arrived).
+        let clients = plan.names.clients();
+        let mut scratch = Vec::new();
+        for q in 0..first_phase {
+            outbox.start_phase(q);
+            while let Some(d) = outbox.next(0, &mut scratch) {
+                rx.sent(d);
+                if d >= clients {
+                    rx.bounced_earlier(d);
+                }
+            }
+        }
+        rx.skip_to_phase(first_phase);
+        outbox.start_phase(first_phase);
+        if let Err(e) = ctx.wait_phase(first_phase) {
+            let _ = ctx.failed(format!("{name} lost the supervisor after its restart: {e}"));
+            return 3;
+        }
+    }
     let mut writer = Writer {
         chunks,
         rng: Pcg64Mcg::seed_from_u64(mix(plan.seed ^ 0xC4 ^ mix(plan.me as u64))),
@@ -105,8 +134,8 @@ pub fn client_main(
         let _ = ctx.done(rx.finish(done_at, complete, error));
         return if complete { 0 } else { 1 };
     }
-    for p in 0..plan.phases() {
-        if p > 0 {
+    for p in first_phase..plan.phases() {
+        if p > first_phase {
             if let Err(e) = ctx.phase_done_and_wait(p - 1) {
                 error = Some(format!("lost the supervisor between phases: {e}"));
                 break;
@@ -149,10 +178,22 @@ pub fn client_main(
 /// Connects and registers, retrying for up to `wait` while nobody listens yet (a foreign
 /// relay starts listening when it is ready, and cannot say when; our own listens before any
 /// client exists, and gets no retries).
-fn connect(addr: &Addr, name: &str, wait: Duration) -> Result<Client, ClientError> {
+fn connect(
+    addr: &Addr,
+    name: &str,
+    wait: Duration,
+    taken_wait: Duration,
+) -> Result<Client, ClientError> {
     let until = std::time::Instant::now() + wait;
+    let taken_until = std::time::Instant::now() + taken_wait;
     loop {
         match Client::connect(addr, name) {
+            Err(ClientError::Refused { code, .. })
+                if code == crate::protocol::ErrorCode::NameTaken as u16
+                    && std::time::Instant::now() < taken_until =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             Err(ClientError::Io(e))
                 if matches!(
                     e.kind(),

@@ -364,6 +364,48 @@ fn every_fixture_scenario_verifies_clean() {
 }
 
 #[test]
+fn script_fault_lines_strike_at_their_barriers_and_leave_nothing_behind() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    for transport in ["unix", "tcp"] {
+        let p = dir.join("faults.scn");
+        let (code, r, err, tmp) = run_json(&[
+            "--scenario",
+            p.to_str().unwrap(),
+            "--transport",
+            transport,
+            "-v",
+        ]);
+        assert_eq!(code, Some(0), "{transport}: {r:#}\n{err}");
+        let acts: Vec<(&str, &str)> = r["nemesis"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["action"].as_str().unwrap(), e["role"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            acts,
+            [("stop", "sink"), ("restart", "sink"), ("kill", "other")]
+        );
+        // The restarted sink got every message of the phases after its restart, exactly once.
+        assert_eq!(r["violations_total"], 0);
+        assert!(err.contains("sink restarted"), "{err}");
+        assert_clean(&tmp, &forked_pids(&err));
+
+        let p = dir.join("relay-crash.scn");
+        let (code, r, err, tmp) = run_json(&[
+            "--scenario",
+            p.to_str().unwrap(),
+            "--transport",
+            transport,
+            "-v",
+        ]);
+        assert_eq!(code, Some(0), "{transport}: {r:#}\n{err}");
+        assert_eq!(r["ending"], "relay_killed");
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+}
+
+#[test]
 fn script_errors_name_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("bad.scn");

@@ -99,6 +99,9 @@ pub enum Work {
         sends: Vec<Vec<Run>>,
         /// Messages to this client, per sender, over all phases in order.
         incoming: Vec<Vec<Run>>,
+        /// Per phase p, per sender: messages to this client in the phases before p (where a
+        /// restarted process picks up).
+        incoming_upto: Vec<Vec<u64>>,
         /// Payloads.
         bodies: Arc<Vec<Body>>,
     },
@@ -185,10 +188,13 @@ pub fn script_plans(s: &Script, seed: u64) -> Vec<ClientPlan> {
         .map(|me| {
             let mut sends = vec![Vec::new(); phases];
             let mut incoming: Vec<Vec<Run>> = vec![Vec::new(); s.clients];
+            let mut upto = vec![0u64; s.clients];
+            let mut incoming_upto = Vec::with_capacity(phases);
             let mut expect_in = Vec::with_capacity(phases);
             let mut expect_bounces = Vec::with_capacity(phases);
             let (mut got, mut bounced) = (0u64, 0u64);
             for (p, phase) in s.phases.iter().enumerate() {
+                incoming_upto.push(upto.clone());
                 for send in phase {
                     let run = |peer| Run {
                         peer,
@@ -203,6 +209,7 @@ pub fn script_plans(s: &Script, seed: u64) -> Vec<ClientPlan> {
                     }
                     if send.to == me {
                         incoming[send.from].push(run(send.from));
+                        upto[send.from] += send.count;
                         got += send.count;
                     }
                 }
@@ -216,6 +223,7 @@ pub fn script_plans(s: &Script, seed: u64) -> Vec<ClientPlan> {
                 work: Work::Script {
                     sends,
                     incoming,
+                    incoming_upto,
                     bodies: bodies.clone(),
                 },
                 expect_in,

@@ -7,6 +7,10 @@
 //! ClientB -> ClientA 64 bytes x10    # sized, verifiable payloads, repeated
 //! barrier                            # everyone waits until the phase is delivered
 //! ClientA -> ghost "anyone?"
+//! stop ClientB 200ms                 # process faults, each at a barrier: SIGSTOP, SIGCONT later
+//! restart ClientB                    # SIGKILL, then a new process carries on under the name
+//! kill ClientA                       # SIGKILL for good (no line may name it after this)
+//! kill relay                         # SIGKILL the relay: the run ends here
 //! ```
 
 use std::fmt;
@@ -38,6 +42,30 @@ pub struct Send {
     pub line: usize,
 }
 
+/// A process fault in a script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGSTOP the client, SIGCONT it after the duration; the next phase runs meanwhile.
+    Stop(usize, std::time::Duration),
+    /// SIGKILL the client for good.
+    Kill(usize),
+    /// SIGKILL the client, and start a new process under its name for the next phase.
+    Restart(usize),
+    /// SIGKILL the relay.
+    KillRelay,
+}
+
+/// A fault line: it ends a phase, and strikes once every client has finished it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultLine {
+    /// The phase it follows.
+    pub after_phase: usize,
+    /// What it does.
+    pub fault: Fault,
+    /// Line in the file.
+    pub line: usize,
+}
+
 /// A parsed script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
@@ -51,6 +79,19 @@ pub struct Script {
     pub bodies: Vec<Body>,
     /// `seed N`, if the script fixes one.
     pub seed: Option<u64>,
+    /// Process faults, in order.
+    pub faults: Vec<FaultLine>,
+}
+
+/// `200ms`, `2s`: a duration in a script.
+fn parse_duration(w: &str) -> Option<std::time::Duration> {
+    let (num, unit) = w.split_at(w.find(|c: char| !c.is_ascii_digit())?);
+    let v: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(std::time::Duration::from_millis(v)),
+        "s" => Some(std::time::Duration::from_secs(v)),
+        _ => None,
+    }
 }
 
 /// A script error, naming the file, line and column and what was expected.
@@ -202,7 +243,15 @@ impl Script {
             phases: vec![Vec::new()],
             bodies: Vec::new(),
             seed: None,
+            faults: Vec::new(),
         };
+        // Fault lines before names are resolved: line, phase, (column, word, target), duration.
+        let mut raw_faults: Vec<(
+            usize,
+            usize,
+            (usize, String, String),
+            Option<std::time::Duration>,
+        )> = Vec::new();
         let mut absent: Vec<String> = Vec::new();
         let mut raw_sends: Vec<RawSend> = Vec::new();
         let mut phase = 0usize;
@@ -272,6 +321,62 @@ impl Script {
                     }
                     None => return Err(err(end_col, "expected a number after `seed`".into())),
                 },
+                Tok::Word(w)
+                    if matches!(w.as_str(), "stop" | "kill" | "restart")
+                        && !matches!(toks.get(1), Some((_, Tok::Arrow))) =>
+                {
+                    let target = match toks.get(1) {
+                        Some((_, Tok::Word(t))) => t.clone(),
+                        Some((col, t)) => {
+                            return Err(err(
+                                *col,
+                                format!("expected a client name after `{w}`, found {t}"),
+                            ))
+                        }
+                        None => {
+                            return Err(err(end_col, format!("expected a client name after `{w}`")))
+                        }
+                    };
+                    let mut rest = 2;
+                    let dur =
+                        if w == "stop" {
+                            rest = 3;
+                            match toks.get(2) {
+                                Some((col, Tok::Word(d))) => {
+                                    Some(parse_duration(d).ok_or_else(|| {
+                                        err(
+                                            *col,
+                                            format!(
+                                                "expected a duration like 200ms or 2s, found `{d}`"
+                                            ),
+                                        )
+                                    })?)
+                                }
+                                Some((col, t)) => {
+                                    return Err(err(
+                                        *col,
+                                        format!("expected a duration like 200ms, found {t}"),
+                                    ))
+                                }
+                                None => return Err(err(
+                                    end_col,
+                                    "expected how long to stop it, like 200ms (`stop NAME 200ms`)"
+                                        .into(),
+                                )),
+                            }
+                        } else {
+                            None
+                        };
+                    if let Some((col, t)) = toks.get(rest) {
+                        return Err(err(
+                            *col,
+                            format!("expected the end of the line, found {t}"),
+                        ));
+                    }
+                    raw_faults.push((ln, phase, (toks[1].0, w.clone(), target), dur));
+                    phase += 1;
+                    s.phases.push(Vec::new());
+                }
                 Tok::Word(w) if w == "barrier" || w == "---" => {
                     if let Some((col, t)) = toks.get(1) {
                         return Err(err(
@@ -411,7 +516,83 @@ impl Script {
                 line: ln,
             });
         }
+        for (ln, after_phase, (col, word, target), dur) in raw_faults {
+            let err = |msg: String| ScriptError {
+                file: file.to_string(),
+                line: ln,
+                col,
+                msg,
+            };
+            let fault = if word == "kill" && target == "relay" && !s.names.contains(&target) {
+                Fault::KillRelay
+            } else {
+                let i = s.names[..s.clients]
+                    .iter()
+                    .position(|n| *n == target)
+                    .ok_or_else(|| err(format!("`{target}` is not a client of this script")))?;
+                match (word.as_str(), dur) {
+                    ("stop", Some(d)) => Fault::Stop(i, d),
+                    ("kill", _) => Fault::Kill(i),
+                    _ => Fault::Restart(i),
+                }
+            };
+            s.faults.push(FaultLine {
+                after_phase,
+                fault,
+                line: ln,
+            });
+        }
+        s.check_deaths(file)?;
         Ok(s)
+    }
+
+    /// Nobody sends to, or as, a client killed for good; nothing happens after `kill relay`.
+    fn check_deaths(&self, file: &str) -> Result<(), ScriptError> {
+        for f in &self.faults {
+            let later = self.phases.iter().skip(f.after_phase + 1).flatten();
+            let faults_after = self.faults.iter().filter(|g| g.line > f.line);
+            let err = |line: usize, msg: String| ScriptError {
+                file: file.to_string(),
+                line,
+                col: 1,
+                msg,
+            };
+            match f.fault {
+                Fault::Kill(i) => {
+                    let name = &self.names[i];
+                    if let Some(s) = later.clone().find(|s| s.from == i || s.to == i) {
+                        return Err(err(s.line, format!("`{name}` was killed at line {}: nothing can go to or from it after that (use `restart {name}` to bring it back)", f.line)));
+                    }
+                    if let Some(g) = faults_after.clone().find(|g| {
+                        matches!(g.fault, Fault::Kill(j) | Fault::Restart(j) | Fault::Stop(j, _) if j == i)
+                    }) {
+                        return Err(err(g.line, format!("`{name}` was killed at line {}", f.line)));
+                    }
+                }
+                Fault::KillRelay => {
+                    if let Some(s) = later.clone().next() {
+                        return Err(err(
+                            s.line,
+                            format!(
+                                "the relay was killed at line {}: the run ends there",
+                                f.line
+                            ),
+                        ));
+                    }
+                    if let Some(g) = faults_after.clone().next() {
+                        return Err(err(
+                            g.line,
+                            format!(
+                                "the relay was killed at line {}: the run ends there",
+                                f.line
+                            ),
+                        ));
+                    }
+                }
+                Fault::Stop(..) | Fault::Restart(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Total messages sent.
@@ -437,6 +618,66 @@ mod tests {
     use super::*;
 
     const ARTICLE: &str = "# the article\nclients ClientA ClientB\nClientA -> ClientB \"1\"\nClientB -> ClientA \"2\"\n";
+
+    #[test]
+    fn fault_lines_end_a_phase_and_name_clients() {
+        let s = Script::parse(
+            "f.scn",
+            "clients a b kill\na -> b \"1\"\nstop b 200ms\nkill -> a \"a client named kill\"\nrestart b\nkill a\nkill relay\n",
+        )
+        .unwrap();
+        assert_eq!(s.phases.len(), 5);
+        let faults: Vec<_> = s
+            .faults
+            .iter()
+            .map(|f| (f.after_phase, f.fault, f.line))
+            .collect();
+        assert_eq!(
+            faults,
+            vec![
+                (0, Fault::Stop(1, std::time::Duration::from_millis(200)), 3),
+                (1, Fault::Restart(1), 5),
+                (2, Fault::Kill(0), 6),
+                (3, Fault::KillRelay, 7),
+            ]
+        );
+        assert_eq!(
+            s.phases[1][0].from, 2,
+            "`kill -> a` is a send by the client named kill"
+        );
+        for (text, at, msg) in [
+            (
+                "clients a b\nkill a\nb -> a \"x\"\n",
+                (3, 1),
+                "`a` was killed at line 2",
+            ),
+            (
+                "clients a b\nkill relay\na -> b \"x\"\n",
+                (3, 1),
+                "the relay was killed at line 2",
+            ),
+            (
+                "clients a b\nstop a\n",
+                (2, 7),
+                "expected how long to stop it",
+            ),
+            ("clients a b\nstop a soon\n", (2, 8), "expected a duration"),
+            (
+                "clients a b\nrestart ghost\n",
+                (2, 9),
+                "`ghost` is not a client",
+            ),
+            (
+                "clients a b\nkill a b\n",
+                (2, 8),
+                "expected the end of the line",
+            ),
+        ] {
+            let e = Script::parse("f.scn", text).unwrap_err();
+            assert_eq!((e.line, e.col), at, "{text:?}: {e}");
+            assert!(e.msg.contains(msg), "{text:?}: {e}");
+        }
+    }
 
     #[test]
     fn parses_the_article() {

@@ -26,6 +26,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::blackbox::BlackBox;
 use crate::record::{ClientReport, Event};
+use crate::script::{Fault, FaultLine};
 
 /// CLOCK_MONOTONIC in ns: comparable across the processes of one machine.
 pub fn now_ns() -> u64 {
@@ -138,6 +139,8 @@ pub struct ClientCtx {
     pub stop: OwnedFd,
     /// 0 for the first process of this client; 1, 2, ... for restarts.
     pub incarnation: u32,
+    /// The phase it starts at (a script's restarted process carries on at the next phase).
+    pub start_phase: usize,
     /// Runs with deaths: the counters every process shares.
     pub blackbox: Option<Arc<BlackBox>>,
     /// Runs with deaths: becomes readable (end of file) once every client is done with its
@@ -165,6 +168,11 @@ impl ClientCtx {
     pub fn phase_done_and_wait(&mut self, p: usize) -> io::Result<()> {
         self.send(&Event::PhaseDone(p))?;
         self.wait_barrier(p + 1)
+    }
+
+    /// Waits until phase `p` starts (a restarted process, after it reported Ready).
+    pub fn wait_phase(&mut self, p: usize) -> io::Result<()> {
+        self.wait_barrier(p)
     }
 
     fn wait_barrier(&mut self, p: usize) -> io::Result<()> {
@@ -217,6 +225,8 @@ pub struct Limits {
     pub nemesis: Option<Nemesis>,
     /// Runs that kill clients: counters shared with every child, read by the verifier.
     pub blackbox: Option<Arc<BlackBox>>,
+    /// A script's fault lines, each struck when every live client has finished its phase.
+    pub script_faults: Vec<FaultLine>,
     /// The relay is another program (it cannot be asked to stop through its pipe: it gets
     /// SIGTERM at once when the run is over).
     pub foreign_relay: bool,
@@ -621,6 +631,7 @@ fn run_children(
     // What a client process gets; also for a restart, later (the read ends stay open here).
     let fork_client = |i: usize,
                        incarnation: u32,
+                       start_phase: usize,
                        events: OwnedFd,
                        client: &mut dyn FnMut(ClientCtx) -> i32|
      -> Result<Pid, SuperviseError> {
@@ -634,6 +645,7 @@ fn run_children(
                 .map_err(dup_err)?,
             stop: cstop_r.try_clone().map_err(dup_err)?,
             incarnation,
+            start_phase,
             blackbox: limits.blackbox.clone(),
             drain: drain_r
                 .as_ref()
@@ -648,7 +660,7 @@ fn run_children(
     };
     for i in 0..n {
         let w = ev_w[i].take().expect("each event pipe is used once");
-        let pid = fork_client(i, 0, w, client)?;
+        let pid = fork_client(i, 0, 0, w, client)?;
         on(Milestone::Forked {
             role: role(limits, i),
             pid: pid.as_raw(),
@@ -714,6 +726,50 @@ fn run_children(
     let mut settled = vec![false; n];
     let mut settled_count = 0usize;
 
+    // Script faults: `stop` lines waiting for their SIGCONT (child, when); restarted processes
+    // the next phase waits for (it starts once they have registered).
+    let mut conts: Vec<(usize, Instant)> = Vec::new();
+    let mut awaiting_ready = 0usize;
+    let mut release_after: Option<usize> = None;
+
+    // A new process for client `i` (a restart), starting at phase `p`.
+    // Fork safety: the supervisor is still single-threaded (see spawn).
+    macro_rules! respawn {
+        ($i:expr, $p:expr) => {{
+            let i: usize = $i;
+            incarnations[i] += 1;
+            let (r, w) = pipe().map_err(sys("pipe"))?;
+            let pid = fork_client(i, incarnations[i], $p, w, client)?;
+            set_nonblocking(&r).map_err(sys("fcntl"))?;
+            let k = reaper.children.len();
+            ep.add(r.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
+                .map_err(sys("epoll_ctl"))?;
+            let role = role(limits, i);
+            on(Milestone::Forked {
+                role: role.clone(),
+                pid: pid.as_raw(),
+            });
+            on(Milestone::Nemesis {
+                role: role.clone(),
+                action: Action::Restarted,
+            });
+            reaper.children.push(Child {
+                role,
+                client: Some(i),
+                killed: false,
+                ready_at: None,
+                pid,
+                events: Some(r),
+                buf: Vec::new(),
+                status: None,
+                peak_rss_kib: None,
+                injected: None,
+                held_back_ms: None,
+            });
+            clients_open += 1;
+        }};
+    }
+
     // The event loop: until every client has reported, or something ends the run.
     loop {
         if ending.is_none() && settled_count == n && reported + gone < n {
@@ -754,6 +810,22 @@ fn run_children(
             _ => deadline,
         };
         let now = Instant::now();
+        // A script's stopped clients whose time is up.
+        conts.retain(|&(k, until)| {
+            if now < until {
+                return true;
+            }
+            let c = &reaper.children[k];
+            let _ = kill(c.pid, Signal::SIGCONT);
+            on(Milestone::Nemesis {
+                role: c.role.clone(),
+                action: Action::Cont,
+            });
+            false
+        });
+        if let Some(&(_, until)) = conts.iter().min_by_key(|(_, u)| *u) {
+            wait_until = wait_until.min(until);
+        }
         // The nemesis: continue or restart whoever is due, then act again when it is time.
         if let (Some(nem), Some(t0), None) = (&limits.nemesis, released_at, &ending) {
             let at_ms = now.duration_since(t0).as_millis() as u64;
@@ -770,37 +842,7 @@ fn run_children(
             }
             while restarts.first().is_some_and(|&(_, at)| now >= at) {
                 let (i, _) = restarts.remove(0);
-                incarnations[i] += 1;
-                let (r, w) = pipe().map_err(sys("pipe"))?;
-                // Fork safety: still single-threaded (see spawn).
-                let pid = fork_client(i, incarnations[i], w, client)?;
-                set_nonblocking(&r).map_err(sys("fcntl"))?;
-                let k = reaper.children.len();
-                ep.add(r.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
-                    .map_err(sys("epoll_ctl"))?;
-                let role = role(limits, i);
-                on(Milestone::Forked {
-                    role: role.clone(),
-                    pid: pid.as_raw(),
-                });
-                on(Milestone::Nemesis {
-                    role: role.clone(),
-                    action: Action::Restarted,
-                });
-                reaper.children.push(Child {
-                    role,
-                    client: Some(i),
-                    killed: false,
-                    ready_at: None,
-                    pid,
-                    events: Some(r),
-                    buf: Vec::new(),
-                    status: None,
-                    peak_rss_kib: None,
-                    injected: None,
-                    held_back_ms: None,
-                });
-                clients_open += 1;
+                respawn!(i, 0);
             }
             let due = t0 + nem.interval * (actions + 1);
             if stopped.is_none() && !relay_killed && now >= due && !nem.kinds.is_empty() {
@@ -941,6 +983,17 @@ fn run_children(
                 match e {
                     Event::Ready => {
                         reaper.children[k].ready_at = Some(Instant::now());
+                        if k > n && awaiting_ready > 0 {
+                            // A script's restarted process registered: its name is back.
+                            awaiting_ready -= 1;
+                            if let (0, Some(q)) = (awaiting_ready, release_after) {
+                                release_after = None;
+                                if let Some(b) = barrier_w.get_mut(q) {
+                                    *b = None;
+                                    on(Milestone::PhaseStarted(q));
+                                }
+                            }
+                        }
                         ready += 1;
                         on(Milestone::Registered {
                             role: reaper.children[k].role.clone(),
@@ -954,9 +1007,75 @@ fn run_children(
                         }
                     }
                     Event::PhaseDone(p) => {
-                        if let Some(k) = phase_done.get_mut(p) {
-                            *k += 1;
-                            if *k == n && barrier_w.get(p + 1).is_some_and(Option::is_some) {
+                        let done = phase_done.get_mut(p).map(|d| {
+                            *d += 1;
+                            *d
+                        });
+                        if done == Some(n - gone)
+                            && barrier_w.get(p + 1).is_some_and(Option::is_some)
+                        {
+                            // The script's fault lines after this phase strike now.
+                            let at_ms = released_at.map_or(0, |t0| t0.elapsed().as_millis() as u64);
+                            for f in limits.script_faults.iter().filter(|f| f.after_phase == p) {
+                                let (action, who) = match f.fault {
+                                    Fault::Stop(i, _) => (Action::Stop, Some(i)),
+                                    Fault::Kill(i) => (Action::Kill, Some(i)),
+                                    Fault::Restart(i) => (Action::Restart, Some(i)),
+                                    Fault::KillRelay => (Action::Relay, None),
+                                };
+                                let kc = match who {
+                                    None => 0,
+                                    Some(i) => match (1..reaper.children.len()).rev().find(|&c| {
+                                        let c = &reaper.children[c];
+                                        c.client == Some(i) && !c.killed && c.events.is_some()
+                                    }) {
+                                        Some(kc) => kc,
+                                        None => continue,
+                                    },
+                                };
+                                let c = &mut reaper.children[kc];
+                                let mut for_ms = 0;
+                                match f.fault {
+                                    Fault::Stop(_, d) => {
+                                        let _ = kill(c.pid, Signal::SIGSTOP);
+                                        conts.push((kc, Instant::now() + d));
+                                        for_ms = d.as_millis() as u64;
+                                    }
+                                    _ => {
+                                        signal_group(c.pid, Signal::SIGKILL);
+                                        c.killed = true;
+                                    }
+                                }
+                                let role = c.role.clone();
+                                on(Milestone::Nemesis {
+                                    role: role.clone(),
+                                    action,
+                                });
+                                nemesis_log.push(NemesisEvent {
+                                    action,
+                                    role,
+                                    at_ms,
+                                    for_ms,
+                                });
+                                match f.fault {
+                                    Fault::Kill(i) => {
+                                        gone += 1;
+                                        if !settled[i] {
+                                            settled[i] = true;
+                                            settled_count += 1;
+                                        }
+                                    }
+                                    Fault::Restart(i) => {
+                                        respawn!(i, p + 1);
+                                        awaiting_ready += 1;
+                                    }
+                                    Fault::KillRelay => relay_killed = true,
+                                    Fault::Stop(..) => {}
+                                }
+                            }
+                            if awaiting_ready > 0 || relay_killed {
+                                release_after = (!relay_killed).then_some(p + 1);
+                            } else {
                                 barrier_w[p + 1] = None;
                                 on(Milestone::PhaseStarted(p + 1));
                             }
@@ -1040,6 +1159,9 @@ fn run_children(
             let end_ms = released_at.map_or(0, |t0| ended_at.duration_since(t0).as_millis() as u64);
             e.for_ms = end_ms.saturating_sub(e.at_ms);
         }
+    }
+    for (k, _) in conts {
+        let _ = kill(reaper.children[k].pid, Signal::SIGCONT);
     }
     drop(drain_w);
     drop(cstop_w);

@@ -121,6 +121,43 @@ impl Receiver {
         rx
     }
 
+    /// A script's restarted process: takes what reached its predecessor in the phases before
+    /// `p` as received (each phase ended only when all of it had arrived).
+    pub fn skip_to_phase(&mut self, p: usize) {
+        let Work::Script {
+            incoming,
+            incoming_upto,
+            ..
+        } = &self.plan.work
+        else {
+            return;
+        };
+        let Some(upto) = incoming_upto.get(p) else {
+            return;
+        };
+        for (s, &k) in upto.iter().enumerate() {
+            let (mut run, mut left) = (0usize, k);
+            while let Some(r) = incoming[s].get(run).filter(|r| left >= r.count) {
+                left -= r.count;
+                run += 1;
+            }
+            self.cursor[s] = (run, left);
+            self.next[s] = k;
+            self.received[s] += k;
+        }
+        let before = p.checked_sub(1);
+        self.received_total = before.map_or(0, |q| self.plan.expect_in[q]);
+    }
+
+    /// A script's restarted process: a send of its predecessor's to an absent name, which
+    /// bounced before its phase ended.
+    pub fn bounced_earlier(&mut self, d: usize) {
+        if let Some(b) = self.bounced.get_mut(d) {
+            *b += 1;
+            self.bounced_total += 1;
+        }
+    }
+
     /// True when every client meant to be alive has sent its end-of-run marker.
     pub fn all_fins(&self) -> bool {
         let me = self.plan.me;

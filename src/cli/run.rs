@@ -194,6 +194,8 @@ pub fn run(a: Args) -> i32 {
 /// What a run is made of: a random scenario or a script.
 struct Source {
     plans: Vec<ClientPlan>,
+    /// A script's fault lines.
+    faults: Vec<relay_harness::script::FaultLine>,
     names: Vec<String>,
     phases: usize,
     config: RunConfig,
@@ -258,11 +260,13 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             phases: script.phases.len(),
             inject: None,
             relay_cmd: None,
-            nemesis: None,
+            nemesis: (!script.faults.is_empty())
+                .then(|| format!("{} fault line(s) in the script", script.faults.len())),
             pattern: "script".into(),
         };
         return Ok(Source {
             plans,
+            faults: script.faults.clone(),
             names: script.names[..script.clients].to_vec(),
             phases: script.phases.len(),
             config,
@@ -331,6 +335,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
         replay
     };
     Ok(Source {
+        faults: Vec::new(),
         plans: if a.pattern == "pingpong" {
             pingpong_plans(&sc)
         } else {
@@ -504,6 +509,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             pause: a.nemesis_interval / 2,
             seed: src.config.seed,
         }),
+        script_faults: src.faults.clone(),
         blackbox: if deaths {
             match BlackBox::new(src.plans.len()) {
                 Ok(b) => Some(std::sync::Arc::new(b)),
