@@ -216,6 +216,14 @@ fn tokenize(line: &str) -> Result<Vec<(usize, Tok)>, (usize, String)> {
 /// body index, count.
 type RawSend = (usize, usize, (usize, String), (usize, String), usize, u64);
 
+/// A fault line before names are resolved: line, phase, (column, word, target), duration.
+type RawFault = (
+    usize,
+    usize,
+    (usize, String, String),
+    Option<std::time::Duration>,
+);
+
 fn valid_name(n: &str) -> bool {
     (1..=32).contains(&n.len())
         && n.bytes()
@@ -245,13 +253,7 @@ impl Script {
             seed: None,
             faults: Vec::new(),
         };
-        // Fault lines before names are resolved: line, phase, (column, word, target), duration.
-        let mut raw_faults: Vec<(
-            usize,
-            usize,
-            (usize, String, String),
-            Option<std::time::Duration>,
-        )> = Vec::new();
+        let mut raw_faults: Vec<RawFault> = Vec::new();
         let mut absent: Vec<String> = Vec::new();
         let mut raw_sends: Vec<RawSend> = Vec::new();
         let mut phase = 0usize;
