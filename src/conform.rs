@@ -379,6 +379,39 @@ pub fn cases() -> Vec<Case> {
             }
             writer.join().map_err(|_| "writer panicked".to_string())?
         }},
+        Case { name: "a stopped client", clause: "a client stopped mid-frame and mid-stream stalls nobody else, and gets everything when it resumes", run: |c| {
+            // What SIGSTOP leaves: half a frame written, and a stream it has stopped reading.
+            let mut stopped = c.registered("stopped")?;
+            let mut flood = c.registered("flood")?;
+            let (mut a, mut b) = (c.registered("a")?, c.registered("b")?);
+            flood.send(b"stopped", b"before")?;
+            stopped.expect(Got::Deliver(b"flood".to_vec(), b"before".to_vec()))?;
+            let own = send_bytes(b"a", b"my frame, finished later");
+            stopped.write(&own[..7])?;
+            const FRAMES: u32 = 4096;
+            let mut all = Vec::new();
+            for i in 0..FRAMES {
+                let mut p = vec![(i % 251) as u8; 2048];
+                p[..4].copy_from_slice(&i.to_be_bytes());
+                all.extend(send_bytes(b"stopped", &p));
+            }
+            let writer = std::thread::spawn(move || flood.write(&all));
+            for i in 0u32..100 {
+                b.send(b"a", &i.to_be_bytes())?;
+                a.expect(Got::Deliver(b"b".to_vec(), i.to_be_bytes().to_vec()))
+                    .map_err(|e| format!("round trip {i} while a client was stopped: {e}"))?;
+            }
+            // It resumes: finishes its frame, and reads everything, in order.
+            stopped.write(&own[7..])?;
+            a.expect(Got::Deliver(b"stopped".to_vec(), b"my frame, finished later".to_vec()))?;
+            for i in 0..FRAMES {
+                match stopped.next()? {
+                    Got::Deliver(src, p) if src == b"flood" && p.len() == 2048 && p[..4] == i.to_be_bytes() => {}
+                    other => return Err(format!("message {i} after the resume: expected DELIVER from \"flood\" with seq {i}, got {other}")),
+                }
+            }
+            writer.join().map_err(|_| "writer panicked".to_string())?
+        }},
         Case { name: "connections past capacity", clause: "a connection beyond capacity gets RELAY_FULL and is closed; the relay serves the rest", run: |c| {
             let _ = crate::sys::raise_nofile_limit();
             let mut a = c.registered("a")?;
@@ -488,8 +521,23 @@ pub fn run_all(r: &RelayUnderTest) -> Vec<Outcome> {
                 addr,
                 deadline: Instant::now() + CASE_DEADLINE,
             };
-            let res = (case.run)(&ctx);
+            // In a thread of its own: a call the deadline cannot interrupt (a connect to a
+            // relay that never accepts, a write it never reads) fails the case when the relay
+            // is killed, instead of hanging the suite.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let run = case.run;
+            let worker = std::thread::spawn(move || {
+                let _ = tx.send(run(&ctx));
+            });
+            let res = rx
+                .recv_timeout(CASE_DEADLINE + Duration::from_secs(2))
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "the case did not finish within {CASE_DEADLINE:?} (the relay hangs, or never accepts?)"
+                    ))
+                });
             drop(running);
+            let _ = worker.join();
             res
         });
         out.push(Outcome {

@@ -665,6 +665,33 @@ fn ctrl_c_while_a_client_is_stopped_still_cleans_up() {
 }
 
 #[test]
+fn a_stopped_client_freezes_the_classic_relay_and_the_report_says_so() {
+    let scn = format!("{}/fixtures/slow-consumer.scn", env!("CARGO_MANIFEST_DIR"));
+    let (code, r, err, tmp) = run_json(&["--scenario", &scn, "-v"]);
+    assert_eq!(code, Some(0), "{r:#}");
+    let starved = r["nemesis"]["others_starved_ms"].as_u64().unwrap();
+    assert!(starved < 250, "the built-in relay kept a and b flowing: {r:#}");
+    assert_clean(&tmp, &forked_pids(&err));
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(classic) = build_classic(dir.path()) else {
+        return;
+    };
+    let relay = format!("{} {{addr}}", classic.display());
+    let (code, r, err, tmp) = run_json(&["--scenario", &scn, "--relay-cmd", &relay, "-v"]);
+    assert_eq!(code, Some(0), "slow, but nothing lost: {r:#}");
+    let starved = r["nemesis"]["others_starved_ms"].as_u64().unwrap();
+    assert!(starved >= 400, "the 2005 design froze while sink was stopped: {r:#}");
+    assert_clean(&tmp, &forked_pids(&err));
+    let out = Command::new(bin())
+        .args(["--scenario", &scn, "--relay-cmd", &relay])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the relay froze"), "{text}");
+}
+
+#[test]
 fn pingpong_pairs_clients_and_reports_the_round_trip() {
     for transport in ["unix", "tcp"] {
         let (code, r, err, tmp) = run_json(&[

@@ -140,6 +140,11 @@ pub struct NemesisReport {
     pub others_msgs_per_s_during_stops: Option<f64>,
     /// Messages per second all clients received the rest of the time.
     pub msgs_per_s_between_stops: Option<f64>,
+    /// The longest time, during a stop, in which no other client received anything although
+    /// some still had messages due: how long the relay froze (10 ms resolution).
+    pub others_starved_ms: Option<u64>,
+    /// The stop it happened in: the stopped client, and how long it was stopped (ms).
+    pub starved_during: Option<(String, u64)>,
 }
 
 /// Faults the relay injected on purpose.
@@ -363,6 +368,8 @@ pub fn build(
             relay_held_back_ms: outcome.relay_held_back_ms,
             others_msgs_per_s_during_stops: stop_rates(outcome, names).0,
             msgs_per_s_between_stops: stop_rates(outcome, names).1,
+            others_starved_ms: starvation(outcome, names).map(|s| s.0),
+            starved_during: starvation(outcome, names).map(|s| (s.1, s.2)),
         }),
         inject: inject.map(|fault| Injected {
             fault,
@@ -441,6 +448,57 @@ fn stop_rates(outcome: &Outcome, names: &[String]) -> (Option<f64>, Option<f64>)
         rate(during, stopped_ns),
         rate(between, total_ns.saturating_sub(stopped_ns)),
     )
+}
+
+/// The longest stretch of a stop in which none of the other clients received anything while
+/// at least one of them still had messages to come: (ms, stopped client, stop length ms).
+fn starvation(outcome: &Outcome, names: &[String]) -> Option<(u64, String, u64)> {
+    use crate::verify::RATE_BUCKET_NS;
+    let t0 = outcome.released_ns;
+    if t0 == 0 {
+        return None;
+    }
+    // Per client: the run's 10 ms buckets in which it received something, and its last one.
+    let mut got: Vec<(usize, std::collections::HashSet<u64>, u64)> = Vec::new();
+    for (i, r) in outcome.reports.iter().enumerate() {
+        let Some(r) = r else { continue };
+        let set: std::collections::HashSet<u64> = r
+            .rate_10ms
+            .iter()
+            .map(|&(b, _)| {
+                (r.rate_clock0_ns + u64::from(b) * RATE_BUCKET_NS).saturating_sub(t0)
+                    / RATE_BUCKET_NS
+            })
+            .collect();
+        let last = set.iter().copied().max().unwrap_or(0);
+        got.push((i, set, last));
+    }
+    let mut worst: Option<(u64, String, u64)> = None;
+    for e in outcome
+        .nemesis
+        .iter()
+        .filter(|e| e.action == crate::supervisor::Action::Stop)
+    {
+        let who = names.iter().position(|n| *n == e.role);
+        let (from, to) = (e.at_ms / 10, (e.at_ms + e.for_ms) / 10);
+        let (mut run, mut longest) = (0u64, 0u64);
+        for k in from..to {
+            let others = got.iter().filter(|(i, _, _)| Some(*i) != who);
+            let due = others.clone().any(|(_, _, last)| *last > k);
+            let moved = others.clone().any(|(_, set, _)| set.contains(&k));
+            if due && !moved {
+                run += 1;
+                longest = longest.max(run);
+            } else {
+                run = 0;
+            }
+        }
+        let ms = longest * 10;
+        if worst.as_ref().is_none_or(|w| ms > w.0) {
+            worst = Some((ms, e.role.clone(), e.for_ms));
+        }
+    }
+    worst
 }
 
 fn group(n: u64) -> String {
@@ -635,6 +693,13 @@ pub fn human(r: &Report) -> String {
                 group(b as u64)
             ),
             _ => String::new(),
+        };
+        let rates = match (n.others_starved_ms, &n.starved_during) {
+            (Some(ms), Some((who, len))) if ms > 0 => format!(
+                "{rates}\n            longest time no other client received anything, with messages still due: {ms} ms (while {who} was stopped for {len} ms){}",
+                if ms * 10 >= len * 8 { ": the relay froze" } else { "" }
+            ),
+            _ => rates,
         };
         let _ = writeln!(
             o,
