@@ -788,7 +788,8 @@ fn relay_faults_are_still_caught_while_clients_die() {
                 Some(0),
                 "{inject} never fired, so the run passes: {r:#}"
             );
-        } else {
+        } else if fired >= 10 {
+            // (A handful could all sit right before deaths on a loaded machine; tens cannot.)
             assert_eq!(code, Some(1), "{inject} fired {fired} times: {r:#}");
             let c = r["checks"]
                 .as_array()
