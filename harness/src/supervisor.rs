@@ -780,7 +780,13 @@ fn run_children(
             }
         }
         if ending.is_none() && reported + gone == n {
-            ending = Some(Ending::Finished);
+            // The clients may report (having seen their sockets close) before the relay's own
+            // pipe says it died: a killed relay still ends the run as killed.
+            ending = Some(if relay_killed {
+                Ending::RelayKilled("killed by SIGKILL (the nemesis)".into())
+            } else {
+                Ending::Finished
+            });
         }
         if let (Some(e), false) = (&ending, announced) {
             announced = true;
