@@ -16,6 +16,7 @@ use relay_harness::payload;
 use relay_harness::plan::{ClientPlan, Outbox, Work};
 use relay_harness::scenario::{mix, PayloadSize};
 use relay_harness::supervisor::{now_ns, ClientCtx};
+use relay_harness::trace::Tracer;
 use relay_harness::verify::Receiver;
 
 use std::time::Duration;
@@ -36,6 +37,12 @@ pub fn client_main(
     mut ctx: ClientCtx,
 ) -> i32 {
     let name = plan.names.name(plan.me).to_string();
+    let mut tr = ctx.trace.map(Tracer::new);
+    if let Some(t) = tr.as_mut() {
+        t.ev(|| {
+            "started: kept its event pipe, the stop pipe and the barrier pipes; closed every other fd it inherited".into()
+        });
+    }
     let bb = ctx.blackbox.clone();
     let restarted = ctx.incarnation > 0;
     let mut outbox = Outbox::new(plan);
@@ -71,8 +78,20 @@ pub fn client_main(
             return 3;
         }
     };
+    if let Some(t) = tr.as_mut() {
+        let fd = client.fd();
+        t.ev(|| {
+            format!(
+                "socket() + connect({addr}) -> fd {fd}; sent HELLO {name:?}, got WELCOME {name:?}"
+            )
+        });
+        t.ev(|| "wrote \"registered\" to its event pipe; blocks in read() on barrier 0".into());
+    }
     if ctx.ready_and_wait().is_err() {
         return 3;
+    }
+    if let Some(t) = tr.as_mut() {
+        t.ev(|| "barrier 0: read() returned 0 (its write end was closed): start".into());
     }
     let mut rx = match &bb {
         Some(bb) => Receiver::with_blackbox(plan.clone(), bb.clone(), restarted),
@@ -151,6 +170,7 @@ pub fn client_main(
             &mut writer,
             ctx.stop.as_fd(),
             bb.is_some(),
+            &mut tr,
         ) {
             error = Some(e);
             break;
@@ -166,7 +186,14 @@ pub fn client_main(
     } else if complete {
         linger(&mut client, &mut rx, &mut ctx);
     }
-    let report = rx.finish(done_at, complete, error);
+    let mut report = rx.finish(done_at, complete, error);
+    if let Some(t) = tr.as_mut() {
+        let (sent, got) = (report.sent(), report.received());
+        t.ev(|| {
+            format!("sends its records up its event pipe (sent {sent}, received {got}) and exits")
+        });
+    }
+    report.trace = tr.map(|mut t| t.take());
     let _ = ctx.done(report);
     if complete {
         0
@@ -417,6 +444,7 @@ fn exchange(
     writer: &mut Writer,
     stop: BorrowedFd<'_>,
     deaths: bool,
+    tr: &mut Option<Tracer>,
 ) -> Result<(), String> {
     let names = plan.names.all();
     let mut scratch = Vec::new();
@@ -433,6 +461,15 @@ fn exchange(
             };
             rx.sent(d);
             rx.note(now, || format!("sent {} to {}", show(&scratch), names[d]));
+            if let Some(t) = tr.as_mut() {
+                t.ev(|| {
+                    format!(
+                        "SEND to {} {}: into its write buffer",
+                        names[d],
+                        show(&scratch)
+                    )
+                });
+            }
             client.queue(&names[d], &scratch);
         }
         let mut progress = false;
@@ -442,6 +479,10 @@ fn exchange(
                 .write(client)
                 .map_err(|e| format!("write to the relay failed: {e}"))?;
             progress |= client.pending() != before;
+            if let Some(t) = tr.as_mut() {
+                let (n, left) = (before - client.pending(), client.pending());
+                t.ev(|| format!("write() -> {n} bytes to the relay ({left} still buffered)"));
+            }
         }
         let read = client.read_some(|f| match f {
             RelayFrame::Deliver { src, payload } => {
@@ -453,6 +494,15 @@ fn exchange(
                         String::from_utf8_lossy(src)
                     )
                 });
+                if let Some(t) = tr.as_mut() {
+                    t.ev(|| {
+                        format!(
+                            "DELIVER from {} {}: checked",
+                            String::from_utf8_lossy(src),
+                            show(payload)
+                        )
+                    });
+                }
                 rx.deliver(src, payload, now);
             }
             RelayFrame::Bounce { dst, payload } => {

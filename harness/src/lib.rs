@@ -11,4 +11,5 @@ pub mod report;
 pub mod scenario;
 pub mod script;
 pub mod supervisor;
+pub mod trace;
 pub mod verify;

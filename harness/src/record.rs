@@ -126,6 +126,9 @@ pub struct ClientReport {
     pub rate_clock0_ns: u64,
     /// What it did, when asked to keep a transcript: (CLOCK_MONOTONIC ns, what happened).
     pub transcript: Vec<(u64, String)>,
+    /// `--trace`: its events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::Trace>,
 }
 
 impl ClientReport {
@@ -170,5 +173,8 @@ pub enum Event {
         injected: u64,
         /// Milliseconds it held senders back, summed over senders.
         held_back_ms: u64,
+        /// `--trace`: its events.
+        #[serde(default)]
+        trace: Option<crate::trace::Trace>,
     },
 }

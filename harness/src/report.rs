@@ -222,6 +222,9 @@ pub struct Report {
     pub relay_log_tail: Option<String>,
     /// Every child process and its exit.
     pub processes: Vec<Process>,
+    /// `--trace`: the merged timeline of every process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::Timeline>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -395,6 +398,7 @@ pub fn build(
                 status: status.clone(),
             })
             .collect(),
+        trace: None,
     }
 }
 

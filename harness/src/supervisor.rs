@@ -74,13 +74,19 @@ impl RelayCtx {
 
     /// Tells the supervisor the relay stopped, with its peak memory and how many injected
     /// faults it applied.
-    pub fn done(&mut self, injected: u64, held_back_ms: u64) -> io::Result<()> {
+    pub fn done(
+        &mut self,
+        injected: u64,
+        held_back_ms: u64,
+        trace: Option<crate::trace::Trace>,
+    ) -> io::Result<()> {
         send_event(
             &self.events,
             &Event::RelayDone {
                 peak_rss_kib: peak_rss_kib(),
                 injected,
                 held_back_ms,
+                trace,
             },
         )
     }
@@ -141,6 +147,8 @@ pub struct ClientCtx {
     pub incarnation: u32,
     /// The phase it starts at (a script's restarted process carries on at the next phase).
     pub start_phase: usize,
+    /// `--trace`: how many events to keep.
+    pub trace: Option<usize>,
     /// Runs with deaths: the counters every process shares.
     pub blackbox: Option<Arc<BlackBox>>,
     /// Runs with deaths: becomes readable (end of file) once every client is done with its
@@ -227,6 +235,10 @@ pub struct Limits {
     pub blackbox: Option<Arc<BlackBox>>,
     /// A script's fault lines, each struck when every live client has finished its phase.
     pub script_faults: Vec<FaultLine>,
+    /// `--trace`: events kept per process (None: no tracing).
+    pub trace: Option<usize>,
+    /// Traced events from before the supervisor started (the listening socket's creation).
+    pub trace_prelude: Vec<(u64, String)>,
     /// The relay is another program (it cannot be asked to stop through its pipe: it gets
     /// SIGTERM at once when the run is over).
     pub foreign_relay: bool,
@@ -341,6 +353,8 @@ pub struct Outcome {
     pub supervisor_peak_rss_kib: u64,
     /// What the nemesis did.
     pub nemesis: Vec<NemesisEvent>,
+    /// `--trace`: every process's events, merged.
+    pub timeline: Option<crate::trace::Timeline>,
 }
 
 struct Child {
@@ -361,6 +375,8 @@ struct Child {
     injected: Option<u64>,
     /// Time the relay held senders back, in all.
     held_back_ms: Option<u64>,
+    /// The relay's trace, from its last word.
+    trace: Option<crate::trace::Trace>,
 }
 
 /// Reaps whatever is left if the supervisor returns early or panics.
@@ -562,6 +578,29 @@ fn run_children(
     client: &mut impl FnMut(ClientCtx) -> i32,
     on: &mut dyn FnMut(Milestone),
 ) -> Result<Outcome, SuperviseError> {
+    // `--trace`: the supervisor's own events; every milestone is one.
+    let mut tr = limits.trace.map(crate::trace::Tracer::new);
+    if let Some(t) = tr.as_mut() {
+        for (at, what) in &limits.trace_prelude {
+            t.at(*at, what.clone());
+        }
+    }
+    macro_rules! ms {
+        ($m:expr) => {{
+            let m = $m;
+            if let Some(t) = tr.as_mut() {
+                t.ev(|| milestone_text(&m));
+            }
+            on(m);
+        }};
+    }
+    macro_rules! note {
+        ($($arg:tt)*) => {
+            if let Some(t) = tr.as_mut() {
+                t.ev(|| format!($($arg)*));
+            }
+        };
+    }
     // Every pipe is made before the first fork, so each child can close what is not its own.
     let phases = limits.phases.max(1);
     let mut barrier_r = Vec::with_capacity(phases);
@@ -578,6 +617,10 @@ fn run_children(
     for _ in 0..n {
         ev.push(pipe().map_err(sys("pipe"))?);
     }
+    note!(
+        "pipe() x {}: a start barrier per phase, a stop pipe for the clients, one for the relay, an event pipe per child",
+        phases + 3 + n
+    );
     let mut reaper = Reaper {
         children: Vec::new(),
     };
@@ -592,13 +635,14 @@ fn run_children(
     let mut keep = keep.to_vec();
     keep.extend(&limits.relay_fds);
     let pid = spawn(&keep, move || relay(rctx)).map_err(sys("fork"))?;
-    on(Milestone::Forked {
+    ms!(Milestone::Forked {
         role: "relay".into(),
         pid: pid.as_raw(),
     });
     // The parent's copy of the relay closure (and any listener in it) is dropped here.
     drop(rev_w);
     drop(rstop_r);
+    note!("closed its copies of the relay's ends (the event pipe's write end, the stop pipe's read end) and of the listening socket");
     set_nonblocking(&rev_r).map_err(sys("fcntl"))?;
     reaper.children.push(Child {
         role: "relay".into(),
@@ -612,6 +656,7 @@ fn run_children(
         peak_rss_kib: None,
         injected: None,
         held_back_ms: None,
+        trace: None,
     });
 
     let mut ev_r: Vec<Option<OwnedFd>> = Vec::with_capacity(n);
@@ -646,6 +691,7 @@ fn run_children(
             stop: cstop_r.try_clone().map_err(dup_err)?,
             incarnation,
             start_phase,
+            trace: limits.trace,
             blackbox: limits.blackbox.clone(),
             drain: drain_r
                 .as_ref()
@@ -661,7 +707,7 @@ fn run_children(
     for i in 0..n {
         let w = ev_w[i].take().expect("each event pipe is used once");
         let pid = fork_client(i, 0, 0, w, client)?;
-        on(Milestone::Forked {
+        ms!(Milestone::Forked {
             role: role(limits, i),
             pid: pid.as_raw(),
         });
@@ -679,6 +725,7 @@ fn run_children(
             peak_rss_kib: None,
             injected: None,
             held_back_ms: None,
+            trace: None,
         });
     }
 
@@ -706,6 +753,10 @@ fn run_children(
     // Every event pipe and the signal pipe in one epoll set: a wait costs in proportion to
     // the pipes that are ready, not to the thousands that may be open. (Made after the last
     // fork, so no child holds it.) A pipe leaves the set when its fd is closed.
+    note!(
+        "epoll_create(): watches {} event pipes and the signal pipe; waits until one is readable",
+        n + 1
+    );
     let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
     ep.add(
         sig_r.as_fd(),
@@ -745,11 +796,11 @@ fn run_children(
             ep.add(r.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
                 .map_err(sys("epoll_ctl"))?;
             let role = role(limits, i);
-            on(Milestone::Forked {
+            ms!(Milestone::Forked {
                 role: role.clone(),
                 pid: pid.as_raw(),
             });
-            on(Milestone::Nemesis {
+            ms!(Milestone::Nemesis {
                 role: role.clone(),
                 action: Action::Restarted,
             });
@@ -765,6 +816,7 @@ fn run_children(
                 peak_rss_kib: None,
                 injected: None,
                 held_back_ms: None,
+                trace: None,
             });
             clients_open += 1;
         }};
@@ -775,7 +827,8 @@ fn run_children(
         if ending.is_none() && settled_count == n && reported + gone < n {
             if limits.blackbox.is_some() {
                 drain_w = None; // everyone is done and nobody dies any more: send end markers
-            } else {
+            } else if cstop_w.is_some() {
+                note!("every client is done: closed the clients' stop pipe, so each reads 0 and reports");
                 cstop_w = None; // everyone is done: the lingering clients may report now
             }
         }
@@ -791,7 +844,7 @@ fn run_children(
         if let (Some(e), false) = (&ending, announced) {
             announced = true;
             if *e != Ending::Finished {
-                on(Milestone::Stopping(e.clone()));
+                ms!(Milestone::Stopping(e.clone()));
             }
         }
         if ending.is_some() && ending != Some(Ending::Finished) {
@@ -823,7 +876,7 @@ fn run_children(
             }
             let c = &reaper.children[k];
             let _ = kill(c.pid, Signal::SIGCONT);
-            on(Milestone::Nemesis {
+            ms!(Milestone::Nemesis {
                 role: c.role.clone(),
                 action: Action::Cont,
             });
@@ -839,7 +892,7 @@ fn run_children(
                 if now >= until {
                     let c = &reaper.children[k];
                     let _ = kill(c.pid, Signal::SIGCONT);
-                    on(Milestone::Nemesis {
+                    ms!(Milestone::Nemesis {
                         role: c.role.clone(),
                         action: Action::Cont,
                     });
@@ -878,7 +931,7 @@ fn run_children(
                     signal_group(c.pid, Signal::SIGKILL);
                     c.killed = true;
                     relay_killed = true;
-                    on(Milestone::Nemesis {
+                    ms!(Milestone::Nemesis {
                         role: c.role.clone(),
                         action,
                     });
@@ -922,7 +975,7 @@ fn run_children(
                             }
                         }
                     }
-                    on(Milestone::Nemesis {
+                    ms!(Milestone::Nemesis {
                         role: c.role.clone(),
                         action,
                     });
@@ -996,12 +1049,12 @@ fn run_children(
                                 release_after = None;
                                 if let Some(b) = barrier_w.get_mut(q) {
                                     *b = None;
-                                    on(Milestone::PhaseStarted(q));
+                                    ms!(Milestone::PhaseStarted(q));
                                 }
                             }
                         }
                         ready += 1;
-                        on(Milestone::Registered {
+                        ms!(Milestone::Registered {
                             role: reaper.children[k].role.clone(),
                         });
                         if ready == n && barrier_w[0].is_some() {
@@ -1009,7 +1062,7 @@ fn run_children(
                             released_ns = now_ns();
                             released_at = Some(Instant::now());
                             barrier_w[0] = None; // closing the barrier starts every client at once
-                            on(Milestone::Released);
+                            ms!(Milestone::Released);
                         }
                     }
                     Event::PhaseDone(p) => {
@@ -1053,7 +1106,7 @@ fn run_children(
                                     }
                                 }
                                 let role = c.role.clone();
-                                on(Milestone::Nemesis {
+                                ms!(Milestone::Nemesis {
                                     role: role.clone(),
                                     action,
                                 });
@@ -1083,7 +1136,7 @@ fn run_children(
                                 release_after = (!relay_killed).then_some(p + 1);
                             } else {
                                 barrier_w[p + 1] = None;
-                                on(Milestone::PhaseStarted(p + 1));
+                                ms!(Milestone::PhaseStarted(p + 1));
                             }
                         }
                     }
@@ -1101,7 +1154,7 @@ fn run_children(
                             settled_count += 1;
                         }
                         if i < n {
-                            on(Milestone::Reported {
+                            ms!(Milestone::Reported {
                                 role: role(limits, i),
                             });
                             if reports[i].is_none() {
@@ -1174,6 +1227,7 @@ fn run_children(
     drop(barrier_w);
 
     // Stop the relay by closing its stop pipe, then make sure everyone is gone.
+    note!("closed the relay's stop pipe: its select() sees it readable, and it shuts down");
     drop(rstop_w);
     let interrupted = ending == Some(Ending::Interrupted);
     stop_all(
@@ -1189,13 +1243,27 @@ fn run_children(
         );
     }
     for c in &reaper.children {
-        on(Milestone::Exited {
+        ms!(Milestone::Exited {
             role: c.role.clone(),
             status: c.status.clone().unwrap_or_default(),
         });
     }
 
+    let timeline = tr.map(|mut t| {
+        let cap = limits.trace.unwrap_or(0);
+        let mut traces = vec![("supervisor".to_string(), t.take())];
+        if let Some(r) = reaper.children[0].trace.take() {
+            traces.push(("relay".to_string(), r));
+        }
+        for (i, r) in reports.iter_mut().enumerate() {
+            if let Some(tr) = r.as_mut().and_then(|r| r.trace.take()) {
+                traces.push((role(limits, i), tr));
+            }
+        }
+        crate::trace::merge(traces, cap)
+    });
     Ok(Outcome {
+        timeline,
         ending: ending.unwrap_or(Ending::Finished),
         reports,
         statuses: reaper
@@ -1213,6 +1281,27 @@ fn run_children(
         supervisor_peak_rss_kib: peak_rss_kib(),
         nemesis: nemesis_log,
     })
+}
+
+/// A milestone as a line of the trace.
+fn milestone_text(m: &Milestone) -> String {
+    match m {
+        Milestone::Forked { role, pid } => format!("fork() -> {role} is pid {pid}"),
+        Milestone::Registered { role } => {
+            format!("{role} is registered (a line on its event pipe)")
+        }
+        Milestone::Released => {
+            "closed barrier 0's write end: every client blocked in read() on it gets 0 at once"
+                .into()
+        }
+        Milestone::PhaseStarted(p) => {
+            format!("closed barrier {p}'s write end: phase {p} starts everywhere at once")
+        }
+        Milestone::Reported { role } => format!("{role} sent its records"),
+        Milestone::Stopping(e) => format!("ending the run early: {e:?}"),
+        Milestone::Nemesis { role, action } => format!("nemesis: {} {role}", action.name()),
+        Milestone::Exited { role, status } => format!("waitpid(): {role} {status}"),
+    }
 }
 
 /// Reads what a child's event pipe holds; returns the whole events and whether it hit EOF.
@@ -1241,10 +1330,12 @@ fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
                 peak_rss_kib,
                 injected,
                 held_back_ms,
+                trace,
             }) => {
                 c.peak_rss_kib = Some(peak_rss_kib);
                 c.injected = Some(injected);
                 c.held_back_ms = Some(held_back_ms);
+                c.trace = trace;
             }
             Ok(e) => out.push(e),
             Err(_) => {}

@@ -80,6 +80,14 @@ struct DemoArgs {
     /// How the clients reach the relay.
     #[arg(long, value_name = "unix|tcp", default_value = "unix", value_parser = ["unix", "tcp"])]
     transport: String,
+    /// Print the timeline of every process: forks, pipes, socket calls, each select(), each
+    /// frame routed, exits (docs/walkthrough.md reads it line by line).
+    #[arg(long)]
+    trace: bool,
+    /// Also write the results folder: report.json, report.txt, junit.xml, trace.txt, the
+    /// pictures and index.html.
+    #[arg(long, value_name = "DIR")]
+    report: Option<std::path::PathBuf>,
 }
 
 /// The article's example, narrated.
@@ -105,7 +113,8 @@ fn demo(d: DemoArgs) -> i32 {
         write_chunks: None,
         scenario: None,
         inject: None,
-        report: None,
+        report: d.report,
+        trace: d.trace,
         relay_cmd: None,
         nemesis: None,
         nemesis_interval: std::time::Duration::from_millis(200),

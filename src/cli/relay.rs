@@ -154,6 +154,7 @@ fn config(a: &Args) -> Result<Config, String> {
         hello_timeout: a.hello_timeout,
         frame_timeout: a.frame_timeout,
         inject: a.inject,
+        trace: None,
     })
 }
 

@@ -83,6 +83,11 @@ pub struct Args {
     /// Time between two nemesis actions.
     #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub nemesis_interval: Duration,
+    /// Record what every process does (forks, pipe ends, socket calls, each select() and each
+    /// frame routed, exits) and print the merged timeline; large runs keep the first events of
+    /// each process and say what was cut.
+    #[arg(long)]
+    pub trace: bool,
     /// Run another relay program instead of the built-in one: `sh -c CMD`, with `{addr}`
     /// replaced by the socket path or 127.0.0.1:PORT it must listen on. Its output goes to
     /// relay.log (in --report DIR when given); it is stopped with SIGTERM, then SIGKILL.
@@ -437,6 +442,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         _ => Addr::Unix(dir.path().join("relay.sock")),
     };
     let _ = sys::raise_nofile_limit();
+    let mut prelude: Vec<(u64, String)> = Vec::new();
     let (relay_side, addr) = match &a.relay_cmd {
         None => {
             // Bound before the forks: clients may connect the moment they exist.
@@ -449,6 +455,13 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             };
             // The supervisor removes the directory; no process removes the file on its own drop.
             listener.keep_file();
+            if a.trace {
+                let fd = listener.as_fd().as_raw_fd();
+                prelude.push((
+                    now_ns(),
+                    format!("socket(), bind({addr}), listen() -> fd {fd}: the relay's listening socket, made before any fork so clients can connect as soon as they exist"),
+                ));
+            }
             match listener.local_addr() {
                 Ok(bound) => (RelaySide::Builtin(listener), bound),
                 Err(e) => {
@@ -480,6 +493,9 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             (RelaySide::Foreign { command, log }, addr)
         }
     };
+    let trace_cap = a
+        .trace
+        .then(|| relay_harness::trace::cap_for(src.plans.len() + 2));
     let relay_cfg = relay::Config {
         backend: a.backend.clone(),
         log: false,
@@ -488,6 +504,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             seed: src.config.seed,
             ..i
         }),
+        trace: trace_cap,
         ..relay::Config::default()
     };
     let relay_log = match &relay_side {
@@ -510,6 +527,8 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             seed: src.config.seed,
         }),
         script_faults: src.faults.clone(),
+        trace: trace_cap,
+        trace_prelude: prelude,
         blackbox: if deaths {
             match BlackBox::new(src.plans.len()) {
                 Ok(b) => Some(std::sync::Arc::new(b)),
@@ -559,7 +578,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                 RelaySide::Builtin(l) => l,
                 RelaySide::Foreign { command, log } => return exec_relay(&ctx, &command, &log),
             };
-            let (mut injected, mut held_back_ms) = (0, 0);
+            let (mut injected, mut held_back_ms, mut trace) = (0, 0, None);
             let code = match ctx
                 .stop
                 .try_clone()
@@ -568,6 +587,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                 Ok(Ok(stats)) => {
                     injected = stats.injected;
                     held_back_ms = stats.held_back_ns / 1_000_000;
+                    trace = stats.trace;
                     0
                 }
                 Ok(Err(e)) => {
@@ -579,7 +599,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                     3
                 }
             };
-            let _ = ctx.done(injected, held_back_ms);
+            let _ = ctx.done(injected, held_back_ms, trace);
             code
         },
         |ctx| {
@@ -632,6 +652,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         &v,
         verify_time,
     );
+    r.trace = outcome.timeline.clone();
     if let Some(log) = &relay_log {
         // Named only where it is kept: without --report it goes with the run's temp dir.
         r.relay_log = a.report.as_ref().map(|_| log.display().to_string());
@@ -655,6 +676,10 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             }
         }
         text.push_str(&tell(story));
+    }
+    if let (Some(t), false) = (&outcome.timeline, a.json) {
+        text.push_str(&t.render());
+        text.push('\n');
     }
     text.push_str(&if a.json {
         serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
@@ -739,6 +764,9 @@ fn write_report_dir(folder: &std::path::Path, r: &report::Report) -> std::io::Re
     std::fs::write(folder.join("report.json"), json + "\n")?;
     std::fs::write(folder.join("report.txt"), report::human(r))?;
     std::fs::write(folder.join("junit.xml"), report::junit(r))?;
+    if let Some(t) = &r.trace {
+        std::fs::write(folder.join("trace.txt"), t.render())?;
+    }
     Ok(())
 }
 

@@ -54,6 +54,9 @@ pub struct Config {
     pub frame_timeout: Duration,
     /// Break a promise on purpose (tests of the verifier); None in normal use.
     pub inject: Option<inject::Inject>,
+    /// `--trace`: keep the first this-many events (accepts, registrations, each wait, each
+    /// routed frame, errors, closes) with their times.
+    pub trace: Option<usize>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             hello_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
             inject: None,
+            trace: None,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct Stats {
     pub injected: u64,
     /// Time senders spent held back, summed over senders (nanoseconds).
     pub held_back_ns: u64,
+    /// What the relay did, when traced.
+    pub trace: Option<relay_harness::trace::Trace>,
 }
 
 /// Why the relay stopped other than by request.
@@ -163,6 +169,9 @@ pub struct Relay {
     reserve_fd: Option<File>,
     stopping: bool,
     stats: Stats,
+    /// `--trace`. In a RefCell because `log` takes `&self` (its messages borrow the relay);
+    /// the loop is single-threaded, so a borrow never fails.
+    trace: std::cell::RefCell<Option<relay_harness::trace::Tracer>>,
 }
 
 /// Runs the relay on `listener` until `stop` becomes readable (a byte or end of file).
@@ -174,7 +183,9 @@ pub fn run(listener: Listener, stop: Option<OwnedFd>, cfg: Config) -> Result<Sta
     let mut relay = Relay::new(Some(listener), stop, cfg)?;
     let result = relay.serve();
     relay.shutdown();
-    result.map(|()| relay.stats.clone())
+    let mut stats = relay.stats.clone();
+    stats.trace = relay.trace.get_mut().as_mut().map(|t| t.take());
+    result.map(|()| stats)
 }
 
 impl Relay {
@@ -208,7 +219,9 @@ impl Relay {
             reserve_fd: File::open("/dev/null").ok(),
             stopping: false,
             stats: Stats::default(),
+            trace: std::cell::RefCell::new(None),
         };
+        *relay.trace.get_mut() = relay.cfg.trace.map(relay_harness::trace::Tracer::new);
         relay.injector = relay.cfg.inject.map(inject::Injector::new);
         if let Some(i) = &relay.cfg.inject {
             relay.log(format_args!(
@@ -302,6 +315,23 @@ impl Relay {
         if self.cfg.log {
             eprintln!("relay: {args}");
         }
+        if let Ok(mut t) = self.trace.try_borrow_mut() {
+            if let Some(t) = t.as_mut() {
+                t.ev(|| args.to_string());
+            }
+        }
+    }
+
+    /// Records a trace event (only built when tracing, and while there is room).
+    fn trace(&mut self, what: impl FnOnce(&Relay) -> String) {
+        if self.trace.get_mut().as_ref().is_some_and(|t| t.room()) {
+            let text = what(self);
+            if let Some(t) = self.trace.get_mut() {
+                t.ev(|| text);
+            }
+        } else if let Some(t) = self.trace.get_mut() {
+            t.ev(String::new); // counted as cut
+        }
     }
 
     fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
@@ -329,8 +359,22 @@ impl Relay {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let before = self.trace.get_mut().is_some().then(Instant::now);
         let waited = self.backend.wait(timeout, &mut events);
         self.now = Instant::now();
+        if let Some(t0) = before {
+            let slept = self.now.duration_since(t0);
+            let ready = events.len();
+            self.trace(|r| {
+                format!(
+                    "{}() watching {} fds (listener, stop pipe, {} clients): {ready} ready after {:.3} ms",
+                    r.backend.name(),
+                    r.open + 2,
+                    r.open,
+                    slept.as_secs_f64() * 1000.0
+                )
+            });
+        }
         if let Err(source) = waited {
             self.events = events;
             return Err(RelayError::Wait {
@@ -427,7 +471,7 @@ impl Relay {
         self.open += 1;
         self.stats.accepted += 1;
         self.stats.peak_connections = self.stats.peak_connections.max(self.open);
-        self.log(format_args!("connect: conn {slot} (fd {fd})"));
+        self.log(format_args!("accept() -> fd {fd}: a new connection (conn {slot})"));
     }
 
     /// Sends RELAY_FULL to a connection that is not kept, and closes it.
@@ -565,6 +609,13 @@ impl Relay {
                     return Routed::HeldBack;
                 }
                 if receiver.is_none() {
+                    if self.trace.get_mut().is_some() {
+                        let n = payload.len();
+                        let d = String::from_utf8_lossy(dst).into_owned();
+                        self.trace(|r| {
+                            format!("SEND from {} to {d:?}: nobody holds that name -> BOUNCE ({n} bytes)", r.describe(id))
+                        });
+                    }
                     let Some(c) = slot(&mut self.conns, id) else {
                         return Routed::Done;
                     };
@@ -578,6 +629,16 @@ impl Relay {
                 {
                     self.stats.injected += 1;
                     return Routed::Done;
+                }
+                if self.trace.get_mut().is_some() {
+                    let n = payload.len();
+                    self.trace(|r| {
+                        format!(
+                            "SEND from {} -> DELIVER to {} ({n} bytes)",
+                            r.describe(id),
+                            r.describe(target)
+                        )
+                    });
                 }
                 self.deliver(id, None, target, payload);
                 Routed::Done
