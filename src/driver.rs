@@ -171,6 +171,7 @@ pub fn client_main(
             ctx.stop.as_fd(),
             bb.is_some(),
             &mut tr,
+            ctx.tally.as_deref(),
         ) {
             error = Some(e);
             break;
@@ -445,6 +446,7 @@ fn exchange(
     stop: BorrowedFd<'_>,
     deaths: bool,
     tr: &mut Option<Tracer>,
+    tally: Option<&relay_harness::blackbox::Tally>,
 ) -> Result<(), String> {
     let names = plan.names.all();
     let mut scratch = Vec::new();
@@ -526,6 +528,9 @@ fn exchange(
                 relay_error = Some("the relay sent a second WELCOME".into());
             }
         });
+        if let (Some(t), Ok(Progress::Read(_))) = (tally, &read) {
+            t.set(plan.me, rx.received_total());
+        }
         match read {
             Ok(Progress::Read(_)) => progress = true,
             Ok(Progress::WouldBlock) => {}

@@ -38,6 +38,76 @@ const PER_CLIENT: usize = 2;
 /// Most clients a black box is made for (its size grows with clients²).
 pub const MAX_CLIENTS: usize = 512;
 
+/// Messages received so far, one counter per client (each on its own cache line), shared by
+/// every process of the run: what the supervisor's progress bar reads.
+pub struct Tally {
+    base: NonNull<AtomicU64>,
+    clients: usize,
+}
+
+// SAFETY: only accessed through atomics.
+unsafe impl Send for Tally {}
+// SAFETY: as above.
+unsafe impl Sync for Tally {}
+
+/// u64 words per client: one 64-byte cache line, so clients on different cores do not
+/// contend for a line.
+const TALLY_STRIDE: usize = 8;
+
+impl Tally {
+    /// A zeroed tally for `clients` clients.
+    pub fn new(clients: usize) -> nix::Result<Tally> {
+        let len = NonZeroUsize::new(clients.max(1) * TALLY_STRIDE * 8)
+            .ok_or(nix::errno::Errno::EINVAL)?;
+        // SAFETY: as in BlackBox::new.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )?
+        };
+        Ok(Tally {
+            base: ptr.cast(),
+            clients,
+        })
+    }
+
+    fn slot(&self, i: usize) -> Option<&AtomicU64> {
+        // SAFETY: in bounds of the mapping, which lives as long as self.
+        (i < self.clients).then(|| unsafe { &*self.base.as_ptr().add(i * TALLY_STRIDE) })
+    }
+
+    /// Client `i` has received `n` messages so far.
+    pub fn set(&self, i: usize, n: u64) {
+        if let Some(s) = self.slot(i) {
+            s.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Messages received by all clients so far.
+    pub fn total(&self) -> u64 {
+        (0..self.clients)
+            .filter_map(|i| self.slot(i))
+            .map(|s| s.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in new() with this length.
+        let _ = unsafe { munmap(self.base.cast(), self.clients.max(1) * TALLY_STRIDE * 8) };
+    }
+}
+
+impl std::fmt::Debug for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tally({} clients)", self.clients)
+    }
+}
+
 /// The shared counters of one run.
 pub struct BlackBox {
     base: NonNull<AtomicU64>,

@@ -6,6 +6,7 @@
 pub mod blackbox;
 pub mod payload;
 pub mod plan;
+pub mod plots;
 pub mod record;
 pub mod report;
 pub mod scenario;

@@ -124,6 +124,9 @@ pub struct ClientReport {
     pub rate_10ms: Vec<(u32, u32)>,
     /// CLOCK_MONOTONIC ns when its exchange started (its delivery-rate clock).
     pub rate_clock0_ns: u64,
+    /// Latency per 10 ms bucket, sparse: (bucket, timed deliveries, sum ns, max ns).
+    #[serde(default)]
+    pub latency_10ms: Vec<(u32, u32, u64, u64)>,
     /// What it did, when asked to keep a transcript: (CLOCK_MONOTONIC ns, what happened).
     pub transcript: Vec<(u64, String)>,
     /// `--trace`: its events.

@@ -797,7 +797,7 @@ pub fn junit(r: &Report) -> String {
         };
         suite.add_test_case(TestCase::new(c.name, status));
     }
-    let ending = if r.ending == "finished" {
+    let ending = if r.ending == "finished" || r.ending == "relay_killed" {
         TestCaseStatus::success()
     } else {
         fail(
@@ -822,6 +822,33 @@ pub fn junit(r: &Report) -> String {
             status,
         ));
     }
+    if let Some(n) = &r.nemesis {
+        // One case per kind of process fault that struck: the promises held under it.
+        let mut kinds: Vec<crate::supervisor::Action> = Vec::new();
+        for e in &n.events {
+            if !kinds.contains(&e.action) {
+                kinds.push(e.action);
+            }
+        }
+        for k in kinds {
+            let count = n.events.iter().filter(|e| e.action == k).count();
+            let status = if r.exit_code == EXIT_PASS {
+                TestCaseStatus::success()
+            } else {
+                fail(
+                    r.failure.clone().unwrap_or_default(),
+                    format!("replay: {}", r.replay),
+                )
+            };
+            suite.add_test_case(TestCase::new(
+                format!(
+                    "nemesis {} ({count} time(s)): the guarantees held",
+                    k.name()
+                ),
+                status,
+            ));
+        }
+    }
     let mut report = JReport::new("relay-sim");
     report.add_test_suite(suite);
     report.to_string().unwrap_or_default()
@@ -838,4 +865,115 @@ mod tests {
         assert_eq!(group(1000), "1,000");
         assert_eq!(group(1234567), "1,234,567");
     }
+}
+
+/// index.html of a results folder: the configuration, seed and verdict, every check, and the
+/// pictures (given as file name and title) on one page.
+pub fn html(r: &Report, pictures: &[(&str, &str)], has_trace: bool) -> String {
+    use crate::plots::escape;
+    let c = &r.config;
+    let mut o = String::new();
+    let verdict_color = if r.exit_code == EXIT_PASS {
+        "#1a7f37"
+    } else {
+        "#cf222e"
+    };
+    let _ = write!(
+        o,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>relay-sim: {} ({})</title>\
+<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}}\
+table{{border-collapse:collapse}}td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}}\
+.verdict{{font-size:1.4em;font-weight:bold;color:{verdict_color}}}img{{max-width:100%;border:1px solid #ddd;margin:.5em 0}}\
+pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}}</style></head><body>\n",
+        r.verdict,
+        escape(&r.replay)
+    );
+    let _ = writeln!(o, "<h1>relay-sim results</h1>");
+    let _ = writeln!(
+        o,
+        "<p class=\"verdict\">{}{}</p>",
+        r.verdict.to_uppercase(),
+        r.failure
+            .as_ref()
+            .map_or(String::new(), |f| format!(": {}", escape(f)))
+    );
+    let _ = writeln!(o, "<h2>Configuration</h2><table>");
+    let mut row = |k: &str, v: String| {
+        let _ = writeln!(o, "<tr><th>{k}</th><td>{}</td></tr>", escape(&v));
+    };
+    row("clients", c.clients.to_string());
+    row(
+        "messages",
+        format!("{} ({} per client)", c.total_msgs, c.msgs_per_client),
+    );
+    row("payload", format!("{} bytes", c.payload));
+    row("pattern", c.pattern.clone());
+    row("transport", c.transport.clone());
+    row("backend", c.backend.clone());
+    row("seed", c.seed.to_string());
+    if let Some(s) = &c.scenario {
+        row("scenario", s.clone());
+    }
+    if let Some(n) = &c.nemesis {
+        row("nemesis", n.clone());
+    }
+    if let Some(i) = &c.inject {
+        row("injected fault", format!("{i} (on purpose)"));
+    }
+    row("ending", r.ending.to_string());
+    row("replay", r.replay.clone());
+    let _ = writeln!(o, "</table>");
+    let _ = writeln!(
+        o,
+        "<h2>Checks</h2><table><tr><th>check</th><th>result</th><th>violations</th></tr>"
+    );
+    for ch in &r.checks {
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ch.name,
+            if ch.ok { "ok" } else { "FAILED" },
+            ch.violations
+        );
+    }
+    let _ = writeln!(o, "</table>");
+    if let Some(t) = &r.throughput {
+        let _ = writeln!(
+            o,
+            "<p>Throughput: {} messages/s, {:.1} MB/s over the exchange ({:.1} ms).</p>",
+            group(t.msgs_per_s as u64),
+            t.mb_per_s,
+            t.exchange_s * 1000.0
+        );
+    }
+    if let Some(l) = &r.latency_us {
+        let _ = writeln!(
+            o,
+            "<p>Latency (send to delivery): p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs.</p>",
+            l.p50, l.p99, l.p999, l.max
+        );
+    }
+    for (file, title) in pictures {
+        let _ = writeln!(
+            o,
+            "<h2>{}</h2><a href=\"{file}\"><img src=\"{file}\" alt=\"{}\"></a>",
+            escape(title),
+            escape(title)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "<h2>Files</h2><ul><li><a href=\"report.json\">report.json</a> (schema {})</li>\
+<li><a href=\"report.txt\">report.txt</a></li><li><a href=\"junit.xml\">junit.xml</a></li>{}</ul>",
+        r.schema_version,
+        if has_trace {
+            "<li><a href=\"trace.txt\">trace.txt</a>: every process's events, merged</li>"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(o, "<h2>Report</h2><pre>{}</pre>", escape(&human(r)));
+    o.push_str("</body></html>\n");
+    o
 }

@@ -149,6 +149,8 @@ pub struct ClientCtx {
     pub start_phase: usize,
     /// `--trace`: how many events to keep.
     pub trace: Option<usize>,
+    /// When a progress bar may be shown: where to count what this client received.
+    pub tally: Option<Arc<crate::blackbox::Tally>>,
     /// Runs with deaths: the counters every process shares.
     pub blackbox: Option<Arc<BlackBox>>,
     /// Runs with deaths: becomes readable (end of file) once every client is done with its
@@ -239,6 +241,8 @@ pub struct Limits {
     pub trace: Option<usize>,
     /// Traced events from before the supervisor started (the listening socket's creation).
     pub trace_prelude: Vec<(u64, String)>,
+    /// A progress bar on stderr for runs longer than a second (None: never).
+    pub progress: Option<Progress>,
     /// The relay is another program (it cannot be asked to stop through its pipe: it gets
     /// SIGTERM at once when the run is over).
     pub foreign_relay: bool,
@@ -246,6 +250,15 @@ pub struct Limits {
     pub deadline: Duration,
     /// How long stopped children get to report or exit before SIGTERM, and SIGTERM before SIGKILL.
     pub grace: Duration,
+}
+
+/// What the progress bar shows: messages received out of those expected.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Messages the clients are due to receive in all.
+    pub expected: u64,
+    /// The clients' counts.
+    pub tally: Arc<crate::blackbox::Tally>,
 }
 
 /// A process fault.
@@ -692,6 +705,7 @@ fn run_children(
             incarnation,
             start_phase,
             trace: limits.trace,
+            tally: limits.progress.as_ref().map(|p| p.tally.clone()),
             blackbox: limits.blackbox.clone(),
             drain: drain_r
                 .as_ref()
@@ -746,6 +760,7 @@ fn run_children(
     // Clients killed for good: they will never report.
     let mut gone = 0usize;
     let mut nemesis_log: Vec<NemesisEvent> = Vec::new();
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let mut nemesis_rng =
         rand_pcg::Pcg64Mcg::seed_from_u64(limits.nemesis.as_ref().map_or(0, |n| n.seed) ^ 0x4E3E);
     let mut phase_done = vec![0usize; phases];
@@ -996,6 +1011,32 @@ fn run_children(
             }
             wait_until = wait_until.min(next);
         }
+        // The progress bar: shown once the exchange has run a second, redrawn every 100 ms.
+        // indicatif draws from this thread when asked (no ticker thread), so later forks (a
+        // restart) still happen in a single-threaded process.
+        if let (Some(p), Some(t0), None) = (&limits.progress, released_at, &ending) {
+            let ran = now.duration_since(t0);
+            if ran >= Duration::from_secs(1) {
+                let bar = bar.get_or_insert_with(|| {
+                    let b = indicatif::ProgressBar::with_draw_target(
+                        Some(p.expected),
+                        indicatif::ProgressDrawTarget::stderr_with_hz(10),
+                    );
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "{bar:30} {human_pos}/{human_len} delivered, {msg}",
+                    ) {
+                        b.set_style(style);
+                    }
+                    b
+                });
+                let done = p.tally.total().min(p.expected);
+                let rate = done as f64 / ran.as_secs_f64();
+                let eta = (p.expected - done) as f64 / rate.max(1.0);
+                bar.set_message(format!("{:.2}M msg/s, ETA {eta:.0} s", rate / 1e6));
+                bar.set_position(done);
+            }
+            wait_until = wait_until.min(now + Duration::from_millis(100));
+        }
         if ending.is_none() && now >= deadline {
             ending = Some(Ending::TimedOut);
             cstop_w = None; // ask every client for its records now
@@ -1207,6 +1248,9 @@ fn run_children(
         }
     }
     let ended_at = Instant::now();
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
     if let Some((k, _)) = stopped {
         // Nobody stays stopped past the run: a stopped child cannot even die of SIGTERM.
         let _ = kill(reaper.children[k].pid, Signal::SIGCONT);

@@ -50,6 +50,8 @@ pub struct Receiver {
     received_total: u64,
     /// Deliveries per 10 ms since `clock0`, the last bucket taking all the rest.
     rate: Vec<u32>,
+    /// Per 10 ms bucket: timed deliveries, their latency sum and max (ns).
+    lat: Vec<(u32, u64, u64)>,
     clock0: u64,
     bounced_total: u64,
     hist: Histogram<u64>,
@@ -96,6 +98,7 @@ impl Receiver {
             counts: [0; Class::ALL.len()],
             received_total: 0,
             rate: Vec::new(),
+            lat: Vec::new(),
             clock0: 0,
             bounced_total: 0,
             hist: latency_histogram(),
@@ -224,6 +227,7 @@ impl Receiver {
 
     /// Checks a DELIVER that arrived at `now_ns`.
     pub fn deliver(&mut self, src: &[u8], p: &[u8], now_ns: u64) {
+        let mut bucket = None;
         if self.clock0 > 0 {
             let b = ((now_ns.saturating_sub(self.clock0)) / RATE_BUCKET_NS).min(RATE_BUCKETS - 1)
                 as usize;
@@ -231,6 +235,7 @@ impl Receiver {
                 self.rate.resize(b + 1, 0);
             }
             self.rate[b] += 1;
+            bucket = Some(b);
         }
         let clients = self.plan.names.clients();
         let Some(s) = self.plan.names.index(src).filter(|&s| s < clients) else {
@@ -273,7 +278,15 @@ impl Receiver {
         self.received_total += 1;
         if timed {
             if let Some(t) = payload::send_ns(p) {
-                let _ = self.hist.record(now_ns.saturating_sub(t).max(1));
+                let lat = now_ns.saturating_sub(t).max(1);
+                let _ = self.hist.record(lat);
+                if let Some(b) = bucket {
+                    if self.lat.len() <= b {
+                        self.lat.resize(b + 1, (0, 0, 0));
+                    }
+                    let e = &mut self.lat[b];
+                    *e = (e.0 + 1, e.1 + lat, e.2.max(lat));
+                }
             }
         }
     }
@@ -531,6 +544,13 @@ impl Receiver {
             .enumerate()
             .filter(|(_, &n)| n > 0)
             .map(|(i, &n)| (i as u32, n))
+            .collect();
+        self.report.latency_10ms = self
+            .lat
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.0 > 0)
+            .map(|(i, &(n, sum, max))| (i as u32, n, sum, max))
             .collect();
         self.report.finished_ns = finished_ns;
         self.report.complete = complete;

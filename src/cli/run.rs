@@ -529,6 +529,18 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         script_faults: src.faults.clone(),
         trace: trace_cap,
         trace_prelude: prelude,
+        // Only for a person watching: not with --json, not into a pipe or a CI log.
+        progress: (!a.json && !demo && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .then(|| relay_harness::blackbox::Tally::new(src.plans.len()).ok())
+            .flatten()
+            .map(|t| relay_harness::supervisor::Progress {
+                expected: src
+                    .plans
+                    .iter()
+                    .map(|p| p.expect_in.last().copied().unwrap_or(0))
+                    .sum(),
+                tally: std::sync::Arc::new(t),
+            }),
         blackbox: if deaths {
             match BlackBox::new(src.plans.len()) {
                 Ok(b) => Some(std::sync::Arc::new(b)),
@@ -629,6 +641,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             .unwrap_or_default(),
         src.plans.len(),
     );
+    let src_names = src.names.clone();
     let t = Instant::now();
     let v = verify_with(
         &names,
@@ -691,7 +704,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     let _ = out.flush();
     drop(dir);
     if let Some(folder) = &a.report {
-        if let Err(e) = write_report_dir(folder, &r) {
+        if let Err(e) = write_report_dir(folder, &r, &outcome, &v, &src_names) {
             eprintln!("relay-sim: --report {}: {e}", folder.display());
             return EXIT_ENV;
         }
@@ -758,15 +771,53 @@ fn exec_relay(
 }
 
 /// The results folder: the same report three ways.
-fn write_report_dir(folder: &std::path::Path, r: &report::Report) -> std::io::Result<()> {
+/// The results folder: the reports, the pictures and index.html.
+fn write_report_dir(
+    folder: &std::path::Path,
+    r: &report::Report,
+    outcome: &relay_harness::supervisor::Outcome,
+    v: &relay_harness::verify::Verification,
+    names: &[String],
+) -> std::io::Result<()> {
+    use relay_harness::plots;
     std::fs::create_dir_all(folder)?;
     let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
     std::fs::write(folder.join("report.json"), json + "\n")?;
     std::fs::write(folder.join("report.txt"), report::human(r))?;
     std::fs::write(folder.join("junit.xml"), report::junit(r))?;
+    let what = if r.config.pattern == "pingpong" {
+        "round trip"
+    } else {
+        "send to delivery"
+    };
+    std::fs::write(
+        folder.join("latency.svg"),
+        plots::latency_svg(
+            v.latency.as_ref(),
+            &outcome.reports,
+            outcome.released_ns,
+            what,
+        ),
+    )?;
+    std::fs::write(
+        folder.join("rate.svg"),
+        plots::rate_svg(&outcome.reports, names, outcome.released_ns),
+    )?;
+    let mut pictures = vec![
+        ("latency.svg", "Latency"),
+        ("rate.svg", "Messages per second"),
+    ];
     if let Some(t) = &r.trace {
         std::fs::write(folder.join("trace.txt"), t.render())?;
+        if let Some(svg) = plots::sequence_svg(t, 40) {
+            std::fs::write(folder.join("sequence.svg"), svg)?;
+            pictures.insert(0, ("sequence.svg", "Sequence diagram (traced)"));
+        }
     }
+    std::fs::write(
+        folder.join("index.html"),
+        report::html(r, &pictures, r.trace.is_some()),
+    )?;
     Ok(())
 }
 

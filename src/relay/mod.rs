@@ -471,7 +471,9 @@ impl Relay {
         self.open += 1;
         self.stats.accepted += 1;
         self.stats.peak_connections = self.stats.peak_connections.max(self.open);
-        self.log(format_args!("accept() -> fd {fd}: a new connection (conn {slot})"));
+        self.log(format_args!(
+            "accept() -> fd {fd}: a new connection (conn {slot})"
+        ));
     }
 
     /// Sends RELAY_FULL to a connection that is not kept, and closes it.

@@ -1,0 +1,515 @@
+//! The pictures of a results folder: latency.svg and rate.svg (charts, drawn with plotters'
+//! SVG backend) and sequence.svg (a space-time diagram of a traced run, drawn by hand: no
+//! charting library draws one).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+
+use crate::record::ClientReport;
+use crate::trace::Timeline;
+use crate::verify::RATE_BUCKET_NS;
+
+const W: u32 = 900;
+const FONT: &str = "sans-serif";
+
+/// A chart's drawing errors become a short note in the picture's place.
+fn or_note(r: Result<(), String>, svg: String, what: &str) -> String {
+    match r {
+        Ok(()) => svg,
+        Err(e) => note_svg(&format!("{what}: could not be drawn ({e})")),
+    }
+}
+
+/// An SVG holding one line of text (for a picture with nothing to show).
+pub fn note_svg(text: &str) -> String {
+    format!(
+        "<svg width=\"{W}\" height=\"80\" viewBox=\"0 0 {W} 80\" xmlns=\"http://www.w3.org/2000/svg\">\
+<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
+<text x=\"20\" y=\"45\" font-family=\"{FONT}\" font-size=\"16\">{}</text></svg>\n",
+        escape(text)
+    )
+}
+
+/// Text for SVG and HTML.
+pub fn escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Per absolute 10 ms bucket since `t0_ns`: summed over clients.
+fn buckets<T: Copy, A: Default + Copy>(
+    reports: &[Option<ClientReport>],
+    t0_ns: u64,
+    of: impl Fn(&ClientReport) -> Vec<(u32, T)>,
+    mut add: impl FnMut(&mut A, T),
+) -> BTreeMap<u64, A> {
+    let mut m = BTreeMap::new();
+    for r in reports.iter().flatten() {
+        for (b, v) in of(r) {
+            let at = (r.rate_clock0_ns + u64::from(b) * RATE_BUCKET_NS).saturating_sub(t0_ns);
+            add(m.entry(at / RATE_BUCKET_NS).or_default(), v);
+        }
+    }
+    m
+}
+
+/// latency.svg: the distribution by percentile (HDR style, both axes stretched toward the
+/// tail) and the latency over the run (mean and max per 10 ms).
+pub fn latency_svg(
+    hist: Option<&Histogram<u64>>,
+    reports: &[Option<ClientReport>],
+    t0_ns: u64,
+    what: &str,
+) -> String {
+    let Some(h) = hist.filter(|h| !h.is_empty()) else {
+        return note_svg("No latency measured: payloads under 32 bytes carry no send time.");
+    };
+    let over_time = buckets(
+        reports,
+        t0_ns,
+        |r| {
+            r.latency_10ms
+                .iter()
+                .map(|&(b, n, sum, max)| (b, (n, sum, max)))
+                .collect()
+        },
+        |a: &mut (u64, u64, u64), (n, sum, max)| {
+            a.0 += u64::from(n);
+            a.1 += sum;
+            a.2 = a.2.max(max);
+        },
+    );
+    let mut svg = String::new();
+    let r = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
+        let root = SVGBackend::with_string(&mut svg, (W, 760)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (top, bottom) = root.split_vertically(380);
+        // Latency on a log axis drawn by hand (log10 of µs on a linear axis): one label per
+        // power of ten reads better than plotters' log-scale labels, which crowd.
+        let us = |v: u64| (v as f64 / 1000.0).max(0.01).log10();
+        let lo = us(h.min().max(1)).floor();
+        let hi = us(h.max()).ceil().max(lo + 1.0);
+        let decades = (hi - lo) as usize + 1;
+        let fmt_us = |y: &f64| {
+            let v = 10f64.powf(*y);
+            if v >= 1e6 {
+                format!("{:.0} s", v / 1e6)
+            } else if v >= 1e3 {
+                format!("{:.0} ms", v / 1e3)
+            } else if v >= 1.0 {
+                format!("{v:.0} µs")
+            } else {
+                format!("{v:.2} µs")
+            }
+        };
+        // x = -log10(1 - q): 0 is the median's neighbour 0%, 1 is 90%, 2 is 99%, ...
+        let nines = ((h.len() as f64).log10()).clamp(1.0, 6.0);
+        let mut c = ChartBuilder::on(&top)
+            .caption(
+                format!("Latency by percentile ({what}, {} messages)", h.len()),
+                (FONT, 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..nines, lo..hi)?;
+        c.configure_mesh()
+            .x_desc("percentile")
+            .y_desc("latency (log scale)")
+            .y_labels(decades)
+            .y_label_formatter(&fmt_us)
+            .x_labels(nines as usize + 1)
+            .x_label_formatter(&|x| {
+                let p = 100.0 * (1.0 - 10f64.powf(-x));
+                if p < 99.0 {
+                    format!("{p:.0}%")
+                } else {
+                    format!("{p:.*}%", (x.round() as usize).saturating_sub(2))
+                }
+            })
+            .draw()?;
+        let pts: Vec<(f64, f64)> = (0..=(nines * 100.0) as usize)
+            .map(|k| {
+                let x = k as f64 / 100.0;
+                let q = (1.0 - 10f64.powf(-x)).min(1.0);
+                (x, us(h.value_at_quantile(q).max(1)).max(lo))
+            })
+            .collect();
+        c.draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))?;
+        for (q, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+            let x = -(1.0f64 - q).log10();
+            if x <= nines {
+                let v = h.value_at_quantile(q).max(1);
+                let y = us(v).max(lo);
+                c.draw_series(std::iter::once(Circle::new((x, y), 4, BLUE.filled())))?;
+                c.draw_series(std::iter::once(Text::new(
+                    format!("{label} {:.1} µs", v as f64 / 1000.0),
+                    (x + 0.03, y - (hi - lo) * 0.02),
+                    (FONT, 14).into_font(),
+                )))?;
+            }
+        }
+
+        let end_ms = over_time.keys().last().map_or(10, |b| (b + 1) * 10) as f64;
+        let mut c = ChartBuilder::on(&bottom)
+            .caption("Latency over the run (per 10 ms)", (FONT, 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..end_ms, lo..hi)?;
+        c.configure_mesh()
+            .x_desc("time since the start barrier (ms)")
+            .y_desc("latency (log scale)")
+            .y_labels(decades)
+            .y_label_formatter(&fmt_us)
+            .draw()?;
+        let point = |b: &u64| *b as f64 * 10.0 + 5.0;
+        c.draw_series(LineSeries::new(
+            over_time
+                .iter()
+                .filter(|(_, a)| a.0 > 0)
+                .map(|(b, a)| (point(b), us(a.2.max(1)).max(lo))),
+            RED.stroke_width(1),
+        ))?
+        .label("max")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        c.draw_series(LineSeries::new(
+            over_time
+                .iter()
+                .filter(|(_, a)| a.0 > 0)
+                .map(|(b, a)| (point(b), us((a.1 / a.0).max(1)).max(lo))),
+            BLUE.stroke_width(2),
+        ))?
+        .label("mean")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })()
+    .map_err(|e| e.to_string());
+    or_note(r, svg, "latency.svg")
+}
+
+/// rate.svg: messages received per second over the run, in all and per client (the busiest
+/// dozen, when there are more).
+pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) -> String {
+    let total = buckets(
+        reports,
+        t0_ns,
+        |r| r.rate_10ms.clone(),
+        |a: &mut u64, n| *a += u64::from(n),
+    );
+    if total.is_empty() {
+        return note_svg("No deliveries to plot.");
+    }
+    let mut per: Vec<(String, BTreeMap<u64, u64>, u64)> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let r = r.as_ref()?;
+            let one = std::slice::from_ref(reports.get(i)?);
+            let m = buckets(
+                one,
+                t0_ns,
+                |r| r.rate_10ms.clone(),
+                |a: &mut u64, n| *a += u64::from(n),
+            );
+            let name = names.get(i).cloned().unwrap_or_else(|| format!("c{i}"));
+            Some((name, m, r.received()))
+        })
+        .collect();
+    let clients = per.len();
+    per.sort_by(|a, b| b.2.cmp(&a.2));
+    per.truncate(12);
+    per.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut svg = String::new();
+    let r = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
+        let root = SVGBackend::with_string(&mut svg, (W, 440)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let end_ms = total.keys().last().map_or(10, |b| (b + 1) * 10) as f64;
+        let peak = total.values().copied().max().unwrap_or(1) as f64 * 100.0;
+        let shown = if clients > per.len() {
+            format!(", the {} busiest of {clients} clients", per.len())
+        } else {
+            String::new()
+        };
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                format!("Messages received per second (per 10 ms{shown})"),
+                (FONT, 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..end_ms, 0f64..peak * 1.5)?;
+        c.configure_mesh()
+            .x_desc("time since the start barrier (ms)")
+            .y_desc("messages / s")
+            .y_label_formatter(&|y| {
+                if *y >= 1e6 {
+                    format!("{:.1}M", y / 1e6)
+                } else if *y >= 1e3 {
+                    format!("{:.0}k", y / 1e3)
+                } else {
+                    format!("{y:.0}")
+                }
+            })
+            .draw()?;
+        // Every 10 ms bucket from start to end, zeros included, so a stall shows as a drop.
+        let series = |m: &BTreeMap<u64, u64>| -> Vec<(f64, f64)> {
+            let last = *total.keys().last().unwrap_or(&0);
+            (0..=last)
+                .map(|b| {
+                    (
+                        b as f64 * 10.0 + 5.0,
+                        *m.get(&b).unwrap_or(&0) as f64 * 100.0,
+                    )
+                })
+                .collect()
+        };
+        for (k, (name, m, _)) in per.iter().enumerate() {
+            let color = Palette99::pick(k).mix(0.9);
+            c.draw_series(LineSeries::new(series(m), color.stroke_width(1)))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        c.draw_series(LineSeries::new(series(&total), BLACK.stroke_width(3)))?
+            .label("all clients")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })()
+    .map_err(|e| e.to_string());
+    or_note(r, svg, "rate.svg")
+}
+
+/// What a trace line means for the diagram.
+enum Mark {
+    /// A message leaves a client (sender lane, receiver, label).
+    Send(usize, String, String),
+    /// The relay routes a message (sender, receiver).
+    Route(String, String),
+    /// A message arrives (receiver lane, sender).
+    Deliver(usize, String),
+    /// A note on a lane (fork, registration, barrier, exit).
+    Note(usize, String),
+    /// The supervisor forks the process of a lane.
+    Fork(usize, String),
+}
+
+/// sequence.svg: one vertical lane per process (the relay in the middle), time going down, an
+/// arrow per message from its sender through the relay to its receiver, forks and exits marked
+/// on the lanes. Rows follow the order of events (not their exact times, which crowd).
+pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
+    let clients: Vec<&String> = t
+        .lanes
+        .iter()
+        .filter(|r| *r != "supervisor" && *r != "relay")
+        .collect();
+    if clients.is_empty() {
+        return None;
+    }
+    // Lanes: supervisor, the first half of the clients, the relay, the rest.
+    let half = clients.len().div_ceil(2);
+    let mut lanes: Vec<String> = vec!["supervisor".into()];
+    lanes.extend(clients[..half].iter().map(|s| s.to_string()));
+    lanes.push("relay".into());
+    lanes.extend(clients[half..].iter().map(|s| s.to_string()));
+    let lane = |role: &str| lanes.iter().position(|l| l == role);
+
+    let mut rows: Vec<(u64, Mark)> = Vec::new();
+    let mut sends = 0usize;
+    for l in &t.lines {
+        let Some(me) = lane(&l.role) else { continue };
+        let w = l.what.as_str();
+        let mark = if let Some(rest) = w.strip_prefix("SEND to ") {
+            let (to, label) = rest.split_once(' ').unwrap_or((rest, ""));
+            let label = label.trim_end_matches(": into its write buffer");
+            sends += 1;
+            if sends > max_messages {
+                continue;
+            }
+            Mark::Send(me, to.to_string(), label.to_string())
+        } else if let Some(rest) = w.strip_prefix("SEND from ") {
+            let (from, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+            let to = rest
+                .split_once("-> DELIVER to ")
+                .map(|(_, t)| t.split(' ').next().unwrap_or(""))
+                .unwrap_or("");
+            Mark::Route(from.to_string(), to.to_string())
+        } else if let Some(rest) = w.strip_prefix("DELIVER from ") {
+            let from = rest.split(' ').next().unwrap_or("");
+            Mark::Deliver(me, from.to_string())
+        } else if let Some(rest) = w.strip_prefix("fork() -> ") {
+            let (role, pid) = rest.split_once(" is pid ").unwrap_or((rest, "?"));
+            match lane(role) {
+                Some(k) => Mark::Fork(k, format!("fork(): pid {pid}")),
+                None => continue,
+            }
+        } else if let Some(rest) = w.strip_prefix("waitpid(): ") {
+            let (role, st) = rest.split_once(' ').unwrap_or((rest, ""));
+            match lane(role) {
+                Some(k) => Mark::Note(k, st.to_string()),
+                None => continue,
+            }
+        } else if w.starts_with("socket() + connect(") {
+            Mark::Note(me, "connect, HELLO / WELCOME".into())
+        } else if w.starts_with("closed barrier 0") {
+            Mark::Note(me, "barrier released".into())
+        } else if w.starts_with("register: ") {
+            let name = w.rsplit(" is ").next().unwrap_or("");
+            Mark::Note(me, format!("{name} registered"))
+        } else {
+            continue;
+        };
+        rows.push((l.t_us, mark));
+    }
+
+    let lane_w = 170u32;
+    let width = 90 + lane_w * lanes.len() as u32 + 150;
+    let row_h = 26u32;
+    let top = 70u32;
+    let height = top + row_h * (rows.len() as u32 + 2);
+    let x = |k: usize| 90 + lane_w * k as u32 + lane_w / 2;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"{FONT}\">\n\
+<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto-start-reverse\"><path d=\"M 0 0 L 10 5 L 0 10 z\" fill=\"#222\"/></marker></defs>\n\
+<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+<text x=\"12\" y=\"18\" font-size=\"15\">Each message goes from its sender through the relay to its receiver.</text>\
+<text x=\"12\" y=\"32\" font-size=\"12\" fill=\"#555\">Time runs down; rows are in event order, with each event's time on the left.</text>"
+    );
+    for (k, name) in lanes.iter().enumerate() {
+        let (fill, dash) = match name.as_str() {
+            "relay" => ("#fde7c8", ""),
+            "supervisor" => ("#eeeeee", " stroke-dasharray=\"4 4\""),
+            _ => ("#dbe9fb", ""),
+        };
+        let _ = writeln!(
+            o,
+            "<rect x=\"{}\" y=\"36\" width=\"{}\" height=\"24\" rx=\"4\" fill=\"{fill}\" stroke=\"#555\"/>\
+<text x=\"{}\" y=\"53\" font-size=\"14\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\
+<line x1=\"{}\" y1=\"60\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"{dash}/>",
+            x(k) - lane_w / 2 + 10,
+            lane_w - 20,
+            x(k),
+            escape(name),
+            x(k),
+            x(k),
+            height - 10
+        );
+    }
+    // A message's row at its sender, at the relay and at its receiver, matched in FIFO
+    // order per (sender, receiver).
+    let mut sent_at: BTreeMap<(String, String), Vec<(u32, String)>> = BTreeMap::new();
+    let mut routed_at: BTreeMap<(String, String), Vec<u32>> = BTreeMap::new();
+    let mut arrows = String::new();
+    for (i, (t_us, mark)) in rows.iter().enumerate() {
+        let y = top + row_h * (i as u32 + 1);
+        let _ = writeln!(
+            o,
+            "<text x=\"8\" y=\"{}\" font-size=\"11\" fill=\"#666\">{:.3} ms</text>",
+            y + 4,
+            *t_us as f64 / 1000.0
+        );
+        match mark {
+            Mark::Note(k, text) => {
+                let _ = writeln!(
+                    o,
+                    "<circle cx=\"{}\" cy=\"{y}\" r=\"4\" fill=\"#555\"/><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#333\">{}</text>",
+                    x(*k),
+                    x(*k) + 7,
+                    y + 4,
+                    escape(text)
+                );
+            }
+            Mark::Fork(k, text) => {
+                let _ = writeln!(
+                    o,
+                    "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#888\" stroke-dasharray=\"3 3\" marker-end=\"url(#arrow)\"/>\
+<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#333\">{}</text>",
+                    x(0),
+                    x(*k),
+                    x(*k) + 7,
+                    y + 4,
+                    escape(text)
+                );
+            }
+            Mark::Send(k, to, label) => {
+                sent_at
+                    .entry((lanes[*k].clone(), to.clone()))
+                    .or_default()
+                    .push((y, label.clone()));
+            }
+            Mark::Route(from, to) => {
+                let key = (from.clone(), to.clone());
+                let Some((y0, label)) = sent_at
+                    .get_mut(&key)
+                    .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+                else {
+                    continue;
+                };
+                if let (Some(a), Some(r)) = (lane(from), lane("relay")) {
+                    let _ = writeln!(
+                        arrows,
+                        "<line x1=\"{}\" y1=\"{y0}\" x2=\"{}\" y2=\"{y}\" stroke=\"#1f5fbf\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\
+<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#1f5fbf\" text-anchor=\"middle\">SEND {} {}</text>",
+                        x(a),
+                        x(r),
+                        (x(a) + x(r)) / 2,
+                        (y0 + y) / 2 - 4,
+                        escape(to),
+                        escape(&label)
+                    );
+                }
+                routed_at.entry(key).or_default().push(y);
+            }
+            Mark::Deliver(k, from) => {
+                let key = (from.clone(), lanes[*k].clone());
+                let Some(y0) = routed_at
+                    .get_mut(&key)
+                    .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+                else {
+                    continue;
+                };
+                if let Some(r) = lane("relay") {
+                    let _ = writeln!(
+                        arrows,
+                        "<line x1=\"{}\" y1=\"{y0}\" x2=\"{}\" y2=\"{y}\" stroke=\"#1a8a3a\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\
+<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#1a8a3a\" text-anchor=\"middle\">DELIVER from {}</text>",
+                        x(r),
+                        x(*k),
+                        (x(r) + x(*k)) / 2,
+                        (y0 + y) / 2 - 4,
+                        escape(from)
+                    );
+                }
+            }
+        }
+    }
+    o.push_str(&arrows);
+    if sends > max_messages {
+        let _ = writeln!(
+            o,
+            "<text x=\"12\" y=\"{}\" font-size=\"13\">(the first {max_messages} of {sends} traced messages)</text>",
+            height - 6
+        );
+    }
+    o.push_str("</svg>\n");
+    Some(o)
+}
