@@ -228,9 +228,9 @@ pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) 
         })
         .collect();
     let clients = per.len();
-    per.sort_by(|a, b| b.2.cmp(&a.2));
+    per.sort_by_key(|p| std::cmp::Reverse(p.2));
     per.truncate(12);
-    per.sort_by(|a, b| a.0.cmp(&b.0));
+    per.sort_by(|a, b| a.0.cmp(&b.0)); // the legend in name order
     let mut svg = String::new();
     let r = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
         let root = SVGBackend::with_string(&mut svg, (W, 440)).into_drawing_area();
