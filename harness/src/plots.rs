@@ -379,11 +379,59 @@ pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
         rows.push((l.t_us, mark));
     }
 
+    // Match each message's three rows (sent, routed, delivered) in FIFO order per (sender,
+    // receiver), and keep only what is drawn: a send the relay's trace never routed (its
+    // events were cut) would leave an empty row.
+    let mut keep = vec![true; rows.len()];
+    let mut link: Vec<Option<usize>> = vec![None; rows.len()];
+    {
+        let mut sent: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        let mut routed: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        for (i, (_, m)) in rows.iter().enumerate() {
+            match m {
+                Mark::Send(k, to, _) => {
+                    keep[i] = false;
+                    sent.entry((lanes[*k].clone(), to.clone()))
+                        .or_default()
+                        .push(i);
+                }
+                Mark::Route(from, to) => {
+                    let key = (from.clone(), to.clone());
+                    match sent.get_mut(&key).filter(|v| !v.is_empty()) {
+                        Some(v) => {
+                            let s = v.remove(0);
+                            keep[s] = true;
+                            link[i] = Some(s);
+                            routed.entry(key).or_default().push(i);
+                        }
+                        None => keep[i] = false,
+                    }
+                }
+                Mark::Deliver(k, from) => {
+                    let key = (from.clone(), lanes[*k].clone());
+                    match routed.get_mut(&key).filter(|v| !v.is_empty()) {
+                        Some(v) => link[i] = Some(v.remove(0)),
+                        None => keep[i] = false,
+                    }
+                }
+                Mark::Note(..) | Mark::Fork(..) => {}
+            }
+        }
+    }
+    let mut row_of = vec![0u32; rows.len()];
+    let mut shown = 0u32;
+    for (i, k) in keep.iter().enumerate() {
+        if *k {
+            shown += 1;
+            row_of[i] = shown;
+        }
+    }
+
     let lane_w = 170u32;
     let width = 90 + lane_w * lanes.len() as u32 + 150;
     let row_h = 26u32;
     let top = 70u32;
-    let height = top + row_h * (rows.len() as u32 + 2);
+    let height = top + row_h * (shown + 2);
     let x = |k: usize| 90 + lane_w * k as u32 + lane_w / 2;
     let mut o = String::new();
     let _ = writeln!(
@@ -414,13 +462,13 @@ pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
             height - 10
         );
     }
-    // A message's row at its sender, at the relay and at its receiver, matched in FIFO
-    // order per (sender, receiver).
-    let mut sent_at: BTreeMap<(String, String), Vec<(u32, String)>> = BTreeMap::new();
-    let mut routed_at: BTreeMap<(String, String), Vec<u32>> = BTreeMap::new();
+    let y_of = |i: usize| top + row_h * row_of[i];
     let mut arrows = String::new();
     for (i, (t_us, mark)) in rows.iter().enumerate() {
-        let y = top + row_h * (i as u32 + 1);
+        if !keep[i] {
+            continue;
+        }
+        let y = y_of(i);
         let _ = writeln!(
             o,
             "<text x=\"8\" y=\"{}\" font-size=\"11\" fill=\"#666\">{:.3} ms</text>",
@@ -450,21 +498,14 @@ pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
                     escape(text)
                 );
             }
-            Mark::Send(k, to, label) => {
-                sent_at
-                    .entry((lanes[*k].clone(), to.clone()))
-                    .or_default()
-                    .push((y, label.clone()));
-            }
+            Mark::Send(..) => {}
             Mark::Route(from, to) => {
-                let key = (from.clone(), to.clone());
-                let Some((y0, label)) = sent_at
-                    .get_mut(&key)
-                    .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
-                else {
+                let Some(s) = link[i] else { continue };
+                let Mark::Send(_, _, label) = &rows[s].1 else {
                     continue;
                 };
                 if let (Some(a), Some(r)) = (lane(from), lane("relay")) {
+                    let y0 = y_of(s);
                     let _ = writeln!(
                         arrows,
                         "<line x1=\"{}\" y1=\"{y0}\" x2=\"{}\" y2=\"{y}\" stroke=\"#1f5fbf\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\
@@ -474,20 +515,14 @@ pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
                         (x(a) + x(r)) / 2,
                         (y0 + y) / 2 - 4,
                         escape(to),
-                        escape(&label)
+                        escape(label)
                     );
                 }
-                routed_at.entry(key).or_default().push(y);
             }
             Mark::Deliver(k, from) => {
-                let key = (from.clone(), lanes[*k].clone());
-                let Some(y0) = routed_at
-                    .get_mut(&key)
-                    .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
-                else {
-                    continue;
-                };
+                let Some(r_row) = link[i] else { continue };
                 if let Some(r) = lane("relay") {
+                    let y0 = y_of(r_row);
                     let _ = writeln!(
                         arrows,
                         "<line x1=\"{}\" y1=\"{y0}\" x2=\"{}\" y2=\"{y}\" stroke=\"#1a8a3a\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\

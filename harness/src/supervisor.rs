@@ -606,6 +606,15 @@ fn run_children(
             }
             on(m);
         }};
+        // A milestone stamped with the time it happened (closing a barrier wakes every
+        // client, and the supervisor may not run again for a while).
+        ($m:expr, at $t:expr) => {{
+            let m = $m;
+            if let Some(tr) = tr.as_mut() {
+                tr.at($t, milestone_text(&m));
+            }
+            on(m);
+        }};
     }
     macro_rules! note {
         ($($arg:tt)*) => {
@@ -1103,7 +1112,7 @@ fn run_children(
                             released_ns = now_ns();
                             released_at = Some(Instant::now());
                             barrier_w[0] = None; // closing the barrier starts every client at once
-                            ms!(Milestone::Released);
+                            ms!(Milestone::Released, at released_ns);
                         }
                     }
                     Event::PhaseDone(p) => {

@@ -504,7 +504,8 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             seed: src.config.seed,
             ..i
         }),
-        trace: trace_cap,
+        // The relay is the middle of every story: it keeps more.
+        trace: trace_cap.map(|c| c * 4),
         ..relay::Config::default()
     };
     let relay_log = match &relay_side {
