@@ -887,3 +887,117 @@ fn deaths_need_payloads_that_say_who_sent_them() {
         assert!(err.contains("nemesis"), "{args:?}: {err}");
     }
 }
+
+/// Reads a whole XML document, failing on the first malformed part.
+fn well_formed(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut r = quick_xml::Reader::from_str(&text);
+    let mut depth = 0i32;
+    loop {
+        match r.read_event() {
+            Ok(quick_xml::events::Event::Start(_)) => depth += 1,
+            Ok(quick_xml::events::Event::End(_)) => depth -= 1,
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("{}: not well-formed XML: {e}", path.display()),
+        }
+    }
+    assert_eq!(depth, 0, "{}: unbalanced tags", path.display());
+    text
+}
+
+#[test]
+fn the_traced_demo_prints_a_timeline_and_writes_a_folder_with_every_picture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let out = Command::new(bin())
+        .args(["demo", "--trace", "--report"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The timeline: each process's steps, merged in time order.
+    for line in [
+        "supervisor socket(), bind(",
+        "supervisor fork() -> relay is pid",
+        "relay     select() watching",
+        "relay     accept() -> fd",
+        "relay     register: conn",
+        "ClientA   barrier 0: read() returned 0",
+        "relay     SEND from ClientA",
+        "ClientB   DELIVER from ClientA \"1\": checked",
+        "supervisor waitpid(): relay exited 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    let t = |line: &str| -> f64 {
+        let l = text.lines().find(|l| l.contains(line)).unwrap();
+        l.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(t("ClientA   SEND to ClientB") <= t("relay     SEND from ClientA"));
+    assert!(t("relay     SEND from ClientA") <= t("ClientB   DELIVER from ClientA"));
+
+    for f in [
+        "report.json",
+        "report.txt",
+        "junit.xml",
+        "trace.txt",
+        "index.html",
+    ] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert!(json["trace"]["lines"].as_array().unwrap().len() > 20);
+    quick_junit::Report::deserialize_from_str(
+        &std::fs::read_to_string(dir.join("junit.xml")).unwrap(),
+    )
+    .expect("valid JUnit");
+    for svg in ["latency.svg", "rate.svg", "sequence.svg"] {
+        let s = well_formed(&dir.join(svg));
+        assert!(s.starts_with("<svg"), "{svg}");
+    }
+    let seq = std::fs::read_to_string(dir.join("sequence.svg")).unwrap();
+    for label in [
+        ">relay<",
+        ">ClientA<",
+        ">ClientB<",
+        "SEND ClientB",
+        "DELIVER from ClientA",
+        "fork(): pid",
+    ] {
+        assert!(seq.contains(label), "sequence.svg lacks {label}");
+    }
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    for part in [
+        "PASS",
+        "seed",
+        "sequence.svg",
+        "latency.svg",
+        "rate.svg",
+        "trace.txt",
+    ] {
+        assert!(html.contains(part), "index.html lacks {part}");
+    }
+}
+
+#[test]
+fn a_large_traced_run_keeps_the_beginning_and_says_what_it_cut() {
+    let (code, r, err, tmp) = run_json(&["--clients", "20", "--msgs", "500", "--trace", "-v"]);
+    assert_eq!(code, Some(0), "{r:#}");
+    let t = &r["trace"];
+    let cut = t["cut"].as_array().unwrap();
+    assert!(!cut.is_empty(), "{t}");
+    let cap = t["cap"].as_u64().unwrap() as usize;
+    // Each process kept at most its cap (the relay four times it).
+    let lines = t["lines"].as_array().unwrap();
+    for role in ["c0", "c19"] {
+        let n = lines.iter().filter(|l| l["role"] == role).count();
+        assert!(n > 0 && n <= cap, "{role}: {n} > {cap}");
+    }
+    assert_clean(&tmp, &forked_pids(&err));
+    // Without --trace, nothing is recorded.
+    let (_, r, _, _) = run_json(&["--clients", "2", "--msgs", "10"]);
+    assert!(r.get("trace").is_none(), "{r:#}");
+}
