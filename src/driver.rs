@@ -48,9 +48,8 @@ pub fn client_main(
     let mut outbox = Outbox::new(plan);
     if let (Some(bb), true) = (&bb, restarted) {
         // A restart carries on where the dead process stopped: past what it had queued (what it
-        // queued but never wrote died with it), and from here on its sequences start at the
-        // black box's counts, which receivers accept as a restart rather than a gap. Written
-        // before registering, so it is in place before our first message reaches anyone.
+        // queued but never wrote died with it). Its first message to each receiver carries the
+        // restart flag, so the receiver takes the skip for a restart rather than a gap.
         let me = plan.me;
         let n = plan.names.clients();
         let done: u64 = (0..n).map(|r| bb.get(me, r, Field::Queued)).sum();
@@ -60,9 +59,7 @@ pub fn client_main(
                 break;
             }
         }
-        for r in 0..n {
-            bb.set(me, r, Field::Start, bb.get(me, r, Field::Queued));
-        }
+        outbox.mark_restart();
     }
     // A restarted process may register before the relay has seen its predecessor's socket
     // close: it retries NAME_TAKEN for a while, as a real client coming back would.

@@ -24,11 +24,9 @@ pub enum Field {
     Received = 2,
     /// The next sequence the receiver expects from the sender.
     Next = 3,
-    /// The sequence at which the sender's current incarnation started sending to the receiver.
-    Start = 4,
 }
 
-const FIELDS: usize = 5;
+const FIELDS: usize = 4;
 /// Per client: 1 while it is meant to be alive at the end (0 once killed for good).
 const ALIVE: usize = 0;
 /// Per client: how many times it was killed.

@@ -42,6 +42,11 @@ impl Spec {
     }
 }
 
+/// A flag in `seq`: the first message a restarted sender sends to this receiver. What its dead
+/// predecessor queued but never wrote is gone, so the receiver's next expected sequence may be
+/// skipped over, once, here (runs with `--nemesis kill/restart` only).
+pub const RESTART: u64 = 1 << 63;
+
 /// Bytes of the full header.
 pub const HEADER: usize = 32;
 /// Bytes that identify a message (seq, sender, receiver).

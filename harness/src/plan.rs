@@ -248,6 +248,8 @@ pub struct Outbox<'a> {
     left: u64,
     random: Option<(Destinations, u64)>,
     seq_to: Vec<u64>,
+    /// Per receiver: flag the next message to it as a restart's first ([`payload::RESTART`]).
+    restart: Vec<bool>,
 }
 
 impl<'a> Outbox<'a> {
@@ -264,9 +266,16 @@ impl<'a> Outbox<'a> {
             left: 0,
             random,
             seq_to: vec![0; plan.names.all().len()],
+            restart: Vec::new(),
         };
         o.start_phase(0);
         o
+    }
+
+    /// A restarted sender, past what its predecessor queued: its first message to each
+    /// receiver carries the restart flag.
+    pub fn mark_restart(&mut self) {
+        self.restart = vec![true; self.seq_to.len()];
     }
 
     /// Moves to phase `p`.
@@ -311,8 +320,12 @@ impl<'a> Outbox<'a> {
                 (r.peer, b)
             }
         };
-        let seq = self.seq_to[to];
+        let mut seq = self.seq_to[to];
         self.seq_to[to] += 1;
+        if let Some(flag) = self.restart.get_mut(to).filter(|f| **f) {
+            *flag = false;
+            seq |= payload::RESTART;
+        }
         match body {
             BodyRef::Literal(t) => {
                 out.clear();

@@ -1089,6 +1089,12 @@ fn run_children(
             }
             let (events, eof) = read_events(&mut reaper.children[k]);
             for e in events {
+                // A process the nemesis killed may have written its last words just before:
+                // a Complete from it would count its client as done while the restarted one
+                // still works (and the drain would start too early).
+                if reaper.children[k].killed {
+                    continue;
+                }
                 match e {
                     Event::Ready => {
                         reaper.children[k].ready_at = Some(Instant::now());
@@ -1196,7 +1202,6 @@ fn run_children(
                             settled_count += 1;
                         }
                     }
-                    Event::Done(r) if reaper.children[k].killed => drop(r),
                     Event::Done(r) => {
                         let i = r.index;
                         if i < n && !settled[i] {

@@ -295,9 +295,15 @@ impl Receiver {
     /// misrouted, spoofed or a duplicate (already reported).
     fn check_ident(&mut self, s: usize, p: &[u8], expected_seq: u64, gaps: bool) -> Option<u64> {
         let me = self.plan.me;
-        let Some(id) = payload::ident(p) else {
+        let Some(mut id) = payload::ident(p) else {
             return Some(expected_seq); // too short to carry it: it must be the expected one
         };
+        // Runs with deaths: a restarted sender flags its first message to each receiver.
+        let raw = id.seq;
+        let restarted = self.bb.is_some() && raw & payload::RESTART != 0;
+        if restarted {
+            id.seq &= !payload::RESTART;
+        }
         if id.receiver as usize != me {
             let to = self.name(id.receiver as usize);
             self.violation(
@@ -331,7 +337,7 @@ impl Receiver {
                     format!("seq {} before seq {}", id.seq, expected_seq - 1),
                     format!("seq {} after it", id.seq),
                 );
-                return Some(id.seq);
+                return Some(raw);
             }
             self.violation(
                 Class::Duplicate,
@@ -342,8 +348,8 @@ impl Receiver {
             );
             return None;
         }
-        if id.seq > expected_seq && self.restart_skip(s, id.seq) {
-            return Some(id.seq);
+        if id.seq > expected_seq && self.restart_skip(s, restarted) {
+            return Some(raw);
         }
         if id.seq > expected_seq {
             if gaps {
@@ -366,17 +372,18 @@ impl Receiver {
                 );
             }
         }
-        Some(id.seq)
+        Some(raw)
     }
 
-    /// Runs with deaths: a skip over messages that died with a process is not a gap. The
-    /// sender's new incarnation starts at the sequence it wrote in the black box (what its
-    /// predecessor queued but never wrote is gone); a restarted receiver's first arrival from
-    /// each sender may skip what was in flight to its predecessor.
-    fn restart_skip(&mut self, s: usize, seq: u64) -> bool {
-        let Some(bb) = &self.bb else { return false };
-        let fresh = self.fresh.get(s).copied().unwrap_or(false);
-        fresh || seq == bb.get(s, self.plan.me, Field::Start)
+    /// Runs with deaths: a skip over messages that died with a process is not a gap. A
+    /// restarted sender flags its first message to each receiver (what its predecessor queued
+    /// but never wrote is gone); a restarted receiver's first arrival from each sender may skip
+    /// what was in flight to its predecessor.
+    fn restart_skip(&mut self, s: usize, flagged: bool) -> bool {
+        if self.bb.is_none() {
+            return false;
+        }
+        flagged || self.fresh.get(s).copied().unwrap_or(false)
     }
 
     fn integrity(&mut self, spec: Spec, s: usize, seq: u64, p: &[u8]) {
@@ -409,14 +416,20 @@ impl Receiver {
             self.next[s] = next + 1;
             return Some(false);
         }
-        let seq = self.check_ident(s, p, next, true)?;
+        let raw = self.check_ident(s, p, next, true)?;
+        let seq = if self.bb.is_some() {
+            raw & !payload::RESTART
+        } else {
+            raw
+        };
         if seq >= next {
             self.next[s] = seq + 1;
         }
         if let Some(f) = self.fresh.get_mut(s) {
             *f = false;
         }
-        self.integrity(spec, s, seq, p);
+        // The payload was made from the sequence as sent, flag and all.
+        self.integrity(spec, s, raw, p);
         Some(true)
     }
 
@@ -888,14 +901,13 @@ mod tests {
     fn across_a_death_only_the_restart_skip_is_accepted() {
         let bb = Arc::new(BlackBox::new(3).unwrap());
         let plans = random_plans(&sc());
-        // c0 queued 5 to c2 and died; its restart starts at seq 5 (0..3 were written).
+        // c0 queued 5 to c2 and died (0..3 were written); its restart flags seq 5, its first.
         for _ in 0..5 {
             bb.bump(0, 2, Field::Queued);
         }
-        bb.set(0, 2, Field::Start, 5);
         bb.killed(0, false);
         let mut rx = Receiver::with_blackbox(plans[2].clone(), bb.clone(), false);
-        for seq in [0, 1, 2, 5, 6] {
+        for seq in [0, 1, 2, 5 | payload::RESTART, 6] {
             rx.deliver(b"c0", &msg(0, 2, seq), 20);
         }
         rx.deliver(b"c1", &msg(1, 2, 0), 20);
