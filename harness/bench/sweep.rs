@@ -1,0 +1,448 @@
+//! relay-sim-sweep: runs relay-sim over a range of client counts (per backend), payload sizes
+//! and ping-pong pairs, and writes a table (sweep.md, sweep.csv) and SVG plots (clients.svg,
+//! payload.svg, pingpong.svg). docs/performance.md shows its output.
+//!
+//!     cargo build --release
+//!     cargo run --release -p relay-harness --bin relay-sim-sweep -- [OUT_DIR] [--quick]
+//!
+//! Each point is the median of REPS runs (env REPS, default 3) of `relay-sim --json`; every run
+//! must verify clean. `--quick` runs fewer points (for a smoke test).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+struct Point {
+    sweep: &'static str,
+    series: String,
+    x: f64,
+    msgs_per_s: f64,
+    mb_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    relay_kib: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Runs relay-sim `reps` times with `args`; the medians, or why it could not.
+fn measure(bin: &Path, args: &[String], reps: usize) -> Result<[f64; 5], String> {
+    let mut cols: [Vec<f64>; 5] = Default::default();
+    for rep in 0..reps {
+        let out = Command::new(bin)
+            .args(args)
+            .args(["--seed", &(rep + 1).to_string(), "--json"])
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        let r: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "{args:?}: no JSON report ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        if r["verdict"] != "pass" {
+            return Err(format!("{args:?}: {}", r["failure"]));
+        }
+        let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+        cols[0].push(f(&r["throughput"]["msgs_per_s"]));
+        cols[1].push(f(&r["throughput"]["mb_per_s"]));
+        cols[2].push(f(&r["latency_us"]["p50"]));
+        cols[3].push(f(&r["latency_us"]["p99"]));
+        cols[4].push(f(&r["memory"]["relay_kib"]));
+    }
+    Ok(cols.map(median))
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn main() {
+    let mut out = PathBuf::from("/tmp/relay-sim-sweep");
+    let mut quick = false;
+    for a in std::env::args().skip(1) {
+        if a == "--quick" {
+            quick = true;
+        } else {
+            out = PathBuf::from(a);
+        }
+    }
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = std::env::var("RELAY_SIM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target/release/relay-sim"));
+    if !bin.is_file() {
+        eprintln!(
+            "relay-sim-sweep: {} not found; run `cargo build --release` first (or set RELAY_SIM)",
+            bin.display()
+        );
+        std::process::exit(2);
+    }
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("relay-sim-sweep: cannot create {}: {e}", out.display());
+        std::process::exit(2);
+    }
+    let mut points: Vec<Point> = Vec::new();
+    let mut push = |sweep, series: String, x: f64, m: [f64; 5]| {
+        eprintln!(
+            "  {sweep} {series} {x}: {:.0} msg/s, {:.1} MB/s, p50 {:.1} us, p99 {:.1} us",
+            m[0], m[1], m[2], m[3]
+        );
+        points.push(Point {
+            sweep,
+            series,
+            x,
+            msgs_per_s: m[0],
+            mb_per_s: m[1],
+            p50_us: m[2],
+            p99_us: m[3],
+            relay_kib: m[4],
+        });
+    };
+    let mut failed = Vec::new();
+
+    // Throughput against clients, per backend: about 200,000 messages in all, 64 bytes.
+    let clients: &[usize] = if quick {
+        &[2, 8]
+    } else {
+        &[2, 8, 64, 256, 1000, 4000]
+    };
+    for backend in ["select", "poll", "epoll"] {
+        for &n in clients {
+            if backend == "select" && n > 1000 {
+                continue; // past FD_SETSIZE: relay-sim refuses, and says to use poll or epoll
+            }
+            let msgs = (200_000 / n).clamp(50, 25_000);
+            let a = args(&[
+                "--clients",
+                &n.to_string(),
+                "--msgs",
+                &msgs.to_string(),
+                "--payload",
+                "64",
+                "--backend",
+                backend,
+            ]);
+            match measure(&bin, &a, reps) {
+                Ok(m) => push("clients", backend.to_string(), n as f64, m),
+                Err(e) => failed.push(e),
+            }
+        }
+    }
+    // Throughput and MB/s against payload size: 8 clients, epoll.
+    let sizes: &[usize] = if quick {
+        &[16, 1024]
+    } else {
+        &[16, 64, 256, 1024, 4096, 16384, 65536]
+    };
+    for &size in sizes {
+        let msgs = (12_800_000 / size).clamp(200, 20_000);
+        let a = args(&[
+            "--clients",
+            "8",
+            "--msgs",
+            &msgs.to_string(),
+            "--payload",
+            &size.to_string(),
+            "--backend",
+            "epoll",
+        ]);
+        match measure(&bin, &a, reps) {
+            Ok(m) => push("payload", "epoll".into(), size as f64, m),
+            Err(e) => failed.push(e),
+        }
+    }
+    // Ping-pong round trips: 1 and 4 pairs, Unix and TCP, 64 bytes.
+    for transport in ["unix", "tcp"] {
+        for pairs in [1usize, 4] {
+            let rounds = if quick { "200" } else { "5000" };
+            let a = args(&[
+                "--clients",
+                &(2 * pairs).to_string(),
+                "--msgs",
+                rounds,
+                "--pattern",
+                "pingpong",
+                "--payload",
+                "64",
+                "--transport",
+                transport,
+            ]);
+            match measure(&bin, &a, reps) {
+                Ok(m) => push("pingpong", transport.to_string(), pairs as f64, m),
+                Err(e) => failed.push(e),
+            }
+        }
+    }
+
+    let mut csv = String::from("sweep,series,x,msgs_per_s,mb_per_s,p50_us,p99_us,relay_kib\n");
+    for p in &points {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{:.0},{:.2},{:.1},{:.1},{:.0}",
+            p.sweep, p.series, p.x, p.msgs_per_s, p.mb_per_s, p.p50_us, p.p99_us, p.relay_kib
+        );
+    }
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Medians of {reps} runs each (`relay-sim --json`, all verified clean).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| clients | select msg/s | poll msg/s | epoll msg/s |\n|---:|---:|---:|---:|"
+    );
+    for &n in clients {
+        let cell = |b: &str| {
+            points
+                .iter()
+                .find(|p| p.sweep == "clients" && p.series == b && p.x == n as f64)
+                .map_or("-".to_string(), |p| format!("{:.0}", p.msgs_per_s))
+        };
+        let _ = writeln!(
+            md,
+            "| {n} | {} | {} | {} |",
+            cell("select"),
+            cell("poll"),
+            cell("epoll")
+        );
+    }
+    let _ = writeln!(md, "\n| payload (bytes) | msg/s | MB/s | p50 (us) | relay RSS (KiB) |\n|---:|---:|---:|---:|---:|");
+    for p in points.iter().filter(|p| p.sweep == "payload") {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.1} | {:.0} | {:.0} |",
+            p.x, p.msgs_per_s, p.mb_per_s, p.p50_us, p.relay_kib
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n| ping-pong | pairs | p50 round trip (us) | p99 (us) |\n|---|---:|---:|---:|"
+    );
+    for p in points.iter().filter(|p| p.sweep == "pingpong") {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.1} |",
+            p.series, p.x, p.p50_us, p.p99_us
+        );
+    }
+    let write = |name: &str, text: &str| {
+        if let Err(e) = std::fs::write(out.join(name), text) {
+            eprintln!("relay-sim-sweep: cannot write {name}: {e}");
+        }
+    };
+    write("sweep.csv", &csv);
+    write("sweep.md", &md);
+    write("clients.svg", &chart_clients(&points));
+    write("payload.svg", &chart_payload(&points));
+    write("pingpong.svg", &chart_pingpong(&points));
+    print!("{md}");
+    for f in &failed {
+        eprintln!("relay-sim-sweep: FAILED: {f}");
+    }
+    eprintln!("relay-sim-sweep: wrote {}", out.display());
+    std::process::exit(i32::from(!failed.is_empty()));
+}
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+fn si(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.0}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn chart_clients(points: &[Point]) -> String {
+    let mut svg = String::new();
+    let r: Res = (|| {
+        let root = SVGBackend::with_string(&mut svg, (900, 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let peak = points
+            .iter()
+            .filter(|p| p.sweep == "clients")
+            .map(|p| p.msgs_per_s)
+            .fold(1.0, f64::max);
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                "Throughput against clients, per backend (64-byte messages)",
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(80)
+            .build_cartesian_2d((1.5f64..5000f64).log_scale(), 0f64..peak * 1.15)?;
+        c.configure_mesh()
+            .x_desc("clients (log scale)")
+            .y_desc("messages / s")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| si(*y))
+            .draw()?;
+        for (k, (b, color)) in [("select", RED), ("poll", BLUE), ("epoll", GREEN)]
+            .into_iter()
+            .enumerate()
+        {
+            let pts: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| p.sweep == "clients" && p.series == b)
+                .map(|p| (p.x, p.msgs_per_s))
+                .collect();
+            c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(b)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            c.draw_series(
+                pts.into_iter()
+                    .map(move |p| Circle::new(p, 3 + k as u32, color.filled())),
+            )?;
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })();
+    r.map_or_else(
+        |e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"),
+        |()| svg,
+    )
+}
+
+fn chart_payload(points: &[Point]) -> String {
+    let mut svg = String::new();
+    let r: Res = (|| {
+        let root = SVGBackend::with_string(&mut svg, (900, 700)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (top, bottom) = root.split_vertically(350);
+        let pts: Vec<&Point> = points.iter().filter(|p| p.sweep == "payload").collect();
+        for (area, title, ylab, get, color) in [
+            (
+                &top,
+                "Messages per second against payload size (8 clients, epoll)",
+                "messages / s",
+                (|p: &Point| p.msgs_per_s) as fn(&Point) -> f64,
+                BLUE,
+            ),
+            (
+                &bottom,
+                "Payload throughput against payload size",
+                "MB / s",
+                |p: &Point| p.mb_per_s,
+                RED,
+            ),
+        ] {
+            let peak = pts.iter().map(|p| get(p)).fold(1.0, f64::max);
+            let mut c = ChartBuilder::on(area)
+                .caption(title, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(45)
+                .y_label_area_size(80)
+                .build_cartesian_2d((10f64..100_000f64).log_scale(), 0f64..peak * 1.15)?;
+            c.configure_mesh()
+                .x_desc("payload (bytes, log scale)")
+                .y_desc(ylab)
+                .x_label_formatter(&|x| {
+                    if *x >= 1024.0 {
+                        format!("{:.0} KiB", x / 1024.0)
+                    } else {
+                        format!("{x:.0} B")
+                    }
+                })
+                .y_label_formatter(&|y| si(*y))
+                .draw()?;
+            let series: Vec<(f64, f64)> = pts.iter().map(|p| (p.x, get(p))).collect();
+            c.draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?;
+            c.draw_series(
+                series
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )?;
+        }
+        root.present()?;
+        Ok(())
+    })();
+    r.map_or_else(
+        |e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"),
+        |()| svg,
+    )
+}
+
+fn chart_pingpong(points: &[Point]) -> String {
+    let mut svg = String::new();
+    let r: Res = (|| {
+        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let pts: Vec<&Point> = points.iter().filter(|p| p.sweep == "pingpong").collect();
+        let peak = pts.iter().map(|p| p.p99_us).fold(1.0, f64::max);
+        let labels: Vec<String> = pts
+            .iter()
+            .map(|p| format!("{} x{}", p.series, p.x))
+            .collect();
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                "Ping-pong round trip (64 bytes, one message in flight per pair)",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5f64..(pts.len() as f64 - 0.5).max(0.5), 0f64..peak * 1.2)?;
+        c.configure_mesh()
+            .x_desc("transport x pairs")
+            .y_desc("round trip (µs)")
+            .x_labels(pts.len().max(1))
+            .x_label_formatter(&|x| labels.get(x.round() as usize).cloned().unwrap_or_default())
+            .disable_x_mesh()
+            .draw()?;
+        for (k, p) in pts.iter().enumerate() {
+            let x = k as f64;
+            c.draw_series(std::iter::once(Rectangle::new(
+                [(x - 0.3, 0.0), (x, p.p50_us)],
+                BLUE.filled(),
+            )))?;
+            c.draw_series(std::iter::once(Rectangle::new(
+                [(x, 0.0), (x + 0.3, p.p99_us)],
+                RED.mix(0.6).filled(),
+            )))?;
+        }
+        c.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, 0.0), (0.0, 0.0)],
+            BLUE.filled(),
+        )))?
+        .label("p50")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], BLUE.filled()));
+        c.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, 0.0), (0.0, 0.0)],
+            RED.mix(0.6).filled(),
+        )))?
+        .label("p99")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], RED.mix(0.6).filled()));
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    })();
+    r.map_or_else(
+        |e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"),
+        |()| svg,
+    )
+}
