@@ -1001,3 +1001,49 @@ fn a_large_traced_run_keeps_the_beginning_and_says_what_it_cut() {
     let (_, r, _, _) = run_json(&["--clients", "2", "--msgs", "10"]);
     assert!(r.get("trace").is_none(), "{r:#}");
 }
+
+#[test]
+fn process_faults_work_against_a_foreign_relay() {
+    let py = format!(
+        "python3 {}/fixtures/relays/minimal.py {{addr}}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (code, r, err, tmp) = run_json(&[
+        "--clients",
+        "5",
+        "--msgs",
+        "20000",
+        "--nemesis",
+        "kill,restart,stop",
+        "--nemesis-interval",
+        "20ms",
+        "--relay-cmd",
+        &py,
+        "-v",
+    ]);
+    assert_eq!(code, Some(0), "minimal.py: {r:#}");
+    assert!(
+        !r["nemesis"]["events"].as_array().unwrap().is_empty(),
+        "{r:#}"
+    );
+    assert_clean(&tmp, &forked_pids(&err));
+    // The built-in relay as a separate program, killed: far more messages than the run has
+    // time for, so only the kill can end it, promptly.
+    let ours = format!("{} relay --quiet --listen {{addr}}", bin().display());
+    let (code, r, err, tmp) = run_json(&[
+        "--clients",
+        "5",
+        "--msgs",
+        "3000000",
+        "--nemesis",
+        "relay",
+        "--nemesis-interval",
+        "100ms",
+        "--relay-cmd",
+        &ours,
+        "-v",
+    ]);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["ending"], "relay_killed");
+    assert_clean(&tmp, &forked_pids(&err));
+}
