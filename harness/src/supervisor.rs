@@ -656,11 +656,13 @@ fn run_children(
     let keep = [rctx.stop.as_raw_fd(), rctx.events.as_raw_fd()];
     let mut keep = keep.to_vec();
     keep.extend(&limits.relay_fds);
+    // Stamped before the fork: the child may run (and be traced) before the parent logs.
+    let forked_at = now_ns();
     let pid = spawn(&keep, move || relay(rctx)).map_err(sys("fork"))?;
     ms!(Milestone::Forked {
         role: "relay".into(),
         pid: pid.as_raw(),
-    });
+    }, at forked_at);
     // The parent's copy of the relay closure (and any listener in it) is dropped here.
     drop(rev_w);
     drop(rstop_r);
@@ -729,11 +731,12 @@ fn run_children(
     };
     for i in 0..n {
         let w = ev_w[i].take().expect("each event pipe is used once");
+        let forked_at = now_ns();
         let pid = fork_client(i, 0, 0, w, client)?;
         ms!(Milestone::Forked {
             role: role(limits, i),
             pid: pid.as_raw(),
-        });
+        }, at forked_at);
         let r = ev_r[i].take().expect("each event pipe is used once");
         set_nonblocking(&r).map_err(sys("fcntl"))?;
         reaper.children.push(Child {
@@ -814,6 +817,7 @@ fn run_children(
             let i: usize = $i;
             incarnations[i] += 1;
             let (r, w) = pipe().map_err(sys("pipe"))?;
+            let forked_at = now_ns();
             let pid = fork_client(i, incarnations[i], $p, w, client)?;
             set_nonblocking(&r).map_err(sys("fcntl"))?;
             let k = reaper.children.len();
@@ -823,7 +827,7 @@ fn run_children(
             ms!(Milestone::Forked {
                 role: role.clone(),
                 pid: pid.as_raw(),
-            });
+            }, at forked_at);
             ms!(Milestone::Nemesis {
                 role: role.clone(),
                 action: Action::Restarted,
