@@ -384,7 +384,13 @@ fn script_fault_lines_strike_at_their_barriers_and_leave_nothing_behind() {
             .collect();
         assert_eq!(
             acts,
-            [("stop", "sink"), ("restart", "sink"), ("kill", "other")]
+            [
+                ("stop", "sink"),
+                ("stop", "other"),
+                ("cont", "other"),
+                ("restart", "sink"),
+                ("kill", "other")
+            ]
         );
         // The restarted sink got every message of the phases after its restart, exactly once.
         assert_eq!(r["violations_total"], 0);

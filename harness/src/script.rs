@@ -8,6 +8,8 @@
 //! barrier                            # everyone waits until the phase is delivered
 //! ClientA -> ghost "anyone?"
 //! stop ClientB 200ms                 # process faults, each at a barrier: SIGSTOP, SIGCONT later
+//! stop ClientA                       # SIGSTOP until a later `cont ClientA`
+//! cont ClientA
 //! restart ClientB                    # SIGKILL, then a new process carries on under the name
 //! kill ClientA                       # SIGKILL for good (no line may name it after this)
 //! kill relay                         # SIGKILL the relay: the run ends here
@@ -45,8 +47,11 @@ pub struct Send {
 /// A process fault in a script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// SIGSTOP the client, SIGCONT it after the duration; the next phase runs meanwhile.
-    Stop(usize, std::time::Duration),
+    /// SIGSTOP the client; SIGCONT it after the duration, or (None) at a later `cont` line.
+    /// The phases in between run without it: nobody may wait on it there.
+    Stop(usize, Option<std::time::Duration>),
+    /// SIGCONT a client stopped by `stop NAME`.
+    Cont(usize),
     /// SIGKILL the client for good.
     Kill(usize),
     /// SIGKILL the client, and start a new process under its name for the next phase.
@@ -324,7 +329,7 @@ impl Script {
                     None => return Err(err(end_col, "expected a number after `seed`".into())),
                 },
                 Tok::Word(w)
-                    if matches!(w.as_str(), "stop" | "kill" | "restart")
+                    if matches!(w.as_str(), "stop" | "cont" | "kill" | "restart")
                         && !matches!(toks.get(1), Some((_, Tok::Arrow))) =>
                 {
                     let target = match toks.get(1) {
@@ -340,35 +345,15 @@ impl Script {
                         }
                     };
                     let mut rest = 2;
-                    let dur =
-                        if w == "stop" {
+                    let dur = match (w.as_str(), toks.get(2)) {
+                        ("stop", Some((col, Tok::Word(d)))) => {
                             rest = 3;
-                            match toks.get(2) {
-                                Some((col, Tok::Word(d))) => {
-                                    Some(parse_duration(d).ok_or_else(|| {
-                                        err(
-                                            *col,
-                                            format!(
-                                                "expected a duration like 200ms or 2s, found `{d}`"
-                                            ),
-                                        )
-                                    })?)
-                                }
-                                Some((col, t)) => {
-                                    return Err(err(
-                                        *col,
-                                        format!("expected a duration like 200ms, found {t}"),
-                                    ))
-                                }
-                                None => return Err(err(
-                                    end_col,
-                                    "expected how long to stop it, like 200ms (`stop NAME 200ms`)"
-                                        .into(),
-                                )),
-                            }
-                        } else {
-                            None
-                        };
+                            Some(parse_duration(d).ok_or_else(|| {
+                                err(*col, format!("expected a duration like 200ms or 2s (or nothing, and a later `cont {target}`), found `{d}`"))
+                            })?)
+                        }
+                        _ => None,
+                    };
                     if let Some((col, t)) = toks.get(rest) {
                         return Err(err(
                             *col,
@@ -532,9 +517,10 @@ impl Script {
                     .iter()
                     .position(|n| *n == target)
                     .ok_or_else(|| err(format!("`{target}` is not a client of this script")))?;
-                match (word.as_str(), dur) {
-                    ("stop", Some(d)) => Fault::Stop(i, d),
-                    ("kill", _) => Fault::Kill(i),
+                match word.as_str() {
+                    "stop" => Fault::Stop(i, dur),
+                    "cont" => Fault::Cont(i),
+                    "kill" => Fault::Kill(i),
                     _ => Fault::Restart(i),
                 }
             };
@@ -591,7 +577,33 @@ impl Script {
                         ));
                     }
                 }
-                Fault::Stop(..) | Fault::Restart(_) => {}
+                Fault::Stop(i, None) => {
+                    let name = &self.names[i];
+                    let cont = faults_after.clone().find(|g| g.fault == Fault::Cont(i));
+                    let Some(cont) = cont else {
+                        return Err(err(f.line, format!("`{name}` is stopped here and never continued: add `cont {name}` later, or give a duration (`stop {name} 200ms`)")));
+                    };
+                    if let Some(g) = faults_after.clone().filter(|g| g.line < cont.line).find(|g| {
+                        matches!(g.fault, Fault::Kill(j) | Fault::Restart(j) | Fault::Stop(j, _) if j == i)
+                    }) {
+                        return Err(err(g.line, format!("`{name}` is stopped (line {}) until line {}", f.line, cont.line)));
+                    }
+                }
+                Fault::Cont(i) => {
+                    let earlier = self.faults.iter().rev().filter(|g| g.line < f.line).find(|g| {
+                        matches!(g.fault, Fault::Stop(j, _) | Fault::Cont(j) | Fault::Kill(j) | Fault::Restart(j) if j == i)
+                    });
+                    if !matches!(earlier.map(|g| g.fault), Some(Fault::Stop(_, None))) {
+                        let name = &self.names[i];
+                        return Err(err(
+                            f.line,
+                            format!(
+                                "`cont {name}` needs an earlier `stop {name}` (without a duration)"
+                            ),
+                        ));
+                    }
+                }
+                Fault::Stop(_, Some(_)) | Fault::Restart(_) => {}
             }
         }
         Ok(())
@@ -637,7 +649,11 @@ mod tests {
         assert_eq!(
             faults,
             vec![
-                (0, Fault::Stop(1, std::time::Duration::from_millis(200)), 3),
+                (
+                    0,
+                    Fault::Stop(1, Some(std::time::Duration::from_millis(200))),
+                    3
+                ),
                 (1, Fault::Restart(1), 5),
                 (2, Fault::Kill(0), 6),
                 (3, Fault::KillRelay, 7),
@@ -658,11 +674,8 @@ mod tests {
                 (3, 1),
                 "the relay was killed at line 2",
             ),
-            (
-                "clients a b\nstop a\n",
-                (2, 7),
-                "expected how long to stop it",
-            ),
+            ("clients a b\nstop a\n", (2, 1), "never continued"),
+            ("clients a b\ncont a\n", (2, 1), "needs an earlier `stop a`"),
             ("clients a b\nstop a soon\n", (2, 8), "expected a duration"),
             (
                 "clients a b\nrestart ghost\n",

@@ -807,6 +807,8 @@ fn run_children(
     // Script faults: `stop` lines waiting for their SIGCONT (child, when); restarted processes
     // the next phase waits for (it starts once they have registered).
     let mut conts: Vec<(usize, Instant)> = Vec::new();
+    // Clients a script stopped until a `cont` line (their children's indexes).
+    let mut held: Vec<usize> = Vec::new();
     let mut awaiting_ready = 0usize;
     let mut release_after: Option<usize> = None;
 
@@ -1130,7 +1132,8 @@ fn run_children(
                             *d += 1;
                             *d
                         });
-                        if done == Some(n - gone)
+                        // Clients a script stopped until `cont` cannot finish a phase meanwhile.
+                        if done == Some(n - gone - held.len())
                             && barrier_w.get(p + 1).is_some_and(Option::is_some)
                         {
                             // The script's fault lines after this phase strike now.
@@ -1138,6 +1141,7 @@ fn run_children(
                             for f in limits.script_faults.iter().filter(|f| f.after_phase == p) {
                                 let (action, who) = match f.fault {
                                     Fault::Stop(i, _) => (Action::Stop, Some(i)),
+                                    Fault::Cont(i) => (Action::Cont, Some(i)),
                                     Fault::Kill(i) => (Action::Kill, Some(i)),
                                     Fault::Restart(i) => (Action::Restart, Some(i)),
                                     Fault::KillRelay => (Action::Relay, None),
@@ -1155,10 +1159,26 @@ fn run_children(
                                 let c = &mut reaper.children[kc];
                                 let mut for_ms = 0;
                                 match f.fault {
-                                    Fault::Stop(_, d) => {
+                                    Fault::Stop(_, Some(d)) => {
                                         let _ = kill(c.pid, Signal::SIGSTOP);
                                         conts.push((kc, Instant::now() + d));
                                         for_ms = d.as_millis() as u64;
+                                    }
+                                    Fault::Stop(_, None) => {
+                                        let _ = kill(c.pid, Signal::SIGSTOP);
+                                        held.push(kc);
+                                    }
+                                    Fault::Cont(_) => {
+                                        let _ = kill(c.pid, Signal::SIGCONT);
+                                        held.retain(|&h| h != kc);
+                                        // How long it was stopped, on its stop's line.
+                                        if let Some(e) = nemesis_log
+                                            .iter_mut()
+                                            .rev()
+                                            .find(|e| e.action == Action::Stop && e.role == c.role)
+                                        {
+                                            e.for_ms = at_ms.saturating_sub(e.at_ms);
+                                        }
                                     }
                                     _ => {
                                         signal_group(c.pid, Signal::SIGKILL);
@@ -1189,7 +1209,7 @@ fn run_children(
                                         awaiting_ready += 1;
                                     }
                                     Fault::KillRelay => relay_killed = true,
-                                    Fault::Stop(..) => {}
+                                    Fault::Stop(..) | Fault::Cont(_) => {}
                                 }
                             }
                             if awaiting_ready > 0 || relay_killed {
@@ -1281,7 +1301,7 @@ fn run_children(
             e.for_ms = end_ms.saturating_sub(e.at_ms);
         }
     }
-    for (k, _) in conts {
+    for k in conts.into_iter().map(|(k, _)| k).chain(held) {
         let _ = kill(reaper.children[k].pid, Signal::SIGCONT);
     }
     drop(drain_w);
