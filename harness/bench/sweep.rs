@@ -1,6 +1,11 @@
 //! relay-sim-sweep: runs relay-sim over a range of client counts (per backend), payload sizes
 //! and ping-pong pairs, and writes a table (sweep.md, sweep.csv) and SVG plots (clients.svg,
-//! payload.svg, pingpong.svg). docs/performance.md shows its output.
+//! payload.svg, pingpong.svg, idle.svg). docs/performance.md shows its output.
+//!
+//! The idle sweep shows what select() costs by itself: one pair plays ping-pong through
+//! `relay-sim relay` while N other connections sit registered and silent. Every select() hands
+//! the kernel all N+2 fds and then scans them all; poll() too; epoll_wait() returns only the
+//! ready ones. (In the process sweeps, the time goes to the processes themselves.)
 //!
 //!     cargo build --release
 //!     cargo run --release -p relay-harness --bin relay-sim-sweep -- [OUT_DIR] [--quick]
@@ -162,6 +167,30 @@ fn main() {
             Err(e) => failed.push(e),
         }
     }
+    // One ping-pong pair next to N idle connections, per backend: the cost of watching fds.
+    let _ = raise_nofile();
+    let idles: &[usize] = if quick { &[0, 100] } else { &[0, 250, 500, 1000, 2000, 4000] };
+    for backend in ["select", "poll", "epoll"] {
+        for &idle in idles {
+            if backend == "select" && idle > 1000 {
+                continue;
+            }
+            let mut p50 = Vec::new();
+            let mut p99 = Vec::new();
+            for _ in 0..reps {
+                match idle_pingpong(&bin, backend, idle, if quick { 200 } else { 3000 }) {
+                    Ok((a, b)) => {
+                        p50.push(a);
+                        p99.push(b);
+                    }
+                    Err(e) => failed.push(format!("idle {backend} {idle}: {e}")),
+                }
+            }
+            if !p50.is_empty() {
+                push("idle", backend.to_string(), idle as f64, [0.0, 0.0, median(p50), median(p99), 0.0]);
+            }
+        }
+    }
     // Ping-pong round trips: 1 and 4 pairs, Unix and TCP, 64 bytes.
     for transport in ["unix", "tcp"] {
         for pairs in [1usize, 4] {
@@ -236,6 +265,16 @@ fn main() {
             p.series, p.x, p.p50_us, p.p99_us
         );
     }
+    let _ = writeln!(md, "\n| idle connections | select p50 (us) | poll p50 (us) | epoll p50 (us) |\n|---:|---:|---:|---:|");
+    for &idle in idles {
+        let cell = |b: &str| {
+            points
+                .iter()
+                .find(|p| p.sweep == "idle" && p.series == b && p.x == idle as f64)
+                .map_or("-".to_string(), |p| format!("{:.1}", p.p50_us))
+        };
+        let _ = writeln!(md, "| {idle} | {} | {} | {} |", cell("select"), cell("poll"), cell("epoll"));
+    }
     let write = |name: &str, text: &str| {
         if let Err(e) = std::fs::write(out.join(name), text) {
             eprintln!("relay-sim-sweep: cannot write {name}: {e}");
@@ -246,6 +285,7 @@ fn main() {
     write("clients.svg", &chart_clients(&points));
     write("payload.svg", &chart_payload(&points));
     write("pingpong.svg", &chart_pingpong(&points));
+    write("idle.svg", &chart_idle(&points));
     print!("{md}");
     for f in &failed {
         eprintln!("relay-sim-sweep: FAILED: {f}");
@@ -445,4 +485,135 @@ fn chart_pingpong(points: &[Point]) -> String {
         |e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"),
         |()| svg,
     )
+}
+
+/// Raises the open-files limit to its hard maximum (thousands of idle connections).
+fn raise_nofile() -> nix::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+}
+
+/// One protocol frame: len:u32 (type and body), type, body.
+fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+    v.push(kind);
+    v.extend_from_slice(body);
+    v
+}
+
+fn read_frame(s: &mut std::os::unix::net::UnixStream) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// A connection to the relay, registered as `name`.
+fn registered(path: &Path, name: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.write_all(&frame(1, name.as_bytes()))?;
+    let w = read_frame(&mut s)?;
+    if w.first() != Some(&2) {
+        return Err(std::io::Error::other(format!("HELLO {name}: no WELCOME")));
+    }
+    Ok(s)
+}
+
+/// p50 and p99 round trip (us) of one pair through `relay-sim relay --backend B` while `idle`
+/// other connections are registered and silent.
+fn idle_pingpong(bin: &Path, backend: &str, idle: usize, rounds: usize) -> Result<(f64, f64), String> {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("relay-sim-sweep-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let sock = dir.join("relay.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut relay = Command::new(bin)
+        .args(["relay", "--quiet", "--backend", backend, "--max-clients", &(idle + 16).to_string(), "--listen"])
+        .arg(&sock)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let result = (|| -> Result<(f64, f64), String> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if std::time::Instant::now() > until {
+                return Err("the relay never listened".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut quiet = Vec::with_capacity(idle);
+        for k in 0..idle {
+            quiet.push(registered(&sock, &format!("idle{k}")).map_err(|e| format!("idle {k}: {e}"))?);
+        }
+        let mut a = registered(&sock, "pa").map_err(|e| e.to_string())?;
+        let mut b = registered(&sock, "pb").map_err(|e| e.to_string())?;
+        let ping = {
+            let mut body = vec![2u8];
+            body.extend_from_slice(b"pb");
+            body.extend_from_slice(&[7u8; 64]);
+            frame(3, &body)
+        };
+        let pong = {
+            let mut body = vec![2u8];
+            body.extend_from_slice(b"pa");
+            body.extend_from_slice(&[9u8; 64]);
+            frame(3, &body)
+        };
+        let mut rtts = Vec::with_capacity(rounds);
+        for r in 0..rounds + 100 {
+            let t = std::time::Instant::now();
+            a.write_all(&ping).map_err(|e| e.to_string())?;
+            read_frame(&mut b).map_err(|e| e.to_string())?;
+            b.write_all(&pong).map_err(|e| e.to_string())?;
+            read_frame(&mut a).map_err(|e| e.to_string())?;
+            if r >= 100 {
+                rtts.push(t.elapsed().as_secs_f64() * 1e6); // after 100 rounds of warm-up
+            }
+        }
+        drop(quiet);
+        rtts.sort_by(|x, y| x.total_cmp(y));
+        let q = |f: f64| rtts[((rtts.len() as f64 * f) as usize).min(rtts.len() - 1)];
+        Ok((q(0.5), q(0.99)))
+    })();
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn chart_idle(points: &[Point]) -> String {
+    let mut svg = String::new();
+    let r: Res = (|| {
+        let root = SVGBackend::with_string(&mut svg, (900, 460)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let pts: Vec<&Point> = points.iter().filter(|p| p.sweep == "idle").collect();
+        let peak = pts.iter().map(|p| p.p50_us).fold(1.0, f64::max);
+        let right = pts.iter().map(|p| p.x).fold(100.0, f64::max) * 1.05;
+        let mut c = ChartBuilder::on(&root)
+            .caption("One ping-pong pair next to N idle connections: what watching fds costs", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..right, 0f64..peak * 1.2)?;
+        c.configure_mesh()
+            .x_desc("idle connections the relay also watches")
+            .y_desc("p50 round trip (µs)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()?;
+        for (b, color) in [("select", RED), ("poll", BLUE), ("epoll", GREEN)] {
+            let series: Vec<(f64, f64)> = pts.iter().filter(|p| p.series == b).map(|p| (p.x, p.p50_us)).collect();
+            c.draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
+                .label(b)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            c.draw_series(series.into_iter().map(move |p| Circle::new(p, 4, color.filled())))?;
+        }
+        c.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        root.present()?;
+        Ok(())
+    })();
+    r.map_or_else(|e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"), |()| svg)
 }
