@@ -169,7 +169,11 @@ fn main() {
     }
     // One ping-pong pair next to N idle connections, per backend: the cost of watching fds.
     let _ = raise_nofile();
-    let idles: &[usize] = if quick { &[0, 100] } else { &[0, 250, 500, 1000, 2000, 4000] };
+    let idles: &[usize] = if quick {
+        &[0, 100]
+    } else {
+        &[0, 250, 500, 1000, 2000, 4000]
+    };
     for backend in ["select", "poll", "epoll"] {
         for &idle in idles {
             if backend == "select" && idle > 1000 {
@@ -187,7 +191,12 @@ fn main() {
                 }
             }
             if !p50.is_empty() {
-                push("idle", backend.to_string(), idle as f64, [0.0, 0.0, median(p50), median(p99), 0.0]);
+                push(
+                    "idle",
+                    backend.to_string(),
+                    idle as f64,
+                    [0.0, 0.0, median(p50), median(p99), 0.0],
+                );
             }
         }
     }
@@ -248,10 +257,16 @@ fn main() {
     }
     let _ = writeln!(md, "\n| payload (bytes) | msg/s | MB/s | p50 (us) | relay RSS (KiB) |\n|---:|---:|---:|---:|---:|");
     for p in points.iter().filter(|p| p.sweep == "payload") {
+        // Payloads under 32 bytes carry no send time: no latency.
+        let p50 = if p.p50_us > 0.0 {
+            format!("{:.0}", p.p50_us)
+        } else {
+            "-".into()
+        };
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {:.1} | {:.0} | {:.0} |",
-            p.x, p.msgs_per_s, p.mb_per_s, p.p50_us, p.relay_kib
+            "| {} | {:.0} | {:.1} | {p50} | {:.0} |",
+            p.x, p.msgs_per_s, p.mb_per_s, p.relay_kib
         );
     }
     let _ = writeln!(
@@ -273,7 +288,13 @@ fn main() {
                 .find(|p| p.sweep == "idle" && p.series == b && p.x == idle as f64)
                 .map_or("-".to_string(), |p| format!("{:.1}", p.p50_us))
         };
-        let _ = writeln!(md, "| {idle} | {} | {} | {} |", cell("select"), cell("poll"), cell("epoll"));
+        let _ = writeln!(
+            md,
+            "| {idle} | {} | {} | {} |",
+            cell("select"),
+            cell("poll"),
+            cell("epoll")
+        );
     }
     let write = |name: &str, text: &str| {
         if let Err(e) = std::fs::write(out.join(name), text) {
@@ -525,14 +546,27 @@ fn registered(path: &Path, name: &str) -> std::io::Result<std::os::unix::net::Un
 
 /// p50 and p99 round trip (us) of one pair through `relay-sim relay --backend B` while `idle`
 /// other connections are registered and silent.
-fn idle_pingpong(bin: &Path, backend: &str, idle: usize, rounds: usize) -> Result<(f64, f64), String> {
+fn idle_pingpong(
+    bin: &Path,
+    backend: &str,
+    idle: usize,
+    rounds: usize,
+) -> Result<(f64, f64), String> {
     use std::io::Write;
     let dir = std::env::temp_dir().join(format!("relay-sim-sweep-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let sock = dir.join("relay.sock");
     let _ = std::fs::remove_file(&sock);
     let mut relay = Command::new(bin)
-        .args(["relay", "--quiet", "--backend", backend, "--max-clients", &(idle + 16).to_string(), "--listen"])
+        .args([
+            "relay",
+            "--quiet",
+            "--backend",
+            backend,
+            "--max-clients",
+            &(idle + 16).to_string(),
+            "--listen",
+        ])
         .arg(&sock)
         .spawn()
         .map_err(|e| e.to_string())?;
@@ -546,7 +580,9 @@ fn idle_pingpong(bin: &Path, backend: &str, idle: usize, rounds: usize) -> Resul
         }
         let mut quiet = Vec::with_capacity(idle);
         for k in 0..idle {
-            quiet.push(registered(&sock, &format!("idle{k}")).map_err(|e| format!("idle {k}: {e}"))?);
+            quiet.push(
+                registered(&sock, &format!("idle{k}")).map_err(|e| format!("idle {k}: {e}"))?,
+            );
         }
         let mut a = registered(&sock, "pa").map_err(|e| e.to_string())?;
         let mut b = registered(&sock, "pb").map_err(|e| e.to_string())?;
@@ -593,7 +629,10 @@ fn chart_idle(points: &[Point]) -> String {
         let peak = pts.iter().map(|p| p.p50_us).fold(1.0, f64::max);
         let right = pts.iter().map(|p| p.x).fold(100.0, f64::max) * 1.05;
         let mut c = ChartBuilder::on(&root)
-            .caption("One ping-pong pair next to N idle connections: what watching fds costs", ("sans-serif", 18))
+            .caption(
+                "One ping-pong pair next to N idle connections: what watching fds costs",
+                ("sans-serif", 18),
+            )
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(70)
@@ -605,15 +644,32 @@ fn chart_idle(points: &[Point]) -> String {
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()?;
         for (b, color) in [("select", RED), ("poll", BLUE), ("epoll", GREEN)] {
-            let series: Vec<(f64, f64)> = pts.iter().filter(|p| p.series == b).map(|p| (p.x, p.p50_us)).collect();
+            let series: Vec<(f64, f64)> = pts
+                .iter()
+                .filter(|p| p.series == b)
+                .map(|p| (p.x, p.p50_us))
+                .collect();
             c.draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
                 .label(b)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            c.draw_series(series.into_iter().map(move |p| Circle::new(p, 4, color.filled())))?;
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            c.draw_series(
+                series
+                    .into_iter()
+                    .map(move |p| Circle::new(p, 4, color.filled())),
+            )?;
         }
-        c.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     })();
-    r.map_or_else(|e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"), |()| svg)
+    r.map_or_else(
+        |e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"),
+        |()| svg,
+    )
 }
