@@ -854,19 +854,6 @@ pub fn junit(r: &Report) -> String {
     report.to_string().unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::group;
-
-    #[test]
-    fn groups_thousands() {
-        assert_eq!(group(0), "0");
-        assert_eq!(group(999), "999");
-        assert_eq!(group(1000), "1,000");
-        assert_eq!(group(1234567), "1,234,567");
-    }
-}
-
 /// index.html of a results folder: the configuration, seed and verdict, every check, and the
 /// pictures (given as file name and title) on one page.
 pub fn html(r: &Report, pictures: &[(&str, &str)], has_trace: bool) -> String {
@@ -976,4 +963,17 @@ pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}}</style></h
     let _ = writeln!(o, "<h2>Report</h2><pre>{}</pre>", escape(&human(r)));
     o.push_str("</body></html>\n");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1000), "1,000");
+        assert_eq!(group(1234567), "1,234,567");
+    }
 }
