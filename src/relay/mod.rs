@@ -143,7 +143,7 @@ pub struct Relay {
     free: Vec<usize>,
     open: usize,
     /// The registration table: name -> connection.
-    names: HashMap<Box<[u8]>, ConnId>,
+    names: HashMap<Box<[u8]>, ConnId, foldhash::fast::RandomState>,
     /// Connections whose output buffer got bytes since the last flush.
     dirty: Vec<ConnId>,
     /// Held-back senders whose receiver drained: route their buffered frames.
@@ -205,7 +205,9 @@ impl Relay {
             conns: Vec::new(),
             free: Vec::new(),
             open: 0,
-            names: HashMap::new(),
+            // foldhash: a lookup per SEND, so a fast hash; randomly seeded per process, so a
+            // client cannot pick names that collide (SipHash, the default, is slower per name).
+            names: HashMap::with_hasher(foldhash::fast::RandomState::default()),
             dirty: Vec::new(),
             woken: Vec::new(),
             touched: Vec::new(),
