@@ -467,6 +467,7 @@ fn chart_pingpong(points: &[Point]) -> String {
         c.configure_mesh()
             .x_desc("transport x pairs")
             .y_desc("round trip (µs)")
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .x_labels(pts.len().max(1))
             .x_label_formatter(&|x| labels.get(x.round() as usize).cloned().unwrap_or_default())
             .disable_x_mesh()
