@@ -1053,3 +1053,22 @@ fn process_faults_work_against_a_foreign_relay() {
     assert_eq!(r["ending"], "relay_killed");
     assert_clean(&tmp, &forked_pids(&err));
 }
+
+#[test]
+fn a_busy_polling_relay_verifies_the_same() {
+    for pattern in ["mesh", "pingpong"] {
+        let (code, r, err, tmp) = run_json(&[
+            "--clients",
+            "4",
+            "--msgs",
+            "2000",
+            "--pattern",
+            pattern,
+            "--relay-spin",
+            "200us",
+            "-v",
+        ]);
+        assert_eq!(code, Some(0), "{pattern}: {r:#}");
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+}

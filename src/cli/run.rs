@@ -83,6 +83,10 @@ pub struct Args {
     /// Time between two nemesis actions.
     #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub nemesis_interval: Duration,
+    /// The built-in relay keeps polling this long after any activity before it blocks
+    /// (busy-polling; see `relay-sim relay --spin`). 0 turns it off.
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub relay_spin: Duration,
     /// Record what every process does (forks, pipe ends, socket calls, each select() and each
     /// frame routed, exits) and print the merged timeline; large runs keep the first events of
     /// each process and say what was cut.
@@ -506,6 +510,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         }),
         // The relay is the middle of every story: it keeps more.
         trace: trace_cap.map(|c| c * 4),
+        spin: a.relay_spin,
         ..relay::Config::default()
     };
     let relay_log = match &relay_side {

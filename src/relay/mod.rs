@@ -54,6 +54,9 @@ pub struct Config {
     pub frame_timeout: Duration,
     /// Break a promise on purpose (tests of the verifier); None in normal use.
     pub inject: Option<inject::Inject>,
+    /// After any activity, keep polling (a zero-timeout wait) this long before blocking: it
+    /// saves the relay a wake-up per message at low load, at the cost of a busy core. Zero: off.
+    pub spin: Duration,
     /// `--trace`: keep the first this-many events (accepts, registrations, each wait, each
     /// routed frame, errors, closes) with their times.
     pub trace: Option<usize>,
@@ -70,6 +73,7 @@ impl Default for Config {
             hello_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
             inject: None,
+            spin: Duration::ZERO,
             trace: None,
         }
     }
@@ -169,6 +173,8 @@ pub struct Relay {
     reserve_fd: Option<File>,
     stopping: bool,
     stats: Stats,
+    /// When the last wait returned something (for `spin`).
+    last_active: Instant,
     /// `--trace`. In a RefCell because `log` takes `&self` (its messages borrow the relay);
     /// the loop is single-threaded, so a borrow never fails.
     trace: std::cell::RefCell<Option<relay_harness::trace::Tracer>>,
@@ -221,6 +227,7 @@ impl Relay {
             reserve_fd: File::open("/dev/null").ok(),
             stopping: false,
             stats: Stats::default(),
+            last_active: Instant::now(),
             trace: std::cell::RefCell::new(None),
         };
         *relay.trace.get_mut() = relay.cfg.trace.map(relay_harness::trace::Tracer::new);
@@ -357,13 +364,19 @@ impl Relay {
             .timers
             .peek()
             .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()));
-        let timeout = match (until_deadline, limit) {
+        let mut timeout = match (until_deadline, limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if !self.cfg.spin.is_zero() && self.now.duration_since(self.last_active) < self.cfg.spin {
+            timeout = Some(Duration::ZERO); // busy-poll: the next frame is likely on its way
+        }
         let before = self.trace.get_mut().is_some().then(Instant::now);
         let waited = self.backend.wait(timeout, &mut events);
         self.now = Instant::now();
+        if !events.is_empty() {
+            self.last_active = self.now;
+        }
         if let Some(t0) = before {
             let slept = self.now.duration_since(t0);
             let ready = events.len();
