@@ -53,9 +53,8 @@ pub fn client_main(
         let me = plan.me;
         let n = plan.names.clients();
         let done: u64 = (0..n).map(|r| bb.get(me, r, Field::Queued)).sum();
-        let mut scratch = Vec::new();
         for _ in 0..done {
-            if outbox.next(0, &mut scratch).is_none() {
+            if outbox.skip().is_none() {
                 break;
             }
         }
@@ -100,10 +99,9 @@ pub fn client_main(
         // A script's restarted process: what its predecessor sent and got in the phases
         // before this one is done (each phase ended only when all of it had arrived).
         let clients = plan.names.clients();
-        let mut scratch = Vec::new();
         for q in 0..first_phase {
             outbox.start_phase(q);
-            while let Some(d) = outbox.next(0, &mut scratch) {
+            while let Some(d) = outbox.skip() {
                 rx.sent(d);
                 if d >= clients {
                     rx.bounced_earlier(d);

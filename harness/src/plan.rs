@@ -293,6 +293,16 @@ impl<'a> Outbox<'a> {
     /// The next message of this phase: writes its payload into `out` and returns the
     /// receiver's index, or `None` when the phase's sends are done.
     pub fn next(&mut self, now_ns: u64, out: &mut Vec<u8>) -> Option<usize> {
+        self.advance(now_ns, Some(out))
+    }
+
+    /// Passes over the next message without making its payload (a restart catching up with
+    /// what its predecessor queued); returns its receiver.
+    pub fn skip(&mut self) -> Option<usize> {
+        self.advance(0, None)
+    }
+
+    fn advance(&mut self, now_ns: u64, out: Option<&mut Vec<u8>>) -> Option<usize> {
         let plan = self.plan;
         let (to, body) = match &plan.work {
             Work::Random(sc) => {
@@ -326,6 +336,7 @@ impl<'a> Outbox<'a> {
             *flag = false;
             seq |= payload::RESTART;
         }
+        let Some(out) = out else { return Some(to) };
         match body {
             BodyRef::Literal(t) => {
                 out.clear();

@@ -934,7 +934,11 @@ fn run_children(
                 respawn!(i, 0);
             }
             let due = t0 + nem.interval * (actions + 1);
-            if stopped.is_none() && !relay_killed && now >= due && !nem.kinds.is_empty() {
+            // The nemesis rests in the second half of the deadline, so every process gets the
+            // time to finish (restarts could otherwise go on until the deadline).
+            let resting = now >= start + limits.deadline / 2;
+            if stopped.is_none() && !relay_killed && !resting && now >= due && !nem.kinds.is_empty()
+            {
                 actions += 1;
                 let action = nem.kinds[nemesis_rng.random_range(0..nem.kinds.len())];
                 // Stop: any client process still running. Kill and restart: one still at work

@@ -76,8 +76,8 @@ pub struct Args {
     /// them (drawn with --seed) strikes a random client. `stop`: SIGSTOP for half the interval,
     /// then SIGCONT (a slow consumer; nothing may be lost). `kill`: SIGKILL for good.
     /// `restart`: SIGKILL, and half an interval later a new process under the same name carries
-    /// on. `relay`: SIGKILL the relay (the run ends there). docs/guarantees.md says what is
-    /// checked under each.
+    /// on. `relay`: SIGKILL the relay (the run ends there). It rests in the second half of
+    /// --timeout. docs/guarantees.md says what is checked under each.
     #[arg(long, value_name = "stop,kill,restart,relay", value_parser = parse_nemesis)]
     pub nemesis: Option<String>,
     /// Time between two nemesis actions.
