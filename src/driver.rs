@@ -326,7 +326,12 @@ fn drain(
         }
         match wait(client, ctx.stop.as_fd(), PollTimeout::NONE) {
             Ok(false) => {}
-            Ok(true) => return Err("stopped before every end marker arrived".into()),
+            Ok(true) => {
+                return Err(format!(
+                    "stopped before every end marker arrived (none from {})",
+                    rx.missing_fins().join(", ")
+                ))
+            }
             Err(e) => return Err(format!("poll failed: {e}")),
         }
     }

@@ -161,6 +161,19 @@ impl Receiver {
         }
     }
 
+    /// The live clients whose end-of-run marker has not arrived.
+    pub fn missing_fins(&self) -> Vec<String> {
+        let me = self.plan.me;
+        let clients = self.plan.names.clients();
+        match &self.bb {
+            None => Vec::new(),
+            Some(bb) => (0..clients)
+                .filter(|&s| s != me && !self.fin[s] && bb.alive(s))
+                .map(|s| self.name(s))
+                .collect(),
+        }
+    }
+
     /// True when every client meant to be alive has sent its end-of-run marker.
     pub fn all_fins(&self) -> bool {
         let me = self.plan.me;
