@@ -29,6 +29,19 @@ pub enum Got {
     Eof,
 }
 
+impl From<RelayFrame<'_>> for Got {
+    fn from(f: RelayFrame<'_>) -> Got {
+        match f {
+            RelayFrame::Welcome(n) => Got::Welcome(n.to_vec()),
+            RelayFrame::Deliver { src, payload } => Got::Deliver(src.to_vec(), payload.to_vec()),
+            RelayFrame::Bounce { dst, payload } => Got::Bounce(dst.to_vec(), payload.to_vec()),
+            RelayFrame::Error { code, text } => {
+                Got::Error(code, String::from_utf8_lossy(text).into_owned())
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for Got {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = |b: &[u8]| {
@@ -100,23 +113,10 @@ impl Peer {
         loop {
             match self.dec.next_frame() {
                 Ok(Some(f)) => {
-                    return Ok(
-                        match f
-                            .relay()
-                            .map_err(|v| format!("the relay sent a bad frame: {v}"))?
-                        {
-                            RelayFrame::Welcome(n) => Got::Welcome(n.to_vec()),
-                            RelayFrame::Deliver { src, payload } => {
-                                Got::Deliver(src.to_vec(), payload.to_vec())
-                            }
-                            RelayFrame::Bounce { dst, payload } => {
-                                Got::Bounce(dst.to_vec(), payload.to_vec())
-                            }
-                            RelayFrame::Error { code, text } => {
-                                Got::Error(code, String::from_utf8_lossy(text).into_owned())
-                            }
-                        },
-                    )
+                    return f
+                        .relay()
+                        .map(Got::from)
+                        .map_err(|v| format!("the relay sent a bad frame: {v}"))
                 }
                 Ok(None) => {}
                 Err(v) => return Err(format!("the relay sent a bad frame: {v}")),

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use plotters::prelude::*;
+use relay_harness::plots::{or_note, si};
 use serde_json::Value;
 
 struct Point {
@@ -317,16 +318,6 @@ fn main() {
 
 type Res = Result<(), Box<dyn std::error::Error>>;
 
-fn si(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.0}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
-}
-
 fn chart_clients(points: &[Point]) -> String {
     let mut svg = String::new();
     let r: Res = (|| {
@@ -379,10 +370,7 @@ fn chart_clients(points: &[Point]) -> String {
         root.present()?;
         Ok(())
     })();
-    r.map_or_else(
-        |e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"),
-        |()| svg,
-    )
+    or_note(r.map_err(|e| e.to_string()), svg, "clients.svg")
 }
 
 fn chart_payload(points: &[Point]) -> String {
@@ -438,10 +426,7 @@ fn chart_payload(points: &[Point]) -> String {
         root.present()?;
         Ok(())
     })();
-    r.map_or_else(
-        |e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"),
-        |()| svg,
-    )
+    or_note(r.map_err(|e| e.to_string()), svg, "payload.svg")
 }
 
 fn chart_pingpong(points: &[Point]) -> String {
@@ -503,10 +488,7 @@ fn chart_pingpong(points: &[Point]) -> String {
         root.present()?;
         Ok(())
     })();
-    r.map_or_else(
-        |e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"),
-        |()| svg,
-    )
+    or_note(r.map_err(|e| e.to_string()), svg, "pingpong.svg")
 }
 
 /// Raises the open-files limit to its hard maximum (thousands of idle connections).
@@ -669,8 +651,5 @@ fn chart_idle(points: &[Point]) -> String {
         root.present()?;
         Ok(())
     })();
-    r.map_or_else(
-        |e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">{e}</text></svg>"),
-        |()| svg,
-    )
+    or_note(r.map_err(|e| e.to_string()), svg, "idle.svg")
 }

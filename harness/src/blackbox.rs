@@ -39,14 +39,9 @@ pub const MAX_CLIENTS: usize = 512;
 /// Messages received so far, one counter per client (each on its own cache line), shared by
 /// every process of the run: what the supervisor's progress bar reads.
 pub struct Tally {
-    base: NonNull<AtomicU64>,
+    mem: Words,
     clients: usize,
 }
-
-// SAFETY: only accessed through atomics.
-unsafe impl Send for Tally {}
-// SAFETY: as above.
-unsafe impl Sync for Tally {}
 
 /// u64 words per client: one 64-byte cache line, so clients on different cores do not
 /// contend for a line.
@@ -55,26 +50,14 @@ const TALLY_STRIDE: usize = 8;
 impl Tally {
     /// A zeroed tally for `clients` clients.
     pub fn new(clients: usize) -> nix::Result<Tally> {
-        let len = NonZeroUsize::new(clients.max(1) * TALLY_STRIDE * 8)
-            .ok_or(nix::errno::Errno::EINVAL)?;
-        // SAFETY: as in BlackBox::new.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )?
-        };
         Ok(Tally {
-            base: ptr.cast(),
+            mem: Words::new(clients.max(1) * TALLY_STRIDE)?,
             clients,
         })
     }
 
     fn slot(&self, i: usize) -> Option<&AtomicU64> {
-        // SAFETY: in bounds of the mapping, which lives as long as self.
-        (i < self.clients).then(|| unsafe { &*self.base.as_ptr().add(i * TALLY_STRIDE) })
+        (i < self.clients).then(|| self.mem.word(i * TALLY_STRIDE))
     }
 
     /// Client `i` has received `n` messages so far.
@@ -93,13 +76,6 @@ impl Tally {
     }
 }
 
-impl Drop for Tally {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was made in new() with this length.
-        let _ = unsafe { munmap(self.base.cast(), self.clients.max(1) * TALLY_STRIDE * 8) };
-    }
-}
-
 impl std::fmt::Debug for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Tally({} clients)", self.clients)
@@ -108,35 +84,61 @@ impl std::fmt::Debug for Tally {
 
 /// The shared counters of one run.
 pub struct BlackBox {
-    base: NonNull<AtomicU64>,
+    mem: Words,
     clients: usize,
-    words: usize,
+}
+
+/// Zeroed u64 words in an anonymous MAP_SHARED mapping: every process forked after it is made
+/// sees the same words. Unmapped on drop.
+struct Words {
+    base: NonNull<AtomicU64>,
+    len: usize,
 }
 
 // SAFETY: the mapping is only ever accessed through atomics.
-unsafe impl Send for BlackBox {}
+unsafe impl Send for Words {}
 // SAFETY: as above.
-unsafe impl Sync for BlackBox {}
+unsafe impl Sync for Words {}
 
-impl BlackBox {
-    /// Maps a zeroed black box for `clients` clients, all alive.
-    pub fn new(clients: usize) -> nix::Result<BlackBox> {
-        let words = clients * clients * FIELDS + clients * PER_CLIENT;
-        let len = NonZeroUsize::new(words.max(1) * 8).ok_or(nix::errno::Errno::EINVAL)?;
+impl Words {
+    fn new(len: usize) -> nix::Result<Words> {
+        let bytes = NonZeroUsize::new(len.max(1) * 8).ok_or(nix::errno::Errno::EINVAL)?;
         // SAFETY: a fresh anonymous mapping aliases nothing; it is zero-filled, and AtomicU64
         // has the layout of u64 (page alignment exceeds its alignment).
         let ptr = unsafe {
             mmap_anonymous(
                 None,
-                len,
+                bytes,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_SHARED,
             )?
         };
-        let b = BlackBox {
+        Ok(Words {
             base: ptr.cast(),
+            len,
+        })
+    }
+
+    fn word(&self, k: usize) -> &AtomicU64 {
+        assert!(k < self.len, "shared counter index out of range");
+        // SAFETY: k is in bounds of the mapping, which lives as long as self.
+        unsafe { &*self.base.as_ptr().add(k) }
+    }
+}
+
+impl Drop for Words {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in new() with this length and is not used after this.
+        let _ = unsafe { munmap(self.base.cast(), self.len.max(1) * 8) };
+    }
+}
+
+impl BlackBox {
+    /// Maps a zeroed black box for `clients` clients, all alive.
+    pub fn new(clients: usize) -> nix::Result<BlackBox> {
+        let b = BlackBox {
+            mem: Words::new(clients * clients * FIELDS + clients * PER_CLIENT)?,
             clients,
-            words,
         };
         for i in 0..clients {
             b.word(clients * clients * FIELDS + i * PER_CLIENT + ALIVE)
@@ -146,9 +148,7 @@ impl BlackBox {
     }
 
     fn word(&self, k: usize) -> &AtomicU64 {
-        assert!(k < self.words, "black box index out of range");
-        // SAFETY: k is in bounds of the mapping, which lives as long as self.
-        unsafe { &*self.base.as_ptr().add(k) }
+        self.mem.word(k)
     }
 
     fn pair(&self, s: usize, r: usize, f: Field) -> &AtomicU64 {
@@ -207,13 +207,6 @@ impl BlackBox {
             return 0;
         }
         self.client(i, DEATHS).load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for BlackBox {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was made in new() with this length and is not used after this.
-        let _ = unsafe { munmap(self.base.cast(), self.words.max(1) * 8) };
     }
 }
 

@@ -15,8 +15,19 @@ use crate::verify::RATE_BUCKET_NS;
 const W: u32 = 900;
 const FONT: &str = "sans-serif";
 
+/// A count for an axis label: 950, 12k, 3.4M.
+pub fn si(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.0}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 /// A chart's drawing errors become a short note in the picture's place.
-fn or_note(r: Result<(), String>, svg: String, what: &str) -> String {
+pub fn or_note(r: Result<(), String>, svg: String, what: &str) -> String {
     match r {
         Ok(()) => svg,
         Err(e) => note_svg(&format!("{what}: could not be drawn ({e})")),
@@ -254,15 +265,7 @@ pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) 
         c.configure_mesh()
             .x_desc("time since the start barrier (ms)")
             .y_desc("messages / s")
-            .y_label_formatter(&|y| {
-                if *y >= 1e6 {
-                    format!("{:.1}M", y / 1e6)
-                } else if *y >= 1e3 {
-                    format!("{:.0}k", y / 1e3)
-                } else {
-                    format!("{y:.0}")
-                }
-            })
+            .y_label_formatter(&|y| si(*y))
             .draw()?;
         // Every 10 ms bucket from start to end, zeros included, so a stall shows as a drop.
         let series = |m: &BTreeMap<u64, u64>| -> Vec<(f64, f64)> {

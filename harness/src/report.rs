@@ -365,14 +365,18 @@ pub fn build(
             exchange_ms: ms(exchange),
             verify_ms: ms(verify_time),
         },
-        nemesis: nemesis_what.map(|what| NemesisReport {
-            what,
-            events: outcome.nemesis.clone(),
-            relay_held_back_ms: outcome.relay_held_back_ms,
-            others_msgs_per_s_during_stops: stop_rates(outcome, names).0,
-            msgs_per_s_between_stops: stop_rates(outcome, names).1,
-            others_starved_ms: starvation(outcome, names).map(|s| s.0),
-            starved_during: starvation(outcome, names).map(|s| (s.1, s.2)),
+        nemesis: nemesis_what.map(|what| {
+            let (during, between) = stop_rates(outcome, names);
+            let starved = starvation(outcome, names);
+            NemesisReport {
+                what,
+                events: outcome.nemesis.clone(),
+                relay_held_back_ms: outcome.relay_held_back_ms,
+                others_msgs_per_s_during_stops: during,
+                msgs_per_s_between_stops: between,
+                others_starved_ms: starved.as_ref().map(|s| s.0),
+                starved_during: starved.map(|s| (s.1, s.2)),
+            }
         }),
         inject: inject.map(|fault| Injected {
             fault,

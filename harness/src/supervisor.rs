@@ -392,6 +392,26 @@ struct Child {
     trace: Option<crate::trace::Trace>,
 }
 
+impl Child {
+    /// A child just forked: running, its event pipe open.
+    fn new(role: String, client: Option<usize>, pid: Pid, events: OwnedFd) -> Child {
+        Child {
+            role,
+            client,
+            killed: false,
+            ready_at: None,
+            pid,
+            events: Some(events),
+            buf: Vec::new(),
+            status: None,
+            peak_rss_kib: None,
+            injected: None,
+            held_back_ms: None,
+            trace: None,
+        }
+    }
+}
+
 /// Reaps whatever is left if the supervisor returns early or panics.
 struct Reaper {
     children: Vec<Child>,
@@ -668,20 +688,9 @@ fn run_children(
     drop(rstop_r);
     note!("closed its copies of the relay's ends (the event pipe's write end, the stop pipe's read end) and of the listening socket");
     set_nonblocking(&rev_r).map_err(sys("fcntl"))?;
-    reaper.children.push(Child {
-        role: "relay".into(),
-        client: None,
-        killed: false,
-        ready_at: None,
-        pid,
-        events: Some(rev_r),
-        buf: Vec::new(),
-        status: None,
-        peak_rss_kib: None,
-        injected: None,
-        held_back_ms: None,
-        trace: None,
-    });
+    reaper
+        .children
+        .push(Child::new("relay".into(), None, pid, rev_r));
 
     let mut ev_r: Vec<Option<OwnedFd>> = Vec::with_capacity(n);
     let mut ev_w: Vec<Option<OwnedFd>> = Vec::with_capacity(n);
@@ -739,20 +748,9 @@ fn run_children(
         }, at forked_at);
         let r = ev_r[i].take().expect("each event pipe is used once");
         set_nonblocking(&r).map_err(sys("fcntl"))?;
-        reaper.children.push(Child {
-            role: role(limits, i),
-            client: Some(i),
-            killed: false,
-            ready_at: None,
-            pid,
-            events: Some(r),
-            buf: Vec::new(),
-            status: None,
-            peak_rss_kib: None,
-            injected: None,
-            held_back_ms: None,
-            trace: None,
-        });
+        reaper
+            .children
+            .push(Child::new(role(limits, i), Some(i), pid, r));
     }
 
     let mut reports: Vec<Option<ClientReport>> = vec![None; n];
@@ -834,20 +832,7 @@ fn run_children(
                 role: role.clone(),
                 action: Action::Restarted,
             });
-            reaper.children.push(Child {
-                role,
-                client: Some(i),
-                killed: false,
-                ready_at: None,
-                pid,
-                events: Some(r),
-                buf: Vec::new(),
-                status: None,
-                peak_rss_kib: None,
-                injected: None,
-                held_back_ms: None,
-                trace: None,
-            });
+            reaper.children.push(Child::new(role, Some(i), pid, r));
             clients_open += 1;
         }};
     }

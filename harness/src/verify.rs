@@ -703,10 +703,9 @@ pub fn verify_with(
             }
         }
     }
-    for (s, sr) in reports.iter().enumerate().take(n) {
-        if deaths.blackbox.is_some() {
-            break;
-        }
+    // (With a black box, the counts above replace the reports' own.)
+    let counted = if deaths.blackbox.is_some() { 0 } else { n };
+    for (s, sr) in reports.iter().enumerate().take(counted) {
         let Some(sr) = sr else { continue };
         for p in sr.peers.iter().filter(|p| p.sent > 0) {
             let (r, sent, bounced) = (p.peer, p.sent, p.bounced);

@@ -7,7 +7,7 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::Duration;
 
 use relay_sim::client::Client;
-use relay_sim::protocol::{self, Decoder, ErrorCode, Kind, RelayFrame};
+use relay_sim::protocol::{self, Decoder, ErrorCode, Kind};
 use relay_sim::sys::{Addr, Stream};
 
 /// How long any single wait in a test may take before the test fails instead of hanging.
@@ -221,18 +221,7 @@ impl Raw {
     pub fn next(&mut self) -> Got {
         loop {
             if let Some(f) = self.dec.next_frame().expect("relay frames decode") {
-                return match f.relay().expect("relay frame parses") {
-                    RelayFrame::Welcome(n) => Got::Welcome(n.to_vec()),
-                    RelayFrame::Deliver { src, payload } => {
-                        Got::Deliver(src.to_vec(), payload.to_vec())
-                    }
-                    RelayFrame::Bounce { dst, payload } => {
-                        Got::Bounce(dst.to_vec(), payload.to_vec())
-                    }
-                    RelayFrame::Error { code, text } => {
-                        Got::Error(code, String::from_utf8_lossy(text).into_owned())
-                    }
-                };
+                return Got::from(f.relay().expect("relay frame parses"));
             }
             match self.dec.read_from(&mut self.stream) {
                 Ok(0) => return Got::Eof,
