@@ -41,6 +41,8 @@ pub struct RunConfig {
     pub transport: String,
     /// The relay's backend.
     pub backend: String,
+    /// The built-in relay's busy-poll policy (`auto`, `off` or a duration).
+    pub relay_spin: String,
     /// The seed.
     pub seed: u64,
     /// The script, for scripted runs.
@@ -902,6 +904,7 @@ pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}}</style></h
     row("pattern", c.pattern.clone());
     row("transport", c.transport.clone());
     row("backend", c.backend.clone());
+    row("relay busy-poll", c.relay_spin.clone());
     row("seed", c.seed.to_string());
     if let Some(s) = &c.scenario {
         row("scenario", s.clone());

@@ -115,7 +115,7 @@ fn demo(d: DemoArgs) -> i32 {
         inject: None,
         report: d.report,
         trace: d.trace,
-        relay_spin: std::time::Duration::ZERO,
+        relay_spin: crate::relay::Spin::Auto,
         relay_cmd: None,
         nemesis: None,
         nemesis_interval: std::time::Duration::from_millis(200),

@@ -9,7 +9,7 @@ use clap::Args as ClapArgs;
 use super::{parse_size, EXIT_ENV, EXIT_FAIL, EXIT_OK, EXIT_USAGE};
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::relay::inject::Inject;
-use crate::relay::{self, backend, Config};
+use crate::relay::{self, backend, Config, Spin};
 use crate::sys::{self, Addr, Listener};
 
 /// Flags of `relay-sim relay`.
@@ -47,10 +47,11 @@ pub struct Args {
     /// Do not log connects, registrations, errors and disconnects.
     #[arg(long, short)]
     pub quiet: bool,
-    /// After any activity, keep polling this long before blocking (busy-polling: fewer
-    /// wake-ups at low load, at the cost of a busy core). 0 turns it off.
-    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = humantime::parse_duration)]
-    pub spin: std::time::Duration,
+    /// After activity, keep polling before blocking: fewer wake-ups per message at low load,
+    /// at the cost of a busy core. auto: for 100us, only while a core would otherwise idle;
+    /// DUR: that long, always; off: never.
+    #[arg(long, value_name = "auto|off|DUR", default_value = "auto", value_parser = Spin::parse)]
+    pub spin: Spin,
 }
 
 /// Runs the relay until SIGINT or SIGTERM.

@@ -16,7 +16,7 @@ use relay_harness::verify::{verify_with, Deaths};
 use super::{EXIT_ENV, EXIT_USAGE};
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::relay::inject::Inject;
-use crate::relay::{self, backend};
+use crate::relay::{self, backend, Spin};
 use crate::sys::{self, Addr, Listener};
 
 /// Flags of `relay-sim run` (also accepted with no subcommand).
@@ -83,10 +83,10 @@ pub struct Args {
     /// Time between two nemesis actions.
     #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub nemesis_interval: Duration,
-    /// The built-in relay keeps polling this long after any activity before it blocks
-    /// (busy-polling; see `relay-sim relay --spin`). 0 turns it off.
-    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = humantime::parse_duration)]
-    pub relay_spin: Duration,
+    /// When the built-in relay keeps polling after activity before it blocks (auto, off, or
+    /// a duration; see `relay-sim relay --spin`).
+    #[arg(long, value_name = "auto|off|DUR", default_value = "auto", value_parser = Spin::parse)]
+    pub relay_spin: Spin,
     /// Record what every process does (forks, pipe ends, socket calls, each select() and each
     /// frame routed, exits) and print the merged timeline; large runs keep the first events of
     /// each process and say what was cut.
@@ -263,6 +263,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             payload: "scripted".into(),
             transport: a.transport.clone(),
             backend: a.backend.clone(),
+            relay_spin: a.relay_spin.to_string(),
             seed,
             timeout_s: timeout.as_secs_f64(),
             scenario: Some(path.display().to_string()),
@@ -321,6 +322,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
         payload: sc.payload.to_string(),
         transport: a.transport.clone(),
         backend: a.backend.clone(),
+        relay_spin: a.relay_spin.to_string(),
         seed: sc.seed,
         timeout_s: timeout.as_secs_f64(),
         scenario: None,
@@ -573,6 +575,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         src.replay
             .push_str(&format!(" --relay-cmd '{}'", cmd.replace('\'', "'\\''")));
         src.config.backend = "foreign".into();
+        src.config.relay_spin = "foreign".into();
         src.config.relay_cmd = Some(cmd.clone());
     }
     if let Some(c) = a.write_chunks {

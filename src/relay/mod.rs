@@ -21,6 +21,7 @@
 pub mod backend;
 mod conn;
 pub mod inject;
+pub mod spin;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -33,6 +34,7 @@ use crate::protocol::{self, check_name, ClientFrame, ErrorCode, Violation, DEFAU
 use crate::sys::{Listener, Stream};
 use backend::{Backend, Event, Interest, Token};
 use conn::{Conn, ConnId, Phase, Timer};
+pub use spin::Spin;
 
 /// Relay limits and choices.
 #[derive(Debug, Clone)]
@@ -54,9 +56,9 @@ pub struct Config {
     pub frame_timeout: Duration,
     /// Break a promise on purpose (tests of the verifier); None in normal use.
     pub inject: Option<inject::Inject>,
-    /// After any activity, keep polling (a zero-timeout wait) this long before blocking: it
-    /// saves the relay a wake-up per message at low load, at the cost of a busy core. Zero: off.
-    pub spin: Duration,
+    /// When to keep polling (a zero-timeout wait) after activity instead of blocking: it saves
+    /// the relay a wake-up per message at low load, at the cost of a busy core (see [`spin`]).
+    pub spin: Spin,
     /// `--trace`: keep the first this-many events (accepts, registrations, each wait, each
     /// routed frame, errors, closes) with their times.
     pub trace: Option<usize>,
@@ -73,7 +75,7 @@ impl Default for Config {
             hello_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
             inject: None,
-            spin: Duration::ZERO,
+            spin: Spin::Off,
             trace: None,
         }
     }
@@ -173,8 +175,8 @@ pub struct Relay {
     reserve_fd: Option<File>,
     stopping: bool,
     stats: Stats,
-    /// When the last wait returned something (for `spin`).
-    last_active: Instant,
+    /// The busy-poll policy and its state.
+    spinner: spin::Spinner,
     /// `--trace`. In a RefCell because `log` takes `&self` (its messages borrow the relay);
     /// the loop is single-threaded, so a borrow never fails.
     trace: std::cell::RefCell<Option<relay_harness::trace::Tracer>>,
@@ -203,6 +205,7 @@ impl Relay {
     ) -> Result<Relay, RelayError> {
         let backend = backend::by_name(&cfg.backend)
             .ok_or_else(|| RelayError::UnknownBackend(cfg.backend.clone()))?;
+        let spinner = spin::Spinner::new(cfg.spin);
         let mut relay = Relay {
             cfg,
             backend,
@@ -227,7 +230,7 @@ impl Relay {
             reserve_fd: File::open("/dev/null").ok(),
             stopping: false,
             stats: Stats::default(),
-            last_active: Instant::now(),
+            spinner,
             trace: std::cell::RefCell::new(None),
         };
         *relay.trace.get_mut() = relay.cfg.trace.map(relay_harness::trace::Tracer::new);
@@ -368,14 +371,14 @@ impl Relay {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if !self.cfg.spin.is_zero() && self.now.duration_since(self.last_active) < self.cfg.spin {
+        if self.spinner.poll_now(Instant::now()) {
             timeout = Some(Duration::ZERO); // busy-poll: the next frame is likely on its way
         }
         let before = self.trace.get_mut().is_some().then(Instant::now);
         let waited = self.backend.wait(timeout, &mut events);
         self.now = Instant::now();
         if !events.is_empty() {
-            self.last_active = self.now;
+            self.spinner.active(self.now);
         }
         if let Some(t0) = before {
             let slept = self.now.duration_since(t0);

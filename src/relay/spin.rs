@@ -1,0 +1,173 @@
+//! When the relay busy-polls instead of blocking in its wait.
+//!
+//! A relay that blocks after every frame pays a wake-up per hop: in a conversation (a request,
+//! then its answer) that is most of the round trip. Polling with a zero timeout for a little
+//! while after activity catches the answer awake, but a polling relay holds a core, which is
+//! only free when some core would otherwise idle. `Auto` spins only then: it reads the number
+//! of runnable tasks (the 4th field of /proc/loadavg, this relay included) and polls while that
+//! number leaves a core spare. With every core busy (a mesh of busy clients) it blocks as
+//! the textbook loop does.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+/// How long `auto` keeps polling after the last activity.
+pub const AUTO_WINDOW: Duration = Duration::from_micros(100);
+/// How often `auto` looks again at how many tasks are runnable while it polls.
+const RECHECK: Duration = Duration::from_micros(50);
+
+/// The busy-poll policy: `--spin off|auto|DUR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Spin {
+    /// Always block in the wait (the textbook loop).
+    #[default]
+    Off,
+    /// Poll for [`AUTO_WINDOW`] after activity while a core would otherwise idle.
+    Auto,
+    /// Poll this long after activity, whatever else runs.
+    For(Duration),
+}
+
+impl Spin {
+    /// Parses `off`, `auto`, or a duration (`100us`; `0` means off).
+    pub fn parse(s: &str) -> Result<Spin, String> {
+        match s {
+            "off" => Ok(Spin::Off),
+            "auto" => Ok(Spin::Auto),
+            _ => match humantime::parse_duration(s) {
+                Ok(d) if d.is_zero() => Ok(Spin::Off),
+                Ok(d) => Ok(Spin::For(d)),
+                Err(e) => Err(format!("{e} (use off, auto, or a duration such as 100us)")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Spin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Spin::Off => f.write_str("off"),
+            Spin::Auto => f.write_str("auto"),
+            Spin::For(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+/// The policy's state in a running relay.
+pub(crate) struct Spinner {
+    policy: Spin,
+    cpus: usize,
+    /// /proc/loadavg, kept open (re-read with pread); None when unreadable: then `auto` is off.
+    loadavg: Option<File>,
+    /// The last answer of `core_spare` and when it was taken.
+    spare: (bool, Instant),
+    /// When the last wait returned something.
+    last_active: Instant,
+}
+
+impl Spinner {
+    pub(crate) fn new(policy: Spin) -> Spinner {
+        let now = Instant::now();
+        Spinner {
+            policy,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            loadavg: match policy {
+                Spin::Auto => File::open("/proc/loadavg").ok(),
+                _ => None,
+            },
+            spare: (false, now),
+            last_active: now,
+        }
+    }
+
+    /// Notes that the wait at `now` returned events.
+    pub(crate) fn active(&mut self, now: Instant) {
+        self.last_active = now;
+    }
+
+    /// Whether the next wait should poll (zero timeout) rather than block.
+    pub(crate) fn poll_now(&mut self, now: Instant) -> bool {
+        let idle = now.saturating_duration_since(self.last_active);
+        match self.policy {
+            Spin::Off => false,
+            Spin::For(d) => idle < d,
+            Spin::Auto => idle < AUTO_WINDOW && self.core_spare(now),
+        }
+    }
+
+    /// Whether the runnable tasks (this relay among them) leave a core spare.
+    fn core_spare(&mut self, now: Instant) -> bool {
+        if self.cpus < 2 {
+            return false;
+        }
+        if now.saturating_duration_since(self.spare.1) < RECHECK {
+            return self.spare.0;
+        }
+        let spare = self
+            .loadavg
+            .as_ref()
+            .and_then(runnable)
+            .is_some_and(|n| n < self.cpus);
+        self.spare = (spare, now);
+        spare
+    }
+}
+
+/// Tasks runnable now, from /proc/loadavg ("0.20 0.18 0.12 1/80 11206": the 1).
+fn runnable(f: &File) -> Option<usize> {
+    let mut buf = [0u8; 128];
+    let n = f.read_at(&mut buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    text.split_whitespace()
+        .nth(3)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(Spin::parse("off"), Ok(Spin::Off));
+        assert_eq!(Spin::parse("0"), Ok(Spin::Off));
+        assert_eq!(Spin::parse("auto"), Ok(Spin::Auto));
+        assert_eq!(
+            Spin::parse("100us"),
+            Ok(Spin::For(Duration::from_micros(100)))
+        );
+        assert!(Spin::parse("fast").unwrap_err().contains("auto"));
+        assert_eq!(Spin::For(Duration::from_micros(100)).to_string(), "100us");
+    }
+
+    #[test]
+    fn off_never_polls_and_a_fixed_spin_ends() {
+        let t0 = Instant::now();
+        let mut off = Spinner::new(Spin::Off);
+        off.active(t0);
+        assert!(!off.poll_now(t0));
+        let mut fixed = Spinner::new(Spin::For(Duration::from_millis(1)));
+        fixed.active(t0);
+        assert!(fixed.poll_now(t0 + Duration::from_micros(10)));
+        assert!(!fixed.poll_now(t0 + Duration::from_millis(2)));
+    }
+
+    #[test]
+    fn auto_stops_polling_after_its_window() {
+        let t0 = Instant::now();
+        let mut auto = Spinner::new(Spin::Auto);
+        auto.active(t0);
+        assert!(!auto.poll_now(t0 + AUTO_WINDOW * 2));
+    }
+
+    #[test]
+    fn reads_the_runnable_count() {
+        if let Ok(f) = File::open("/proc/loadavg") {
+            assert!(runnable(&f).is_some_and(|n| n >= 1), "this test runs");
+        }
+    }
+}
