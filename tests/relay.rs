@@ -496,3 +496,87 @@ fn tcp_prints_the_kernel_chosen_port() {
         ref other => panic!("expected a TCP address, got {other}"),
     }
 }
+
+/// Guarantee 2 when a client vanishes: what it sent before it closed is routed even when the
+/// relay finds it gone on a write (EPIPE) before it has read all of it. In-process, so the
+/// order is forced: the sender's frames sit unread past one read when the write to it fails.
+#[test]
+fn frames_sent_before_a_client_vanished_are_routed_when_a_write_finds_it_gone() {
+    use relay_sim::protocol::{put_hello, put_send, Decoder, RelayFrame};
+    use relay_sim::relay::{Config, Relay};
+    use relay_sim::sys::Stream;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+    const FRAMES: usize = 1000;
+    for backend in BACKENDS {
+        let cfg = Config {
+            backend: backend.to_string(),
+            log: false,
+            ..Config::default()
+        };
+        let mut relay = Relay::new(None, None, cfg).expect("relay");
+        let (relay_a, mut a) = UnixStream::pair().expect("pair");
+        let (relay_x, mut x) = UnixStream::pair().expect("pair");
+        relay.adopt(Stream::Unix(relay_a)).expect("adopt a");
+        relay.adopt(Stream::Unix(relay_x)).expect("adopt x");
+        let mut hello = Vec::new();
+        put_hello(&mut hello, b"a");
+        a.write_all(&hello).expect("hello a");
+        hello.clear();
+        put_hello(&mut hello, b"x");
+        x.write_all(&hello).expect("hello x");
+        relay.step(Some(Duration::ZERO)).expect("step");
+        // x: FRAMES frames to a, then gone. a: one frame to x, which the relay cannot deliver.
+        let mut burst = Vec::new();
+        for i in 0..FRAMES {
+            put_send(
+                &mut burst,
+                b"a",
+                format!("frame {i:06} from x, sent before it closed").as_bytes(),
+            );
+        }
+        x.write_all(&burst).expect("x writes its burst");
+        drop(x);
+        let mut last = Vec::new();
+        put_send(&mut last, b"x", b"to x, which is gone");
+        a.write_all(&last).expect("a writes");
+        // Step the relay and read what a gets, until it has had everything or nothing moves.
+        a.set_nonblocking(true).expect("nonblocking");
+        let mut dec = Decoder::new(u32::MAX);
+        let (mut delivered, mut idle) = (0usize, 0);
+        while delivered < FRAMES && idle < 100 {
+            relay.step(Some(Duration::from_millis(1))).expect("step");
+            let mut got = 0;
+            loop {
+                let mut buf = [0u8; 65536];
+                match a.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        dec.extend(&buf[..n]);
+                        got += n;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{backend}: reading a: {e}"),
+                }
+            }
+            while let Some(f) = dec.next_frame().expect("frames decode") {
+                match f.relay().expect("relay frame") {
+                    RelayFrame::Deliver { src, payload } => {
+                        assert_eq!(src, b"x");
+                        let want = format!("frame {delivered:06} from x, sent before it closed");
+                        assert_eq!(payload, want.as_bytes(), "{backend}: in order, intact");
+                        delivered += 1;
+                    }
+                    RelayFrame::Welcome(_) => {}
+                    other => panic!("{backend}: unexpected {other:?}"),
+                }
+            }
+            idle = if got == 0 { idle + 1 } else { 0 };
+        }
+        assert_eq!(
+            delivered, FRAMES,
+            "{backend}: x's frames sent before it closed must all reach a"
+        );
+    }
+}

@@ -544,6 +544,21 @@ impl Relay {
         }
     }
 
+    /// Reads and routes what a vanished client left in its socket, as far as its receivers take
+    /// it (a frame held back behind a full receiver is lost with the sender, as at any close).
+    fn read_what_is_left(&mut self, id: ConnId) {
+        loop {
+            let Some(c) = self.conn(id) else { return };
+            if c.blocked_on.is_some() || c.phase != Phase::Open {
+                return;
+            }
+            match c.input.read_from(&mut c.stream) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => self.route_input(id),
+            }
+        }
+    }
+
     /// Routes every whole frame in a connection's input buffer, until it is empty, or the
     /// next frame's receiver is full (the sender is held back), or the client broke the protocol.
     fn route_input(&mut self, id: ConnId) {
@@ -926,6 +941,9 @@ impl Relay {
         match c.write_out() {
             Ok(()) => {}
             Err(e) => {
+                // The client is gone, but what it sent before it went may still wait unread in
+                // our receive queue: route that first (guarantee 2), then close.
+                self.read_what_is_left(id);
                 self.close(id, &format!("write failed: {e}"));
                 return;
             }
