@@ -66,4 +66,14 @@ for wl in sorted({k[2] for k in med}, key=lambda w: int(w.split("-")[0])):
     ref = med.get(("relay-sim/epoll", "unix", wl)) or max(v for k, v in med.items() if k[2] == wl)
     for k in sorted((k for k in med if k[2] == wl), key=lambda k: -med[k]):
         print(f"  {k[0]:<20} {k[1] or '':<6} {med[k]:>12,.0f}   x{med[k]/ref:5.2f}")
+    # Whole command, start to exit (relay-sim forks, registers, exchanges, verifies, reports;
+    # the peers' wall_s is their client run, without the server's start).
+    wall = {k: statistics.median(float(r["wall_s"]) for r in v) for k, v in rows.items()
+            if k[2] == wl and all(r.get("wall_s") for r in v)}
+    ours_k = ("relay-sim/select", "unix", wl)
+    if ours_k in wall:
+        print(f"  whole command, median wall: relay-sim/select unix {wall[ours_k]*1000:.0f} ms", end="")
+        for k in sorted(k for k in wall if not k[0].startswith(("relay-sim", "raw"))):
+            print(f"; {k[0]} {k[1]} {wall[k]*1000:.0f} ms ({wall[k]/wall[ours_k]:.1f}x)", end="")
+        print()
 PY
