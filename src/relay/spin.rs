@@ -4,8 +4,8 @@
 //! then its answer) that is most of the round trip. Polling with a zero timeout for a little
 //! while after activity catches the answer awake, but a polling relay holds a core, which is
 //! only free when some core would otherwise idle. `Auto` spins only then: it reads the number
-//! of runnable tasks (the 4th field of /proc/loadavg, this relay included) and polls while that
-//! number leaves a core spare. With every core busy (a mesh of busy clients) it blocks as
+//! of runnable tasks (the 4th field of /proc/loadavg, this relay included) and polls while
+//! every one of them has a core of its own. With every core busy (a mesh of busy clients) it blocks as
 //! the textbook loop does.
 
 use std::fs::File;
@@ -96,7 +96,8 @@ impl Spinner {
         }
     }
 
-    /// Whether the runnable tasks (this relay among them) leave a core spare.
+    /// Whether every runnable task (this relay among them) has a core: then polling takes CPU
+    /// from nobody.
     fn core_spare(&mut self, now: Instant) -> bool {
         if self.cpus < 2 {
             return false;
@@ -108,7 +109,7 @@ impl Spinner {
             .loadavg
             .as_ref()
             .and_then(runnable)
-            .is_some_and(|n| n < self.cpus);
+            .is_some_and(|n| n <= self.cpus);
         self.spare = (spare, now);
         spare
     }
