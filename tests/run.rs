@@ -80,6 +80,11 @@ fn the_front_door_verifies_clean() {
         assert_eq!(r["clients"].as_array().unwrap().len(), 8);
         assert!(r["latency_us"]["p99"].as_f64().unwrap() > 0.0);
         assert!(r["throughput"]["msgs_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["config"]["relay_spin"], "auto");
+        for role in ["relay", "clients", "supervisor"] {
+            assert!(r["cpu"][role]["user_us"].is_u64(), "cpu.{role}: {r:#}");
+            assert!(r["cpu"][role]["sys_us"].is_u64(), "cpu.{role}: {r:#}");
+        }
         let pids = forked_pids(&err);
         assert_eq!(pids.len(), 9, "relay and 8 clients: {err}");
         assert_clean(&tmp, &pids);
@@ -145,6 +150,7 @@ fn the_subcommand_word_is_optional_and_the_human_report_is_complete() {
         "phases:",
         "fork+register",
         "memory:",
+        "cpu:        relay",
         "verdict:    PASS",
     ] {
         assert!(text.contains(word), "report lacks {word:?}:\n{text}");

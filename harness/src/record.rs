@@ -120,6 +120,9 @@ pub struct ClientReport {
     pub error: Option<String>,
     /// Its peak resident memory, KiB.
     pub peak_rss_kib: u64,
+    /// CPU time it used.
+    #[serde(default)]
+    pub cpu: Cpu,
     /// Deliveries per 10 ms since `rate_clock0_ns`, sparse: (bucket, count).
     pub rate_10ms: Vec<(u32, u32)>,
     /// CLOCK_MONOTONIC ns when its exchange started (its delivery-rate clock).
@@ -151,6 +154,42 @@ impl ClientReport {
     }
 }
 
+/// CPU time a process used (getrusage), microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cpu {
+    /// In user space.
+    pub user_us: u64,
+    /// In the kernel on its behalf (system calls, copying, scheduling).
+    pub sys_us: u64,
+}
+
+impl Cpu {
+    /// What this process has used so far (zero if getrusage fails).
+    pub fn used() -> Cpu {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+        getrusage(UsageWho::RUSAGE_SELF).map_or(Cpu::default(), |r| Cpu {
+            user_us: us(r.user_time()),
+            sys_us: us(r.system_time()),
+        })
+    }
+
+    /// User plus system.
+    pub fn total_us(&self) -> u64 {
+        self.user_us + self.sys_us
+    }
+}
+
+impl std::ops::Add for Cpu {
+    type Output = Cpu;
+    fn add(self, o: Cpu) -> Cpu {
+        Cpu {
+            user_us: self.user_us + o.user_us,
+            sys_us: self.sys_us + o.sys_us,
+        }
+    }
+}
+
 /// Most transcript lines a client keeps.
 pub const TRANSCRIPT_KEPT: usize = 500;
 
@@ -172,6 +211,9 @@ pub enum Event {
     RelayDone {
         /// Its peak resident memory, KiB.
         peak_rss_kib: u64,
+        /// CPU time it used.
+        #[serde(default)]
+        cpu: Cpu,
         /// Times it applied an injected fault.
         injected: u64,
         /// Milliseconds it held senders back, summed over senders.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::record::{Class, Violation};
+use crate::record::{Class, Cpu, Violation};
 use crate::supervisor::{Ending, Outcome};
 use crate::verify::{Totals, Verification};
 
@@ -169,6 +169,21 @@ pub struct Memory {
     pub client_max_kib: Option<u64>,
 }
 
+/// CPU time per role, from each process's getrusage when it finished.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuUse {
+    /// The relay, if it reported (a foreign relay does not).
+    pub relay: Option<Cpu>,
+    /// The clients that reported, summed.
+    pub clients: Cpu,
+    /// The supervisor, up to the end of the run (forks, pipes, reading the reports).
+    pub supervisor: Cpu,
+    /// The relay's CPU time per message received, microseconds.
+    pub relay_us_per_msg: Option<f64>,
+    /// The clients' CPU time per message received (sending and checking it), microseconds.
+    pub clients_us_per_msg: Option<f64>,
+}
+
 /// A process and how it ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct Process {
@@ -214,6 +229,8 @@ pub struct Report {
     pub phases: Phases,
     /// Peak memory per role.
     pub memory: Memory,
+    /// CPU time per role: where the time went.
+    pub cpu: CpuUse,
     /// Faults injected on purpose, when `--inject` was given (the run is meant to fail).
     pub inject: Option<Injected>,
     /// What the nemesis did, when one ran.
@@ -384,6 +401,23 @@ pub fn build(
             fault,
             fired: outcome.relay_injected,
         }),
+        cpu: {
+            let clients = outcome
+                .reports
+                .iter()
+                .flatten()
+                .fold(Cpu::default(), |a, r| a + r.cpu);
+            let per_msg = |c: Cpu| {
+                (v.totals.received > 0).then(|| c.total_us() as f64 / v.totals.received as f64)
+            };
+            CpuUse {
+                relay: outcome.relay_cpu,
+                clients,
+                supervisor: outcome.supervisor_cpu,
+                relay_us_per_msg: outcome.relay_cpu.and_then(per_msg),
+                clients_us_per_msg: per_msg(clients),
+            }
+        },
         memory: Memory {
             supervisor_kib: outcome.supervisor_peak_rss_kib,
             relay_kib: outcome.relay_peak_rss_kib,
@@ -728,6 +762,26 @@ pub fn human(r: &Report) -> String {
         kib(Some(m.supervisor_kib)),
         kib(m.relay_kib),
         kib(m.client_max_kib)
+    );
+    let c = &r.cpu;
+    let secs = |c: &Cpu| format!("{:.2} s", c.total_us() as f64 / 1e6);
+    let relay = c.relay.as_ref().map_or("?".to_string(), |rc| {
+        format!(
+            "{} (user {:.2}, system {:.2}{})",
+            secs(rc),
+            rc.user_us as f64 / 1e6,
+            rc.sys_us as f64 / 1e6,
+            c.relay_us_per_msg
+                .map_or(String::new(), |u| format!(": {u:.2} us per message"))
+        )
+    });
+    let _ = writeln!(
+        o,
+        "cpu:        relay {relay}; clients {}{}; supervisor {}",
+        secs(&c.clients),
+        c.clients_us_per_msg
+            .map_or(String::new(), |u| format!(" ({u:.2} us per message)")),
+        secs(&c.supervisor)
     );
     if r.exit_code != EXIT_PASS {
         for pr in r.processes.iter().filter(|p| p.status != "exited 0") {

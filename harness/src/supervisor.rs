@@ -84,6 +84,7 @@ impl RelayCtx {
             &self.events,
             &Event::RelayDone {
                 peak_rss_kib: peak_rss_kib(),
+                cpu: crate::record::Cpu::used(),
                 injected,
                 held_back_ms,
                 trace,
@@ -211,6 +212,7 @@ impl ClientCtx {
     /// Sends the records (adding this process's peak memory).
     pub fn done(&mut self, mut r: ClientReport) -> io::Result<()> {
         r.peak_rss_kib = peak_rss_kib();
+        r.cpu = crate::record::Cpu::used();
         self.send(&Event::Done(Box::new(r)))
     }
 
@@ -358,6 +360,10 @@ pub struct Outcome {
     pub ended_at: Instant,
     /// The relay's peak memory, KiB, if it reported it.
     pub relay_peak_rss_kib: Option<u64>,
+    /// The relay's CPU time, if it reported it.
+    pub relay_cpu: Option<crate::record::Cpu>,
+    /// The supervisor's own CPU time.
+    pub supervisor_cpu: crate::record::Cpu,
     /// Injected faults the relay applied, if it reported.
     pub relay_injected: Option<u64>,
     /// Milliseconds the relay held senders back (summed over senders), if it reported.
@@ -384,6 +390,8 @@ struct Child {
     status: Option<String>,
     /// Peak memory the child reported as its last word (the relay does).
     peak_rss_kib: Option<u64>,
+    /// CPU time the relay reported in its last word.
+    cpu: Option<crate::record::Cpu>,
     /// Injected faults the relay reported applying.
     injected: Option<u64>,
     /// Time the relay held senders back, in all.
@@ -405,6 +413,7 @@ impl Child {
             buf: Vec::new(),
             status: None,
             peak_rss_kib: None,
+            cpu: None,
             injected: None,
             held_back_ms: None,
             trace: None,
@@ -1347,6 +1356,8 @@ fn run_children(
         released_at,
         ended_at,
         relay_peak_rss_kib: reaper.children[0].peak_rss_kib,
+        relay_cpu: reaper.children[0].cpu,
+        supervisor_cpu: crate::record::Cpu::used(),
         relay_injected: reaper.children[0].injected,
         relay_held_back_ms: reaper.children[0].held_back_ms,
         supervisor_peak_rss_kib: peak_rss_kib(),
@@ -1399,11 +1410,13 @@ fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
         match serde_json::from_slice::<Event>(&line) {
             Ok(Event::RelayDone {
                 peak_rss_kib,
+                cpu,
                 injected,
                 held_back_ms,
                 trace,
             }) => {
                 c.peak_rss_kib = Some(peak_rss_kib);
+                c.cpu = Some(cpu);
                 c.injected = Some(injected);
                 c.held_back_ms = Some(held_back_ms);
                 c.trace = trace;
