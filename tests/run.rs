@@ -1064,19 +1064,44 @@ fn process_faults_work_against_a_foreign_relay() {
 
 #[test]
 fn a_busy_polling_relay_verifies_the_same() {
-    for pattern in ["mesh", "pingpong"] {
-        let (code, r, err, tmp) = run_json(&[
-            "--clients",
-            "4",
-            "--msgs",
-            "2000",
-            "--pattern",
-            pattern,
-            "--relay-spin",
-            "200us",
-            "-v",
-        ]);
-        assert_eq!(code, Some(0), "{pattern}: {r:#}");
-        assert_clean(&tmp, &forked_pids(&err));
+    for spin in ["200us", "auto", "off"] {
+        for pattern in ["mesh", "pingpong"] {
+            let (code, r, err, tmp) = run_json(&[
+                "--clients",
+                "4",
+                "--msgs",
+                "2000",
+                "--pattern",
+                pattern,
+                "--relay-spin",
+                spin,
+                "--trace",
+                "-v",
+            ]);
+            assert_eq!(code, Some(0), "{spin} {pattern}: {r:#}");
+            assert_eq!(r["config"]["relay_spin"], spin);
+            assert_clean(&tmp, &forked_pids(&err));
+            // A relay that always polls finds nothing between a ping and its pong; the trace
+            // counts those empty polls rather than listing each.
+            let lines = r["trace"]["lines"].as_array().unwrap();
+            let text = |l: &&Value| l["what"].as_str().unwrap_or("").to_string();
+            let relay: Vec<String> = lines
+                .iter()
+                .filter(|l| l["role"] == "relay")
+                .map(|l| text(&l))
+                .collect();
+            if spin == "200us" && pattern == "pingpong" {
+                assert!(
+                    relay.iter().any(|l| l.contains("busy-polled")),
+                    "{relay:#?}"
+                );
+            }
+            if spin == "off" {
+                assert!(
+                    !relay.iter().any(|l| l.contains("busy-polled")),
+                    "{relay:#?}"
+                );
+            }
+        }
     }
 }

@@ -177,6 +177,8 @@ pub struct Relay {
     stats: Stats,
     /// The busy-poll policy and its state.
     spinner: spin::Spinner,
+    /// Busy-polls that found nothing since the last traced wait.
+    empty_polls: u64,
     /// `--trace`. In a RefCell because `log` takes `&self` (its messages borrow the relay);
     /// the loop is single-threaded, so a borrow never fails.
     trace: std::cell::RefCell<Option<relay_harness::trace::Tracer>>,
@@ -231,6 +233,7 @@ impl Relay {
             stopping: false,
             stats: Stats::default(),
             spinner,
+            empty_polls: 0,
             trace: std::cell::RefCell::new(None),
         };
         *relay.trace.get_mut() = relay.cfg.trace.map(relay_harness::trace::Tracer::new);
@@ -371,7 +374,8 @@ impl Relay {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if self.spinner.poll_now(Instant::now()) {
+        let polling = self.spinner.poll_now(Instant::now());
+        if polling {
             timeout = Some(Duration::ZERO); // busy-poll: the next frame is likely on its way
         }
         let before = self.trace.get_mut().is_some().then(Instant::now);
@@ -381,17 +385,28 @@ impl Relay {
             self.spinner.active(self.now);
         }
         if let Some(t0) = before {
-            let slept = self.now.duration_since(t0);
-            let ready = events.len();
-            self.trace(|r| {
-                format!(
-                    "{}() watching {} fds (listener, stop pipe, {} clients): {ready} ready after {:.3} ms",
-                    r.backend.name(),
-                    r.open + 2,
-                    r.open,
-                    slept.as_secs_f64() * 1000.0
-                )
-            });
+            if polling && events.is_empty() {
+                // An empty busy-poll: counted, not traced one by one (they would crowd out
+                // everything else the relay keeps).
+                self.empty_polls += 1;
+            } else {
+                let slept = self.now.duration_since(t0);
+                let ready = events.len();
+                let polls = std::mem::take(&mut self.empty_polls);
+                self.trace(|r| {
+                    let spun = match polls {
+                        0 => String::new(),
+                        n => format!(" (busy-polled {n} times before it)"),
+                    };
+                    format!(
+                        "{}() watching {} fds (listener, stop pipe, {} clients): {ready} ready after {:.3} ms{spun}",
+                        r.backend.name(),
+                        r.open + 2,
+                        r.open,
+                        slept.as_secs_f64() * 1000.0
+                    )
+                });
+            }
         }
         if let Err(source) = waited {
             self.events = events;
