@@ -544,6 +544,9 @@ fn idle_pingpong(
         .args([
             "relay",
             "--quiet",
+            // The textbook loop: blocking waits only, so the curve is the wait's own cost.
+            "--spin",
+            "off",
             "--backend",
             backend,
             "--max-clients",
