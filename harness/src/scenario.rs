@@ -83,7 +83,12 @@ pub fn client_index(name: &[u8]) -> Option<usize> {
     if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    // Digit by digit: this runs once per message received.
+    digits.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(usize::from(d - b'0')))
+            .flatten()
+    })
 }
 
 /// One client's stream of destinations.
@@ -201,6 +206,11 @@ mod tests {
         assert_eq!(client_index(b"c17"), Some(17));
         assert_eq!(client_index(b"c01"), None);
         assert_eq!(client_index(b"x1"), None);
+        assert_eq!(client_index(b"c"), None);
+        assert_eq!(client_index(b"c1x"), None);
+        assert_eq!(client_index(b"c+1"), None);
+        assert_eq!(client_index(b"c99999999999999999999999"), None);
+        assert_eq!(client_index(b"c4000"), Some(4000));
         assert_eq!(client_name(3), "c3");
     }
 }

@@ -399,8 +399,14 @@ impl Receiver {
         flagged || self.fresh.get(s).copied().unwrap_or(false)
     }
 
-    fn integrity(&mut self, spec: Spec, s: usize, seq: u64, p: &[u8]) {
-        if let Err(d) = payload::check(&spec, s, self.plan.me, seq, p) {
+    /// `sum_checked`: [`payload::intact`] already confirmed the checksum.
+    fn integrity(&mut self, spec: Spec, s: usize, seq: u64, p: &[u8], sum_checked: bool) {
+        let checked = if sum_checked {
+            payload::check_intact(&spec, s, self.plan.me, seq, p)
+        } else {
+            payload::check(&spec, s, self.plan.me, seq, p)
+        };
+        if let Err(d) = checked {
             let (expected, got) = match d {
                 Damage::Length { expected, got } => {
                     (format!("{expected} bytes"), format!("{got} bytes"))
@@ -442,7 +448,7 @@ impl Receiver {
             *f = false;
         }
         // The payload was made from the sequence as sent, flag and all.
-        self.integrity(spec, s, raw, p);
+        self.integrity(spec, s, raw, p, true);
         Some(true)
     }
 
@@ -483,7 +489,7 @@ impl Receiver {
             Body::Sized(size) => {
                 let spec = self.plan.spec(size);
                 self.check_ident(s, p, seq, false)?;
-                self.integrity(spec, s, seq, p);
+                self.integrity(spec, s, seq, p, false);
                 Some(true)
             }
         }
