@@ -48,8 +48,8 @@ pub struct Args {
     #[arg(long, short)]
     pub quiet: bool,
     /// After activity, keep polling before blocking: fewer wake-ups per message at low load,
-    /// at the cost of a busy core. auto: for 100us, only while a core would otherwise idle;
-    /// DUR: that long, always; off: never.
+    /// at the cost of a busy core. auto: for 50us, unless more than 4 tasks per core are
+    /// runnable; DUR: that long, always; off: never.
     #[arg(long, value_name = "auto|off|DUR", default_value = "auto", value_parser = Spin::parse)]
     pub spin: Spin,
 }
