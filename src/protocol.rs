@@ -293,8 +293,12 @@ fn put_header(out: &mut Vec<u8>, kind: Kind, body_len: usize) {
 fn put_named(out: &mut Vec<u8>, kind: Kind, name: &[u8], payload: &[u8]) {
     // A name longer than 255 bytes cannot be framed; clip so the frame stays self-consistent.
     let name = &name[..name.len().min(255)];
-    put_header(out, kind, 1 + name.len() + payload.len());
-    out.push(name.len() as u8);
+    let body_len = 1 + name.len() + payload.len();
+    let len = u32::try_from(body_len + 1).unwrap_or(u32::MAX);
+    // Every frame routed passes here (twice): one reservation and three copies, not five.
+    out.reserve(4 + 1 + body_len);
+    let [a, b, c, d] = len.to_be_bytes();
+    out.extend_from_slice(&[a, b, c, d, kind as u8, name.len() as u8]);
     out.extend_from_slice(name);
     out.extend_from_slice(payload);
 }
