@@ -25,8 +25,10 @@ use crate::client::{code_name, Client, ClientError, Progress};
 use crate::protocol::RelayFrame;
 use crate::sys::Addr;
 
-/// Bytes of SEND frames a client queues before it must write.
-pub const BATCH: usize = 256 * 1024;
+/// Bytes of SEND frames a client queues before it must write. Small enough that a client writes
+/// (and reads) often while the relay works on what it wrote: 32 KiB beat 256 KiB by 5-8% in
+/// throughput (8x10k, 8x100k, 64x1k, interleaved runs); 8 KiB was worse again.
+pub const BATCH: usize = 32 * 1024;
 
 /// Runs the client of `plan`; returns its exit code (0 when it did all its work).
 pub fn client_main(
