@@ -488,9 +488,11 @@ fn exchange(
                 t.ev(|| format!("write() -> {n} bytes to the relay ({left} still buffered)"));
             }
         }
+        // Every frame of one read() arrived at the same moment: one clock reading serves them all.
+        let mut read_at = None;
         let read = client.read_some(|f| match f {
             RelayFrame::Deliver { src, payload } => {
-                let now = now_ns();
+                let now = *read_at.get_or_insert_with(now_ns);
                 rx.note(now, || {
                     format!(
                         "got {} from {}",
