@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use plotters::prelude::*;
-use relay_harness::plots::{or_note, si};
+use relay_harness::plots::{legend, line_key, or_note, si};
 use serde_json::Value;
 
 struct Point {
@@ -241,20 +241,22 @@ fn main() {
         md,
         "| clients | select msg/s | poll msg/s | epoll msg/s |\n|---:|---:|---:|---:|"
     );
+    // A row's cells, one per backend ("-" where the backend did not run that point).
+    let per_backend = |sweep: &str, x: f64, cell: fn(&Point) -> String| {
+        ["select", "poll", "epoll"]
+            .iter()
+            .map(|b| {
+                points
+                    .iter()
+                    .find(|p| p.sweep == sweep && p.series == *b && p.x == x)
+                    .map_or("-".to_string(), cell)
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
     for &n in clients {
-        let cell = |b: &str| {
-            points
-                .iter()
-                .find(|p| p.sweep == "clients" && p.series == b && p.x == n as f64)
-                .map_or("-".to_string(), |p| format!("{:.0}", p.msgs_per_s))
-        };
-        let _ = writeln!(
-            md,
-            "| {n} | {} | {} | {} |",
-            cell("select"),
-            cell("poll"),
-            cell("epoll")
-        );
+        let cells = per_backend("clients", n as f64, |p| format!("{:.0}", p.msgs_per_s));
+        let _ = writeln!(md, "| {n} | {cells} |");
     }
     let _ = writeln!(md, "\n| payload (bytes) | msg/s | MB/s | p50 (us) | relay RSS (KiB) |\n|---:|---:|---:|---:|---:|");
     for p in points.iter().filter(|p| p.sweep == "payload") {
@@ -283,19 +285,8 @@ fn main() {
     }
     let _ = writeln!(md, "\n| idle connections | select p50 (us) | poll p50 (us) | epoll p50 (us) |\n|---:|---:|---:|---:|");
     for &idle in idles {
-        let cell = |b: &str| {
-            points
-                .iter()
-                .find(|p| p.sweep == "idle" && p.series == b && p.x == idle as f64)
-                .map_or("-".to_string(), |p| format!("{:.1}", p.p50_us))
-        };
-        let _ = writeln!(
-            md,
-            "| {idle} | {} | {} | {} |",
-            cell("select"),
-            cell("poll"),
-            cell("epoll")
-        );
+        let cells = per_backend("idle", idle as f64, |p| format!("{:.1}", p.p50_us));
+        let _ = writeln!(md, "| {idle} | {cells} |");
     }
     let write = |name: &str, text: &str| {
         if let Err(e) = std::fs::write(out.join(name), text) {
@@ -354,19 +345,13 @@ fn chart_clients(points: &[Point]) -> String {
                 .collect();
             c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
                 .label(b)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .legend(line_key(color.stroke_width(2)));
             c.draw_series(
                 pts.into_iter()
                     .map(move |p| Circle::new(p, 3 + k as u32, color.filled())),
             )?;
         }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut c, SeriesLabelPosition::UpperRight)?;
         root.present()?;
         Ok(())
     })();
@@ -480,11 +465,7 @@ fn chart_pingpong(points: &[Point]) -> String {
         )))?
         .label("p99")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], RED.mix(0.6).filled()));
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut c, SeriesLabelPosition::UpperLeft)?;
         root.present()?;
         Ok(())
     })();
@@ -637,20 +618,14 @@ fn chart_idle(points: &[Point]) -> String {
                 .collect();
             c.draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
                 .label(b)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .legend(line_key(color.stroke_width(2)));
             c.draw_series(
                 series
                     .into_iter()
                     .map(move |p| Circle::new(p, 4, color.filled())),
             )?;
         }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut c, SeriesLabelPosition::UpperLeft)?;
         root.present()?;
         Ok(())
     })();

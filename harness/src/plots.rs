@@ -26,6 +26,24 @@ pub fn si(v: f64) -> String {
     }
 }
 
+/// The legend every chart here draws: a box at `at`, on translucent white, with a black border.
+pub fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    c: &mut ChartContext<'a, DB, CT>,
+    at: SeriesLabelPosition,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    c.configure_series_labels()
+        .position(at)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+}
+
+/// A legend key for a line series: a short stroke in the series' style.
+pub fn line_key<S: Into<ShapeStyle>>(style: S) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    let style = style.into();
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style)
+}
+
 /// A chart's drawing errors become a short note in the picture's place.
 pub fn or_note(r: Result<(), String>, svg: String, what: &str) -> String {
     match r {
@@ -188,7 +206,7 @@ pub fn latency_svg(
             RED.stroke_width(1),
         ))?
         .label("max")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        .legend(line_key(RED));
         c.draw_series(LineSeries::new(
             over_time
                 .iter()
@@ -197,12 +215,8 @@ pub fn latency_svg(
             BLUE.stroke_width(2),
         ))?
         .label("mean")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        .legend(line_key(BLUE));
+        legend(&mut c, SeriesLabelPosition::UpperRight)?;
         root.present()?;
         Ok(())
     })()
@@ -283,21 +297,29 @@ pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) 
             let color = Palette99::pick(k).mix(0.9);
             c.draw_series(LineSeries::new(series(m), color.stroke_width(1)))?
                 .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                .legend(line_key(color));
         }
         c.draw_series(LineSeries::new(series(&total), BLACK.stroke_width(3)))?
             .label("all clients")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+            .legend(line_key(BLACK.stroke_width(3)));
+        legend(&mut c, SeriesLabelPosition::UpperRight)?;
         root.present()?;
         Ok(())
     })()
     .map_err(|e| e.to_string());
     or_note(r, svg, "rate.svg")
+}
+
+/// A labelled arrow from `(x0, y0)` to `(x1, y1)` in the sequence diagram.
+fn arrow(out: &mut String, (x0, y0): (u32, u32), (x1, y1): (u32, u32), color: &str, text: &str) {
+    let _ = writeln!(
+        out,
+        "<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y1}\" stroke=\"{color}\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\
+<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{color}\" text-anchor=\"middle\">{}</text>",
+        (x0 + x1) / 2,
+        (y0 + y1) / 2 - 4,
+        escape(text)
+    );
 }
 
 /// What a trace line means for the diagram.
@@ -508,33 +530,20 @@ pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
                     continue;
                 };
                 if let (Some(a), Some(r)) = (lane(from), lane("relay")) {
-                    let y0 = y_of(s);
-                    let _ = writeln!(
-                        arrows,
-                        "<line x1=\"{}\" y1=\"{y0}\" x2=\"{}\" y2=\"{y}\" stroke=\"#1f5fbf\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\
-<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#1f5fbf\" text-anchor=\"middle\">SEND {} {}</text>",
-                        x(a),
-                        x(r),
-                        (x(a) + x(r)) / 2,
-                        (y0 + y) / 2 - 4,
-                        escape(to),
-                        escape(label)
-                    );
+                    let text = format!("SEND {to} {label}");
+                    arrow(&mut arrows, (x(a), y_of(s)), (x(r), y), "#1f5fbf", &text);
                 }
             }
             Mark::Deliver(k, from) => {
                 let Some(r_row) = link[i] else { continue };
                 if let Some(r) = lane("relay") {
-                    let y0 = y_of(r_row);
-                    let _ = writeln!(
-                        arrows,
-                        "<line x1=\"{}\" y1=\"{y0}\" x2=\"{}\" y2=\"{y}\" stroke=\"#1a8a3a\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\
-<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"#1a8a3a\" text-anchor=\"middle\">DELIVER from {}</text>",
-                        x(r),
-                        x(*k),
-                        (x(r) + x(*k)) / 2,
-                        (y0 + y) / 2 - 4,
-                        escape(from)
+                    let text = format!("DELIVER from {from}");
+                    arrow(
+                        &mut arrows,
+                        (x(r), y_of(r_row)),
+                        (x(*k), y),
+                        "#1a8a3a",
+                        &text,
                     );
                 }
             }

@@ -207,19 +207,21 @@ pub enum Event {
     Done(Box<ClientReport>),
     /// Could not start (connect or register failed).
     Failed(String),
-    /// The relay stopped.
-    RelayDone {
-        /// Its peak resident memory, KiB.
-        peak_rss_kib: u64,
-        /// CPU time it used.
-        #[serde(default)]
-        cpu: Cpu,
-        /// Times it applied an injected fault.
-        injected: u64,
-        /// Milliseconds it held senders back, summed over senders.
-        held_back_ms: u64,
-        /// `--trace`: its events.
-        #[serde(default)]
-        trace: Option<crate::trace::Trace>,
-    },
+    /// The relay stopped; what it did.
+    RelayDone(Box<RelayReport>),
+}
+
+/// The relay's last word to the supervisor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayReport {
+    /// Its peak resident memory, KiB.
+    pub peak_rss_kib: u64,
+    /// CPU time it used.
+    pub cpu: Cpu,
+    /// Times it applied an injected fault.
+    pub injected: u64,
+    /// Milliseconds it held senders back, summed over senders.
+    pub held_back_ms: u64,
+    /// `--trace`: its events.
+    pub trace: Option<crate::trace::Trace>,
 }

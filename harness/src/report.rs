@@ -390,7 +390,7 @@ pub fn build(
             NemesisReport {
                 what,
                 events: outcome.nemesis.clone(),
-                relay_held_back_ms: outcome.relay_held_back_ms,
+                relay_held_back_ms: outcome.relay.as_ref().map(|r| r.held_back_ms),
                 others_msgs_per_s_during_stops: during,
                 msgs_per_s_between_stops: between,
                 others_starved_ms: starved.as_ref().map(|s| s.0),
@@ -399,9 +399,10 @@ pub fn build(
         }),
         inject: inject.map(|fault| Injected {
             fault,
-            fired: outcome.relay_injected,
+            fired: outcome.relay.as_ref().map(|r| r.injected),
         }),
         cpu: {
+            let relay_cpu = outcome.relay.as_ref().map(|r| r.cpu);
             let clients = outcome
                 .reports
                 .iter()
@@ -411,16 +412,16 @@ pub fn build(
                 (v.totals.received > 0).then(|| c.total_us() as f64 / v.totals.received as f64)
             };
             CpuUse {
-                relay: outcome.relay_cpu,
+                relay: relay_cpu,
                 clients,
                 supervisor: outcome.supervisor_cpu,
-                relay_us_per_msg: outcome.relay_cpu.and_then(per_msg),
+                relay_us_per_msg: relay_cpu.and_then(per_msg),
                 clients_us_per_msg: per_msg(clients),
             }
         },
         memory: Memory {
             supervisor_kib: outcome.supervisor_peak_rss_kib,
-            relay_kib: outcome.relay_peak_rss_kib,
+            relay_kib: outcome.relay.as_ref().map(|r| r.peak_rss_kib),
             client_max_kib: outcome
                 .reports
                 .iter()

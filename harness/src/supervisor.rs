@@ -25,7 +25,7 @@ use nix::unistd::{fork, pipe2, ForkResult, Pid};
 use rand::{Rng, SeedableRng};
 
 use crate::blackbox::BlackBox;
-use crate::record::{ClientReport, Event};
+use crate::record::{ClientReport, Event, RelayReport};
 use crate::script::{Fault, FaultLine};
 
 /// CLOCK_MONOTONIC in ns: comparable across the processes of one machine.
@@ -82,13 +82,13 @@ impl RelayCtx {
     ) -> io::Result<()> {
         send_event(
             &self.events,
-            &Event::RelayDone {
+            &Event::RelayDone(Box::new(RelayReport {
                 peak_rss_kib: peak_rss_kib(),
                 cpu: crate::record::Cpu::used(),
                 injected,
                 held_back_ms,
                 trace,
-            },
+            })),
         )
     }
 }
@@ -358,16 +358,10 @@ pub struct Outcome {
     pub released_at: Option<Instant>,
     /// Instant the last report arrived (or the run was cut short).
     pub ended_at: Instant,
-    /// The relay's peak memory, KiB, if it reported it.
-    pub relay_peak_rss_kib: Option<u64>,
-    /// The relay's CPU time, if it reported it.
-    pub relay_cpu: Option<crate::record::Cpu>,
+    /// What the relay reported as it stopped (its trace moved into `timeline`), if it did.
+    pub relay: Option<RelayReport>,
     /// The supervisor's own CPU time.
     pub supervisor_cpu: crate::record::Cpu,
-    /// Injected faults the relay applied, if it reported.
-    pub relay_injected: Option<u64>,
-    /// Milliseconds the relay held senders back (summed over senders), if it reported.
-    pub relay_held_back_ms: Option<u64>,
     /// The supervisor's own peak memory, KiB.
     pub supervisor_peak_rss_kib: u64,
     /// What the nemesis did.
@@ -388,16 +382,8 @@ struct Child {
     events: Option<OwnedFd>,
     buf: Vec<u8>,
     status: Option<String>,
-    /// Peak memory the child reported as its last word (the relay does).
-    peak_rss_kib: Option<u64>,
-    /// CPU time the relay reported in its last word.
-    cpu: Option<crate::record::Cpu>,
-    /// Injected faults the relay reported applying.
-    injected: Option<u64>,
-    /// Time the relay held senders back, in all.
-    held_back_ms: Option<u64>,
-    /// The relay's trace, from its last word.
-    trace: Option<crate::trace::Trace>,
+    /// The relay's last word (clients send theirs as events).
+    relay: Option<RelayReport>,
 }
 
 impl Child {
@@ -412,11 +398,7 @@ impl Child {
             events: Some(events),
             buf: Vec::new(),
             status: None,
-            peak_rss_kib: None,
-            cpu: None,
-            injected: None,
-            held_back_ms: None,
-            trace: None,
+            relay: None,
         }
     }
 }
@@ -1240,7 +1222,7 @@ fn run_children(
                             reports[i] = Some(*r);
                         }
                     }
-                    Event::RelayDone { .. } => {}
+                    Event::RelayDone(_) => {}
                     Event::Failed(why) => {
                         if ending.is_none() {
                             ending = Some(Ending::StartFailed(format!(
@@ -1332,7 +1314,11 @@ fn run_children(
     let timeline = tr.map(|mut t| {
         let cap = limits.trace.unwrap_or(0);
         let mut traces = vec![("supervisor".to_string(), t.take())];
-        if let Some(r) = reaper.children[0].trace.take() {
+        if let Some(r) = reaper.children[0]
+            .relay
+            .as_mut()
+            .and_then(|r| r.trace.take())
+        {
             traces.push(("relay".to_string(), r));
         }
         for (i, r) in reports.iter_mut().enumerate() {
@@ -1355,11 +1341,8 @@ fn run_children(
         released_ns,
         released_at,
         ended_at,
-        relay_peak_rss_kib: reaper.children[0].peak_rss_kib,
-        relay_cpu: reaper.children[0].cpu,
+        relay: reaper.children[0].relay.take(),
         supervisor_cpu: crate::record::Cpu::used(),
-        relay_injected: reaper.children[0].injected,
-        relay_held_back_ms: reaper.children[0].held_back_ms,
         supervisor_peak_rss_kib: peak_rss_kib(),
         nemesis: nemesis_log,
     })
@@ -1408,19 +1391,7 @@ fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
     while let Some(pos) = c.buf.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = c.buf.drain(..=pos).collect();
         match serde_json::from_slice::<Event>(&line) {
-            Ok(Event::RelayDone {
-                peak_rss_kib,
-                cpu,
-                injected,
-                held_back_ms,
-                trace,
-            }) => {
-                c.peak_rss_kib = Some(peak_rss_kib);
-                c.cpu = Some(cpu);
-                c.injected = Some(injected);
-                c.held_back_ms = Some(held_back_ms);
-                c.trace = trace;
-            }
+            Ok(Event::RelayDone(r)) => c.relay = Some(*r),
             Ok(e) => out.push(e),
             Err(_) => {}
         }

@@ -304,12 +304,20 @@ impl Receiver {
         }
     }
 
-    /// The identity checks of a sized payload. Returns its sequence, or None if it was
-    /// misrouted, spoofed or a duplicate (already reported).
-    fn check_ident(&mut self, s: usize, p: &[u8], expected_seq: u64, gaps: bool) -> Option<u64> {
+    /// The identity checks of a sized payload. Returns its sequence and the sequence as sent
+    /// (with a restart flag, if it carried one), or None if it was misrouted, spoofed or a
+    /// duplicate (already reported).
+    fn check_ident(
+        &mut self,
+        s: usize,
+        p: &[u8],
+        expected_seq: u64,
+        gaps: bool,
+    ) -> Option<(u64, u64)> {
         let me = self.plan.me;
         let Some(mut id) = payload::ident(p) else {
-            return Some(expected_seq); // too short to carry it: it must be the expected one
+            // Too short to carry it: it must be the expected one.
+            return Some((expected_seq, expected_seq));
         };
         // Runs with deaths: a restarted sender flags its first message to each receiver.
         let raw = id.seq;
@@ -350,7 +358,7 @@ impl Receiver {
                     format!("seq {} before seq {}", id.seq, expected_seq - 1),
                     format!("seq {} after it", id.seq),
                 );
-                return Some(raw);
+                return Some((id.seq, raw));
             }
             self.violation(
                 Class::Duplicate,
@@ -362,7 +370,7 @@ impl Receiver {
             return None;
         }
         if id.seq > expected_seq && self.restart_skip(s, restarted) {
-            return Some(raw);
+            return Some((id.seq, raw));
         }
         if id.seq > expected_seq {
             if gaps {
@@ -385,7 +393,7 @@ impl Receiver {
                 );
             }
         }
-        Some(raw)
+        Some((id.seq, raw))
     }
 
     /// Runs with deaths: a skip over messages that died with a process is not a gap. A
@@ -435,12 +443,7 @@ impl Receiver {
             self.next[s] = next + 1;
             return Some(false);
         }
-        let raw = self.check_ident(s, p, next, true)?;
-        let seq = if self.bb.is_some() {
-            raw & !payload::RESTART
-        } else {
-            raw
-        };
+        let (seq, raw) = self.check_ident(s, p, next, true)?;
         if seq >= next {
             self.next[s] = seq + 1;
         }

@@ -374,7 +374,8 @@ impl Relay {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let polling = self.spinner.poll_now(Instant::now());
+        // Idle time counts from the end of the last wait: no extra clock reading per turn.
+        let polling = self.spinner.poll_now(self.now);
         if polling {
             timeout = Some(Duration::ZERO); // busy-poll: the next frame is likely on its way
         }

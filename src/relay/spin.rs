@@ -72,13 +72,15 @@ pub(crate) struct Spinner {
 impl Spinner {
     pub(crate) fn new(policy: Spin) -> Spinner {
         let now = Instant::now();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Spinner {
             policy,
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            loadavg: match policy {
-                Spin::Auto => File::open("/proc/loadavg").ok(),
-                _ => None,
-            },
+            cpus,
+            // One core: polling would only delay whoever the poll waits for. Then, or without
+            // /proc/loadavg, `auto` never polls.
+            loadavg: (policy == Spin::Auto && cpus >= 2)
+                .then(|| File::open("/proc/loadavg").ok())
+                .flatten(),
             uncrowded: (false, now),
             last_active: now,
         }
@@ -102,9 +104,6 @@ impl Spinner {
     /// Whether the runnable tasks (this relay among them) are few enough for polling: at most
     /// [`CROWDED_PER_CORE`] per core.
     fn uncrowded(&mut self, now: Instant) -> bool {
-        if self.cpus < 2 {
-            return false;
-        }
         if now.saturating_duration_since(self.uncrowded.1) < RECHECK {
             return self.uncrowded.0;
         }
