@@ -2,11 +2,20 @@
 //!
 //! ```text
 //! len >= 32:  seq:u64 | sender:u32 | receiver:u32 | checksum:u64 | send_ns:u64 | filler
-//! len <  32:  the first len bytes of  seq:u64 | sender:u32 | receiver:u32 | filler
+//! 16..=31:    seq:u64 | sender:u32 | receiver:u32 | filler
+//! 8..=15:     seq:u64 | the first len-8 bytes of sender:u32 | receiver:u32
+//! 1..=7:      the low len bytes of seq
+//! 0:          nothing
 //! ```
 //! `seq` counts messages per (sender, receiver) pair from 0. The checksum covers every other
 //! byte (identity, send time and filler). Filler is seeded data, derived from the message's key,
-//! so a short payload is fully predictable and is compared byte for byte. All big-endian.
+//! so a payload under 32 bytes is fully predictable and is compared byte for byte. All
+//! big-endian. What each size can prove is [`proves`] (docs/guarantees.md has the table).
+//!
+//! Nothing read from a delivered payload is trusted: a receiver first checks the payload
+//! against itself (checksum, or filler against the identity it names), and only then reads
+//! its identity ([`claim`]); a sequence read from it is only ever compared, never used as an
+//! index.
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
@@ -21,10 +30,16 @@ pub struct Spec {
     pub size: PayloadSize,
 }
 
+/// The seed of message `seq` from `sender` to `receiver` in a run seeded `seed`: it picks the
+/// message's length (within the size range) and its filler.
+pub fn key(seed: u64, sender: u64, receiver: u64, seq: u64) -> u64 {
+    mix(seed ^ mix(sender << 32 | receiver) ^ mix(seq))
+}
+
 impl Spec {
     /// The seed of message `seq` from `sender` to `receiver`.
     pub fn key(&self, sender: usize, receiver: usize, seq: u64) -> u64 {
-        mix(self.seed ^ mix((sender as u64) << 32 | receiver as u64) ^ mix(seq))
+        key(self.seed, sender as u64, receiver as u64, seq)
     }
 
     /// The payload length for a message key.
@@ -51,33 +66,130 @@ pub const RESTART: u64 = 1 << 63;
 pub const HEADER: usize = 32;
 /// Bytes that identify a message (seq, sender, receiver).
 pub const IDENT: usize = 16;
+/// Bytes of the sequence.
+pub const SEQ: usize = 8;
 
-/// The identity fields of a payload.
+/// What a payload of some length lets its receiver prove (docs/guarantees.md has the table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ident {
-    /// Per-pair sequence.
-    pub seq: u64,
-    /// Sender index.
-    pub sender: u32,
-    /// Receiver index.
-    pub receiver: u32,
+pub struct Proves {
+    /// It carries its sequence (under 8 bytes, the sequence's low bytes): order and
+    /// duplicates are seen as such.
+    pub sequence: bool,
+    /// It names its sender and receiver: misrouted and spoofed messages are seen as such.
+    pub identity: bool,
+    /// Every byte is checked against itself (a checksum, or filler derived from the identity
+    /// it names): damage is seen as damage, not as some other fault.
+    pub integrity: bool,
+    /// It carries its send time: latency is measured.
+    pub send_time: bool,
 }
 
-/// Reads the identity fields, if the payload is long enough to hold them.
-pub fn ident(p: &[u8]) -> Option<Ident> {
-    if p.len() < IDENT {
-        return None;
+/// The smallest payload that carries a sequence.
+pub const MIN_SEQUENCE: usize = 1;
+/// The smallest payload that names its sender and receiver.
+pub const MIN_IDENTITY: usize = IDENT;
+/// The smallest payload whose every byte can be checked against the message it names.
+pub const MIN_INTEGRITY: usize = IDENT + 1;
+
+/// What a payload of `len` bytes proves.
+pub fn proves(len: usize) -> Proves {
+    Proves {
+        sequence: len >= MIN_SEQUENCE,
+        identity: len >= MIN_IDENTITY,
+        integrity: len >= MIN_INTEGRITY,
+        send_time: len >= HEADER,
     }
-    Some(Ident {
-        seq: u64::from_be_bytes(p[0..8].try_into().ok()?),
-        sender: u32::from_be_bytes(p[8..12].try_into().ok()?),
-        receiver: u32::from_be_bytes(p[12..16].try_into().ok()?),
-    })
+}
+
+/// The payload sizes a run's messages can have: what its checks can prove follows from them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Sizes {
+    /// Some messages are sized payloads (seeded, with a header), of `min..=max` bytes.
+    pub sized: bool,
+    /// Smallest sized payload, bytes.
+    pub min: usize,
+    /// Largest sized payload, bytes.
+    pub max: usize,
+    /// Some messages are a script's literal text (compared as text, with no sequence).
+    pub literal: bool,
+}
+
+/// How far a check can be made at a run's payload sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checkable {
+    /// For every message.
+    Yes,
+    /// For some messages; why not for the others.
+    Partly(String),
+    /// For none; why not.
+    No(String),
+}
+
+impl Sizes {
+    /// Sized payloads of `size` only.
+    pub fn of(size: PayloadSize) -> Sizes {
+        Sizes {
+            sized: true,
+            min: size.min,
+            max: size.max,
+            literal: false,
+        }
+    }
+
+    /// How far the report's check `check` (completeness, duplicates, order, integrity,
+    /// routing, bounces) can be made at these sizes.
+    pub fn checkable(&self, check: &str) -> Checkable {
+        let (need, why) = match check {
+            "order" => (
+                MIN_SEQUENCE,
+                "payloads of 0 bytes carry no sequence",
+            ),
+            "integrity" => (
+                MIN_INTEGRITY,
+                "under 17 bytes a changed byte reads as another message (order, duplicates, lost), not as damage",
+            ),
+            "routing" => (
+                MIN_IDENTITY,
+                "under 16 bytes a payload names no sender or receiver: misrouting shows as lost and one too many",
+            ),
+            // Counted per pair, whatever the size.
+            _ => return Checkable::Yes,
+        };
+        // A script's literal text is compared as text: damage shows, order and identity do not.
+        let literal_can = check == "integrity";
+        let literal_why = "a script's literal texts carry no sequence and name no sender";
+        let sized_all = !self.sized || self.min >= need;
+        let sized_none = !self.sized || self.max < need;
+        let literal_all = !self.literal || literal_can;
+        let literal_none = !self.literal || !literal_can;
+        let why = if sized_all { literal_why } else { why };
+        if sized_all && literal_all {
+            Checkable::Yes
+        } else if sized_none && literal_none {
+            Checkable::No(why.into())
+        } else {
+            Checkable::Partly(why.into())
+        }
+    }
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let n = b.len().min(8);
+    w[8 - n..].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(w)
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    let n = b.len().min(4);
+    w[4 - n..].copy_from_slice(&b[..n]);
+    u32::from_be_bytes(w)
 }
 
 /// The send time in a full payload (CLOCK_MONOTONIC, ns).
 pub fn send_ns(p: &[u8]) -> Option<u64> {
-    (p.len() >= HEADER).then(|| u64::from_be_bytes(p[24..32].try_into().unwrap_or_default()))
+    (p.len() >= HEADER).then(|| be_u64(&p[24..32]))
 }
 
 /// The checksum of a full payload: every byte but the checksum field itself, so a flipped bit
@@ -91,8 +203,110 @@ fn checksum(p: &[u8]) -> u64 {
 
 /// For a payload of at least 32 bytes: whether its checksum holds (None when it is shorter).
 pub fn intact(p: &[u8]) -> Option<bool> {
-    (p.len() >= HEADER)
-        .then(|| u64::from_be_bytes(p[16..24].try_into().unwrap_or_default()) == checksum(p))
+    (p.len() >= HEADER).then(|| be_u64(&p[16..24]) == checksum(p))
+}
+
+/// The sequence nearest `expected` whose low `bits` bits are `low` (serial-number arithmetic,
+/// as RFC 1982 reads a sequence that wraps): up to half the range ahead, or behind.
+fn near(expected: u64, low: u64, bits: u32) -> u64 {
+    let range = 1u64 << bits;
+    let ahead = low.wrapping_sub(expected) & (range - 1);
+    let (fwd, back) = (
+        expected.checked_add(ahead),
+        expected.checked_sub(range - ahead),
+    );
+    // Behind the start of the stream (or past u64) is no sequence at all: then the other one.
+    let nearest = if ahead < range / 2 {
+        fwd.or(back)
+    } else {
+        back.or(fwd)
+    };
+    nearest.unwrap_or(expected)
+}
+
+/// What a delivered payload says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Empty: it carries nothing to check.
+    Blank,
+    /// It does not match itself (its checksum, or its filler against the identity it names):
+    /// damaged on the way, so nothing in it can be believed.
+    Damaged,
+    /// The message it names.
+    Names {
+        /// Its sequence as sent, restart flag and all (under 8 bytes: the sequence nearest
+        /// the expected one with the low bytes it carries).
+        seq: u64,
+        /// The sender it names (16 bytes and more).
+        sender: Option<u32>,
+        /// The receiver it names (16 bytes and more).
+        receiver: Option<u32>,
+    },
+}
+
+/// Reads a delivered payload of a run seeded `seed`, checking it against itself first.
+/// `expected` is the sequence the receiver expects next on this pair (a payload under 8 bytes
+/// carries only its sequence's low bytes).
+pub fn claim(seed: u64, p: &[u8], expected: u64) -> Claim {
+    let n = p.len();
+    if n == 0 {
+        return Claim::Blank;
+    }
+    if n < SEQ {
+        return Claim::Names {
+            seq: near(expected, be_u64(p), 8 * n as u32),
+            sender: None,
+            receiver: None,
+        };
+    }
+    let seq = be_u64(&p[..SEQ]);
+    if n < IDENT {
+        return Claim::Names {
+            seq,
+            sender: None,
+            receiver: None,
+        };
+    }
+    let (sender, receiver) = (be_u32(&p[8..12]), be_u32(&p[12..16]));
+    let whole = if n >= HEADER {
+        intact(p) == Some(true)
+    } else {
+        // 17..31 bytes: the filler is the one the named message has.
+        let mut want = [0u8; HEADER - IDENT];
+        let want = &mut want[..n - IDENT];
+        fill(key(seed, sender.into(), receiver.into(), seq), want);
+        want == &p[IDENT..]
+    };
+    if !whole {
+        return Claim::Damaged;
+    }
+    Claim::Names {
+        seq,
+        sender: Some(sender),
+        receiver: Some(receiver),
+    }
+}
+
+/// The identity fields of a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ident {
+    /// Per-pair sequence.
+    pub seq: u64,
+    /// Sender index.
+    pub sender: u32,
+    /// Receiver index.
+    pub receiver: u32,
+}
+
+/// Reads the identity fields, if the payload is long enough to hold them (unchecked: for a
+/// payload this process made, such as a BOUNCE of its own message; a delivered one goes
+/// through [`claim`]).
+pub fn ident(p: &[u8]) -> Option<Ident> {
+    (p.len() >= IDENT).then(|| Ident {
+        seq: be_u64(&p[0..8]),
+        sender: be_u32(&p[8..12]),
+        receiver: be_u32(&p[12..16]),
+    })
 }
 
 /// Writes the payload of message `seq` from `sender` to `receiver` into `out` (replacing it).
@@ -100,6 +314,10 @@ pub fn encode(sc: &Spec, sender: usize, receiver: usize, seq: u64, now_ns: u64, 
     let key = sc.key(sender, receiver, seq);
     let len = sc.len(key);
     out.clear();
+    if len < SEQ {
+        out.extend_from_slice(&seq.to_be_bytes()[SEQ - len..]);
+        return;
+    }
     out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&(sender as u32).to_be_bytes());
     out.extend_from_slice(&(receiver as u32).to_be_bytes());
@@ -131,31 +349,29 @@ pub enum Damage {
     Bytes,
 }
 
-/// Checks a payload against message `seq` of the pair (whose identity the caller has
-/// already matched, where the payload holds one).
+/// Checks a payload against message `seq` of the pair, every byte (for tests and tools; a
+/// receiver has [`claim`] check the payload against itself, then [`check_named`]).
 pub fn check(sc: &Spec, sender: usize, receiver: usize, seq: u64, p: &[u8]) -> Result<(), Damage> {
-    check_inner(sc, sender, receiver, seq, p, false)
+    let names = |x: Option<u32>, want: usize| x.is_none_or(|x| x as usize == want);
+    match claim(sc.seed, p, seq) {
+        Claim::Damaged => Err(Damage::Bytes),
+        Claim::Names {
+            seq: s,
+            sender: x,
+            receiver: r,
+        } if s != seq || !names(x, sender) || !names(r, receiver) => Err(Damage::Bytes),
+        Claim::Blank | Claim::Names { .. } => check_named(sc, sender, receiver, seq, p),
+    }
 }
 
-/// [`check`] for a payload whose checksum [`intact`] has already confirmed: for a full payload
-/// only the length is left to check (a short one is still compared byte for byte).
-pub fn check_intact(
+/// Checks a payload that [`claim`] found whole against message `seq` of the pair: its length,
+/// and under 17 bytes every byte (above, the checksum or filler already covered them).
+pub fn check_named(
     sc: &Spec,
     sender: usize,
     receiver: usize,
     seq: u64,
     p: &[u8],
-) -> Result<(), Damage> {
-    check_inner(sc, sender, receiver, seq, p, true)
-}
-
-fn check_inner(
-    sc: &Spec,
-    sender: usize,
-    receiver: usize,
-    seq: u64,
-    p: &[u8],
-    sum_checked: bool,
 ) -> Result<(), Damage> {
     let key = sc.key(sender, receiver, seq);
     let len = sc.len(key);
@@ -165,17 +381,12 @@ fn check_inner(
             got: p.len(),
         });
     }
-    if len >= HEADER {
-        let sum = u64::from_be_bytes(p[16..24].try_into().unwrap_or_default());
-        if !sum_checked && sum != checksum(p) {
+    if len < MIN_INTEGRITY {
+        let mut want = Vec::with_capacity(IDENT);
+        encode(sc, sender, receiver, seq, 0, &mut want);
+        if want != p {
             return Err(Damage::Bytes);
         }
-        return Ok(());
-    }
-    let mut want = Vec::with_capacity(HEADER);
-    encode(sc, sender, receiver, seq, 0, &mut want);
-    if want != p {
-        return Err(Damage::Bytes);
     }
     Ok(())
 }
@@ -207,6 +418,60 @@ mod tests {
                 assert!(caught, "len {len}: flipped bit {bit} not caught");
             }
         }
+    }
+
+    #[test]
+    fn a_payload_names_its_own_message_at_every_size_and_damage_never_passes_as_whole() {
+        for len in 0..=64 {
+            let s = sc(len, len);
+            for seq in [0u64, 1, 5, 255, 256, 70_000] {
+                let mut p = Vec::new();
+                encode(&s, 1, 2, seq, 123, &mut p);
+                let c = claim(s.seed, &p, seq.saturating_sub(3));
+                let want = match len {
+                    0 => Claim::Blank,
+                    1..=15 => Claim::Names {
+                        seq,
+                        sender: None,
+                        receiver: None,
+                    },
+                    _ => Claim::Names {
+                        seq,
+                        sender: Some(1),
+                        receiver: Some(2),
+                    },
+                };
+                // One byte cannot tell 255 apart from 255 + 256k: it reads as the nearest.
+                if len == 1 && seq.abs_diff(seq.saturating_sub(3)) > 127 {
+                    continue;
+                }
+                assert_eq!(c, want, "len {len} seq {seq}");
+                assert_eq!(check_named(&s, 1, 2, seq, &p), Ok(()));
+                for bit in 0..p.len() * 8 {
+                    let mut q = p.clone();
+                    q[bit / 8] ^= 1 << (bit % 8);
+                    let c = claim(s.seed, &q, seq);
+                    let caught =
+                        c == Claim::Damaged || c != want || check_named(&s, 1, 2, seq, &q).is_err();
+                    assert!(caught, "len {len}: flipped bit {bit} passed as whole");
+                    if len >= HEADER {
+                        assert_eq!(c, Claim::Damaged, "len {len} bit {bit}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_sequence_reads_as_the_nearest_with_its_low_bytes() {
+        assert_eq!(near(0, 0, 8), 0);
+        assert_eq!(near(10, 12, 8), 12);
+        assert_eq!(near(10, 9, 8), 9); // a duplicate: one behind
+        assert_eq!(near(250, 3, 8), 259); // wrapped ahead
+        assert_eq!(near(260, 250, 8), 250); // behind across the wrap
+        assert_eq!(near(0, 255, 8), 255); // no sequence before the first: ahead
+        assert_eq!(near(u64::MAX, 0, 8), u64::MAX - 255);
+        assert_eq!(near(1 << 40, 7, 56), (1 << 40) + 7 - (1 << 40));
     }
 
     #[test]

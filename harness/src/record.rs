@@ -94,6 +94,16 @@ pub struct PeerCounts {
     /// Sequences from the peer that were skipped and never arrived (holes in its stream).
     #[serde(default)]
     pub holes: u64,
+    /// The first of those holes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_hole: Option<u64>,
+    /// The next sequence expected from the peer (one past the last in-order arrival).
+    #[serde(default)]
+    pub next: u64,
+    /// Arrivals from the peer that carried no sequence (empty payloads): which messages of its
+    /// stream are missing cannot be named.
+    #[serde(default)]
+    pub unsequenced: u64,
 }
 
 /// What one client did, sent up its event pipe when it finishes (or is told to stop).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::payload::Checkable;
 use crate::record::{Class, Cpu, Violation};
 use crate::supervisor::{Ending, Outcome};
 use crate::verify::{Totals, Verification};
@@ -57,6 +58,8 @@ pub struct RunConfig {
     pub nemesis: Option<String>,
     /// `mesh`, `pingpong` or `script`.
     pub pattern: String,
+    /// The payload sizes messages can have (what the checks can prove follows from them).
+    pub sizes: crate::payload::Sizes,
     /// The deadline, seconds.
     pub timeout_s: f64,
 }
@@ -84,10 +87,28 @@ pub struct ClientRow {
 pub struct Check {
     /// completeness, duplicates, order, integrity, routing, bounces.
     pub name: &'static str,
-    /// No violation.
+    /// No violation, and the check could be made.
     pub ok: bool,
+    /// `ok`, `failed`, `partly_checkable` (no violation; some payloads were too short to
+    /// show this kind) or `not_checkable` (no payload of the run could show it).
+    pub status: &'static str,
     /// Violations found.
     pub violations: u64,
+    /// Why the check could not be made, or not for every message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Check {
+    /// The check as one short phrase: `order ok`, `order FAILED (3)`, `order not checkable`.
+    pub fn phrase(&self) -> String {
+        match self.status {
+            "failed" => format!("{} FAILED ({})", self.name, group(self.violations)),
+            "not_checkable" => format!("{} not checkable", self.name),
+            "partly_checkable" => format!("{} ok in part", self.name),
+            _ => format!("{} ok", self.name),
+        }
+    }
 }
 
 /// Rates over the exchange phase.
@@ -291,10 +312,19 @@ pub fn build(
                 .filter(|c| c.check() == name)
                 .map(|&c| v.count(c))
                 .sum();
+            let can = config.sizes.checkable(name);
+            let (status, note) = match can {
+                _ if k > 0 => ("failed", None),
+                Checkable::Yes => ("ok", None),
+                Checkable::Partly(why) => ("partly_checkable", Some(why)),
+                Checkable::No(why) => ("not_checkable", Some(why)),
+            };
             Check {
                 name,
-                ok: k == 0,
+                ok: status == "ok" || status == "partly_checkable",
+                status,
                 violations: k,
+                note,
             }
         })
         .collect();
@@ -634,18 +664,13 @@ pub fn human(r: &Report) -> String {
         group(t.bounced)
     );
     let _ = writeln!(o);
-    let checks: Vec<String> = r
-        .checks
-        .iter()
-        .map(|k| {
-            if k.ok {
-                format!("{} ok", k.name)
-            } else {
-                format!("{} FAILED ({})", k.name, group(k.violations))
-            }
-        })
-        .collect();
+    let checks: Vec<String> = r.checks.iter().map(Check::phrase).collect();
     let _ = writeln!(o, "checks:     {}", checks.join(", "));
+    for k in &r.checks {
+        if let (Some(note), "not_checkable" | "partly_checkable") = (&k.note, k.status) {
+            let _ = writeln!(o, "            {}: {note}", k.phrase());
+        }
+    }
     if r.violations_total > 0 {
         let shown = r.violations.len().min(HUMAN_VIOLATIONS);
         let _ = writeln!(
@@ -834,7 +859,15 @@ pub fn junit(r: &Report) -> String {
         s
     };
     for c in &r.checks {
-        let status = if c.ok {
+        let status = if c.status == "not_checkable" {
+            // Not run: JUnit's word for a test that could not be made is "skipped".
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(format!(
+                "not checkable: {}",
+                c.note.clone().unwrap_or_default()
+            ));
+            s
+        } else if c.ok {
             TestCaseStatus::success()
         } else {
             let detail: Vec<String> = r
@@ -856,7 +889,11 @@ pub fn junit(r: &Report) -> String {
                 .collect();
             fail(format!("{} violation(s)", c.violations), detail.join("\n"))
         };
-        suite.add_test_case(TestCase::new(c.name, status));
+        let mut case = TestCase::new(c.name, status);
+        if let (Some(note), "partly_checkable") = (&c.note, c.status) {
+            case.set_system_out(format!("checked in part: {note}"));
+        }
+        suite.add_test_case(case);
     }
     let ending = if r.ending == "finished" || r.ending == "relay_killed" {
         TestCaseStatus::success()
@@ -982,7 +1019,12 @@ pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}}</style></h
             o,
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
             ch.name,
-            if ch.ok { "ok" } else { "FAILED" },
+            match (&ch.note, ch.status) {
+                (_, "failed") => "FAILED".to_string(),
+                (Some(n), "not_checkable") => format!("not checkable: {}", crate::plots::escape(n)),
+                (Some(n), "partly_checkable") => format!("ok in part: {}", crate::plots::escape(n)),
+                _ => "ok".to_string(),
+            },
             ch.violations
         );
     }

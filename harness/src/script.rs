@@ -236,6 +236,28 @@ fn valid_name(n: &str) -> bool {
 }
 
 impl Script {
+    /// The payload sizes its messages can have.
+    pub fn sizes(&self) -> crate::payload::Sizes {
+        let mut z = crate::payload::Sizes {
+            min: usize::MAX,
+            ..Default::default()
+        };
+        for b in &self.bodies {
+            match b {
+                Body::Literal(_) => z.literal = true,
+                Body::Sized(p) => {
+                    z.sized = true;
+                    z.min = z.min.min(p.min);
+                    z.max = z.max.max(p.max);
+                }
+            }
+        }
+        if !z.sized {
+            z.min = 0;
+        }
+        z
+    }
+
     /// Reads and parses a script file.
     pub fn load(path: &Path) -> Result<Script, ScriptError> {
         let file = path.display().to_string();

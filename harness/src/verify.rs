@@ -12,7 +12,7 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 
 use crate::blackbox::{BlackBox, Field};
-use crate::payload::{self, Damage, Spec};
+use crate::payload::{self, Claim, Damage, Spec};
 use crate::plan::{ClientPlan, Names, Work};
 use crate::record::{Class, ClientReport, PeerCounts, Violation, VIOLATIONS_KEPT};
 use crate::script::Body;
@@ -39,8 +39,16 @@ pub struct Receiver {
     bounced: Vec<u64>,
     /// Per sender: the next sequence expected (random) or messages so far (script).
     next: Vec<u64>,
-    /// Per sender, scripts only: (run index, messages used from it).
+    /// Per sender, scripts only: the run of its messages here that holds the next expected
+    /// one, and that run's first sequence.
     cursor: Vec<(usize, u64)>,
+    /// Per sender: how many messages it sends here in all (a payload naming a later sequence
+    /// names no message at all).
+    limit: Vec<u64>,
+    /// Per sender: the last arrival, if it was late (filled a gap).
+    last_late: Vec<Option<u64>>,
+    /// Per sender: arrivals that carried no sequence (empty payloads), taken as the next.
+    unsequenced: Vec<u64>,
     gaps: HashSet<(usize, u64)>,
     /// More gaps than GAPS_KEPT: a late arrival outside the set is then called late, not a
     /// duplicate.
@@ -64,6 +72,36 @@ pub struct Receiver {
     fin: Vec<bool>,
 }
 
+/// What a sender should have sent as one message.
+enum Expect {
+    /// A script's literal text.
+    Literal(Vec<u8>),
+    /// A sized payload made to this spec.
+    Sized(Spec),
+    /// Nothing: the sender sends no message with that sequence here.
+    Nothing,
+}
+
+/// How many messages sender `s` sends to the client of `plan` in all, or an upper bound.
+fn sends_here(plan: &ClientPlan, s: usize) -> u64 {
+    match &plan.work {
+        // Each sender sends `msgs` in all, to whoever its draws pick.
+        Work::Random(sc) => sc.msgs,
+        &Work::PingPong {
+            partner, rounds, ..
+        } => {
+            if s == partner {
+                rounds
+            } else {
+                0
+            }
+        }
+        Work::Script { incoming, .. } => incoming
+            .get(s)
+            .map_or(0, |runs| runs.iter().map(|r| r.count).sum()),
+    }
+}
+
 /// The end-of-run marker of runs with deaths (real payloads there are at least 16 bytes).
 pub const FIN: &[u8] = b"FIN";
 
@@ -82,6 +120,7 @@ impl Receiver {
     pub fn new(plan: ClientPlan) -> Receiver {
         let n = plan.names.all().len();
         let me = plan.me;
+        let limit = (0..n).map(|s| sends_here(&plan, s)).collect();
         Receiver {
             plan,
             sent: vec![0; n],
@@ -89,6 +128,9 @@ impl Receiver {
             bounced: vec![0; n],
             next: vec![0; n],
             cursor: vec![(0, 0); n],
+            limit,
+            unsequenced: vec![0; n],
+            last_late: vec![None; n],
             gaps: HashSet::new(),
             gaps_overflowed: false,
             report: ClientReport {
@@ -144,7 +186,7 @@ impl Receiver {
                 left -= r.count;
                 run += 1;
             }
-            self.cursor[s] = (run, left);
+            self.cursor[s] = (run, k - left);
             self.next[s] = k;
             self.received[s] += k;
         }
@@ -267,18 +309,11 @@ impl Receiver {
             return;
         }
         let checked = match &self.plan.work {
-            Work::Random(sc) => {
-                let spec = sc.spec();
-                self.check_sequenced(s, p, spec)
-            }
+            Work::Random(_) => self.check_sequenced(s, p),
             Work::Script { .. } => self.check_scripted(s, p),
-            &Work::PingPong {
-                initiator, size, ..
-            } => {
-                let spec = self.plan.spec(size);
+            &Work::PingPong { initiator, .. } => {
                 // Only the initiator times: a pong carries its ping's send time (a round trip).
-                self.check_sequenced(s, p, spec)
-                    .map(|timed| timed && initiator)
+                self.check_sequenced(s, p).map(|timed| timed && initiator)
             }
         };
         let Some(timed) = checked else { return };
@@ -304,96 +339,203 @@ impl Receiver {
         }
     }
 
-    /// The identity checks of a sized payload. Returns its sequence and the sequence as sent
-    /// (with a restart flag, if it carried one), or None if it was misrouted, spoofed or a
-    /// duplicate (already reported).
-    fn check_ident(
-        &mut self,
-        s: usize,
-        p: &[u8],
-        expected_seq: u64,
-        gaps: bool,
-    ) -> Option<(u64, u64)> {
-        let me = self.plan.me;
-        let Some(mut id) = payload::ident(p) else {
-            // Too short to carry it: it must be the expected one.
-            return Some((expected_seq, expected_seq));
-        };
-        // Runs with deaths: a restarted sender flags its first message to each receiver.
-        let raw = id.seq;
-        let restarted = self.bb.is_some() && raw & payload::RESTART != 0;
-        if restarted {
-            id.seq &= !payload::RESTART;
+    /// A name for an index read from a payload: it may be any number at all.
+    fn label(&self, i: u32) -> String {
+        match self.plan.names.all().get(i as usize) {
+            Some(n) => n.clone(),
+            None => format!("#{i} (no such client)"),
         }
-        if id.receiver as usize != me {
-            let to = self.name(id.receiver as usize);
+    }
+
+    /// What the sender `s` should have sent here as message `seq`.
+    fn expect_at(&mut self, s: usize, seq: u64) -> Expect {
+        match &self.plan.work {
+            Work::Random(sc) => Expect::Sized(sc.spec()),
+            &Work::PingPong { size, .. } => Expect::Sized(self.plan.spec(size)),
+            Work::Script {
+                incoming, bodies, ..
+            } => {
+                let runs = &incoming[s];
+                // Walk from the cursor (the run that holds the next expected sequence) when
+                // `seq` is not behind it; from the start otherwise (a late message).
+                let (mut run, mut start) = self.cursor[s];
+                if seq < start {
+                    (run, start) = (0, 0);
+                }
+                while let Some(r) = runs.get(run) {
+                    let end = start.saturating_add(r.count);
+                    if seq < end {
+                        if start >= self.cursor[s].1 {
+                            self.cursor[s] = (run, start);
+                        }
+                        return match &bodies[r.body] {
+                            Body::Literal(t) => Expect::Literal(t.clone()),
+                            &Body::Sized(size) => Expect::Sized(self.plan.spec(size)),
+                        };
+                    }
+                    (run, start) = (run + 1, end);
+                }
+                Expect::Nothing
+            }
+        }
+    }
+
+    /// Sized payloads: each arrival against the next sequence expected from its sender. The
+    /// payload is checked against itself before anything is read from it. Returns whether it
+    /// counts as received and carries a send time, or None when it does not count (misrouted,
+    /// spoofed, a duplicate: already reported).
+    fn check_sequenced(&mut self, s: usize, p: &[u8]) -> Option<bool> {
+        let me = self.plan.me;
+        let next = self.next[s];
+        let (raw, sender, receiver) = match payload::claim(self.plan.seed, p, next) {
+            Claim::Blank => {
+                // Nothing in it tells one message from another: FIFO says it is the next, and
+                // its length cannot be checked against that one (a loss before it would make
+                // a loss look like damage). Only where no message may be empty is it damage.
+                let may_be_empty =
+                    matches!(self.expect_at(s, next), Expect::Sized(spec) if spec.size.min == 0);
+                if !may_be_empty && next < self.limit[s] {
+                    let name = self.name(s);
+                    self.violation(
+                        Class::Integrity,
+                        name,
+                        Some(next),
+                        "the bytes sent".into(),
+                        "an empty payload".into(),
+                    );
+                } else {
+                    self.unsequenced[s] += 1;
+                }
+                self.advance(s, next);
+                return Some(false);
+            }
+            Claim::Damaged => {
+                // Its identity cannot be trusted either. FIFO says it was the next one.
+                let how = if p.len() >= payload::HEADER {
+                    "checksum mismatch"
+                } else {
+                    "its filler is not that of the message it names"
+                };
+                let name = self.name(s);
+                self.violation(
+                    Class::Integrity,
+                    name,
+                    Some(next),
+                    "the bytes sent".into(),
+                    format!("different bytes ({how})"),
+                );
+                self.advance(s, next);
+                return Some(false);
+            }
+            Claim::Names {
+                seq,
+                sender,
+                receiver,
+            } => (seq, sender, receiver),
+        };
+        if let Some(r) = receiver.filter(|&r| r as usize != me) {
+            let (from, to) = (self.label(sender.unwrap_or(s as u32)), self.label(r));
             self.violation(
                 Class::Misrouted,
-                self.name(id.sender as usize),
-                Some(id.seq),
+                from,
+                Some(raw & !payload::RESTART),
                 format!("delivery to {to}"),
                 format!("delivered to {}", self.name(me)),
             );
             return None;
         }
-        if id.sender as usize != s {
-            let from = self.name(id.sender as usize);
+        if let Some(x) = sender.filter(|&x| x as usize != s) {
+            let from = self.label(x);
             self.violation(
                 Class::Spoofed,
                 from.clone(),
-                Some(id.seq),
+                Some(raw & !payload::RESTART),
                 format!("src {from}"),
                 format!("src {}", self.name(s)),
             );
             return None;
         }
-        if id.seq < expected_seq {
-            let late = gaps && (self.gaps.remove(&(s, id.seq)) || self.gaps_overflowed);
-            if late {
-                // It was skipped over when a later one arrived: overtaken, not lost.
-                self.violation(
-                    Class::Order,
-                    self.name(s),
-                    Some(id.seq),
-                    format!("seq {} before seq {}", id.seq, expected_seq - 1),
-                    format!("seq {} after it", id.seq),
-                );
-                return Some((id.seq, raw));
-            }
+        // Runs with deaths: a restarted sender flags its first message to each receiver.
+        let restarted = self.bb.is_some() && raw & payload::RESTART != 0;
+        let seq = if restarted {
+            raw & !payload::RESTART
+        } else {
+            raw
+        };
+        if seq >= self.limit[s] {
+            // No such message was ever sent: damage its size could not show as damage.
+            let (name, limit) = (self.name(s), self.limit[s]);
             self.violation(
-                Class::Duplicate,
-                self.name(s),
-                Some(id.seq),
-                format!("seq {expected_seq} (seq {} already arrived)", id.seq),
-                format!("seq {} again", id.seq),
+                Class::Integrity,
+                name.clone(),
+                Some(next),
+                format!("seq {next} ({name} sends {} only {limit})", self.name(me)),
+                format!("a payload naming seq {seq}"),
             );
-            return None;
+            self.advance(s, next);
+            return Some(false);
         }
-        if id.seq > expected_seq && self.restart_skip(s, restarted) {
-            return Some((id.seq, raw));
-        }
-        if id.seq > expected_seq {
-            if gaps {
-                // Skipped: late (an order violation, reported when it comes) or lost (found
-                // by the final count). Only its arrival can tell.
-                for missing in expected_seq..id.seq {
-                    if self.gaps.len() >= GAPS_KEPT {
-                        self.gaps_overflowed = true;
-                        break;
-                    }
-                    self.gaps.insert((s, missing));
+        let after_late = std::mem::take(&mut self.last_late[s]);
+        if seq < next {
+            let late = self.gaps.remove(&(s, seq)) || self.gaps_overflowed;
+            if late {
+                // It was skipped over when a later one arrived: overtaken, not lost. The ones
+                // right behind it, late in turn, were overtaken by the same message: one
+                // violation (a sequence damaged to read as a later one would otherwise make
+                // every message up to it a violation of its own).
+                self.last_late[s] = Some(seq);
+                if after_late != seq.checked_sub(1) {
+                    self.violation(
+                        Class::Order,
+                        self.name(s),
+                        Some(seq),
+                        format!("seq {seq} before seq {}", next - 1),
+                        format!("seq {seq} after it"),
+                    );
                 }
             } else {
                 self.violation(
-                    Class::Order,
+                    Class::Duplicate,
                     self.name(s),
-                    Some(id.seq),
-                    format!("seq {expected_seq}"),
-                    format!("seq {}", id.seq),
+                    Some(seq),
+                    format!("seq {next} (seq {seq} already arrived)"),
+                    format!("seq {seq} again"),
                 );
+                return None;
+            }
+        } else if seq > next && !self.restart_skip(s, restarted) {
+            // Skipped: late (an order violation, reported when it comes) or lost (found by
+            // the final count). Only its arrival can tell.
+            for missing in next..seq {
+                if self.gaps.len() >= GAPS_KEPT {
+                    self.gaps_overflowed = true;
+                    break;
+                }
+                self.gaps.insert((s, missing));
             }
         }
-        Some((id.seq, raw))
+        if seq >= next {
+            self.advance(s, seq);
+        }
+        if let Some(f) = self.fresh.get_mut(s) {
+            *f = false;
+        }
+        // Its length (and, under 17 bytes, every byte) against the message it names; the
+        // payload was made from the sequence as sent, flag and all.
+        match self.expect_at(s, seq) {
+            Expect::Sized(spec) => self.integrity(spec, s, seq, raw, p),
+            Expect::Literal(t) => {
+                let name = self.name(s);
+                self.violation(Class::Integrity, name, Some(seq), show(&t), show(p));
+            }
+            Expect::Nothing => {}
+        }
+        Some(true)
+    }
+
+    /// Moves the next expected sequence from `s` past `seq`.
+    fn advance(&mut self, s: usize, seq: u64) {
+        self.next[s] = seq.saturating_add(1);
     }
 
     /// Runs with deaths: a skip over messages that died with a process is not a gap. A
@@ -407,94 +549,56 @@ impl Receiver {
         flagged || self.fresh.get(s).copied().unwrap_or(false)
     }
 
-    /// `sum_checked`: [`payload::intact`] already confirmed the checksum.
-    fn integrity(&mut self, spec: Spec, s: usize, seq: u64, p: &[u8], sum_checked: bool) {
-        let checked = if sum_checked {
-            payload::check_intact(&spec, s, self.plan.me, seq, p)
-        } else {
-            payload::check(&spec, s, self.plan.me, seq, p)
-        };
-        if let Err(d) = checked {
+    /// The length and bytes of message `seq` (sent as `raw`) from `s`, once its payload was
+    /// found whole.
+    fn integrity(&mut self, spec: Spec, s: usize, seq: u64, raw: u64, p: &[u8]) {
+        if let Err(d) = payload::check_named(&spec, s, self.plan.me, raw, p) {
             let (expected, got) = match d {
                 Damage::Length { expected, got } => {
                     (format!("{expected} bytes"), format!("{got} bytes"))
                 }
-                Damage::Bytes => (
-                    "the bytes sent".to_string(),
-                    "different bytes (checksum mismatch)".to_string(),
-                ),
+                Damage::Bytes => ("the bytes sent".to_string(), "different bytes".to_string()),
             };
             self.violation(Class::Integrity, self.name(s), Some(seq), expected, got);
         }
     }
 
-    /// Random runs: each arrival against the next sequence expected from its sender.
-    fn check_sequenced(&mut self, s: usize, p: &[u8], spec: Spec) -> Option<bool> {
-        let next = self.next[s];
-        if payload::intact(p) == Some(false) {
-            // Damaged: its identity cannot be trusted either. FIFO says it was the next one.
-            self.violation(
-                Class::Integrity,
-                self.name(s),
-                Some(next),
-                "the bytes sent".into(),
-                "different bytes (checksum mismatch)".into(),
-            );
-            self.next[s] = next + 1;
-            return Some(false);
-        }
-        let (seq, raw) = self.check_ident(s, p, next, true)?;
-        if seq >= next {
-            self.next[s] = seq + 1;
-        }
-        if let Some(f) = self.fresh.get_mut(s) {
-            *f = false;
-        }
-        // The payload was made from the sequence as sent, flag and all.
-        self.integrity(spec, s, raw, p, true);
-        Some(true)
-    }
-
     /// Scripts: each arrival against the next message the script sends on this pair.
     fn check_scripted(&mut self, s: usize, p: &[u8]) -> Option<bool> {
-        let Work::Script {
-            incoming, bodies, ..
-        } = &self.plan.work
-        else {
-            return None;
-        };
-        let (mut run, mut used) = self.cursor[s];
-        while incoming[s].get(run).is_some_and(|r| used >= r.count) {
-            run += 1;
-            used = 0;
-        }
         let seq = self.next[s];
-        let Some(r) = incoming[s].get(run) else {
-            self.violation(
-                Class::Duplicate,
-                self.name(s),
-                Some(seq),
-                format!("no more messages (all {seq} arrived)"),
-                format!("one more: {}", show(p)),
-            );
-            return None;
-        };
-        let body = bodies[r.body].clone();
-        self.cursor[s] = (run, used + 1);
-        self.next[s] += 1;
-        match body {
-            Body::Literal(t) => {
+        match self.expect_at(s, seq) {
+            Expect::Literal(t) => {
+                self.unsequenced[s] += 1;
                 if t != p {
                     self.violation(Class::Integrity, self.name(s), Some(seq), show(&t), show(p));
                 }
+                self.advance(s, seq);
                 Some(false)
             }
-            Body::Sized(size) => {
-                let spec = self.plan.spec(size);
-                self.check_ident(s, p, seq, false)?;
-                self.integrity(spec, s, seq, p, false);
-                Some(true)
+            Expect::Sized(_) => self.check_sequenced(s, p),
+            Expect::Nothing if self.sized_from(s) => self.check_sequenced(s, p),
+            Expect::Nothing => {
+                self.violation(
+                    Class::Duplicate,
+                    self.name(s),
+                    Some(seq),
+                    format!("no more messages (all {seq} arrived)"),
+                    format!("one more: {}", show(p)),
+                );
+                None
             }
+        }
+    }
+
+    /// Scripts: the sender's last message here is sized (one more can be told by its identity).
+    fn sized_from(&self, s: usize) -> bool {
+        match &self.plan.work {
+            Work::Script {
+                incoming, bodies, ..
+            } => incoming[s]
+                .last()
+                .is_some_and(|r| matches!(bodies[r.body], Body::Sized(_))),
+            _ => true,
         }
     }
 
@@ -558,18 +662,23 @@ impl Receiver {
             .iter_recorded()
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
             .collect();
-        let mut holes = vec![0u64; self.sent.len()];
-        for &(s, _) in &self.gaps {
-            holes[s] += 1;
+        let mut holes = vec![(0u64, None::<u64>); self.sent.len()];
+        for &(s, seq) in &self.gaps {
+            let h = &mut holes[s];
+            h.0 += 1;
+            h.1 = Some(h.1.map_or(seq, |f| f.min(seq)));
         }
         self.report.peers = (0..self.sent.len())
-            .filter(|&i| self.sent[i] + self.received[i] + self.bounced[i] + holes[i] > 0)
+            .filter(|&i| self.sent[i] + self.received[i] + self.bounced[i] + holes[i].0 > 0)
             .map(|i| PeerCounts {
                 peer: i,
                 sent: self.sent[i],
                 received: self.received[i],
                 bounced: self.bounced[i],
-                holes: holes[i],
+                holes: holes[i].0,
+                first_hole: holes[i].1,
+                next: self.next[i],
+                unsequenced: self.unsequenced[i],
             })
             .collect();
         self.report.rate_clock0_ns = self.clock0;
@@ -666,8 +775,10 @@ pub fn verify_with(
     let mut v = Verification::default();
     let mut counts = [0u64; Class::ALL.len()];
     let mut hist = latency_histogram();
-    // (sender, receiver) -> messages delivered, from the receivers' side.
-    let mut delivered: HashMap<(usize, usize), u64> = HashMap::new();
+    // (sender, receiver) -> what the receiver counted from the sender.
+    let mut delivered: HashMap<(usize, usize), PeerCounts> = HashMap::new();
+    // (sender, receiver) -> messages sent and not bounced, from the senders' side.
+    let mut owed: HashMap<(usize, usize), u64> = HashMap::new();
     for r in reports.iter().flatten() {
         v.totals.sent += r.sent();
         v.totals.received += r.received();
@@ -679,8 +790,11 @@ pub fn verify_with(
         for &(value, count) in &r.latency_ns {
             let _ = hist.record_n(value, count);
         }
-        for p in r.peers.iter().filter(|p| p.received > 0) {
-            delivered.insert((p.peer, r.index), p.received);
+        for p in r.peers.iter().filter(|p| p.received + p.holes > 0) {
+            delivered.insert((p.peer, r.index), *p);
+        }
+        for p in r.peers.iter().filter(|p| p.sent > 0) {
+            owed.insert((r.index, p.peer), p.sent.saturating_sub(p.bounced));
         }
     }
     // Completeness, per pair: what the sender sent and did not get back as a bounce must
@@ -737,7 +851,8 @@ pub fn verify_with(
             if reports.get(r).is_none_or(Option::is_none) {
                 continue; // the receiver never reported: the run's ending says why
             }
-            let got = delivered.get(&(s, r)).copied().unwrap_or(0);
+            let counted = delivered.get(&(s, r)).copied().unwrap_or_default();
+            let got = counted.received;
             if deaths.relay_killed {
                 if let Some(x) = pair_check(
                     (name(s), name(r)),
@@ -750,18 +865,48 @@ pub fn verify_with(
                 }
                 continue;
             }
-            let lost = sent.saturating_sub(bounced).saturating_sub(got);
+            let due = sent.saturating_sub(bounced);
+            let lost = due.saturating_sub(got);
             if lost > 0 {
                 counts[Class::Lost as usize] += lost;
+                let first = first_missing(&counted, due);
+                let which = match first {
+                    Some(f) => format!("the first seq {f}"),
+                    None => "which ones cannot be told (payloads without a sequence)".into(),
+                };
                 lost_details.push(Violation {
                     class: Class::Lost,
                     sender: name(s),
                     receiver: name(r),
-                    seq: Some(got),
-                    expected: format!("{} messages delivered", sent - bounced),
-                    got: format!("{got} delivered, {lost} missing from seq {got} on"),
+                    seq: first,
+                    expected: format!("{due} messages delivered"),
+                    got: format!("{got} delivered; {lost} missing, {which}"),
                 });
             }
+        }
+    }
+    // More delivered than sent on a pair: duplicates (or misrouted or spoofed messages)
+    // that the payloads could not show as such. Counted whatever the payload size.
+    if deaths.blackbox.is_none() && !deaths.relay_killed {
+        let mut excess: Vec<((usize, usize), u64, u64)> = delivered
+            .iter()
+            .filter(|((s, _), _)| reports.get(*s).is_some_and(Option::is_some))
+            .filter_map(|(&(s, r), c)| {
+                let sent = owed.get(&(s, r)).copied().unwrap_or(0);
+                (c.received > sent).then_some(((s, r), sent, c.received))
+            })
+            .collect();
+        excess.sort_unstable();
+        for ((s, r), sent, got) in excess {
+            counts[Class::Duplicate as usize] += got - sent;
+            lost_details.push(Violation {
+                class: Class::Duplicate,
+                sender: name(s),
+                receiver: name(r),
+                seq: None,
+                expected: format!("at most {sent} delivered (as many as were sent)"),
+                got: format!("{got} delivered"),
+            });
         }
     }
     if deaths.blackbox.is_some() || deaths.relay_killed {
@@ -802,6 +947,19 @@ pub fn verify_with(
         .collect();
     v.latency = (!hist.is_empty()).then_some(hist);
     v
+}
+
+/// The first message of a pair that never arrived, when the receiver can name it: the first
+/// hole in its stream, or where its stream stopped short.
+fn first_missing(c: &PeerCounts, due: u64) -> Option<u64> {
+    if c.unsequenced > 0 {
+        return None;
+    }
+    let tail = (c.next < due).then_some(c.next);
+    match (c.first_hole, tail) {
+        (Some(h), Some(t)) => Some(h.min(t)),
+        (h, t) => h.or(t),
+    }
 }
 
 /// One pair's count in a run with deaths: `(queued, bounced, received)`; `deaths` of the
@@ -857,7 +1015,7 @@ mod tests {
     fn sc() -> Scenario {
         Scenario {
             clients: 3,
-            msgs: 5,
+            msgs: 10,
             payload: PayloadSize { min: 40, max: 40 },
             seed: 1,
         }

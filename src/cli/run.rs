@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
 use relay_harness::blackbox::{self, BlackBox};
+use relay_harness::payload::Sizes;
 use relay_harness::plan::{pingpong_plans, random_plans, script_plans, ClientPlan, Names};
 use relay_harness::report::{self, RunConfig};
 use relay_harness::scenario::{client_name, fresh_seed, PayloadSize, Scenario};
@@ -273,6 +274,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             nemesis: (!script.faults.is_empty())
                 .then(|| format!("{} fault line(s) in the script", script.faults.len())),
             pattern: "script".into(),
+            sizes: script.sizes(),
         };
         return Ok(Source {
             plans,
@@ -331,6 +333,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
         relay_cmd: None,
         nemesis: None,
         pattern: "mesh".into(),
+        sizes: Sizes::of(sc.payload),
     };
     if a.pattern == "pingpong" && sc.clients % 2 == 1 {
         return Err(usage(format!(
