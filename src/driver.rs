@@ -139,6 +139,7 @@ pub fn client_main(
             initiator,
             spec,
             ctx.stop.as_fd(),
+            ctx.tally.as_deref(),
         ) {
             error = Some(e);
         }
@@ -361,6 +362,7 @@ fn pingpong(
     initiator: bool,
     spec: relay_harness::payload::Spec,
     stop: BorrowedFd<'_>,
+    tally: Option<&relay_harness::blackbox::Tally>,
 ) -> Result<(), String> {
     let to = plan.names.name(partner).to_string();
     let mut buf = Vec::new();
@@ -377,6 +379,11 @@ fn pingpong(
                 client
                     .write_some()
                     .map_err(|e| format!("write to the relay failed: {e}"))?;
+            }
+            if let Some(t) = tally {
+                // Written out, it waits for its partner: only an arrival changes anything.
+                t.arrived(plan.me, rx.arrivals());
+                t.set_idle(plan.me, client.pending() == 0);
             }
             match wait(client, stop, PollTimeout::NONE) {
                 Ok(false) => {}
@@ -455,6 +462,7 @@ fn exchange(
     let mut relay_error: Option<String> = None;
     let mut spins = 0u32;
     let mut sending = true;
+    let mut idle = false;
     loop {
         // Queue a batch: many frames per write.
         while sending && client.pending() < BATCH {
@@ -534,6 +542,7 @@ fn exchange(
         });
         if let (Some(t), Ok(Progress::Read(_))) = (tally, &read) {
             t.set(plan.me, rx.received_total());
+            t.arrived(plan.me, rx.arrivals());
         }
         match read {
             Ok(Progress::Read(_)) => progress = true,
@@ -548,9 +557,16 @@ fn exchange(
         if let Some(e) = relay_error.take() {
             return Err(e);
         }
-        // With deaths, nobody can know what will still arrive: the drain settles that.
-        if !sending && client.pending() == 0 && (deaths || rx.phase_complete(phase)) {
-            return Ok(());
+        if !sending && client.pending() == 0 {
+            if let (Some(t), false) = (tally, idle) {
+                // All written: from now on only arrivals can change anything (the quiet rule).
+                idle = true;
+                t.set_idle(plan.me, true);
+            }
+            // With deaths, nobody can know what will still arrive: the drain settles that.
+            if deaths || rx.phase_complete(phase) {
+                return Ok(());
+            }
         }
         spins = spins.wrapping_add(1);
         // Sleep only when nothing moved; glance at the stop pipe now and then regardless.

@@ -67,6 +67,46 @@ impl Tally {
         }
     }
 
+    fn word(&self, i: usize, k: usize) -> Option<&AtomicU64> {
+        (i < self.clients).then(|| self.mem.word(i * TALLY_STRIDE + k))
+    }
+
+    /// Client `i` has had `n` frames from the relay so far (deliveries of any kind, bounces).
+    pub fn arrived(&self, i: usize, n: u64) {
+        if let Some(w) = self.word(i, 1) {
+            w.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Frames from the relay to every client so far: when this stands still, nothing moves.
+    pub fn arrivals(&self) -> u64 {
+        (0..self.clients)
+            .filter_map(|i| self.word(i, 1))
+            .map(|w| w.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Client `i` has written everything it has to send until something arrives (or the
+    /// next phase starts): `true`; or it has more to write: `false`.
+    pub fn set_idle(&self, i: usize, idle: bool) {
+        if let Some(w) = self.word(i, 2) {
+            w.store(u64::from(idle), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether client `i` said it has nothing more to write (see [`Tally::set_idle`]).
+    pub fn idle(&self, i: usize) -> bool {
+        self.word(i, 2)
+            .is_some_and(|w| w.load(Ordering::Relaxed) != 0)
+    }
+
+    /// A new phase starts: every client has work again until it says otherwise.
+    pub fn clear_idle(&self) {
+        for i in 0..self.clients {
+            self.set_idle(i, false);
+        }
+    }
+
     /// Messages received by all clients so far.
     pub fn total(&self) -> u64 {
         (0..self.clients)

@@ -362,6 +362,14 @@ pub fn build(
             "timed_out",
             Some(format!("timed out after {:.1} s", config.timeout_s)),
         ),
+        Ending::Stalled(q) => (
+            "stalled",
+            Some(format!(
+                "stalled: every client had sent everything, then nothing arrived for {:.1} s ({} message(s) never arrived; --quiet-period sets how long to wait)",
+                q.as_secs_f64(),
+                group(v.count(Class::Lost))
+            )),
+        ),
         Ending::Interrupted => ("interrupted", Some("interrupted by a signal".to_string())),
         Ending::RelayKilled(_) => ("relay_killed", None),
         Ending::RelayDied(st) => (

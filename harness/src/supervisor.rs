@@ -243,8 +243,15 @@ pub struct Limits {
     pub trace: Option<usize>,
     /// Traced events from before the supervisor started (the listening socket's creation).
     pub trace_prelude: Vec<(u64, String)>,
-    /// A progress bar on stderr for runs longer than a second (None: never).
-    pub progress: Option<Progress>,
+    /// A progress bar on stderr for runs longer than a second: the messages the clients are
+    /// due to receive in all (None: never).
+    pub progress: Option<u64>,
+    /// Where the clients count what arrived and say when they have nothing left to write
+    /// (the progress bar and the quiet rule read it).
+    pub tally: Option<Arc<crate::blackbox::Tally>>,
+    /// The quiet rule: once every client has written all it had to send, nothing arriving
+    /// anywhere for this long ends the run as stalled (None: only the deadline ends it).
+    pub quiet: Option<Duration>,
     /// The relay is another program (it cannot be asked to stop through its pipe: it gets
     /// SIGTERM at once when the run is over).
     pub foreign_relay: bool,
@@ -252,15 +259,6 @@ pub struct Limits {
     pub deadline: Duration,
     /// How long stopped children get to report or exit before SIGTERM, and SIGTERM before SIGKILL.
     pub grace: Duration,
-}
-
-/// What the progress bar shows: messages received out of those expected.
-#[derive(Debug, Clone)]
-pub struct Progress {
-    /// Messages the clients are due to receive in all.
-    pub expected: u64,
-    /// The clients' counts.
-    pub tally: Arc<crate::blackbox::Tally>,
 }
 
 /// A process fault.
@@ -329,6 +327,9 @@ pub enum Ending {
     Finished,
     /// The deadline passed first.
     TimedOut,
+    /// Every client had written all it had to send, and nothing arrived anywhere for this
+    /// long (the quiet rule): what had not arrived was not coming.
+    Stalled(Duration),
     /// SIGINT or SIGTERM reached the supervisor.
     Interrupted,
     /// The relay exited before the clients were done.
@@ -716,7 +717,7 @@ fn run_children(
             incarnation,
             start_phase,
             trace: limits.trace,
-            tally: limits.progress.as_ref().map(|p| p.tally.clone()),
+            tally: limits.tally.clone(),
             blackbox: limits.blackbox.clone(),
             drain: drain_r
                 .as_ref()
@@ -765,6 +766,11 @@ fn run_children(
     let mut nemesis_rng =
         rand_pcg::Pcg64Mcg::seed_from_u64(limits.nemesis.as_ref().map_or(0, |n| n.seed) ^ 0x4E3E);
     let mut phase_done = vec![0usize; phases];
+    let mut quiet = Quiet {
+        arrivals: 0,
+        since: Instant::now(),
+        next_sample: Instant::now(),
+    };
 
     // Every event pipe and the signal pipe in one epoll set: a wait costs in proportion to
     // the pipes that are ready, not to the thousands that may be open. (Made after the last
@@ -1009,12 +1015,14 @@ fn run_children(
         // The progress bar: shown once the exchange has run a second, redrawn every 100 ms.
         // indicatif draws from this thread when asked (no ticker thread), so later forks (a
         // restart) still happen in a single-threaded process.
-        if let (Some(p), Some(t0), None) = (&limits.progress, released_at, &ending) {
+        if let (Some(expected), Some(tally), Some(t0), None) =
+            (limits.progress, &limits.tally, released_at, &ending)
+        {
             let ran = now.duration_since(t0);
             if ran >= Duration::from_secs(1) {
                 let bar = bar.get_or_insert_with(|| {
                     let b = indicatif::ProgressBar::with_draw_target(
-                        Some(p.expected),
+                        Some(expected),
                         indicatif::ProgressDrawTarget::stderr_with_hz(10),
                     );
                     if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -1024,13 +1032,45 @@ fn run_children(
                     }
                     b
                 });
-                let done = p.tally.total().min(p.expected);
+                let done = tally.total().min(expected);
                 let rate = done as f64 / ran.as_secs_f64();
-                let eta = (p.expected - done) as f64 / rate.max(1.0);
+                let eta = (expected - done) as f64 / rate.max(1.0);
                 bar.set_message(format!("{:.2}M msg/s, ETA {eta:.0} s", rate / 1e6));
                 bar.set_position(done);
             }
             wait_until = wait_until.min(now + Duration::from_millis(100));
+        }
+        // The quiet rule: every client has written all it had to send, and nothing has
+        // arrived anywhere for the quiet period: what has not arrived never will. Sampled a few
+        // times a period; paused while a fault holds a process back (a stopped client, a
+        // restart due, a phase waiting for a restarted process). Runs with deaths end with
+        // their drain instead.
+        if let (Some(q), Some(tally), Some(_), None, None) = (
+            limits.quiet,
+            &limits.tally,
+            released_at,
+            &ending,
+            &limits.blackbox,
+        ) {
+            if now >= quiet.next_sample {
+                quiet.next_sample = now + q / 4;
+                let paused = stopped.is_some()
+                    || !conts.is_empty()
+                    || !held.is_empty()
+                    || !restarts.is_empty()
+                    || release_after.is_some();
+                let idle = (0..n).all(|i| settled[i] || tally.idle(i));
+                let arrivals = tally.arrivals();
+                if paused || !idle || arrivals != quiet.arrivals {
+                    quiet.arrivals = arrivals;
+                    quiet.since = now;
+                } else if now >= quiet.since + q {
+                    ending = Some(Ending::Stalled(q));
+                    cstop_w = None; // ask every client for its records now
+                    continue;
+                }
+            }
+            wait_until = wait_until.min(quiet.next_sample);
         }
         if ending.is_none() && now >= deadline {
             ending = Some(Ending::TimedOut);
@@ -1090,6 +1130,7 @@ fn run_children(
                             if let (0, Some(q)) = (awaiting_ready, release_after) {
                                 release_after = None;
                                 if let Some(b) = barrier_w.get_mut(q) {
+                                    quiet.new_phase(limits.tally.as_deref());
                                     *b = None;
                                     ms!(Milestone::PhaseStarted(q));
                                 }
@@ -1103,6 +1144,7 @@ fn run_children(
                             register = start.elapsed();
                             released_ns = now_ns();
                             released_at = Some(Instant::now());
+                            quiet.since = Instant::now();
                             barrier_w[0] = None; // closing the barrier starts every client at once
                             ms!(Milestone::Released, at released_ns);
                         }
@@ -1195,6 +1237,7 @@ fn run_children(
                             if awaiting_ready > 0 || relay_killed {
                                 release_after = (!relay_killed).then_some(p + 1);
                             } else {
+                                quiet.new_phase(limits.tally.as_deref());
                                 barrier_w[p + 1] = None;
                                 ms!(Milestone::PhaseStarted(p + 1));
                             }
@@ -1346,6 +1389,23 @@ fn run_children(
         supervisor_peak_rss_kib: peak_rss_kib(),
         nemesis: nemesis_log,
     })
+}
+
+/// The quiet rule's clock: what had arrived in all when last sampled, and since when.
+struct Quiet {
+    arrivals: u64,
+    since: Instant,
+    next_sample: Instant,
+}
+
+impl Quiet {
+    /// A phase starts: every client has work again, and the clock starts over.
+    fn new_phase(&mut self, tally: Option<&crate::blackbox::Tally>) {
+        if let Some(t) = tally {
+            t.clear_idle();
+        }
+        self.since = Instant::now();
+    }
 }
 
 /// A milestone as a line of the trace.

@@ -56,6 +56,8 @@ pub struct Receiver {
     report: ClientReport,
     counts: [u64; Class::ALL.len()],
     received_total: u64,
+    /// Frames from the relay, whatever they were.
+    arrivals: u64,
     /// Deliveries per 10 ms since `clock0`, the last bucket taking all the rest.
     rate: Vec<u32>,
     /// Per 10 ms bucket: timed deliveries, their latency sum and max (ns).
@@ -139,6 +141,7 @@ impl Receiver {
             },
             counts: [0; Class::ALL.len()],
             received_total: 0,
+            arrivals: 0,
             rate: Vec::new(),
             lat: Vec::new(),
             clock0: 0,
@@ -280,8 +283,14 @@ impl Receiver {
         }
     }
 
+    /// Frames from the relay so far (deliveries of every kind, bounces).
+    pub fn arrivals(&self) -> u64 {
+        self.arrivals
+    }
+
     /// Checks a DELIVER that arrived at `now_ns`.
     pub fn deliver(&mut self, src: &[u8], p: &[u8], now_ns: u64) {
+        self.arrivals += 1;
         let mut bucket = None;
         if self.clock0 > 0 {
             let b = ((now_ns.saturating_sub(self.clock0)) / RATE_BUCKET_NS).min(RATE_BUCKETS - 1)
@@ -604,6 +613,7 @@ impl Receiver {
 
     /// Checks a BOUNCE: it must be a message this client really sent.
     pub fn bounce(&mut self, dst: &[u8], p: &[u8]) {
+        self.arrivals += 1;
         let me = self.plan.me;
         let d = self.plan.names.index(dst);
         let id = payload::ident(p);

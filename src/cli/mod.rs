@@ -119,6 +119,7 @@ fn demo(d: DemoArgs) -> i32 {
         relay_cmd: None,
         nemesis: None,
         nemesis_interval: std::time::Duration::from_millis(200),
+        quiet_period: std::time::Duration::from_secs(1),
         pattern: "mesh".into(),
         inline_script: Some(("article-example.scn".into(), ARTICLE.into())),
     };

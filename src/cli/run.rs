@@ -45,6 +45,12 @@ pub struct Args {
     /// End a stuck run after this long (e.g. 30s, 2m); default scales with the work, at least 10s.
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// The quiet rule: once every client has written all it had to send, a run in which
+    /// nothing arrives anywhere for this long ends at once as stalled, and fails with what is
+    /// missing (instead of waiting out --timeout). Paused while a nemesis or script fault
+    /// holds a process back; `off` leaves only --timeout.
+    #[arg(long, value_name = "DUR|off", default_value = "1s", value_parser = parse_quiet)]
+    pub quiet_period: Duration,
     /// Run a scripted scenario (docs/scenarios.md) instead of random traffic; --clients,
     /// --msgs and --payload then come from the script.
     #[arg(long, value_name = "FILE")]
@@ -101,6 +107,14 @@ pub struct Args {
     /// A script given as text (name, text), for `demo`.
     #[arg(skip)]
     pub inline_script: Option<(String, String)>,
+}
+
+/// `--quiet-period`: a duration, or `off` (zero).
+fn parse_quiet(s: &str) -> Result<Duration, String> {
+    if s == "off" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e}; give e.g. 1s, 500ms or off"))
 }
 
 fn parse_nemesis(s: &str) -> Result<String, String> {
@@ -541,17 +555,18 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         trace: trace_cap,
         trace_prelude: prelude,
         // Only for a person watching: not with --json, not into a pipe or a CI log.
-        progress: (!a.json && !demo && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .then(|| relay_harness::blackbox::Tally::new(src.plans.len()).ok())
-            .flatten()
-            .map(|t| relay_harness::supervisor::Progress {
-                expected: src
-                    .plans
+        progress: (!a.json && !demo && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(
+            || {
+                src.plans
                     .iter()
                     .map(|p| p.expect_in.last().copied().unwrap_or(0))
-                    .sum(),
-                tally: std::sync::Arc::new(t),
-            }),
+                    .sum()
+            },
+        ),
+        tally: relay_harness::blackbox::Tally::new(src.plans.len())
+            .ok()
+            .map(std::sync::Arc::new),
+        quiet: (!a.quiet_period.is_zero()).then_some(a.quiet_period),
         blackbox: if deaths {
             match BlackBox::new(src.plans.len()) {
                 Ok(b) => Some(std::sync::Arc::new(b)),
