@@ -493,7 +493,8 @@ impl Receiver {
                 // violation (a sequence damaged to read as a later one would otherwise make
                 // every message up to it a violation of its own).
                 self.last_late[s] = Some(seq);
-                if after_late != seq.checked_sub(1) {
+                let behind_the_last = after_late.is_some() && after_late == seq.checked_sub(1);
+                if !behind_the_last {
                     self.violation(
                         Class::Order,
                         self.name(s),
@@ -585,7 +586,9 @@ impl Receiver {
                 Some(false)
             }
             Expect::Sized(_) => self.check_sequenced(s, p),
-            Expect::Nothing if self.sized_from(s) => self.check_sequenced(s, p),
+            // Nothing more is due from this sender: a payload that can name its message says
+            // which one it is (a late one, a duplicate, a misrouted one).
+            Expect::Nothing if self.sized_from(s, p) => self.check_sequenced(s, p),
             Expect::Nothing => {
                 self.violation(
                     Class::Duplicate,
@@ -599,15 +602,19 @@ impl Receiver {
         }
     }
 
-    /// Scripts: the sender's last message here is sized (one more can be told by its identity).
-    fn sized_from(&self, s: usize) -> bool {
-        match &self.plan.work {
-            Work::Script {
-                incoming, bodies, ..
-            } => incoming[s]
-                .last()
-                .is_some_and(|r| matches!(bodies[r.body], Body::Sized(_))),
-            _ => true,
+    /// Scripts: whether an arrival from `s` past its last message should be read as a sized
+    /// payload: its last message here was one, or it sends nothing here and the payload is
+    /// long enough to name its message.
+    fn sized_from(&self, s: usize, p: &[u8]) -> bool {
+        let Work::Script {
+            incoming, bodies, ..
+        } = &self.plan.work
+        else {
+            return true;
+        };
+        match incoming[s].last() {
+            Some(r) => matches!(bodies[r.body], Body::Sized(_)),
+            None => p.len() >= payload::IDENT && bodies.iter().any(|b| matches!(b, Body::Sized(_))),
         }
     }
 
@@ -876,7 +883,17 @@ pub fn verify_with(
                 continue;
             }
             let due = sent.saturating_sub(bounced);
-            let lost = due.saturating_sub(got);
+            // What is missing by count, or by sequence where the sequences show more: an
+            // arrival that named a sequence never sent (damage a short payload cannot show)
+            // fills the count but leaves its own hole.
+            let tail = if counted.unsequenced == 0 {
+                due.saturating_sub(counted.next)
+            } else {
+                0
+            };
+            let lost = due
+                .saturating_sub(got)
+                .max(counted.holes.saturating_add(tail));
             if lost > 0 {
                 counts[Class::Lost as usize] += lost;
                 let first = first_missing(&counted, due);
