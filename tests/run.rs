@@ -66,7 +66,7 @@ fn the_front_door_verifies_clean() {
             "-v",
         ]);
         assert_eq!(code, Some(0), "{r:#}\n{err}");
-        assert_eq!(r["schema_version"], 1);
+        assert_eq!(r["schema_version"], 2);
         assert_eq!(r["verdict"], "pass");
         assert_eq!(r["config"]["seed"], 7);
         assert_eq!(r["config"]["transport"], transport);
@@ -472,7 +472,7 @@ fn report_dir_holds_json_text_and_valid_junit() {
         let json: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap())
                 .unwrap();
-        assert_eq!(json["schema_version"], 1);
+        assert_eq!(json["schema_version"], 2);
         let text = std::fs::read_to_string(dir.join("report.txt")).unwrap();
         assert!(text.contains("verdict:"));
         let xml = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
