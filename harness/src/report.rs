@@ -380,7 +380,10 @@ pub fn build(
         ),
         Ending::ClientDied(i, st) => (
             "client_died",
-            Some(format!("client c{i} exited without reporting ({st})")),
+            Some(format!(
+                "client {} exited without reporting ({st})",
+                names.get(*i).cloned().unwrap_or_else(|| format!("c{i}"))
+            )),
         ),
         Ending::StartFailed(why) => (
             "start_failed",
