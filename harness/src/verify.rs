@@ -513,9 +513,9 @@ impl Receiver {
                 );
                 return None;
             }
-        } else if seq > next && !self.restart_skip(s, restarted) {
-            // Skipped: late (an order violation, reported when it comes) or lost (found by
-            // the final count). Only its arrival can tell.
+        } else if !self.restart_skip(s, restarted) {
+            // Skipped over (none when it is the next): late (an order violation, reported
+            // when it comes) or lost (found by the final count). Only its arrival can tell.
             for missing in next..seq {
                 if self.gaps.len() >= GAPS_KEPT {
                     self.gaps_overflowed = true;
@@ -1179,5 +1179,548 @@ mod tests {
         assert!(!a.phase_complete(0), "the bounce is still due");
         a.bounce(b"ghost", b"?");
         assert!(a.phase_complete(0));
+    }
+
+    /// The report's counts per 10 ms bucket: deliveries, and latency (count, sum, max).
+    #[test]
+    fn rates_and_latency_are_kept_per_bucket_from_the_clock() {
+        let mut rx = Receiver::new(random_plans(&sc()).remove(2));
+        rx.deliver(b"c0", &msg(0, 2, 0), 5); // before the clock starts: no bucket
+        rx.start_clock(1_000);
+        rx.deliver(b"c0", &msg(0, 2, 1), 1_000 + 25_000_000);
+        rx.deliver(b"c0", &msg(0, 2, 2), 1_000 + 29_000_000);
+        rx.deliver(b"c1", &msg(1, 2, 0), 1_000 + 31_000_000);
+        assert_eq!((rx.arrivals(), rx.received_total()), (4, 4));
+        let r = rx.finish(7, true, None);
+        assert_eq!(r.rate_clock0_ns, 1_000);
+        assert_eq!(r.rate_10ms, vec![(2, 2), (3, 1)]);
+        // msg() stamps a send time of 10 ns.
+        let (a, b, c) = (25_000_990, 29_000_990, 31_000_990);
+        assert_eq!(
+            r.latency_10ms,
+            vec![(2, 2, a + b, b), (3, 1, c, c)],
+            "{:?}",
+            r.latency_10ms
+        );
+        assert_eq!(r.latency_ns.iter().map(|&(_, n)| n).sum::<u64>(), 4);
+        assert_eq!(r.bytes_received, 4 * 40);
+        assert_eq!((r.finished_ns, r.complete), (7, true));
+    }
+
+    #[test]
+    fn every_violation_is_counted_and_the_first_thousand_kept() {
+        let mut rx = Receiver::new(random_plans(&sc()).remove(2));
+        rx.deliver(b"c0", &msg(0, 2, 0), 20);
+        for _ in 0..VIOLATIONS_KEPT + 5 {
+            rx.deliver(b"c0", &msg(0, 2, 0), 20);
+        }
+        let r = rx.finish(0, true, None);
+        assert_eq!(r.violations.len(), VIOLATIONS_KEPT);
+        assert_eq!(
+            r.violation_counts,
+            vec![(Class::Duplicate, VIOLATIONS_KEPT as u64 + 5)]
+        );
+    }
+
+    /// What a violation says is what a person acts on: each names the message exactly.
+    #[test]
+    fn violations_name_their_message_and_numbers_read_from_payloads_are_not_trusted() {
+        let mut rx = Receiver::new(random_plans(&sc()).remove(2));
+        rx.deliver(b"stranger", &msg(0, 2, 0), 20);
+        // Misrouted, from a restarted sender: the flag is not part of the sequence shown.
+        rx.deliver(b"c0", &msg(0, 1, 3 | payload::RESTART), 20);
+        // Names a receiver and a sender no client has.
+        rx.deliver(b"c0", &msg(0, 99, 0), 20);
+        rx.deliver(b"c1", &msg(77, 2, 4 | payload::RESTART), 20);
+        let mut bad = msg(1, 2, 0);
+        bad[39] ^= 1;
+        rx.deliver(b"c1", &bad, 20);
+        let r = rx.finish(0, true, None);
+        let v: Vec<_> = r
+            .violations
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} {} -> {} {:?}: {} / {}",
+                    v.class.name(),
+                    v.sender,
+                    v.receiver,
+                    v.seq,
+                    v.expected,
+                    v.got
+                )
+            })
+            .collect();
+        assert_eq!(
+            v,
+            vec![
+                "spoofed src \"stranger\" -> c2 None: a DELIVER from one of the clients / src \"stranger\"",
+                "misrouted c0 -> c2 Some(3): delivery to c1 / delivered to c2",
+                "misrouted c0 -> c2 Some(0): delivery to #99 (no such client) / delivered to c2",
+                "spoofed #77 (no such client) -> c2 Some(4): src #77 (no such client) / src c1",
+                "integrity c1 -> c2 Some(0): the bytes sent / different bytes (checksum mismatch)",
+            ]
+        );
+        // 17-31 bytes carry no checksum: the filler is what shows the damage.
+        let small = Scenario {
+            payload: PayloadSize { min: 20, max: 20 },
+            ..sc()
+        };
+        let mut rx = Receiver::new(random_plans(&small).remove(2));
+        let mut p = Vec::new();
+        encode(&small.spec(), 0, 2, 0, 0, &mut p);
+        p[19] ^= 4;
+        rx.deliver(b"c0", &p, 1);
+        let r = rx.finish(0, true, None);
+        assert_eq!(
+            r.violations[0].got,
+            "different bytes (its filler is not that of the message it names)"
+        );
+    }
+
+    #[test]
+    fn late_arrivals_behind_one_early_message_are_one_order_violation() {
+        let mut rx = Receiver::new(random_plans(&sc()).remove(2));
+        // 5 jumps ahead (a damaged sequence would): 1..4 then arrive late, one after another.
+        for seq in [0, 5, 1, 2, 3, 4, 6] {
+            rx.deliver(b"c0", &msg(0, 2, seq), 20);
+        }
+        // Two separate swaps: two violations.
+        for seq in [1, 0, 3, 2] {
+            rx.deliver(b"c1", &msg(1, 2, seq), 20);
+        }
+        let r = rx.finish(0, true, None);
+        assert_eq!(r.violation_counts, vec![(Class::Order, 3)]);
+        let seqs: Vec<_> = r
+            .violations
+            .iter()
+            .map(|v| (v.sender.clone(), v.seq))
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![
+                ("c0".to_string(), Some(1)),
+                ("c1".to_string(), Some(0)),
+                ("c1".to_string(), Some(2))
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_payload_is_damage_only_where_no_message_may_be_empty() {
+        let fixed = Scenario {
+            payload: PayloadSize { min: 8, max: 8 },
+            ..sc()
+        };
+        let mut rx = Receiver::new(random_plans(&fixed).remove(2));
+        rx.deliver(b"c0", b"", 1);
+        let r = rx.finish(0, true, None);
+        assert_eq!(r.violation_counts, vec![(Class::Integrity, 1)]);
+        assert_eq!(r.violations[0].got, "an empty payload");
+
+        // Where messages may be empty, an empty one is taken as the next; a loss among them
+        // cannot be named.
+        let range = Scenario {
+            payload: PayloadSize { min: 0, max: 0 },
+            ..sc()
+        };
+        let mut plans = random_plans(&range);
+        let mut a = Receiver::new(plans.remove(0));
+        for _ in 0..3 {
+            a.sent(2);
+        }
+        let mut c = Receiver::new(plans.remove(1));
+        c.deliver(b"c0", b"", 1);
+        c.deliver(b"c0", b"", 1);
+        let reports = vec![
+            Some(a.finish(0, true, None)),
+            None,
+            Some(c.finish(0, true, None)),
+        ];
+        assert!(reports[2].as_ref().unwrap().violations.is_empty());
+        let v = verify(&Names::numbered(3), &reports);
+        assert_eq!(v.count(Class::Lost), 1);
+        assert_eq!(v.violations[0].seq, None);
+        assert_eq!(
+            v.violations[0].got,
+            "2 delivered; 1 missing, which ones cannot be told (payloads without a sequence)"
+        );
+    }
+
+    #[test]
+    fn more_delivered_than_sent_on_a_pair_is_a_duplicate_at_any_size() {
+        let blank = Scenario {
+            payload: PayloadSize { min: 0, max: 0 },
+            ..sc()
+        };
+        let mut plans = random_plans(&blank);
+        let mut a = Receiver::new(plans.remove(0));
+        a.sent(1);
+        a.sent(1);
+        let mut b = Receiver::new(plans.remove(0));
+        for _ in 0..5 {
+            b.deliver(b"c0", b"", 1);
+        }
+        b.deliver(b"c2", b"", 1); // c2 sent nothing to c1
+        let reports = vec![
+            Some(a.finish(0, true, None)),
+            Some(b.finish(0, true, None)),
+            Some(Receiver::new(plans.remove(0)).finish(0, true, None)),
+        ];
+        let v = verify(&Names::numbered(3), &reports);
+        assert_eq!(v.count(Class::Duplicate), 4, "{:?}", v.violations);
+        let lines: Vec<_> = v
+            .violations
+            .iter()
+            .map(|x| format!("{} -> {}: {} / {}", x.sender, x.receiver, x.expected, x.got))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                "c0 -> c1: at most 2 delivered (as many as were sent) / 5 delivered",
+                "c2 -> c1: at most 0 delivered (as many as were sent) / 1 delivered",
+            ]
+        );
+    }
+
+    #[test]
+    fn ping_pong_partners_are_checked_against_the_rounds() {
+        let pp = Scenario {
+            clients: 2,
+            msgs: 3,
+            ..sc()
+        };
+        let plans = crate::plan::pingpong_plans(&pp);
+        let mut rx = Receiver::new(plans[0].clone());
+        let mut p = Vec::new();
+        for seq in 0..3 {
+            encode(&pp.spec(), 1, 0, seq, 10, &mut p);
+            rx.deliver(b"c1", &p, 20);
+        }
+        encode(&pp.spec(), 1, 0, 3, 10, &mut p);
+        rx.deliver(b"c1", &p, 20); // a fourth round was never played
+        let r = rx.finish(0, true, None);
+        assert_eq!(r.violation_counts, vec![(Class::Integrity, 1)]);
+        assert_eq!(r.violations[0].expected, "seq 3 (c1 sends c0 only 3)");
+        // The initiator times round trips.
+        assert_eq!(r.latency_ns.iter().map(|&(_, n)| n).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn a_script_checks_each_message_against_the_body_of_its_own_sequence() {
+        let s = crate::script::Script::parse(
+            "t.scn",
+            "clients a b\na -> b 20 bytes x3\na -> b 40 bytes x3\na -> b \"end\"\n",
+        )
+        .unwrap();
+        let plans = crate::plan::script_plans(&s, 5);
+        let spec = |n| Spec {
+            seed: 5,
+            size: PayloadSize { min: n, max: n },
+        };
+        let mut rx = Receiver::new(plans[1].clone());
+        let mut p = Vec::new();
+        // 3 (of the 40-byte run) overtakes 2 (of the 20-byte run); each is its own size.
+        for (seq, n) in [(0, 20), (1, 20), (3, 40), (4, 40), (2, 20), (5, 40)] {
+            encode(&spec(n), 0, 1, seq, 0, &mut p);
+            rx.deliver(b"a", &p, 1);
+        }
+        assert!(!rx.phase_complete(0));
+        rx.deliver(b"a", b"end", 1);
+        assert!(rx.phase_complete(0));
+        let r = rx.finish(0, true, None);
+        assert_eq!(
+            r.violation_counts,
+            vec![(Class::Order, 1)],
+            "{:?}",
+            r.violations
+        );
+        assert_eq!(r.peers[0].received, 7);
+    }
+
+    #[test]
+    fn a_restarted_script_process_picks_up_at_its_phase() {
+        let s = crate::script::Script::parse(
+            "t.scn",
+            "clients a b\nabsent ghost\na -> b 20 bytes x2\na -> b \"x\"\nb -> ghost \"?\"\nrestart b\na -> b 30 bytes x2\n",
+        )
+        .unwrap();
+        let plans = crate::plan::script_plans(&s, 5);
+        let mut b = Receiver::new(plans[1].clone());
+        b.skip_to_phase(1);
+        assert_eq!(b.received_total(), 3);
+        b.sent(2);
+        b.bounced_earlier(2);
+        assert_eq!(b.bounced_total(), 1);
+        let mut p = Vec::new();
+        for seq in [3, 4] {
+            encode(
+                &Spec {
+                    seed: 5,
+                    size: PayloadSize { min: 30, max: 30 },
+                },
+                0,
+                1,
+                seq,
+                0,
+                &mut p,
+            );
+            b.deliver(b"a", &p, 1);
+        }
+        assert!(b.phase_complete(1));
+        let r = b.finish(0, true, None);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        let a_row = r.peers.iter().find(|p| p.peer == 0).unwrap();
+        assert_eq!((a_row.received, a_row.next), (5, 5));
+        let ghost = r.peers.iter().find(|p| p.peer == 2).unwrap();
+        assert_eq!((ghost.sent, ghost.bounced), (1, 1));
+    }
+
+    #[test]
+    fn end_markers_are_awaited_from_every_live_client() {
+        let bb = Arc::new(BlackBox::new(3).unwrap());
+        let mut rx = Receiver::with_blackbox(random_plans(&sc()).remove(2), bb.clone(), false);
+        assert!(!rx.all_fins());
+        assert_eq!(rx.missing_fins(), vec!["c0".to_string(), "c1".to_string()]);
+        rx.deliver(b"c0", FIN, 1);
+        assert_eq!(rx.missing_fins(), vec!["c1".to_string()]);
+        assert!(!rx.all_fins());
+        bb.killed(1, true); // gone for good: nothing more to wait for
+        assert!(rx.missing_fins().is_empty());
+        assert!(rx.all_fins());
+        // Without a black box there is no drain.
+        let plain = Receiver::new(random_plans(&sc()).remove(2));
+        assert!(plain.all_fins() && plain.missing_fins().is_empty());
+    }
+
+    #[test]
+    fn short_payloads_are_compared_byte_for_byte_and_by_length() {
+        let short = Scenario {
+            payload: PayloadSize { min: 12, max: 12 },
+            ..sc()
+        };
+        let mut rx = Receiver::new(random_plans(&short).remove(2));
+        let mut p = Vec::new();
+        encode(&short.spec(), 0, 2, 0, 0, &mut p);
+        p[10] ^= 1; // in the sender's bytes: the sequence still reads true
+        rx.deliver(b"c0", &p, 1);
+        encode(&short.spec(), 0, 2, 1, 0, &mut p);
+        rx.deliver(b"c0", &p[..10], 1);
+        let r = rx.finish(0, true, None);
+        let got: Vec<_> = r
+            .violations
+            .iter()
+            .map(|v| (v.class, v.seq, v.expected.as_str(), v.got.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Class::Integrity,
+                    Some(0),
+                    "the bytes sent",
+                    "different bytes"
+                ),
+                (Class::Integrity, Some(1), "12 bytes", "10 bytes"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bounce_must_be_of_a_message_this_client_sent_to_that_name() {
+        let mut rx = Receiver::new(random_plans(&sc()).remove(2));
+        rx.sent(1);
+        rx.sent(1);
+        rx.bounce(b"c1", &msg(2, 1, 0));
+        assert_eq!(rx.bounced_total(), 1);
+        rx.bounce(b"c1", &msg(2, 1, 2)); // only seq 0 and 1 were sent
+        rx.bounce(b"c1", &msg(0, 1, 1)); // c0's message, not ours
+        rx.bounce(b"c1", &msg(2, 0, 1)); // to c0, not c1
+        rx.bounce(b"ghost", &msg(2, 1, 1)); // no such name
+        rx.bounce(b"c1", &msg(2, 1, 1));
+        assert_eq!(rx.bounced_total(), 2);
+        rx.bounce(b"c1", &msg(2, 1, 1)); // more bounces than sends
+        assert_eq!(rx.arrivals(), 7);
+        let r = rx.finish(0, true, None);
+        assert_eq!(r.violation_counts, vec![(Class::Bounce, 5)]);
+        let seqs: Vec<_> = r.violations.iter().map(|v| v.seq).collect();
+        assert_eq!(seqs, vec![Some(2), Some(1), Some(1), Some(1), Some(1)]);
+        assert_eq!(r.violations[3].got, "BOUNCE for \"ghost\"");
+        assert_eq!(r.peers[0].bounced, 2);
+
+        // With deaths, sequences carry on across incarnations: only the pair is checked.
+        let bb = Arc::new(BlackBox::new(3).unwrap());
+        let mut rx = Receiver::with_blackbox(random_plans(&sc()).remove(2), bb.clone(), false);
+        rx.sent(1);
+        rx.bounce(b"c1", &msg(2, 1, 7));
+        assert_eq!(bb.get(2, 1, Field::Bounced), 1);
+        rx.sent(1);
+        rx.bounce(b"c1", &msg(2, 0, 8));
+        assert_eq!(rx.bounced_total(), 1);
+    }
+
+    #[test]
+    fn a_transcript_keeps_the_first_events_when_asked() {
+        let mut plan = random_plans(&sc()).remove(0);
+        let mut quiet = Receiver::new(plan.clone());
+        quiet.note(1, || "x".into());
+        assert!(quiet.finish(0, true, None).transcript.is_empty());
+        plan.transcript = true;
+        let mut rx = Receiver::new(plan);
+        for i in 0..crate::record::TRANSCRIPT_KEPT as u64 + 3 {
+            rx.note(i, || format!("event {i}"));
+        }
+        let t = rx.finish(0, true, None).transcript;
+        assert_eq!(t.len(), crate::record::TRANSCRIPT_KEPT);
+        assert_eq!(t[1], (1, "event 1".to_string()));
+    }
+
+    #[test]
+    fn totals_and_latency_add_up_over_every_report() {
+        let mut plans = random_plans(&sc());
+        let mut a = Receiver::new(plans.remove(0));
+        a.sent(1);
+        a.sent(1);
+        a.sent(2);
+        a.deliver(b"c1", &msg(1, 0, 0), 30);
+        let mut b = Receiver::new(plans.remove(0));
+        b.deliver(b"c0", &msg(0, 1, 0), 30);
+        b.deliver(b"c0", &msg(0, 1, 1), 40);
+        b.sent(0);
+        let mut c = Receiver::new(plans.remove(0));
+        c.deliver(b"c0", &msg(0, 2, 0), 50);
+        c.deliver(b"c0", &msg(0, 2, 0), 50); // a duplicate
+        let reports = vec![
+            Some(a.finish(0, true, None)),
+            Some(b.finish(0, true, None)),
+            Some(c.finish(0, true, None)),
+        ];
+        let v = verify(&Names::numbered(3), &reports);
+        assert_eq!(
+            v.totals,
+            Totals {
+                sent: 4,
+                received: 4,
+                bounced: 0,
+                bytes_received: 4 * 40,
+            }
+        );
+        assert_eq!(v.latency.as_ref().map(|h| h.len()), Some(4));
+        assert_eq!(v.counts, vec![(Class::Duplicate, 1)]);
+        assert_eq!((v.count(Class::Duplicate), v.total_violations()), (1, 1));
+    }
+
+    #[test]
+    fn with_deaths_the_black_box_counts_and_a_hole_is_lost_wherever_it_is() {
+        let bb = BlackBox::new(3).unwrap();
+        for _ in 0..4 {
+            bb.bump(0, 1, Field::Queued);
+        }
+        for _ in 0..3 {
+            bb.bump(0, 1, Field::Received);
+        }
+        bb.bump(2, 1, Field::Queued);
+        bb.bump(2, 1, Field::Bounced);
+        bb.killed(0, false);
+        let mut c1 = Receiver::new(random_plans(&sc()).remove(1));
+        c1.deliver(b"c0", &msg(0, 1, 0), 1);
+        c1.deliver(b"c0", &msg(0, 1, 2), 1); // seq 1 skipped, never delivered
+        let reports = vec![None, Some(c1.finish(0, true, None)), None];
+        let deaths = Deaths {
+            blackbox: Some(&bb),
+            relay_killed: false,
+            in_flight_cap: 10,
+        };
+        let v = verify_with(&Names::numbered(3), &reports, &deaths);
+        assert_eq!(
+            v.totals,
+            Totals {
+                sent: 5,
+                received: 3,
+                bounced: 1,
+                bytes_received: 80,
+            }
+        );
+        // One missing at c0's death is allowed; the hole in the middle is not.
+        assert_eq!(v.counts, vec![(Class::Lost, 1)], "{:?}", v.violations);
+        assert_eq!(
+            v.violations[0].got,
+            "1 sequence(s) skipped and never delivered"
+        );
+
+        // The relay killed: each pair may lose what was in flight at that one death.
+        let mut plans = random_plans(&sc());
+        let mut a = Receiver::new(plans.remove(0));
+        for _ in 0..5 {
+            a.sent(1);
+        }
+        let mut b = Receiver::new(plans.remove(0));
+        b.deliver(b"c0", &msg(0, 1, 0), 1);
+        let reports = vec![
+            Some(a.finish(0, true, None)),
+            Some(b.finish(0, true, None)),
+            None,
+        ];
+        let killed = |cap| Deaths {
+            blackbox: None,
+            relay_killed: true,
+            in_flight_cap: cap,
+        };
+        let v = verify_with(&Names::numbered(3), &reports, &killed(4));
+        assert_eq!(v.total_violations(), 0, "{:?}", v.violations);
+        let v = verify_with(&Names::numbered(3), &reports, &killed(3));
+        assert_eq!(v.counts, vec![(Class::Lost, 4)]);
+        assert_eq!(
+            v.violations[0].expected,
+            "at most 3 in flight at 1 death(s)"
+        );
+    }
+
+    #[test]
+    fn a_loss_names_where_the_stream_has_its_first_gap_or_stopped() {
+        let mut plans = random_plans(&sc());
+        let mut a = Receiver::new(plans.remove(0));
+        for _ in 0..6 {
+            a.sent(1);
+        }
+        let mut b = Receiver::new(plans.remove(0));
+        for seq in [0, 1, 3] {
+            b.deliver(b"c0", &msg(0, 1, seq), 1);
+        }
+        let names = Names::numbered(3);
+        let reports = vec![
+            Some(a.finish(0, true, None)),
+            Some(b.finish(0, true, None)),
+            None,
+        ];
+        let v = verify(&names, &reports);
+        assert_eq!(v.count(Class::Lost), 3);
+        let l = &v.violations[0];
+        assert_eq!(
+            (l.seq, l.expected.as_str()),
+            (Some(2), "6 messages delivered")
+        );
+        assert_eq!(l.got, "3 delivered; 3 missing, the first seq 2");
+        // Only the end missing: the first is where the stream stopped.
+        let mut plans = random_plans(&sc());
+        let mut a = Receiver::new(plans.remove(0));
+        for _ in 0..4 {
+            a.sent(1);
+        }
+        let mut b = Receiver::new(plans.remove(0));
+        for seq in [0, 1] {
+            b.deliver(b"c0", &msg(0, 1, seq), 1);
+        }
+        let reports = vec![
+            Some(a.finish(0, true, None)),
+            Some(b.finish(0, true, None)),
+            None,
+        ];
+        let v = verify(&names, &reports);
+        assert_eq!(v.violations[0].seq, Some(2));
+        assert_eq!(
+            v.violations[0].got,
+            "2 delivered; 2 missing, the first seq 2"
+        );
     }
 }
