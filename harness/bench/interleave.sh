@@ -5,8 +5,11 @@
 #
 #   harness/bench/interleave.sh                  # 21 rounds of 8 x 10,000, Unix sockets
 #   ROUNDS=9 N=8 M=100000 harness/bench/interleave.sh
+#   BASE=/tmp/old/target/release/relay-sim harness/bench/interleave.sh   # a change against its parent
 #
-# env: ROUNDS (21), N (8), M (10000), PEERS_DIR (../shared/peers; its run.sh builds meshbench).
+# env: ROUNDS (21), N (8), M (10000), PEERS_DIR (../shared/peers; its run.sh builds meshbench),
+# BASE (another relay-sim binary, e.g. the previous commit's, run on select in every round
+# beside this one: "relay-sim/base").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ROUNDS=${ROUNDS:-21}
@@ -27,6 +30,10 @@ for i in $(seq 1 "$ROUNDS"); do
     "$BIN" --clients "$N" --msgs "$M" --payload 64 --seed "$i" --backend "$be" --json |
       python3 -c "import json,sys; r=json.load(sys.stdin); assert r['verdict']=='pass', r['failure']; print('relay-sim/$be', r['throughput']['msgs_per_s'])"
   done
+  if [ -n "${BASE:-}" ]; then
+    "$BASE" --clients "$N" --msgs "$M" --payload 64 --seed "$i" --backend select --json |
+      python3 -c "import json,sys; r=json.load(sys.stdin); assert r['verdict']=='pass', r['failure']; print('relay-sim/base', r['throughput']['msgs_per_s'])"
+  fi
   "$MB" run --system direct --transport uds --addr "" --n "$N" --m "$M" --seed "$i" --label direct \
     --server-pid "" --out "$CSV" >/dev/null
   tail -1 "$CSV" | awk -F, '{print "direct", $6}'

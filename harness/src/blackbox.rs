@@ -285,4 +285,75 @@ mod tests {
         assert_eq!(b.deaths(1), 1);
         assert_eq!(b.get(5, 0, Field::Queued), 0, "out of range reads as zero");
     }
+
+    #[test]
+    fn every_pair_and_client_has_its_own_counters_and_out_of_range_is_ignored() {
+        let n = 4;
+        let b = BlackBox::new(n).unwrap();
+        assert_eq!(b.clients(), n);
+        let fields = [Field::Queued, Field::Bounced, Field::Received, Field::Next];
+        // A distinct value in every counter: none may share a word with another.
+        for s in 0..n {
+            for r in 0..n {
+                for (k, &f) in fields.iter().enumerate() {
+                    b.set(s, r, f, (s * 100 + r * 10 + k) as u64 + 1);
+                }
+            }
+        }
+        b.bump(3, 2, Field::Received);
+        b.killed(2, false);
+        b.killed(2, false);
+        b.killed(3, true);
+        for s in 0..n {
+            for r in 0..n {
+                for (k, &f) in fields.iter().enumerate() {
+                    let extra = u64::from((s, r, k) == (3, 2, 2));
+                    assert_eq!(b.get(s, r, f), (s * 100 + r * 10 + k) as u64 + 1 + extra);
+                }
+            }
+        }
+        assert_eq!((b.deaths(0), b.deaths(2), b.deaths(3)), (0, 2, 1));
+        assert!(b.alive(0) && b.alive(2) && !b.alive(3));
+        // Out of range: reads as zero or dead, writes go nowhere.
+        b.bump(n, 0, Field::Queued);
+        b.bump(0, n, Field::Queued);
+        b.set(n, 0, Field::Next, 9);
+        b.set(0, n, Field::Next, 9);
+        b.killed(n, true);
+        assert_eq!((b.get(n, 0, Field::Next), b.get(0, n, Field::Next)), (0, 0));
+        assert_eq!(b.deaths(n), 0);
+        assert!(!b.alive(n));
+        assert_eq!(b.get(0, 0, Field::Queued), 1);
+        assert_eq!(format!("{b:?}"), "BlackBox(4 clients)");
+    }
+
+    #[test]
+    fn the_tally_counts_per_client_and_says_who_is_idle() {
+        let t = Tally::new(3).unwrap();
+        t.set(0, 5);
+        t.set(2, 7);
+        t.arrived(0, 6);
+        t.arrived(1, 1);
+        t.arrived(2, 9);
+        t.set(3, 100); // out of range: ignored
+        t.arrived(3, 100);
+        assert_eq!((t.total(), t.arrivals()), (12, 16));
+        assert!(!t.idle(0) && !t.idle(1));
+        t.set_idle(1, true);
+        t.set_idle(3, true);
+        assert!(t.idle(1) && !t.idle(0) && !t.idle(2) && !t.idle(3));
+        assert_eq!(
+            (t.total(), t.arrivals()),
+            (12, 16),
+            "idle is a word of its own"
+        );
+        t.set_idle(0, true);
+        t.set_idle(2, true);
+        t.clear_idle();
+        assert!((0..3).all(|i| !t.idle(i)));
+        t.set_idle(2, true);
+        t.set_idle(2, false);
+        assert!(!t.idle(2));
+        assert_eq!(format!("{t:?}"), "Tally(3 clients)");
+    }
 }

@@ -172,24 +172,14 @@ impl Receiver {
     /// A script's restarted process: takes what reached its predecessor in the phases before
     /// `p` as received (each phase ended only when all of it had arrived).
     pub fn skip_to_phase(&mut self, p: usize) {
-        let Work::Script {
-            incoming,
-            incoming_upto,
-            ..
-        } = &self.plan.work
-        else {
+        let Work::Script { incoming_upto, .. } = &self.plan.work else {
             return;
         };
         let Some(upto) = incoming_upto.get(p) else {
             return;
         };
+        // (The cursor stays at the first run: the first lookup walks forward from there.)
         for (s, &k) in upto.iter().enumerate() {
-            let (mut run, mut left) = (0usize, k);
-            while let Some(r) = incoming[s].get(run).filter(|r| left >= r.count) {
-                left -= r.count;
-                run += 1;
-            }
-            self.cursor[s] = (run, k - left);
             self.next[s] = k;
             self.received[s] += k;
         }
@@ -1167,10 +1157,28 @@ mod tests {
         b.deliver(b"a", b"x", 0); // wrong text
         assert!(b.phase_complete(0));
         b.deliver(b"a", b"3", 0); // one too many
+        b.deliver(b"a", &[b'y'; 50], 0); // and one more, long
         let r = b.finish(0, true, None);
         let counts: std::collections::HashMap<_, _> = r.violation_counts.iter().copied().collect();
         assert_eq!(counts[&Class::Integrity], 1);
-        assert_eq!(counts[&Class::Duplicate], 1);
+        assert_eq!(counts[&Class::Duplicate], 2);
+        let texts: Vec<_> = r
+            .violations
+            .iter()
+            .map(|v| (v.expected.as_str(), v.got.as_str()))
+            .collect();
+        let long = format!("{:?}... (50 bytes)", "y".repeat(40));
+        assert_eq!(
+            texts,
+            vec![
+                ("\"2\"", "\"x\""),
+                ("no more messages (all 2 arrived)", "one more: \"3\""),
+                (
+                    "no more messages (all 2 arrived)",
+                    &format!("one more: {long}")
+                ),
+            ]
+        );
 
         let mut a = Receiver::new(plans.remove(0));
         a.sent(1);
@@ -1186,16 +1194,21 @@ mod tests {
     fn rates_and_latency_are_kept_per_bucket_from_the_clock() {
         let mut rx = Receiver::new(random_plans(&sc()).remove(2));
         rx.deliver(b"c0", &msg(0, 2, 0), 5); // before the clock starts: no bucket
-        rx.start_clock(1_000);
-        rx.deliver(b"c0", &msg(0, 2, 1), 1_000 + 25_000_000);
-        rx.deliver(b"c0", &msg(0, 2, 2), 1_000 + 29_000_000);
-        rx.deliver(b"c1", &msg(1, 2, 0), 1_000 + 31_000_000);
+        let t0 = 5_000_000_000; // CLOCK_MONOTONIC reads seconds since boot
+        rx.start_clock(t0);
+        rx.deliver(b"c0", &msg(0, 2, 1), t0 + 25_000_000);
+        rx.deliver(b"c0", &msg(0, 2, 2), t0 + 29_000_000);
+        rx.deliver(b"c1", &msg(1, 2, 0), t0 + 31_000_000);
         assert_eq!((rx.arrivals(), rx.received_total()), (4, 4));
         let r = rx.finish(7, true, None);
-        assert_eq!(r.rate_clock0_ns, 1_000);
+        assert_eq!(r.rate_clock0_ns, t0);
         assert_eq!(r.rate_10ms, vec![(2, 2), (3, 1)]);
         // msg() stamps a send time of 10 ns.
-        let (a, b, c) = (25_000_990, 29_000_990, 31_000_990);
+        let (a, b, c) = (
+            t0 + 25_000_000 - 10,
+            t0 + 29_000_000 - 10,
+            t0 + 31_000_000 - 10,
+        );
         assert_eq!(
             r.latency_10ms,
             vec![(2, 2, a + b, b), (3, 1, c, c)],
@@ -1442,7 +1455,7 @@ mod tests {
     fn a_restarted_script_process_picks_up_at_its_phase() {
         let s = crate::script::Script::parse(
             "t.scn",
-            "clients a b\nabsent ghost\na -> b 20 bytes x2\na -> b \"x\"\nb -> ghost \"?\"\nrestart b\na -> b 30 bytes x2\n",
+            "clients a b\nabsent ghost\na -> b 20 bytes x2\na -> b \"x\"\nb -> ghost \"?\"\nrestart b\na -> b 30 bytes x2\na -> b 50 bytes x2\n",
         )
         .unwrap();
         let plans = crate::plan::script_plans(&s, 5);
@@ -1453,25 +1466,21 @@ mod tests {
         b.bounced_earlier(2);
         assert_eq!(b.bounced_total(), 1);
         let mut p = Vec::new();
-        for seq in [3, 4] {
-            encode(
-                &Spec {
-                    seed: 5,
-                    size: PayloadSize { min: 30, max: 30 },
-                },
-                0,
-                1,
-                seq,
-                0,
-                &mut p,
-            );
+        for (seq, n) in [(3, 30), (4, 30), (5, 50), (6, 50)] {
+            let spec = Spec {
+                seed: 5,
+                size: PayloadSize { min: n, max: n },
+            };
+            encode(&spec, 0, 1, seq, 0, &mut p);
             b.deliver(b"a", &p, 1);
         }
         assert!(b.phase_complete(1));
+        // Not a client: a name nobody holds cannot send.
+        b.deliver(b"ghost", &p, 1);
         let r = b.finish(0, true, None);
-        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!(r.violation_counts, vec![(Class::Spoofed, 1)]);
         let a_row = r.peers.iter().find(|p| p.peer == 0).unwrap();
-        assert_eq!((a_row.received, a_row.next), (5, 5));
+        assert_eq!((a_row.received, a_row.next), (7, 7));
         let ghost = r.peers.iter().find(|p| p.peer == 2).unwrap();
         assert_eq!((ghost.sent, ghost.bounced), (1, 1));
     }
