@@ -393,7 +393,7 @@ impl Receiver {
                 // a loss look like damage). Only where no message may be empty is it damage.
                 let may_be_empty =
                     matches!(self.expect_at(s, next), Expect::Sized(spec) if spec.size.min == 0);
-                if !may_be_empty && next < self.limit[s] {
+                if !may_be_empty {
                     let name = self.name(s);
                     self.violation(
                         Class::Integrity,
@@ -797,10 +797,8 @@ pub fn verify_with(
         for &(value, count) in &r.latency_ns {
             let _ = hist.record_n(value, count);
         }
-        for p in r.peers.iter().filter(|p| p.received + p.holes > 0) {
+        for p in &r.peers {
             delivered.insert((p.peer, r.index), *p);
-        }
-        for p in r.peers.iter().filter(|p| p.sent > 0) {
             owed.insert((r.index, p.peer), p.sent.saturating_sub(p.bounced));
         }
     }
@@ -1731,5 +1729,76 @@ mod tests {
             v.violations[0].got,
             "2 delivered; 2 missing, the first seq 2"
         );
+    }
+
+    #[test]
+    fn a_literal_loss_cannot_name_its_message_and_a_stray_short_payload_is_one_too_many() {
+        let s = crate::script::Script::parse(
+            "t.scn",
+            "clients a b c\na -> b \"1\"\na -> b \"2\"\nc -> a 20 bytes x1\n",
+        )
+        .unwrap();
+        let plans = crate::plan::script_plans(&s, 5);
+        let mut a = Receiver::new(plans[0].clone());
+        a.sent(1);
+        a.sent(1);
+        let mut b = Receiver::new(plans[1].clone());
+        b.deliver(b"a", b"1", 1);
+        b.deliver(b"c", b"zz", 1); // c sends b nothing, and this is too short to name itself
+        let names = Names::given(s.names.clone(), s.clients);
+        let rb = b.finish(0, true, None);
+        assert_eq!(rb.violation_counts, vec![(Class::Duplicate, 1)]);
+        assert_eq!(rb.violations[0].got, "one more: \"zz\"");
+        // Listed: every peer it has a count with, and only those.
+        let peers: Vec<_> = rb.peers.iter().map(|p| (p.peer, p.received)).collect();
+        assert_eq!(peers, vec![(0, 1)]);
+        let reports = vec![Some(a.finish(0, true, None)), Some(rb), None];
+        let v = verify(&names, &reports);
+        let lost = v
+            .violations
+            .iter()
+            .find(|x| x.class == Class::Lost)
+            .unwrap();
+        assert_eq!(lost.seq, None);
+        assert!(lost
+            .got
+            .ends_with("which ones cannot be told (payloads without a sequence)"));
+    }
+
+    #[test]
+    fn bounces_count_in_the_totals_and_a_relay_death_allows_its_in_flight_even_with_a_black_box() {
+        let s = crate::script::Script::parse(
+            "t.scn",
+            "clients a b\nabsent ghost\na -> ghost \"?\"\na -> ghost \"?\"\n",
+        )
+        .unwrap();
+        let plans = crate::plan::script_plans(&s, 5);
+        let mut a = Receiver::new(plans[0].clone());
+        a.sent(2);
+        a.sent(2);
+        a.bounce(b"ghost", b"?");
+        let r = a.finish(0, true, None);
+        let ghost = r.peers.iter().find(|p| p.peer == 2).copied().unwrap();
+        assert_eq!((ghost.sent, ghost.bounced), (2, 1));
+        let names = Names::given(s.names.clone(), s.clients);
+        let v = verify(&names, &[Some(r), None]);
+        assert_eq!((v.totals.sent, v.totals.bounced), (2, 1));
+        assert_eq!(v.counts, vec![(Class::Bounce, 1)]);
+        assert_eq!(v.violations[0].expected, "2 BOUNCEs (nobody holds ghost)");
+
+        let bb = BlackBox::new(2).unwrap();
+        for _ in 0..5 {
+            bb.bump(0, 1, Field::Queued);
+        }
+        bb.bump(0, 1, Field::Received);
+        let with = |relay_killed, cap| Deaths {
+            blackbox: Some(&bb),
+            relay_killed,
+            in_flight_cap: cap,
+        };
+        let v = verify_with(&Names::numbered(2), &[None, None], &with(true, 4));
+        assert_eq!(v.total_violations(), 0, "{:?}", v.violations);
+        let v = verify_with(&Names::numbered(2), &[None, None], &with(false, 4));
+        assert_eq!(v.counts, vec![(Class::Lost, 4)]);
     }
 }
