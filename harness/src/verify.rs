@@ -393,7 +393,8 @@ impl Receiver {
                 // a loss look like damage). Only where no message may be empty is it damage.
                 let may_be_empty =
                     matches!(self.expect_at(s, next), Expect::Sized(spec) if spec.size.min == 0);
-                if !may_be_empty {
+                // (Past the sender's last message, it is one too many: the count says so.)
+                if !may_be_empty && next < self.limit[s] {
                     let name = self.name(s);
                     self.violation(
                         Class::Integrity,
@@ -1328,6 +1329,17 @@ mod tests {
         let r = rx.finish(0, true, None);
         assert_eq!(r.violation_counts, vec![(Class::Integrity, 1)]);
         assert_eq!(r.violations[0].got, "an empty payload");
+        // Past the sender's last message (it sends 10 in all), an empty one is one too many.
+        let mut rx = Receiver::new(random_plans(&fixed).remove(2));
+        let mut p = Vec::new();
+        for seq in 0..10 {
+            encode(&fixed.spec(), 0, 2, seq, 0, &mut p);
+            rx.deliver(b"c0", &p, 1);
+        }
+        rx.deliver(b"c0", b"", 1);
+        let r = rx.finish(0, true, None);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert_eq!((r.peers[0].received, r.peers[0].unsequenced), (11, 1));
 
         // Where messages may be empty, an empty one is taken as the next; a loss among them
         // cannot be named.
