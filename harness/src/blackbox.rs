@@ -292,6 +292,15 @@ mod tests {
         let b = BlackBox::new(n).unwrap();
         assert_eq!(b.clients(), n);
         let fields = [Field::Queued, Field::Bounced, Field::Received, Field::Next];
+        // Out of range first: reads as zero or dead, writes go nowhere (none may land on
+        // another counter, checked below).
+        for &f in &fields {
+            for (s, r) in [(n, 0), (0, n), (n, n), (n - 1, n), (n, n - 1)] {
+                b.bump(s, r, f);
+                b.set(s, r, f, 9);
+            }
+        }
+        b.killed(n, true);
         // A distinct value in every counter: none may share a word with another.
         for s in 0..n {
             for r in 0..n {
@@ -314,17 +323,39 @@ mod tests {
         }
         assert_eq!((b.deaths(0), b.deaths(2), b.deaths(3)), (0, 2, 1));
         assert!(b.alive(0) && b.alive(2) && !b.alive(3));
-        // Out of range: reads as zero or dead, writes go nowhere.
-        b.bump(n, 0, Field::Queued);
-        b.bump(0, n, Field::Queued);
-        b.set(n, 0, Field::Next, 9);
-        b.set(0, n, Field::Next, 9);
-        b.killed(n, true);
+        assert!(b.alive(1));
         assert_eq!((b.get(n, 0, Field::Next), b.get(0, n, Field::Next)), (0, 0));
         assert_eq!(b.deaths(n), 0);
         assert!(!b.alive(n));
         assert_eq!(b.get(0, 0, Field::Queued), 1);
         assert_eq!(format!("{b:?}"), "BlackBox(4 clients)");
+    }
+
+    /// The mapping goes when the black box does: a run leaves no shared memory behind.
+    #[test]
+    fn dropping_the_black_box_unmaps_all_of_it() {
+        let b = BlackBox::new(100).unwrap(); // 320 KiB of counters: many pages
+        let start = b.mem.base.as_ptr() as usize;
+        let end = start + b.mem.len * 8;
+        let mapped = |a: usize| {
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.split_whitespace().next()?.split_once('-'))
+                .filter_map(|(lo, hi)| {
+                    Some((
+                        usize::from_str_radix(lo, 16).ok()?,
+                        usize::from_str_radix(hi, 16).ok()?,
+                    ))
+                })
+                .any(|(lo, hi)| lo <= a && a < hi)
+        };
+        assert!(mapped(start) && mapped(end - 1));
+        drop(b);
+        assert!(
+            !mapped(start) && !mapped(end - 1),
+            "still mapped after drop"
+        );
     }
 
     #[test]

@@ -1157,10 +1157,11 @@ mod tests {
         assert!(b.phase_complete(0));
         b.deliver(b"a", b"3", 0); // one too many
         b.deliver(b"a", &[b'y'; 50], 0); // and one more, long
+        b.deliver(b"a", &[b'z'; 40], 0); // and one at the longest shown whole
         let r = b.finish(0, true, None);
         let counts: std::collections::HashMap<_, _> = r.violation_counts.iter().copied().collect();
         assert_eq!(counts[&Class::Integrity], 1);
-        assert_eq!(counts[&Class::Duplicate], 2);
+        assert_eq!(counts[&Class::Duplicate], 3);
         let texts: Vec<_> = r
             .violations
             .iter()
@@ -1175,6 +1176,10 @@ mod tests {
                 (
                     "no more messages (all 2 arrived)",
                     &format!("one more: {long}")
+                ),
+                (
+                    "no more messages (all 2 arrived)",
+                    &format!("one more: {:?}", "z".repeat(40))
                 ),
             ]
         );
