@@ -326,7 +326,8 @@ impl Receiver {
         if timed {
             if let Some(t) = payload::send_ns(p) {
                 let lat = now_ns.saturating_sub(t).max(1);
-                let _ = self.hist.record(lat);
+                // Past the histogram's 100 s bound it counts as 100 s, not as nothing.
+                self.hist.saturating_record(lat);
                 if let Some(b) = bucket {
                     if self.lat.len() <= b {
                         self.lat.resize(b + 1, (0, 0, 0));
@@ -1203,11 +1204,14 @@ mod tests {
         rx.deliver(b"c0", &msg(0, 2, 1), t0 + 25_000_000);
         rx.deliver(b"c0", &msg(0, 2, 2), t0 + 29_000_000);
         rx.deliver(b"c1", &msg(1, 2, 0), t0 + 31_000_000);
-        assert_eq!((rx.arrivals(), rx.received_total()), (4, 4));
+        // Past ten minutes, everything falls in the last bucket.
+        rx.deliver(b"c1", &msg(1, 2, 1), t0 + 11 * 60 * 1_000_000_000);
+        assert_eq!((rx.arrivals(), rx.received_total()), (5, 5));
         let r = rx.finish(7, true, None);
         assert_eq!(r.rate_clock0_ns, t0);
-        assert_eq!(r.rate_10ms, vec![(2, 2), (3, 1)]);
+        assert_eq!(r.rate_10ms, vec![(2, 2), (3, 1), (59_999, 1)]);
         // msg() stamps a send time of 10 ns.
+        let late = t0 + 11 * 60 * 1_000_000_000 - 10;
         let (a, b, c) = (
             t0 + 25_000_000 - 10,
             t0 + 29_000_000 - 10,
@@ -1215,12 +1219,12 @@ mod tests {
         );
         assert_eq!(
             r.latency_10ms,
-            vec![(2, 2, a + b, b), (3, 1, c, c)],
+            vec![(2, 2, a + b, b), (3, 1, c, c), (59_999, 1, late, late)],
             "{:?}",
             r.latency_10ms
         );
-        assert_eq!(r.latency_ns.iter().map(|&(_, n)| n).sum::<u64>(), 4);
-        assert_eq!(r.bytes_received, 4 * 40);
+        assert_eq!(r.latency_ns.iter().map(|&(_, n)| n).sum::<u64>(), 5);
+        assert_eq!(r.bytes_received, 5 * 40);
         assert_eq!((r.finished_ns, r.complete), (7, true));
     }
 
