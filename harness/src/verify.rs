@@ -678,7 +678,8 @@ impl Receiver {
             h.1 = Some(h.1.map_or(seq, |f| f.min(seq)));
         }
         self.report.peers = (0..self.sent.len())
-            .filter(|&i| self.sent[i] + self.received[i] + self.bounced[i] + holes[i].0 > 0)
+            // (A hole is only ever left by a later arrival: a peer with one has received.)
+            .filter(|&i| self.sent[i] + self.received[i] + self.bounced[i] > 0)
             .map(|i| PeerCounts {
                 peer: i,
                 sent: self.sent[i],
@@ -873,17 +874,12 @@ pub fn verify_with(
                 continue;
             }
             let due = sent.saturating_sub(bounced);
-            // What is missing by count, or by sequence where the sequences show more: an
-            // arrival that named a sequence never sent (damage a short payload cannot show)
-            // fills the count but leaves its own hole.
-            let tail = if counted.unsequenced == 0 {
-                due.saturating_sub(counted.next)
-            } else {
-                0
-            };
-            let lost = due
-                .saturating_sub(got)
-                .max(counted.holes.saturating_add(tail));
+            // What is missing by count, or by the holes where they show more: an arrival that
+            // named a later sequence than its own (damage a short payload cannot show) fills
+            // the count but leaves its own hole. (Every counted arrival moves the next
+            // expected sequence past itself or fills a hole, so the holes and where the stream
+            // stopped add up to the count's shortfall whenever they do not exceed it.)
+            let lost = due.saturating_sub(got).max(counted.holes);
             if lost > 0 {
                 counts[Class::Lost as usize] += lost;
                 let first = first_missing(&counted, due);
@@ -1821,5 +1817,82 @@ mod tests {
         assert_eq!(v.total_violations(), 0, "{:?}", v.violations);
         let v = verify_with(&Names::numbered(2), &[None, None], &with(false, 4));
         assert_eq!(v.counts, vec![(Class::Lost, 4)]);
+    }
+
+    #[test]
+    fn edges_of_the_final_count() {
+        // A phantom from a sender that sent this receiver nothing: one too many, and its
+        // holes are not losses of a pair that carried nothing.
+        let mut plans = random_plans(&sc());
+        let mut a = Receiver::new(plans.remove(0));
+        a.deliver(b"c1", &msg(1, 0, 0), 1); // c0 has a row for c1, with nothing sent
+        let mut b = Receiver::new(plans.remove(0));
+        b.sent(0);
+        b.deliver(b"c0", &msg(0, 1, 3), 1);
+        let names = Names::numbered(3);
+        let reports = vec![
+            Some(a.finish(0, true, None)),
+            Some(b.finish(0, true, None)),
+            None,
+        ];
+        let v = verify(&names, &reports);
+        assert_eq!(v.counts, vec![(Class::Duplicate, 1)], "{:?}", v.violations);
+
+        // Every send to an absent name bounced: nothing to report.
+        let s =
+            crate::script::Script::parse("t.scn", "clients a b\nabsent ghost\na -> ghost \"?\"\n")
+                .unwrap();
+        let plans = crate::plan::script_plans(&s, 5);
+        let mut a = Receiver::new(plans[0].clone());
+        a.sent(2);
+        a.bounce(b"ghost", b"?");
+        let gnames = Names::given(s.names.clone(), s.clients);
+        let v = verify(&gnames, &[Some(a.finish(0, true, None)), None]);
+        assert!(v.violations.is_empty(), "{:?}", v.violations);
+
+        // The relay killed: one too many on a pair is counted once.
+        let mut plans = random_plans(&Scenario {
+            payload: PayloadSize { min: 0, max: 0 },
+            ..sc()
+        });
+        let mut a = Receiver::new(plans.remove(0));
+        a.sent(1);
+        let mut b = Receiver::new(plans.remove(0));
+        b.deliver(b"c0", b"", 1);
+        b.deliver(b"c0", b"", 1);
+        let reports = vec![
+            Some(a.finish(0, true, None)),
+            Some(b.finish(0, true, None)),
+            None,
+        ];
+        let killed = Deaths {
+            blackbox: None,
+            relay_killed: true,
+            in_flight_cap: 5,
+        };
+        let v = verify_with(&names, &reports, &killed);
+        assert_eq!(v.counts, vec![(Class::Duplicate, 1)], "{:?}", v.violations);
+
+        // A restarted receiver's hole, from a sender that never died, is still a loss.
+        let bb = BlackBox::new(3).unwrap();
+        bb.killed(1, false);
+        for _ in 0..3 {
+            bb.bump(0, 1, Field::Queued);
+            bb.bump(0, 1, Field::Received);
+        }
+        let mut c1 = Receiver::new(random_plans(&sc()).remove(1));
+        c1.deliver(b"c0", &msg(0, 1, 0), 1);
+        c1.deliver(b"c0", &msg(0, 1, 2), 1);
+        let deaths = Deaths {
+            blackbox: Some(&bb),
+            relay_killed: false,
+            in_flight_cap: 10,
+        };
+        let v = verify_with(
+            &names,
+            &[None, Some(c1.finish(0, true, None)), None],
+            &deaths,
+        );
+        assert_eq!(v.counts, vec![(Class::Lost, 1)], "{:?}", v.violations);
     }
 }
