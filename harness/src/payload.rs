@@ -157,7 +157,11 @@ impl Sizes {
         };
         // A script's literal text is compared as text: damage shows, order and identity do not.
         let literal_can = check == "integrity";
-        let literal_why = "a script's literal texts carry no sequence and name no sender";
+        let literal_why = if check == "order" {
+            "a script's literal texts carry no sequence: one out of order shows as a text mismatch (integrity)"
+        } else {
+            "a script's literal texts name no sender or receiver: a misrouted one shows as lost and one too many"
+        };
         let sized_all = !self.sized || self.min >= need;
         let sized_none = !self.sized || self.max < need;
         let literal_all = !self.literal || literal_can;
@@ -472,6 +476,72 @@ mod tests {
         assert_eq!(near(0, 255, 8), 255); // no sequence before the first: ahead
         assert_eq!(near(u64::MAX, 0, 8), u64::MAX - 255);
         assert_eq!(near(1 << 40, 7, 56), (1 << 40) + 7 - (1 << 40));
+    }
+
+    #[test]
+    fn what_each_size_proves_and_what_a_run_can_check() {
+        let p = |n| {
+            let x = proves(n);
+            (x.sequence, x.identity, x.integrity, x.send_time)
+        };
+        assert_eq!(p(0), (false, false, false, false));
+        assert_eq!(p(1), (true, false, false, false));
+        assert_eq!(p(15), (true, false, false, false));
+        assert_eq!(p(16), (true, true, false, false));
+        assert_eq!(p(17), (true, true, true, false));
+        assert_eq!(p(31), (true, true, true, false));
+        assert_eq!(p(32), (true, true, true, true));
+        let sized = |min, max| Sizes::of(PayloadSize { min, max });
+        let kind = |z: Sizes, check| match z.checkable(check) {
+            Checkable::Yes => "yes",
+            Checkable::Partly(_) => "partly",
+            Checkable::No(_) => "no",
+        };
+        for check in ["completeness", "duplicates", "bounces"] {
+            assert_eq!(kind(sized(0, 0), check), "yes");
+        }
+        let table = [
+            ("order", [(0, 0, "no"), (0, 1, "partly"), (1, 1, "yes")]),
+            (
+                "routing",
+                [(15, 15, "no"), (15, 16, "partly"), (16, 16, "yes")],
+            ),
+            (
+                "integrity",
+                [(16, 16, "no"), (16, 17, "partly"), (17, 300, "yes")],
+            ),
+        ];
+        for (check, rows) in table {
+            for (min, max, want) in rows {
+                assert_eq!(
+                    kind(sized(min, max), check),
+                    want,
+                    "{check} at {min}..{max}"
+                );
+            }
+        }
+        // A script's literal texts: compared as text, with no sequence or identity.
+        let literal = Sizes {
+            literal: true,
+            ..Sizes::default()
+        };
+        assert_eq!(kind(literal, "integrity"), "yes");
+        assert_eq!(kind(literal, "order"), "no");
+        assert_eq!(kind(literal, "routing"), "no");
+        let both = Sizes {
+            literal: true,
+            ..sized(64, 64)
+        };
+        assert_eq!(kind(both, "order"), "partly");
+        assert_eq!(kind(both, "integrity"), "yes");
+        let Checkable::Partly(why) = both.checkable("order") else {
+            unreachable!()
+        };
+        assert!(why.contains("literal texts carry no sequence"), "{why}");
+        let Checkable::Partly(why) = sized(0, 64).checkable("order") else {
+            unreachable!()
+        };
+        assert_eq!(why, "payloads of 0 bytes carry no sequence");
     }
 
     #[test]
