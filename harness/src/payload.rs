@@ -545,6 +545,45 @@ mod tests {
     }
 
     #[test]
+    fn every_message_has_a_key_of_its_own_and_a_length_in_its_range() {
+        let base = key(1, 2, 3, 4);
+        let others = [
+            key(9, 2, 3, 4),
+            key(1, 9, 3, 4),
+            key(1, 2, 9, 4),
+            key(1, 2, 3, 9),
+            key(1, 3, 2, 4), // sender and receiver swapped
+            key(1, 2 << 32, 3, 4),
+        ];
+        for k in others {
+            assert_ne!(k, base);
+        }
+        assert_eq!(key(1, 2, 3, 4), base);
+        assert_eq!(sc(0, 0).key(2, 3, 4), key(7, 2, 3, 4));
+        // A range: every length within it, both edges pinned now and then.
+        let s = sc(10, 20);
+        let lens: Vec<usize> = (0..2000).map(|k| s.len(k)).collect();
+        assert!(lens.iter().all(|l| (10..=20).contains(l)));
+        assert_eq!((s.len(16 * 7), s.len(16 * 7 + 1)), (10, 20));
+        for l in 10..=20 {
+            assert!(lens.contains(&l), "length {l} never drawn");
+        }
+        assert!(lens.iter().filter(|&&l| l == 10).count() > 2000 / 16);
+        assert_eq!(sc(5, 5).len(12345), 5);
+        // An identity changed in a 17-31-byte payload: its filler gives it away.
+        for len in 17..32 {
+            let s = sc(len, len);
+            let mut p = Vec::new();
+            encode(&s, 1, 2, 5, 0, &mut p);
+            for bit in 0..IDENT * 8 {
+                let mut q = p.clone();
+                q[bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(claim(s.seed, &q, 5), Claim::Damaged, "len {len} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
     fn filler_is_not_zeros() {
         let s = sc(64, 64);
         let mut p = Vec::new();
