@@ -474,6 +474,8 @@ mod tests {
         assert_eq!(near(250, 3, 8), 259); // wrapped ahead
         assert_eq!(near(260, 250, 8), 250); // behind across the wrap
         assert_eq!(near(0, 255, 8), 255); // no sequence before the first: ahead
+        assert_eq!(near(1000, (1000 + 128) % 256, 8), 872); // half way: behind
+        assert_eq!(near(1000, (1000 + 127) % 256, 8), 1127);
         assert_eq!(near(u64::MAX, 0, 8), u64::MAX - 255);
         assert_eq!(near(1 << 40, 7, 56), (1 << 40) + 7 - (1 << 40));
     }
