@@ -882,7 +882,7 @@ pub fn verify_with(
             let lost = due.saturating_sub(got).max(counted.holes);
             if lost > 0 {
                 counts[Class::Lost as usize] += lost;
-                let first = first_missing(&counted, due);
+                let first = first_missing(&counted);
                 let which = match first {
                     Some(f) => format!("the first seq {f}"),
                     None => "which ones cannot be told (payloads without a sequence)".into(),
@@ -963,16 +963,10 @@ pub fn verify_with(
 }
 
 /// The first message of a pair that never arrived, when the receiver can name it: the first
-/// hole in its stream, or where its stream stopped short.
-fn first_missing(c: &PeerCounts, due: u64) -> Option<u64> {
-    if c.unsequenced > 0 {
-        return None;
-    }
-    let tail = (c.next < due).then_some(c.next);
-    match (c.first_hole, tail) {
-        (Some(h), Some(t)) => Some(h.min(t)),
-        (h, t) => h.or(t),
-    }
+/// hole in its stream (every hole lies before the next expected sequence), or else where its
+/// stream stopped short.
+fn first_missing(c: &PeerCounts) -> Option<u64> {
+    (c.unsequenced == 0).then_some(c.first_hole.unwrap_or(c.next))
 }
 
 /// One pair's count in a run with deaths: `(queued, bounced, received)`; `deaths` of the
