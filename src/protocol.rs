@@ -516,4 +516,84 @@ mod tests {
         assert_eq!(ErrorCode::from_u16(0), None);
         assert_eq!(ErrorCode::from_u16(7), None);
     }
+
+    #[test]
+    fn error_codes_have_their_documented_names() {
+        let names: Vec<String> = (1..=6)
+            .filter_map(ErrorCode::from_u16)
+            .map(|c| format!("{} {c}", c.name()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "NAME_TAKEN NAME_TAKEN",
+                "BAD_NAME BAD_NAME",
+                "NOT_REGISTERED NOT_REGISTERED",
+                "FRAME_TOO_LARGE FRAME_TOO_LARGE",
+                "BAD_FRAME BAD_FRAME",
+                "RELAY_FULL RELAY_FULL",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_name_is_told_what_is_wrong_with_it() {
+        let why = |n: &[u8]| check_name(n).map_err(|v| v.to_string());
+        assert_eq!(why(b""), Err("BAD_NAME: name is empty".into()));
+        assert_eq!(
+            why(&[b'x'; 33]),
+            Err("BAD_NAME: name is 33 bytes; at most 32".into())
+        );
+        assert_eq!(
+            why(b"a b"),
+            Err("BAD_NAME: name may hold only A-Z a-z 0-9 _ . -".into())
+        );
+        assert_eq!(why(&[b'x'; 32]), Ok(()));
+        assert_eq!(why(b"c0"), Ok(()));
+    }
+
+    #[test]
+    fn a_named_frame_is_as_long_as_named_frame_len_says() {
+        for (name, payload) in [
+            (&b""[..], &b""[..]),
+            (b"c1", b"hello"),
+            (&[b'n'; 32], &[7u8; 300]),
+        ] {
+            for put in [put_send, put_deliver, put_bounce] {
+                let mut out = Vec::new();
+                put(&mut out, name, payload);
+                assert_eq!(out.len(), named_frame_len(name.len(), payload.len()));
+            }
+        }
+    }
+
+    /// Reads ask for 4 KiB at first and double, up to 64 KiB, each time the kernel fills them.
+    #[test]
+    fn the_decoder_reads_in_chunks_that_grow_while_reads_come_back_full() {
+        let mut d = Decoder::new(1 << 20);
+        assert_eq!((d.buffered(), d.capacity()), (0, 0));
+        let data = vec![0u8; 1 << 20];
+        let mut src = &data[..];
+        let mut sizes = Vec::new();
+        for _ in 0..7 {
+            sizes.push(d.read_from(&mut src).unwrap());
+        }
+        assert_eq!(
+            sizes,
+            [4096, 8192, 16384, 32768, 65536, 65536, 65536],
+            "each read fills what was asked"
+        );
+        assert_eq!(d.buffered(), sizes.iter().sum::<usize>());
+        assert!(d.capacity() >= d.buffered());
+        // A short read does not grow the next one.
+        let mut d = Decoder::new(1 << 20);
+        let mut short = &data[..100];
+        assert_eq!(d.read_from(&mut short).unwrap(), 100);
+        let mut src = &data[..];
+        assert_eq!(d.read_from(&mut src).unwrap(), 4096, "not 8192");
+        assert_eq!(d.read_from(&mut src).unwrap(), 8192);
+        let mut empty = &data[..0];
+        assert_eq!(d.read_from(&mut empty).unwrap(), 0, "end of stream");
+        assert_eq!(d.buffered(), 100 + 4096 + 8192);
+    }
 }
