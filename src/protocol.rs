@@ -596,4 +596,50 @@ mod tests {
         assert_eq!(d.read_from(&mut empty).unwrap(), 0, "end of stream");
         assert_eq!(d.buffered(), 100 + 4096 + 8192);
     }
+
+    /// Memory per connection is bounded by the largest frame, never by traffic: the buffer
+    /// makes room by moving what is left to the front, takes a partly received frame whole in
+    /// the next read, and shrinks back after a big frame.
+    #[test]
+    fn the_decoders_memory_follows_the_largest_frame_not_the_traffic() {
+        let mut d = Decoder::new(1 << 20);
+        // 100,000 frames of 100 bytes, fed in reads that split them anywhere.
+        let mut stream = Vec::new();
+        for i in 0..100_000u32 {
+            put_send(&mut stream, b"c1", &[i as u8; 95]);
+        }
+        let mut src = &stream[..];
+        let mut frames = 0;
+        let mut peak = 0;
+        while d.read_from(&mut src).unwrap() > 0 {
+            while let Ok(Some(_)) = d.next_frame() {
+                frames += 1;
+            }
+            peak = peak.max(d.capacity());
+        }
+        assert_eq!(frames, 100_000);
+        assert!(peak <= 2 * READ_CHUNK, "grew to {peak} bytes with traffic");
+
+        // A 200 KB frame: once its length is known, the next read takes all the rest of it.
+        let mut d = Decoder::new(1 << 20);
+        let mut big = Vec::new();
+        put_send(&mut big, b"c1", &vec![7u8; 200_000]);
+        let mut head = &big[..5];
+        d.read_from(&mut head).unwrap();
+        let mut rest = &big[5..];
+        assert_eq!(d.read_from(&mut rest).unwrap(), big.len() - 5);
+        assert!(d.capacity() < big.len() + READ_CHUNK);
+        assert_eq!(d.next_frame().unwrap().map(|f| f.body.len()), Some(200_003));
+        // Empty again: the next small read shrinks the buffer back to one chunk.
+        let small = [0u8; 10];
+        let mut s = &small[..];
+        d.read_from(&mut s).unwrap();
+        assert_eq!(d.capacity(), READ_CHUNK);
+        // A length it refuses is never allocated for.
+        let mut d = Decoder::new(1000);
+        d.extend(&u32::MAX.to_be_bytes());
+        let mut s = &small[..];
+        d.read_from(&mut s).unwrap();
+        assert!(d.capacity() <= FIRST_CHUNK * 2, "{}", d.capacity());
+    }
 }
