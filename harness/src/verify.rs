@@ -470,7 +470,7 @@ impl Receiver {
                 Class::Integrity,
                 name.clone(),
                 Some(next),
-                format!("seq {next} ({name} sends {} only {limit})", self.name(me)),
+                format!("seq {next} ({name} sends {} at most {limit})", self.name(me)),
                 format!("a payload naming seq {seq}"),
             );
             self.advance(s, next);
@@ -1423,7 +1423,7 @@ mod tests {
         rx.deliver(b"c1", &p, 20); // a fourth round was never played
         let r = rx.finish(0, true, None);
         assert_eq!(r.violation_counts, vec![(Class::Integrity, 1)]);
-        assert_eq!(r.violations[0].expected, "seq 3 (c1 sends c0 only 3)");
+        assert_eq!(r.violations[0].expected, "seq 3 (c1 sends c0 at most 3)");
         // The initiator times round trips.
         assert_eq!(r.latency_ns.iter().map(|&(_, n)| n).sum::<u64>(), 3);
     }
