@@ -624,10 +624,10 @@ mod tests {
         let mut d = Decoder::new(1 << 20);
         let mut big = Vec::new();
         put_send(&mut big, b"c1", &vec![7u8; 200_000]);
-        let mut head = &big[..5];
+        let mut head = &big[..LEN_BYTES];
         d.read_from(&mut head).unwrap();
-        let mut rest = &big[5..];
-        assert_eq!(d.read_from(&mut rest).unwrap(), big.len() - 5);
+        let mut rest = &big[LEN_BYTES..];
+        assert_eq!(d.read_from(&mut rest).unwrap(), big.len() - LEN_BYTES);
         assert!(d.capacity() < big.len() + READ_CHUNK);
         assert_eq!(d.next_frame().unwrap().map(|f| f.body.len()), Some(200_003));
         // Empty again: the next small read shrinks the buffer back to one chunk.
