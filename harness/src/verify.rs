@@ -470,7 +470,10 @@ impl Receiver {
                 Class::Integrity,
                 name.clone(),
                 Some(next),
-                format!("seq {next} ({name} sends {} at most {limit})", self.name(me)),
+                format!(
+                    "seq {next} ({name} sends {} at most {limit})",
+                    self.name(me)
+                ),
                 format!("a payload naming seq {seq}"),
             );
             self.advance(s, next);
