@@ -372,6 +372,9 @@ fn pingpong(
             payload::encode(&spec, plan.me, partner, r, now_ns(), &mut buf);
             rx.sent(partner);
             client.queue(&to, &buf);
+            if let Some(t) = tally {
+                t.set_idle(plan.me, false);
+            }
         }
         // Wait for message r from the partner, writing what is queued meanwhile.
         while rx.received_total() < r + 1 {
@@ -421,6 +424,9 @@ fn pingpong(
             payload::encode(&spec, plan.me, partner, r, ping_sent_at, &mut buf);
             rx.sent(partner);
             client.queue(&to, &buf);
+            if let Some(t) = tally {
+                t.set_idle(plan.me, false); // until the pong is written
+            }
         }
     }
     client

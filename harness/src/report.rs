@@ -87,7 +87,7 @@ pub struct ClientRow {
 pub struct Check {
     /// completeness, duplicates, order, integrity, routing, bounces.
     pub name: &'static str,
-    /// No violation, and the check could be made.
+    /// No violation, and the check could be made, at least for some payloads.
     pub ok: bool,
     /// `ok`, `failed`, `partly_checkable` (no violation; some payloads were too short to
     /// show this kind) or `not_checkable` (no payload of the run could show it).
@@ -365,9 +365,12 @@ pub fn build(
         Ending::Stalled(q) => (
             "stalled",
             Some(format!(
-                "stalled: every client had sent everything, then nothing arrived for {:.1} s ({} message(s) never arrived; --quiet-period sets how long to wait)",
+                "stalled: every client had sent everything, then nothing arrived for {:.1} s ({}; --quiet-period sets how long to wait)",
                 q.as_secs_f64(),
-                group(v.count(Class::Lost))
+                match v.count(Class::Lost) {
+                    0 => "no message was found missing: see each client's error and the violations".to_string(),
+                    k => format!("{} message(s) never arrived", group(k)),
+                }
             )),
         ),
         Ending::Interrupted => ("interrupted", Some("interrupted by a signal".to_string())),

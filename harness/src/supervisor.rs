@@ -1045,12 +1045,14 @@ fn run_children(
         // times a period; paused while a fault holds a process back (a stopped client, a
         // restart due, a phase waiting for a restarted process). Runs with deaths end with
         // their drain instead.
-        if let (Some(q), Some(tally), Some(_), None, None) = (
+        // (Once every client is done, the run is only collecting reports: nothing to wait for.)
+        if let (Some(q), Some(tally), Some(_), None, None, true) = (
             limits.quiet,
             &limits.tally,
             released_at,
             &ending,
             &limits.blackbox,
+            settled_count < n,
         ) {
             if now >= quiet.next_sample {
                 quiet.next_sample = now + q / 4;
