@@ -1593,6 +1593,8 @@ mod tests {
         assert_eq!(rx.bounced_total(), 5);
         let r = rx.finish(0, true, None);
         assert_eq!(r.violation_counts, vec![(Class::Bounce, 4)]);
+        let which: Vec<_> = r.violations.iter().map(|v| v.seq).collect();
+        assert_eq!(which, vec![Some(1), Some(1), Some(0), Some(12)]);
         let c1 = r.peers.iter().find(|p| p.peer == 1).unwrap();
         assert_eq!((c1.sent, c1.bounced), (5, 5));
     }
