@@ -272,15 +272,18 @@ pub fn claim(seed: u64, p: &[u8], expected: u64) -> Claim {
             receiver: None,
         };
     }
-    let seq = be_u64(&p[..SEQ]);
-    if n < IDENT {
+    let Some(Ident {
+        seq,
+        sender,
+        receiver,
+    }) = ident(p)
+    else {
         return Claim::Names {
-            seq,
+            seq: be_u64(&p[..SEQ]),
             sender: None,
             receiver: None,
         };
-    }
-    let (sender, receiver) = (be_u32(&p[8..12]), be_u32(&p[12..16]));
+    };
     let whole = if n >= HEADER {
         intact(p) == Some(true)
     } else {

@@ -1039,6 +1039,15 @@ mod tests {
         }
     }
 
+    /// A script's plans (seed 5) and names.
+    fn script(text: &str) -> (Vec<ClientPlan>, Names) {
+        let s = crate::script::Script::parse("t.scn", text).unwrap();
+        (
+            crate::plan::script_plans(&s, 5),
+            Names::given(s.names.clone(), s.clients),
+        )
+    }
+
     fn msg(s: usize, r: usize, seq: u64) -> Vec<u8> {
         let mut p = Vec::new();
         encode(&sc().spec(), s, r, seq, 10, &mut p);
@@ -1146,12 +1155,8 @@ mod tests {
 
     #[test]
     fn scripts_check_literals_in_order_and_expected_bounces() {
-        let s = crate::script::Script::parse(
-            "t.scn",
-            "clients a b\nabsent ghost\na -> b \"1\"\na -> b \"2\"\na -> ghost \"?\"\n",
-        )
-        .unwrap();
-        let mut plans = crate::plan::script_plans(&s, 5);
+        let (mut plans, _) =
+            script("clients a b\nabsent ghost\na -> b \"1\"\na -> b \"2\"\na -> ghost \"?\"\n");
         let mut b = Receiver::new(plans.remove(1));
         b.deliver(b"a", b"1", 0);
         assert!(!b.phase_complete(0));
@@ -1447,12 +1452,8 @@ mod tests {
 
     #[test]
     fn a_script_checks_each_message_against_the_body_of_its_own_sequence() {
-        let s = crate::script::Script::parse(
-            "t.scn",
-            "clients a b\na -> b 20 bytes x3\na -> b 40 bytes x3\na -> b \"end\"\n",
-        )
-        .unwrap();
-        let plans = crate::plan::script_plans(&s, 5);
+        let (plans, _) =
+            script("clients a b\na -> b 20 bytes x3\na -> b 40 bytes x3\na -> b \"end\"\n");
         let spec = |n| Spec {
             seed: 5,
             size: PayloadSize { min: n, max: n },
@@ -1479,12 +1480,7 @@ mod tests {
 
     #[test]
     fn a_restarted_script_process_picks_up_at_its_phase() {
-        let s = crate::script::Script::parse(
-            "t.scn",
-            "clients a b\nabsent ghost\na -> b 20 bytes x2\na -> b \"x\"\nb -> ghost \"?\"\nrestart b\na -> b 30 bytes x2\na -> b 50 bytes x2\n",
-        )
-        .unwrap();
-        let plans = crate::plan::script_plans(&s, 5);
+        let (plans, _) = script("clients a b\nabsent ghost\na -> b 20 bytes x2\na -> b \"x\"\nb -> ghost \"?\"\nrestart b\na -> b 30 bytes x2\na -> b 50 bytes x2\n");
         let mut b = Receiver::new(plans[1].clone());
         b.skip_to_phase(1);
         assert_eq!(b.received_total(), 3);
@@ -1766,19 +1762,14 @@ mod tests {
 
     #[test]
     fn a_literal_loss_cannot_name_its_message_and_a_stray_short_payload_is_one_too_many() {
-        let s = crate::script::Script::parse(
-            "t.scn",
-            "clients a b c\na -> b \"1\"\na -> b \"2\"\nc -> a 20 bytes x1\n",
-        )
-        .unwrap();
-        let plans = crate::plan::script_plans(&s, 5);
+        let (plans, names) =
+            script("clients a b c\na -> b \"1\"\na -> b \"2\"\nc -> a 20 bytes x1\n");
         let mut a = Receiver::new(plans[0].clone());
         a.sent(1);
         a.sent(1);
         let mut b = Receiver::new(plans[1].clone());
         b.deliver(b"a", b"1", 1);
         b.deliver(b"c", b"zz", 1); // c sends b nothing, and this is too short to name itself
-        let names = Names::given(s.names.clone(), s.clients);
         let rb = b.finish(0, true, None);
         assert_eq!(rb.violation_counts, vec![(Class::Duplicate, 1)]);
         assert_eq!(rb.violations[0].got, "one more: \"zz\"");
@@ -1800,12 +1791,8 @@ mod tests {
 
     #[test]
     fn bounces_count_in_the_totals_and_a_relay_death_allows_its_in_flight_even_with_a_black_box() {
-        let s = crate::script::Script::parse(
-            "t.scn",
-            "clients a b\nabsent ghost\na -> ghost \"?\"\na -> ghost \"?\"\n",
-        )
-        .unwrap();
-        let plans = crate::plan::script_plans(&s, 5);
+        let (plans, names) =
+            script("clients a b\nabsent ghost\na -> ghost \"?\"\na -> ghost \"?\"\n");
         let mut a = Receiver::new(plans[0].clone());
         a.sent(2);
         a.sent(2);
@@ -1813,7 +1800,6 @@ mod tests {
         let r = a.finish(0, true, None);
         let ghost = r.peers.iter().find(|p| p.peer == 2).copied().unwrap();
         assert_eq!((ghost.sent, ghost.bounced), (2, 1));
-        let names = Names::given(s.names.clone(), s.clients);
         let v = verify(&names, &[Some(r), None]);
         assert_eq!((v.totals.sent, v.totals.bounced), (2, 1));
         assert_eq!(v.counts, vec![(Class::Bounce, 1)]);
@@ -1855,14 +1841,10 @@ mod tests {
         assert_eq!(v.counts, vec![(Class::Duplicate, 1)], "{:?}", v.violations);
 
         // Every send to an absent name bounced: nothing to report.
-        let s =
-            crate::script::Script::parse("t.scn", "clients a b\nabsent ghost\na -> ghost \"?\"\n")
-                .unwrap();
-        let plans = crate::plan::script_plans(&s, 5);
+        let (plans, gnames) = script("clients a b\nabsent ghost\na -> ghost \"?\"\n");
         let mut a = Receiver::new(plans[0].clone());
         a.sent(2);
         a.bounce(b"ghost", b"?");
-        let gnames = Names::given(s.names.clone(), s.clients);
         let v = verify(&gnames, &[Some(a.finish(0, true, None)), None]);
         assert!(v.violations.is_empty(), "{:?}", v.violations);
 
