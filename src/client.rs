@@ -304,6 +304,40 @@ impl Client {
         Ok(())
     }
 
+    /// Leaves without losing anything in flight: writes everything queued, shuts down the
+    /// sending side, and reads until the relay closes, giving every frame to `on_frame`. The
+    /// relay then routes all we sent before it closes. (Closing a socket with unread input
+    /// instead sends a TCP reset, and the kernel discards what it had not yet sent.) Blocks at
+    /// most `timeout`; frames kept for `recv` stay there.
+    pub fn leave(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on_frame: impl FnMut(RelayFrame<'_>),
+    ) -> Result<(), ClientError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        while self.pending() > 0 {
+            let left = remaining(deadline, timeout)?;
+            if !self.pump(left, &mut on_frame)? {
+                return Err(ClientError::Closed);
+            }
+        }
+        if !self.eof {
+            match self.stream.shutdown(std::net::Shutdown::Write) {
+                Ok(()) => {}
+                // The relay is already gone: nothing left to wait for.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        while !self.eof {
+            let left = remaining(deadline, timeout)?;
+            if wait_fd(&self.stream, true, false, left)?.0 {
+                self.read_some(&mut on_frame)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The next frame from the relay, writing queued output meanwhile. Blocks at most `timeout`.
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Message, ClientError> {
         let deadline = timeout.map(|t| Instant::now() + t);

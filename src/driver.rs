@@ -148,6 +148,7 @@ pub fn client_main(
         if complete {
             linger(&mut client, &mut rx, &mut ctx);
         }
+        leave(&mut client, &mut rx, complete);
         let _ = ctx.done(rx.finish(done_at, complete, error));
         return if complete { 0 } else { 1 };
     }
@@ -184,6 +185,12 @@ pub fn client_main(
         }
     } else if complete {
         linger(&mut client, &mut rx, &mut ctx);
+    }
+    leave(&mut client, &mut rx, complete);
+    if let Some(t) = tr.as_mut() {
+        t.ev(|| {
+            "shutdown(SHUT_WR) after its last frame; read until the relay closed (so nothing it wrote is lost to a reset)".into()
+        });
     }
     let mut report = rx.finish(done_at, complete, error);
     if let Some(t) = tr.as_mut() {
@@ -259,8 +266,19 @@ fn linger(client: &mut Client, rx: &mut Receiver, ctx: &mut ClientCtx) {
             return;
         }
     }
-    // What arrived just before the stop.
-    while let Ok(Progress::Read(_)) = client.read_some(&mut check) {}
+}
+
+/// How long a client that has shut down its sending side waits for the relay to close. Ours
+/// closes as soon as it has routed what the client sent; a relay that never closes a
+/// half-closed connection costs this once per run.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
+
+/// The leaving rule, on every path out of a client that still has its connection (see
+/// `Client::leave`): nothing it wrote is lost to a TCP reset, and what still arrives is checked.
+/// A failed run waits less: the supervisor is waiting for its report.
+fn leave(client: &mut Client, rx: &mut Receiver, complete: bool) {
+    let within = if complete { LEAVE_WAIT } else { LEAVE_WAIT / 4 };
+    let _ = client.leave(Some(within), |f| check(rx, f));
 }
 
 /// Runs with deaths: done with its work, a client keeps reading until every client is done

@@ -24,6 +24,8 @@ on_every_relay!(
     ten_thousand_frames_in_one_write,
     truncated_frame_then_close,
     name_freed_and_reregistered,
+    half_closed_client_gets_what_was_queued_for_it,
+    leaving_loses_nothing_the_client_wrote,
     never_reading_client,
     beyond_fd_setsize,
     beyond_max_clients,
@@ -276,6 +278,128 @@ fn register_retrying(r: &RelayProc, name: &str, transient: ErrorCode) -> Raw {
         }
     }
     panic!("{name} was never freed");
+}
+
+/// The leaving rule, relay side: a client that shuts down its sending side (as `Client::leave`
+/// does) still gets everything the relay had queued for it, then the relay closes; what senders
+/// had not yet had routed to it bounces. Nothing is dropped. (The relay used to close at end of
+/// stream and drop what it had queued.)
+fn half_closed_client_gets_what_was_queued_for_it(t: Transport, b: &str) {
+    use relay_sim::protocol::RelayFrame;
+    use std::time::{Duration, Instant};
+    const K: u32 = 32_768;
+    const SIZE: usize = 1024; // 32 MiB: more than the sockets (TCP's grow to a few MiB) and the relay hold
+    let r = RelayProc::start(t, b, &["--max-buffer", "64KiB"]);
+    let mut a = registered(&r, "a");
+    let c = r.client("c");
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (d_tx, d_rx) = mpsc::channel::<u32>();
+    // c sends K frames to a, which does not read, and tells when the relay holds it back; then
+    // it keeps writing and reading until each frame is delivered (a says how many) or bounced.
+    let sender = std::thread::spawn(move || {
+        let mut c = c;
+        for i in 0..K {
+            let mut p = vec![(i % 251) as u8; SIZE];
+            p[..4].copy_from_slice(&i.to_be_bytes());
+            c.queue("a", &p);
+        }
+        let (mut bounced, mut told, mut delivered) = (Vec::new(), false, None);
+        let until = Instant::now() + WAIT * 3;
+        loop {
+            assert!(Instant::now() < until, "c did not finish");
+            let before = c.pending();
+            let open = c
+                .pump(Some(Duration::from_millis(300)), |f| {
+                    if let RelayFrame::Bounce { payload, .. } = f {
+                        bounced.push(u32::from_be_bytes(payload[..4].try_into().unwrap()));
+                    }
+                })
+                .expect("c pumps");
+            assert!(open, "the relay closed c");
+            if !told && before > 0 && c.pending() == before {
+                told = true;
+                held_tx.send(()).unwrap();
+            }
+            delivered = delivered.or_else(|| d_rx.try_recv().ok());
+            if let Some(d) = delivered {
+                if c.pending() == 0 && d as usize + bounced.len() == K as usize {
+                    return bounced;
+                }
+            }
+        }
+    });
+    held_rx.recv_timeout(WAIT * 3).expect("c is held back");
+    a.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut d = 0u32;
+    loop {
+        match a.next() {
+            Got::Deliver(src, p) => {
+                assert_eq!(src, b"c");
+                assert_eq!(&p[..4], &d.to_be_bytes(), "in order");
+                d += 1;
+            }
+            Got::Eof => break,
+            other => panic!("after {d} deliveries: {other:?}"),
+        }
+    }
+    d_tx.send(d).unwrap();
+    let bounced = sender.join().unwrap();
+    assert!(
+        d > 0,
+        "what was queued for a when it shut down still arrives"
+    );
+    assert_eq!(
+        bounced,
+        (d..K).collect::<Vec<_>>(),
+        "the rest bounces, in order"
+    );
+}
+
+/// The leaving rule, client side: `Client::leave` with unread input and megabytes still in the
+/// kernel's send queue loses nothing (closing instead would send a TCP reset, and the kernel
+/// would discard what it had not sent), reads what still comes, and ends at the relay's close.
+fn leaving_loses_nothing_the_client_wrote(t: Transport, b: &str) {
+    use relay_sim::protocol::RelayFrame;
+    const K: u32 = 16_384;
+    const SIZE: usize = 1024;
+    let r = RelayProc::start(t, b, &[]);
+    let mut sink = registered(&r, "sink");
+    let mut c = registered(&r, "c");
+    let mut a = r.client("a");
+    for i in 0..10u8 {
+        c.send(b"a", &[i]); // a never reads these before it leaves
+    }
+    let leaver = std::thread::spawn(move || {
+        for i in 0..K {
+            let mut p = vec![(i % 251) as u8; SIZE];
+            p[..4].copy_from_slice(&i.to_be_bytes());
+            a.queue("sink", &p);
+        }
+        let mut got = Vec::new();
+        let left = a.leave(Some(WAIT * 3), |f| {
+            if let RelayFrame::Deliver { payload, .. } = f {
+                got.push(payload[0]);
+            }
+        });
+        (left.map_err(|e| e.to_string()), got, a.is_closed())
+    });
+    for i in 0..K {
+        match sink.next() {
+            Got::Deliver(src, p) => {
+                assert_eq!(src, b"a");
+                assert_eq!(&p[..4], &i.to_be_bytes(), "frame {i} in order");
+            }
+            other => panic!("frame {i}: {other:?}"),
+        }
+    }
+    let (left, got, closed) = leaver.join().unwrap();
+    assert_eq!(left, Ok(()));
+    assert!(closed, "leave ends when the relay closes");
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<u8>>(),
+        "what arrived while leaving"
+    );
 }
 
 fn name_freed_and_reregistered(t: Transport, b: &str) {
@@ -578,5 +702,166 @@ fn frames_sent_before_a_client_vanished_are_routed_when_a_write_finds_it_gone() 
             delivered, FRAMES,
             "{backend}: x's frames sent before it closed must all reach a"
         );
+    }
+}
+
+/// Guarantee 2 when the client that vanishes is held back: the frames it wrote wait behind a
+/// receiver that does not read when a write finds it gone. They are still routed, in order, once
+/// the receiver reads; sends to the vanished client bounce meanwhile; and its name stays taken
+/// until they are routed, so a client that comes back under it cannot overtake them.
+/// (The relay used to close it at once and drop them: a false "lost" in runs with deaths.)
+#[test]
+fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiver_reads() {
+    use relay_sim::protocol::{put_hello, put_send, Decoder};
+    use relay_sim::relay::{Config, Relay};
+    use relay_sim::sys::Stream;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+    const FRAMES: usize = 40_000; // 2.6 MB: far more than the socket buffers and max_buffer hold
+    for backend in BACKENDS {
+        let cfg = Config {
+            backend: backend.to_string(),
+            log: false,
+            max_buffer: 4096,
+            ..Config::default()
+        };
+        let mut relay = Relay::new(None, None, cfg).expect("relay");
+        let peer = |relay: &mut Relay, name: &[u8]| {
+            let (theirs, mut ours) = UnixStream::pair().expect("pair");
+            relay.adopt(Stream::Unix(theirs)).expect("adopt");
+            let mut hello = Vec::new();
+            put_hello(&mut hello, name);
+            ours.write_all(&hello).expect("hello");
+            ours
+        };
+        let mut a = peer(&mut relay, b"a");
+        let mut x = peer(&mut relay, b"x");
+        let mut y = peer(&mut relay, b"y");
+        let step = |relay: &mut Relay| relay.step(Some(Duration::ZERO)).expect("step");
+        step(&mut relay);
+        // x writes to a, which does not read, until the relay stops reading x.
+        let mut burst = Vec::new();
+        // Every 100th goes to a name nobody holds: its BOUNCE has nowhere to go once x is gone.
+        let to = |i: usize| if i % 100 == 99 { b"b" } else { b"a" };
+        for i in 0..FRAMES {
+            put_send(&mut burst, to(i), format!("frame {i:06} from x").as_bytes());
+        }
+        let frame_len = burst.len() / FRAMES;
+        x.set_nonblocking(true).expect("nonblocking");
+        let (mut off, mut stalled) = (0, 0);
+        while off < burst.len() && stalled < 5 {
+            match x.write(&burst[off..]) {
+                Ok(n) => {
+                    off += n;
+                    stalled = 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stalled += 1,
+                Err(e) => panic!("{backend}: x writes: {e}"),
+            }
+            step(&mut relay);
+        }
+        assert!(off < burst.len(), "{backend}: the relay must hold x back");
+        // Whole frames to a; a partial last one is discarded.
+        let written: Vec<usize> = (0..off / frame_len).filter(|&i| to(i) == b"a").collect();
+        // x vanishes; y's frame to x makes the relay write to it and find it gone.
+        drop(x);
+        let mut to_x = Vec::new();
+        put_send(&mut to_x, b"x", b"to x, which is gone");
+        y.write_all(&to_x).expect("y writes");
+        step(&mut relay);
+        step(&mut relay);
+        // Now sends to x bounce, and x's name is still taken.
+        y.write_all(&to_x).expect("y writes again");
+        let mut x2 = peer(&mut relay, b"x");
+        let frames_of = |s: &mut UnixStream, dec: &mut Decoder, relay: &mut Relay| {
+            step(relay);
+            s.set_nonblocking(true).expect("nonblocking");
+            let mut buf = [0u8; 65536];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => dec.extend(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{backend}: read: {e}"),
+                }
+            }
+            let mut got = Vec::new();
+            while let Some(f) = dec.next_frame().expect("frames decode") {
+                got.push(relay_sim::client::Message::from(
+                    f.relay().expect("relay frame"),
+                ));
+            }
+            got
+        };
+        let (mut ydec, mut x2dec) = (Decoder::new(u32::MAX), Decoder::new(u32::MAX));
+        let mut y_got = Vec::new();
+        let mut x2_got = Vec::new();
+        for _ in 0..100 {
+            y_got.extend(frames_of(&mut y, &mut ydec, &mut relay));
+            x2_got.extend(frames_of(&mut x2, &mut x2dec, &mut relay));
+            if y_got.len() >= 2 && !x2_got.is_empty() {
+                break;
+            }
+        }
+        use relay_sim::client::Message;
+        assert_eq!(y_got[0], Message::Welcome("y".into()), "{backend}");
+        assert_eq!(
+            y_got[1..],
+            [Message::Bounce {
+                dst: "x".into(),
+                payload: b"to x, which is gone".to_vec()
+            }],
+            "{backend}: a send to a vanished client bounces"
+        );
+        assert!(
+            matches!(&x2_got[..], [Message::Error { code, .. }] if *code == ErrorCode::NameTaken as u16),
+            "{backend}: x's name stays taken while its frames wait: {x2_got:?}"
+        );
+        // a reads: every frame x wrote arrives, in order.
+        let mut adec = Decoder::new(u32::MAX);
+        let (mut delivered, mut idle) = (0usize, 0);
+        while delivered < written.len() && idle < 100 {
+            let got = frames_of(&mut a, &mut adec, &mut relay);
+            idle = if got.is_empty() { idle + 1 } else { 0 };
+            for m in got {
+                match m {
+                    Message::Welcome(_) => {}
+                    Message::Deliver { src, payload } => {
+                        assert_eq!(src, "x", "{backend}");
+                        let want = format!("frame {:06} from x", written[delivered]);
+                        assert_eq!(payload, want.as_bytes(), "{backend}: in order, intact");
+                        delivered += 1;
+                    }
+                    other => panic!("{backend}: unexpected {other:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            delivered,
+            written.len(),
+            "{backend}: every frame x wrote reaches a"
+        );
+        // And x's connection is closed (it used to stay open for good when a BOUNCE for a
+        // vanished sender was pending at its end of stream); x2 is closed after its ERROR.
+        drop(x2);
+        for _ in 0..100 {
+            if relay.connections() == 2 {
+                break;
+            }
+            step(&mut relay);
+        }
+        assert_eq!(relay.connections(), 2, "{backend}: only a and y are left");
+        // Then the name is free again.
+        let mut x3 = peer(&mut relay, b"x");
+        let mut x3dec = Decoder::new(u32::MAX);
+        let mut x3_got = Vec::new();
+        for _ in 0..100 {
+            x3_got.extend(frames_of(&mut x3, &mut x3dec, &mut relay));
+            if !x3_got.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(x3_got, [Message::Welcome("x".into())], "{backend}");
     }
 }

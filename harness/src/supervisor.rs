@@ -976,12 +976,15 @@ fn run_children(
                             stopped = Some((k, now + nem.pause));
                         }
                         _ => {
-                            signal_group(c.pid, Signal::SIGKILL);
-                            c.killed = true;
+                            // Recorded before the signal: the relay may bounce a message for
+                            // the dead client to another one within microseconds, and that one
+                            // accepts the bounce only for a client that died.
                             let for_good = action == Action::Kill;
                             if let Some(bb) = &limits.blackbox {
                                 bb.killed(i, for_good);
                             }
+                            signal_group(c.pid, Signal::SIGKILL);
+                            c.killed = true;
                             if for_good {
                                 settled[i] = true;
                                 settled_count += 1;

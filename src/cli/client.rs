@@ -126,8 +126,11 @@ fn interact(client: &mut Client) -> Result<(), ClientError> {
             client.write_some()?;
         }
     }
-    // stdin is done: deliver what is queued, then leave.
-    client.flush(Some(Duration::from_secs(10)))
+    // stdin is done: deliver what is queued, then leave (what the relay still sends us, such
+    // as a BOUNCE for the last line, is shown).
+    client.leave(Some(Duration::from_secs(10)), |f| {
+        let _ = show(f);
+    })
 }
 
 fn unsafe_borrow(fd: std::os::fd::RawFd) -> std::os::fd::BorrowedFd<'static> {

@@ -17,8 +17,11 @@ pub struct ConnId(pub usize);
 pub enum Phase {
     /// Reading and routing.
     Open,
-    /// The client closed its side: route what is buffered, then close.
+    /// The client's input ended (end of stream, or a read error): route what is buffered.
     Draining,
+    /// All its input is routed and its name is free: write what is queued for it, then close
+    /// (a client that only shut down its sending side still gets everything sent to it).
+    Closing,
     /// Sent ERROR: flush it, discard input, close on the client's EOF or the deadline.
     Lingering,
 }
@@ -46,6 +49,9 @@ pub struct Conn {
     /// Frames queued for this client; `out[out_pos..]` is still to be written.
     pub out: Vec<u8>,
     pub out_pos: usize,
+    /// A write found the client gone: nothing more is queued or written for it (sends to it
+    /// bounce), but what it sent before it went is still read and routed.
+    pub gone: bool,
     /// The receiver whose full buffer holds this sender back.
     pub blocked_on: Option<ConnId>,
     /// Since when this sender is held back (meaningful while `blocked_on` is set).
@@ -80,6 +86,7 @@ impl Conn {
             input: Decoder::new(max_frame),
             out: Vec::new(),
             out_pos: 0,
+            gone: false,
             blocked_on: None,
             blocked_since: Instant::now(),
             waiters: Vec::new(),
@@ -102,7 +109,7 @@ impl Conn {
     pub fn wanted_interest(&self) -> Interest {
         let read = match self.phase {
             Phase::Open => self.blocked_on.is_none(),
-            Phase::Draining => false,
+            Phase::Draining | Phase::Closing => false,
             Phase::Lingering => true,
         };
         Interest {

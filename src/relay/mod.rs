@@ -530,7 +530,12 @@ impl Relay {
 
     /// Reads one chunk from a readable connection and routes what it completes.
     fn on_readable(&mut self, id: ConnId) {
-        let Some(c) = self.conn(id) else { return };
+        self.read_once(id);
+    }
+
+    /// One read and the routing it allows; true when it read bytes and there may be more.
+    fn read_once(&mut self, id: ConnId) -> bool {
+        let Some(c) = self.conn(id) else { return false };
         if c.phase == Phase::Lingering {
             // Discard until the client closes, so the ERROR we sent is not lost to a reset.
             match c.stream.read(&mut [0u8; 4096]) {
@@ -541,37 +546,66 @@ impl Relay {
                         || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.close(id, "closed after error"),
             }
-            return;
+            return false;
         }
-        if c.blocked_on.is_some() || c.phase == Phase::Draining {
-            return;
+        if c.blocked_on.is_some() || c.phase != Phase::Open {
+            return false;
         }
         match c.input.read_from(&mut c.stream) {
-            Ok(0) => {
-                c.phase = Phase::Draining;
-                self.touch(id);
+            Ok(0) => self.end_of_input(id, None),
+            Ok(_) => {
                 self.route_input(id);
+                return true;
             }
-            Ok(_) => self.route_input(id),
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
                     || e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => self.close(id, &format!("read failed: {e}")),
+            // A reset comes after the data that preceded it: what was read is still routed.
+            Err(e) => self.end_of_input(id, Some(e)),
         }
+        false
     }
 
-    /// Reads and routes what a vanished client left in its socket, as far as its receivers take
-    /// it (a frame held back behind a full receiver is lost with the sender, as at any close).
-    fn read_what_is_left(&mut self, id: ConnId) {
-        loop {
-            let Some(c) = self.conn(id) else { return };
-            if c.blocked_on.is_some() || c.phase != Phase::Open {
-                return;
-            }
-            match c.input.read_from(&mut c.stream) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => self.route_input(id),
-            }
+    /// A client's input has ended: route what is buffered (as far as its receivers take it;
+    /// a held-back sender resumes when woken), then close. Whatever ends the connection, what
+    /// the client sent before is routed (guarantee 2).
+    fn end_of_input(&mut self, id: ConnId, error: Option<io::Error>) {
+        let Some(c) = self.conn(id) else { return };
+        c.phase = Phase::Draining;
+        if let Some(e) = error {
+            let desc = self.describe(id);
+            self.log(format_args!(
+                "{desc}: read failed: {e}; routing what it sent"
+            ));
+        }
+        self.touch(id);
+        self.route_input(id);
+    }
+
+    /// A write found the client gone: its output is dropped and sends to it now bounce, but
+    /// what it sent before it went is still read and routed, also when a full receiver holds
+    /// it back; then it is closed. Its name stays taken until then, so a client that comes back
+    /// under the name cannot overtake what its predecessor sent.
+    fn vanish(&mut self, id: ConnId, e: &io::Error) {
+        let desc = self.describe(id);
+        self.log(format_args!(
+            "{desc}: write failed: {e}; routing what it sent before it went"
+        ));
+        let Some(c) = self.conn(id) else { return };
+        c.gone = true;
+        c.out.clear();
+        c.out_pos = 0;
+        c.last_frame = usize::MAX;
+        // Senders held back on its full buffer resume: their frames now bounce.
+        let waiters = std::mem::take(&mut c.waiters);
+        let phase = c.phase;
+        self.wake(id, waiters);
+        self.touch(id);
+        match phase {
+            Phase::Open => while self.read_once(id) {},
+            // Its input already ended and is being routed: close follows from there.
+            Phase::Draining => {}
+            Phase::Closing | Phase::Lingering => self.close(id, &format!("write failed: {e}")),
         }
     }
 
@@ -613,7 +647,7 @@ impl Relay {
                     } else {
                         "closed by client".to_string()
                     };
-                    self.close(id, &why);
+                    self.finish(id, &why);
                 }
             }
             Err(v) => self.fail(id, v),
@@ -639,7 +673,11 @@ impl Relay {
             )),
             ClientFrame::Send { dst, payload } => {
                 // A registered receiver gets a DELIVER; otherwise the sender gets a BOUNCE.
-                let receiver = self.names.get(dst).copied();
+                // A vanished client keeps its name until its input is routed, but takes nothing.
+                let receiver = self.names.get(dst).copied().filter(|&r| {
+                    let c = self.conns.get(r.0).and_then(Option::as_ref);
+                    c.is_some_and(|c| !c.gone)
+                });
                 let target = receiver.unwrap_or(id);
                 let max_buffer = self.cfg.max_buffer;
                 let Some(t) = self.conn(target) else {
@@ -854,6 +892,22 @@ impl Relay {
         Routed::Done
     }
 
+    /// Everything a client sent is routed: free its name, then close once what is queued for
+    /// it is written (it may still be reading: a client that leaves shuts down its sending
+    /// side and reads until we close).
+    fn finish(&mut self, id: ConnId, why: &str) {
+        self.unregister(id);
+        let Some(c) = self.conn(id) else { return };
+        if c.out_len() == 0 || c.gone {
+            self.close(id, why);
+        } else {
+            c.phase = Phase::Closing;
+            c.input = protocol::Decoder::new(0);
+            c.deadline = None;
+            self.touch(id);
+        }
+    }
+
     /// A protocol violation: send ERROR, free the name, and close after the ERROR is out.
     fn fail(&mut self, id: ConnId, v: Violation) {
         self.stats.errors += 1;
@@ -875,11 +929,23 @@ impl Relay {
     /// Frees a connection's name and resumes senders that were waiting on it (their
     /// frames now bounce).
     fn unregister(&mut self, id: ConnId) {
+        self.free_name(id);
+        if let Some(c) = self.conn(id) {
+            c.name = None;
+        }
+    }
+
+    /// Takes a connection's name out of the table (nobody can send to it any more) but lets it
+    /// keep the name as a sender, and resumes senders that were waiting on it.
+    fn free_name(&mut self, id: ConnId) {
         let Some(c) = slot(&mut self.conns, id) else {
             return;
         };
-        if let Some(name) = c.name.take() {
-            self.names.remove(&name);
+        // The table may already hold a newer connection under this name: leave that one.
+        if let Some(name) = &c.name {
+            if self.names.get(name) == Some(&id) {
+                self.names.remove(name);
+            }
         }
         let waiters = std::mem::take(&mut c.waiters);
         self.wake(id, waiters);
@@ -954,19 +1020,28 @@ impl Relay {
         let low_water = self.cfg.max_buffer / 2;
         let Some(c) = self.conn(id) else { return };
         c.dirty = false;
-        match c.write_out() {
-            Ok(()) => {}
-            Err(e) => {
-                // The client is gone, but what it sent before it went may still wait unread in
-                // our receive queue: route that first (guarantee 2), then close.
-                self.read_what_is_left(id);
-                self.close(id, &format!("write failed: {e}"));
-                return;
-            }
+        if c.gone {
+            // Nobody reads any more: a BOUNCE for what it sent is dropped with it.
+            c.out.clear();
+            c.out_pos = 0;
+            return;
+        }
+        if let Err(e) = c.write_out() {
+            self.vanish(id, &e);
+            return;
         }
         let Some(c) = self.conn(id) else { return };
-        if c.out_len() == 0 && c.phase == Phase::Lingering {
-            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+        if c.out_len() == 0 {
+            match c.phase {
+                Phase::Lingering => {
+                    let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                }
+                Phase::Closing => {
+                    self.close(id, "closed by client");
+                    return;
+                }
+                _ => {}
+            }
         }
         if c.out_len() <= low_water && !c.waiters.is_empty() {
             let waiters = std::mem::take(&mut c.waiters);
