@@ -95,6 +95,42 @@ impl Peer {
         })
     }
 
+    /// Writes all of `bytes`; tells `held` once the relay has stopped taking them (the socket
+    /// stayed unwritable for 300 ms) or everything is written, whichever comes first. The
+    /// 300 ms only decides when the case goes on; it cannot make a case pass or fail.
+    fn flood(&mut self, bytes: &[u8], held: std::sync::mpsc::Sender<()>) -> CaseResult {
+        let fail = |e: std::io::Error| format!("writing to the relay: {e}");
+        self.stream.set_nonblocking(true).map_err(fail)?;
+        let mut off = 0;
+        while off < bytes.len() {
+            if Instant::now() >= self.deadline {
+                return Err(format!(
+                    "the relay took {off} of {} bytes before the deadline",
+                    bytes.len()
+                ));
+            }
+            match self.stream.write(&bytes[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let (_, writable) = crate::client::wait_fd(
+                        &self.stream,
+                        false,
+                        true,
+                        Some(Duration::from_millis(300)),
+                    )
+                    .map_err(fail)?;
+                    if !writable {
+                        let _ = held.send(());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        let _ = held.send(());
+        self.stream.set_nonblocking(false).map_err(fail)
+    }
+
     fn hello(&mut self, name: &[u8]) -> Result<Got, String> {
         let mut b = Vec::new();
         protocol::put_hello(&mut b, name);
@@ -364,8 +400,11 @@ pub fn cases() -> Vec<Case> {
                 p[..4].copy_from_slice(&i.to_be_bytes());
                 all.extend(send_bytes(b"sink", &p));
             }
-            // 8 MiB at a receiver that does not read: the writer will be held back.
-            let writer = std::thread::spawn(move || flood.write(&all));
+            // 8 MiB at a receiver that does not read: the writer will be held back. The round
+            // trips start once it is (a relay that blocks on the sink has stopped by then).
+            let (held_tx, held) = std::sync::mpsc::channel();
+            let writer = std::thread::spawn(move || flood.flood(&all, held_tx));
+            let _ = held.recv();
             for i in 0u32..100 {
                 a.send(b"b", &i.to_be_bytes())?;
                 b.expect(Got::Deliver(b"a".to_vec(), i.to_be_bytes().to_vec()))

@@ -218,8 +218,17 @@ fn a_timeout_reports_what_is_missing_kills_reaps_and_cleans_up() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("verdict:    FAIL: timed out"), "{text}");
-    assert!(text.contains("missing"), "says what is missing:\n{text}");
+    assert!(
+        text.contains("verdict:    FAIL: timed out after 0.2 s: "),
+        "{text}"
+    );
+    // What is missing: what was never sent (and what was sent but did not arrive, if any;
+    // clients leave by the leaving rule, so what they wrote still arrives).
+    assert!(
+        text.contains(" of 8,000,000 message(s) were sent; every one sent arrived")
+            || text.contains("of them are missing"),
+        "says what is missing:\n{text}"
+    );
     assert!(
         text.contains("replay:     relay-sim run --clients 4 --msgs 2000000 --seed 3"),
         "prints the replay command:\n{text}"
@@ -289,14 +298,21 @@ fn ctrl_c_mid_run_stops_everyone_and_cleans_up() {
         };
         kill(target, sig).unwrap();
         let out = child.wait_with_output().unwrap();
+        // 128 + the signal's number, as a shell reports it: 130 for SIGINT, 143 for SIGTERM.
         assert_eq!(
             out.status.code(),
-            Some(130),
+            Some(128 + sig as i32),
             "{sig} to {}",
             if group { "group" } else { "supervisor" }
         );
         let r: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["ending"], "interrupted");
+        let name = if sig == Signal::SIGINT {
+            "SIGINT (Ctrl-C)"
+        } else {
+            "SIGTERM"
+        };
+        assert_eq!(r["failure"], format!("interrupted by {name}"));
         assert_clean(&tmp, &pids);
     }
 }
@@ -654,6 +670,41 @@ fn the_stop_nemesis_loses_nothing_and_says_how_long_senders_waited() {
         assert!(err.contains("nemesis: SIGSTOP"), "{err}");
         assert_clean(&tmp, &forked_pids(&err));
     }
+}
+
+/// A SIGINT at any instant from the very start, swept from 0 to past the first fork: the run
+/// exits 130 (or, before its handlers exist, dies of the signal having made nothing), and
+/// leaves no file, directory or process behind. (The delays are what is tested, not a way to
+/// wait for something.)
+#[test]
+fn a_sigint_at_any_instant_from_the_start_leaves_nothing_behind() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut handled = 0;
+    for step in 0..40u64 {
+        let tmp = tempfile::tempdir().unwrap();
+        let child = Command::new(bin())
+            .args(["--clients", "4", "--msgs", "200000", "--json", "-v"])
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(step * step * 5)); // 0 to 7.6 ms
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        match (out.status.code(), out.status.signal()) {
+            (Some(130), _) => handled += 1,
+            (Some(0), _) => {} // it finished first
+            (None, Some(2)) => assert!(
+                forked_pids(&err).is_empty(),
+                "died of SIGINT after it forked: {err}"
+            ),
+            other => panic!("after {} us: {other:?}: {err}", step * step * 5),
+        }
+        assert_clean(&tmp, &forked_pids(&err));
+    }
+    assert!(handled > 0, "some of the signals came after the handlers");
 }
 
 #[test]

@@ -24,8 +24,18 @@ pub const EXIT_PASS: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
 /// Exit code: the environment failed (fork, socket, relay start).
 pub const EXIT_ENV: i32 = 3;
-/// Exit code: interrupted by SIGINT or SIGTERM.
+/// Exit code: interrupted by SIGINT (128 + 2); SIGTERM gives 143 (128 + 15), as a shell
+/// reports a process that signal ended.
 pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// A signal's name as a person knows it.
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        2 => "SIGINT (Ctrl-C)".to_string(),
+        15 => "SIGTERM".to_string(),
+        n => format!("signal {n}"),
+    }
+}
 
 /// How the run was configured (what the CLI knows and the harness does not).
 #[derive(Debug, Clone, Serialize)]
@@ -360,7 +370,16 @@ pub fn build(
         Ending::Finished => ("finished", None),
         Ending::TimedOut => (
             "timed_out",
-            Some(format!("timed out after {:.1} s", config.timeout_s)),
+            Some(format!(
+                "timed out after {:.1} s: {} of {} message(s) were sent{}",
+                config.timeout_s,
+                group(v.totals.sent),
+                group(config.total_msgs),
+                match v.count(Class::Lost) {
+                    0 => "; every one sent arrived, the rest was never sent (--timeout sets the deadline)".to_string(),
+                    k => format!(", and {} of them are missing", group(k)),
+                }
+            )),
         ),
         Ending::Stalled(q) => (
             "stalled",
@@ -373,7 +392,7 @@ pub fn build(
                 }
             )),
         ),
-        Ending::Interrupted => ("interrupted", Some("interrupted by a signal".to_string())),
+        Ending::Interrupted(sig) => ("interrupted", Some(format!("interrupted by {}", signal_name(*sig)))),
         Ending::RelayKilled(_) => ("relay_killed", None),
         Ending::RelayDied(st) => (
             "relay_died",
@@ -400,7 +419,8 @@ pub fn build(
     });
     let exit_code = match &outcome.ending {
         Ending::Finished | Ending::RelayKilled(_) if violations_total == 0 => EXIT_PASS,
-        Ending::Interrupted => EXIT_INTERRUPTED,
+        // 128 + the signal's number, as a shell reports a process a signal ended.
+        Ending::Interrupted(sig) => 128 + sig,
         Ending::StartFailed(_) => EXIT_ENV,
         _ => EXIT_FAIL,
     };

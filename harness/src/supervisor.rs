@@ -330,8 +330,8 @@ pub enum Ending {
     /// Every client had written all it had to send, and nothing arrived anywhere for this
     /// long (the quiet rule): what had not arrived was not coming.
     Stalled(Duration),
-    /// SIGINT or SIGTERM reached the supervisor.
-    Interrupted,
+    /// SIGINT or SIGTERM (the number) reached the supervisor.
+    Interrupted(i32),
     /// The relay exited before the clients were done.
     RelayDied(String),
     /// The nemesis killed the relay (its exit status).
@@ -542,9 +542,6 @@ pub enum SuperviseError {
         /// The cause.
         source: nix::Error,
     },
-    /// Installing the SIGINT/SIGTERM handlers failed.
-    #[error("cannot install signal handlers: {0}")]
-    Signals(io::Error),
 }
 
 fn dup_err(e: io::Error) -> SuperviseError {
@@ -558,11 +555,65 @@ fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> SuperviseError {
     move |source| SuperviseError::Sys { what, source }
 }
 
+/// SIGINT and SIGTERM, caught from the moment a run is asked for: the self-pipe trick (a
+/// handler writes a byte, the supervisor polls the read end with its event pipes), and which
+/// signal came. Install it first thing, before anything a signal could leave behind (the run's
+/// directory, its socket): from then on a signal ends the run through its cleanup, never
+/// outright. Dropping it restores the default handlers.
+pub struct Signals {
+    read: std::os::unix::net::UnixStream,
+    which: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Signals {
+    /// Installs the handlers for SIGINT and SIGTERM.
+    pub fn install() -> io::Result<Signals> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let which = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut ids = Vec::new();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // Which one first (so the exit code can be 128 + its number), then the wake-up.
+            ids.push(signal_hook::flag::register_usize(
+                sig,
+                which.clone(),
+                sig as usize,
+            )?);
+            ids.push(signal_hook::low_level::pipe::register(
+                sig,
+                write.try_clone()?,
+            )?);
+        }
+        Ok(Signals { read, which, ids })
+    }
+
+    /// The signal caught so far (the last one, if several), if any.
+    pub fn caught(&self) -> Option<i32> {
+        match self.which.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            sig => Some(sig as i32),
+        }
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
 /// Runs one supervised run: forks the relay (running `relay`), then the clients (each running
 /// `client`), and returns when every client has reported, or the deadline, a death or a signal
-/// ended the run. Every child has been reaped when this returns.
+/// (caught by `signals`, installed by the caller before it made anything) ended the run. Every
+/// child has been reaped when this returns. (A signal caught before the call ends the run at
+/// the first wait, after the forks, through the same cleanup.)
 pub fn supervise(
     limits: &Limits,
+    signals: &Signals,
     relay: impl FnOnce(RelayCtx) -> i32,
     mut client: impl FnMut(ClientCtx) -> i32,
     on: &mut dyn FnMut(Milestone),
@@ -570,26 +621,7 @@ pub fn supervise(
     let start = Instant::now();
     let n = limits.clients;
     let deadline = start + limits.deadline;
-
-    // Ctrl-C and SIGTERM: the self-pipe trick, polled with the event pipes.
-    let (sig_r, sig_w) = std::os::unix::net::UnixStream::pair().map_err(SuperviseError::Signals)?;
-    sig_r
-        .set_nonblocking(true)
-        .map_err(SuperviseError::Signals)?;
-    sig_w
-        .set_nonblocking(true)
-        .map_err(SuperviseError::Signals)?;
-    let mut sig_ids = Vec::new();
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let w = sig_w.try_clone().map_err(SuperviseError::Signals)?;
-        sig_ids
-            .push(signal_hook::low_level::pipe::register(sig, w).map_err(SuperviseError::Signals)?);
-    }
-    let result = run_children(limits, n, deadline, start, &sig_r, relay, &mut client, on);
-    for id in sig_ids {
-        signal_hook::low_level::unregister(id);
-    }
-    result
+    run_children(limits, n, deadline, start, signals, relay, &mut client, on)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -598,7 +630,7 @@ fn run_children(
     n: usize,
     deadline: Instant,
     start: Instant,
-    sig_r: &std::os::unix::net::UnixStream,
+    signals: &Signals,
     relay: impl FnOnce(RelayCtx) -> i32,
     client: &mut impl FnMut(ClientCtx) -> i32,
     on: &mut dyn FnMut(Milestone),
@@ -781,7 +813,7 @@ fn run_children(
     );
     let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
     ep.add(
-        sig_r.as_fd(),
+        signals.read.as_fd(),
         EpollEvent::new(EpollFlags::EPOLLIN, u64::MAX),
     )
     .map_err(sys("epoll_ctl"))?;
@@ -1112,9 +1144,11 @@ fn run_children(
         for k in ready_idx {
             if k == usize::MAX {
                 let mut b = [0u8; 16];
-                let _ = (&*sig_r).read(&mut b);
+                let _ = (&signals.read).read(&mut b);
                 if ending.is_none() || ending == Some(Ending::TimedOut) {
-                    ending = Some(Ending::Interrupted);
+                    ending = Some(Ending::Interrupted(
+                        signals.caught().unwrap_or(signal_hook::consts::SIGINT),
+                    ));
                 }
                 break;
             }
@@ -1309,7 +1343,7 @@ fn run_children(
                 }
             }
         }
-        if ending == Some(Ending::Interrupted) {
+        if matches!(ending, Some(Ending::Interrupted(_))) {
             break;
         }
     }
@@ -1339,7 +1373,7 @@ fn run_children(
     // Stop the relay by closing its stop pipe, then make sure everyone is gone.
     note!("closed the relay's stop pipe: its select() sees it readable, and it shuts down");
     drop(rstop_w);
-    let interrupted = ending == Some(Ending::Interrupted);
+    let interrupted = matches!(ending, Some(Ending::Interrupted(_)));
     stop_all(
         &mut reaper.children,
         limits.grace,

@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 the work failed (a violation, a timeout, a relay error, a refused
 //! client); 2 usage error; 3 the environment failed (cannot listen, connect, fork);
-//! 130 interrupted by SIGINT or SIGTERM.
+//! 130 interrupted by SIGINT, 143 by SIGTERM.
 
 use clap::{Parser, Subcommand};
 
@@ -27,7 +27,7 @@ pub const EXIT_ENV: i32 = 3;
     about = "A select() relay, its clients, and a harness that verifies every message",
     after_help = "Exit codes: 0 success (every message verified), 1 failure (a violation, a timeout, a \
                   process that died, a relay error, a refused client), 2 usage error, 3 environment \
-                  error (cannot fork, listen or connect), 130 interrupted.\n\n\
+                  error (cannot fork, listen or connect), 130 interrupted (SIGINT), 143 (SIGTERM).\n\n\
                   The front door:\n  relay-sim --clients 8 --msgs 10000\n\n\
                   Two terminals, one relay:\n  \
                   relay-sim relay --listen /tmp/relay.sock\n  \

@@ -8,10 +8,12 @@ use clap::Args as ClapArgs;
 use relay_harness::blackbox::{self, BlackBox};
 use relay_harness::payload::Sizes;
 use relay_harness::plan::{pingpong_plans, random_plans, script_plans, ClientPlan, Names};
-use relay_harness::report::{self, RunConfig};
+use relay_harness::report::{self, signal_name, RunConfig};
 use relay_harness::scenario::{client_name, fresh_seed, PayloadSize, Scenario};
 use relay_harness::script::Script;
-use relay_harness::supervisor::{now_ns, supervise, Action, Ending, Limits, Milestone, Nemesis};
+use relay_harness::supervisor::{
+    now_ns, supervise, Action, Ending, Limits, Milestone, Nemesis, Signals,
+};
 use relay_harness::verify::{verify_with, Deaths};
 
 use super::{EXIT_ENV, EXIT_USAGE};
@@ -391,6 +393,15 @@ fn nemesis_words(action: Action, role: &str) -> String {
 
 /// Runs the harness; with `demo`, keeps transcripts and tells the story before the report.
 pub fn run_narrated(a: Args, demo: bool) -> i32 {
+    // First of all: from here on SIGINT and SIGTERM end the run through its cleanup (nothing of
+    // it exists yet), never outright with a directory or a socket left behind.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("relay-sim: cannot install the SIGINT/SIGTERM handlers: {e}");
+            return EXIT_ENV;
+        }
+    };
     if a.relay_cmd.is_some() && a.inject.is_some() {
         eprintln!("relay-sim: --inject needs the built-in relay: another program cannot be told to break its promises");
         return EXIT_USAGE;
@@ -450,6 +461,15 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             src.config.clients, src.config.total_msgs, src.config.seed
         );
         let _ = std::io::stdout().flush();
+    }
+    if let Some(sig) = signals.caught() {
+        // Before anything was made: nothing to clean up, but say so, with the seed.
+        eprintln!(
+            "relay-sim: interrupted by {} before the run started (seed {}); nothing was left behind",
+            signal_name(sig),
+            src.config.seed
+        );
+        return 128 + sig;
     }
 
     // The socket lives in a fresh private directory, removed on every path when `dir` drops.
@@ -612,6 +632,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     }
     let outcome = supervise(
         &limits,
+        &signals,
         move |mut ctx| {
             let listener = match relay_side {
                 RelaySide::Builtin(l) => l,
