@@ -62,14 +62,21 @@ pub fn client_main(
         }
         outbox.mark_restart();
     }
-    // A restarted process may register before the relay has seen its predecessor's socket
-    // close: it retries NAME_TAKEN for a while, as a real client coming back would.
+    // A restarted process may register before the relay is done with its predecessor (it
+    // keeps the name until it has routed everything the dead process sent, which can take
+    // seconds behind slow receivers): it retries NAME_TAKEN, as a real client coming back
+    // would, until the supervisor stops it (the run's deadline bounds that).
     let taken_wait = if ctx.incarnation > 0 {
-        Duration::from_secs(5)
+        Duration::MAX
     } else {
         Duration::ZERO
     };
-    let mut client = match connect(addr, &name, connect_wait, taken_wait) {
+    let stop = ctx.stop.as_fd();
+    let stopped = || {
+        let mut fds = [PollFd::new(stop, PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    };
+    let mut client = match connect(addr, &name, connect_wait, taken_wait, &stopped) {
         Ok(c) => c,
         Err(e) => {
             let _ = ctx.failed(format!("{name} could not register at {addr}: {e}"));
@@ -216,14 +223,16 @@ fn connect(
     name: &str,
     wait: Duration,
     taken_wait: Duration,
+    stopped: &dyn Fn() -> bool,
 ) -> Result<Client, ClientError> {
     let until = std::time::Instant::now() + wait;
-    let taken_until = std::time::Instant::now() + taken_wait;
+    let taken_until = std::time::Instant::now().checked_add(taken_wait);
     loop {
         match Client::connect(addr, name) {
             Err(ClientError::Refused { code, .. })
                 if code == crate::protocol::ErrorCode::NameTaken as u16
-                    && std::time::Instant::now() < taken_until =>
+                    && taken_until.is_none_or(|t| std::time::Instant::now() < t)
+                    && !stopped() =>
             {
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -753,8 +753,9 @@ fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiv
         step(&mut relay);
         // x writes to a, which does not read, until the relay stops reading x.
         let mut burst = Vec::new();
-        // Every 100th goes to a name nobody holds: its BOUNCE has nowhere to go once x is gone.
-        let to = |i: usize| if i % 100 == 99 { b"b" } else { b"a" };
+        // Every other one goes to a name nobody holds: once x is gone, their BOUNCEs (more
+        // than max_buffer) have nowhere to go, and must not hold x back behind itself.
+        let to = |i: usize| if i % 2 == 1 { b"b" } else { b"a" };
         for i in 0..FRAMES {
             put_send(&mut burst, to(i), format!("frame {i:06} from x").as_bytes());
         }

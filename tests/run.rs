@@ -86,7 +86,11 @@ fn the_front_door_verifies_clean() {
             assert!(r["cpu"][role]["sys_us"].is_u64(), "cpu.{role}: {r:#}");
         }
         let pids = forked_pids(&err);
-        assert_eq!(pids.len(), 9, "relay and 8 clients: {err}");
+        assert_eq!(
+            pids.len(),
+            10,
+            "the janitor, the relay and 8 clients: {err}"
+        );
         assert_clean(&tmp, &pids);
     }
 }
@@ -335,12 +339,12 @@ fn a_death_ends_the_run(victim: usize, ending: &str, says: &str) {
 
 #[test]
 fn a_relay_that_dies_ends_the_run_with_a_clear_verdict() {
-    a_death_ends_the_run(0, "relay_died", "SIGKILL");
+    a_death_ends_the_run(1, "relay_died", "SIGKILL"); // 0 is the janitor
 }
 
 #[test]
 fn a_client_that_dies_ends_the_run_with_a_clear_verdict() {
-    a_death_ends_the_run(2, "client_died", "c1");
+    a_death_ends_the_run(3, "client_died", "c1");
 }
 
 #[test]
@@ -705,6 +709,67 @@ fn a_sigint_at_any_instant_from_the_start_leaves_nothing_behind() {
         assert_clean(&tmp, &forked_pids(&err));
     }
     assert!(handled > 0, "some of the signals came after the handlers");
+}
+
+/// Waits (at most 20 s) for `pid` to exit, whoever's child it is: a pidfd becomes readable
+/// when it does. True if it has exited (or was already gone).
+fn exits(pid: i32) -> bool {
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return true; // no such process
+    }
+    // SAFETY: a fresh fd this test owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20_000u16)).unwrap() == 1
+}
+
+/// SIGKILL of the supervisor: nothing of its code runs, so the janitor it forked first cleans
+/// up: every process of the run is gone, and so are its directory and socket. On both
+/// transports and with a relay command (which would otherwise go on listening).
+#[test]
+fn after_sigkill_of_the_supervisor_nothing_of_the_run_is_left() {
+    let minimal = format!(
+        "python3 {}/fixtures/relays/minimal.py {{addr}}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let cases: [&[&str]; 3] = [
+        &["--transport", "unix"],
+        &[
+            "--transport",
+            "tcp",
+            "--nemesis",
+            "restart",
+            "--nemesis-interval",
+            "20ms",
+        ],
+        &["--relay-cmd", &minimal],
+    ];
+    for extra in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args = vec!["--clients", "4", "--msgs", "2000000", "--timeout", "60s"];
+        args.extend_from_slice(extra);
+        let (mut child, pids) = start_run(&tmp, &args, false, "barrier released");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+        child.wait().unwrap();
+        // The janitor (first of the pids) cleans up, then exits; every other process dies.
+        for &pid in &pids {
+            assert!(
+                exits(pid),
+                "process {pid} still runs after 20 s ({extra:?})"
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "left behind in TMPDIR ({extra:?}): {left:?}"
+        );
+    }
 }
 
 #[test]

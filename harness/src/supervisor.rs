@@ -415,6 +415,7 @@ impl Drop for Reaper {
             if c.status.is_none() {
                 signal_group(c.pid, Signal::SIGKILL);
                 c.status = Some(describe(waitpid(c.pid, None)));
+                crate::janitor::reaped(c.pid.as_raw());
             }
         }
     }
@@ -457,6 +458,7 @@ fn spawn(keep: &[RawFd], body: impl FnOnce() -> i32) -> nix::Result<Pid> {
         ForkResult::Parent { child } => {
             // Also from this side, so the group exists before anyone could signal it.
             let _ = nix::unistd::setpgid(child, child);
+            crate::janitor::group(child.as_raw());
             Ok(child)
         }
         ForkResult::Child => {
@@ -1323,6 +1325,7 @@ fn run_children(
                     clients_open -= 1;
                 }
                 c.status = Some(describe(waitpid(c.pid, None)));
+                crate::janitor::reaped(c.pid.as_raw());
                 let status = c.status.clone().unwrap_or_default();
                 if ending.is_none() {
                     match c.client {
@@ -1520,6 +1523,7 @@ fn stop_all(children: &mut [Child], grace: Duration, no_waiting: bool) {
         if sig == Some(Signal::SIGKILL) {
             for c in children.iter_mut().filter(|c| c.status.is_none()) {
                 c.status = Some(describe(waitpid(c.pid, None)));
+                crate::janitor::reaped(c.pid.as_raw());
                 c.events = None;
             }
             return;
@@ -1538,6 +1542,7 @@ fn wait_exits(children: &mut [Child], grace: Duration) {
                 if let Ok(st) = waitpid(c.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
                     if st != WaitStatus::StillAlive {
                         c.status = Some(describe(Ok(st)));
+                        crate::janitor::reaped(c.pid.as_raw());
                     }
                 }
             }
@@ -1554,6 +1559,7 @@ fn wait_exits(children: &mut [Child], grace: Duration) {
             // Only pipe-less children remain: they are exiting; block on the first.
             if let Some(c) = children.iter_mut().find(|c| c.status.is_none()) {
                 c.status = Some(describe(waitpid(c.pid, None)));
+                crate::janitor::reaped(c.pid.as_raw());
             }
             continue;
         }
@@ -1574,6 +1580,7 @@ fn wait_exits(children: &mut [Child], grace: Duration) {
                 let c = &mut children[k];
                 c.events = None;
                 c.status = Some(describe(waitpid(c.pid, None)));
+                crate::janitor::reaped(c.pid.as_raw());
             }
         }
     }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args as ClapArgs;
 use relay_harness::blackbox::{self, BlackBox};
+use relay_harness::janitor;
 use relay_harness::payload::Sizes;
 use relay_harness::plan::{pingpong_plans, random_plans, script_plans, ClientPlan, Names};
 use relay_harness::report::{self, signal_name, RunConfig};
@@ -391,6 +392,15 @@ fn nemesis_words(action: Action, role: &str) -> String {
     }
 }
 
+/// Tells the janitor the run cleaned up after itself, when the run's function returns.
+struct JanitorDone;
+
+impl Drop for JanitorDone {
+    fn drop(&mut self) {
+        janitor::done();
+    }
+}
+
 /// Runs the harness; with `demo`, keeps transcripts and tells the story before the report.
 pub fn run_narrated(a: Args, demo: bool) -> i32 {
     // First of all: from here on SIGINT and SIGTERM end the run through its cleanup (nothing of
@@ -472,6 +482,20 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         return 128 + sig;
     }
 
+    // A SIGKILL gives us no chance to clean up: the janitor, forked first (single-threaded
+    // here, as at every fork), removes what the run made if we die without saying "done".
+    if let Err(e) = janitor::start() {
+        eprintln!(
+            "relay-sim: cannot start the cleanup process: {e}; check the process limit (ulimit -u)"
+        );
+        return EXIT_ENV;
+    }
+    let _janitor = JanitorDone; // dropped last: after `dir`, on every return
+    if let (true, Some(pid)) = (a.verbose, janitor::pid()) {
+        eprintln!(
+            "relay-sim: started the janitor, which cleans up if relay-sim is SIGKILLed (pid {pid})"
+        );
+    }
     // The socket lives in a fresh private directory, removed on every path when `dir` drops.
     let dir = match tempfile::Builder::new().prefix("relay-sim-").tempdir() {
         Ok(d) => d,
@@ -480,6 +504,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             return EXIT_ENV;
         }
     };
+    janitor::dir(dir.path());
     let addr = match a.transport.as_str() {
         "tcp" => Addr::Tcp("127.0.0.1:0".parse().expect("a literal socket address")),
         _ => Addr::Unix(dir.path().join("relay.sock")),

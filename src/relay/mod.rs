@@ -1021,9 +1021,12 @@ impl Relay {
         let Some(c) = self.conn(id) else { return };
         c.dirty = false;
         if c.gone {
-            // Nobody reads any more: a BOUNCE for what it sent is dropped with it.
+            // Nobody reads any more: a BOUNCE for what it sent is dropped with it. It may have
+            // been held back behind its own full buffer of them: resume it.
             c.out.clear();
             c.out_pos = 0;
+            let waiters = std::mem::take(&mut c.waiters);
+            self.wake(id, waiters);
             return;
         }
         if let Err(e) = c.write_out() {
