@@ -70,25 +70,46 @@ pub fn escape(t: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Per absolute 10 ms bucket since `t0_ns`: summed over clients.
+/// The buckets' common width: 10 ms, or the widest a client needed in a long run.
+pub fn bucket_width(reports: &[Option<ClientReport>]) -> u64 {
+    reports
+        .iter()
+        .flatten()
+        .map(|r| r.bucket_ns)
+        .max()
+        .unwrap_or(RATE_BUCKET_NS)
+        .max(RATE_BUCKET_NS)
+}
+
+/// Per absolute bucket of `width` ns since `t0_ns`: summed over clients.
 fn buckets<T: Copy, A: Default + Copy>(
     reports: &[Option<ClientReport>],
     t0_ns: u64,
+    width: u64,
     of: impl Fn(&ClientReport) -> Vec<(u32, T)>,
     mut add: impl FnMut(&mut A, T),
 ) -> BTreeMap<u64, A> {
     let mut m = BTreeMap::new();
     for r in reports.iter().flatten() {
         for (b, v) in of(r) {
-            let at = (r.rate_clock0_ns + u64::from(b) * RATE_BUCKET_NS).saturating_sub(t0_ns);
-            add(m.entry(at / RATE_BUCKET_NS).or_default(), v);
+            let at = (r.rate_clock0_ns + u64::from(b) * r.bucket_ns).saturating_sub(t0_ns);
+            add(m.entry(at / width).or_default(), v);
         }
     }
     m
 }
 
+/// A bucket width as a person reads it: "10 ms", "1.3 s".
+fn width_label(ns: u64) -> String {
+    if ns < 1_000_000_000 {
+        format!("{} ms", ns / 1_000_000)
+    } else {
+        format!("{:.1} s", ns as f64 / 1e9)
+    }
+}
+
 /// latency.svg: the distribution by percentile (HDR style, both axes stretched toward the
-/// tail) and the latency over the run (mean and max per 10 ms).
+/// tail) and the latency over the run (mean and max per bucket: 10 ms, wider in long runs).
 pub fn latency_svg(
     hist: Option<&Histogram<u64>>,
     reports: &[Option<ClientReport>],
@@ -98,11 +119,14 @@ pub fn latency_svg(
     let Some(h) = hist.filter(|h| !h.is_empty()) else {
         return note_svg("No latency measured: payloads under 32 bytes carry no send time.");
     };
+    let width = bucket_width(reports);
+    let width_ms = width as f64 / 1e6;
     let over_time = buckets(
         reports,
         t0_ns,
+        width,
         |r| {
-            r.latency_10ms
+            r.latency
                 .iter()
                 .map(|&(b, n, sum, max)| (b, (n, sum, max)))
                 .collect()
@@ -184,9 +208,12 @@ pub fn latency_svg(
             }
         }
 
-        let end_ms = over_time.keys().last().map_or(10, |b| (b + 1) * 10) as f64;
+        let end_ms = over_time.keys().last().map_or(1, |b| b + 1) as f64 * width_ms;
         let mut c = ChartBuilder::on(&bottom)
-            .caption("Latency over the run (per 10 ms)", (FONT, 20))
+            .caption(
+                format!("Latency over the run (per {})", width_label(width)),
+                (FONT, 20),
+            )
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
@@ -197,7 +224,7 @@ pub fn latency_svg(
             .y_labels(decades)
             .y_label_formatter(&fmt_us)
             .draw()?;
-        let point = |b: &u64| *b as f64 * 10.0 + 5.0;
+        let point = |b: &u64| (*b as f64 + 0.5) * width_ms;
         c.draw_series(LineSeries::new(
             over_time
                 .iter()
@@ -227,10 +254,13 @@ pub fn latency_svg(
 /// rate.svg: messages received per second over the run, in all and per client (the busiest
 /// dozen, when there are more).
 pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) -> String {
+    let width = bucket_width(reports);
+    let (width_ms, per_s) = (width as f64 / 1e6, 1e9 / width as f64);
     let total = buckets(
         reports,
         t0_ns,
-        |r| r.rate_10ms.clone(),
+        width,
+        |r| r.rate.clone(),
         |a: &mut u64, n| *a += u64::from(n),
     );
     if total.is_empty() {
@@ -245,7 +275,8 @@ pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) 
             let m = buckets(
                 one,
                 t0_ns,
-                |r| r.rate_10ms.clone(),
+                width,
+                |r| r.rate.clone(),
                 |a: &mut u64, n| *a += u64::from(n),
             );
             let name = names.get(i).cloned().unwrap_or_else(|| format!("c{i}"));
@@ -260,8 +291,8 @@ pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) 
     let r = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
         let root = SVGBackend::with_string(&mut svg, (W, 440)).into_drawing_area();
         root.fill(&WHITE)?;
-        let end_ms = total.keys().last().map_or(10, |b| (b + 1) * 10) as f64;
-        let peak = total.values().copied().max().unwrap_or(1) as f64 * 100.0;
+        let end_ms = total.keys().last().map_or(1, |b| b + 1) as f64 * width_ms;
+        let peak = total.values().copied().max().unwrap_or(1) as f64 * per_s;
         let shown = if clients > per.len() {
             format!(", the {} busiest of {clients} clients", per.len())
         } else {
@@ -269,7 +300,10 @@ pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) 
         };
         let mut c = ChartBuilder::on(&root)
             .caption(
-                format!("Messages received per second (per 10 ms{shown})"),
+                format!(
+                    "Messages received per second (per {}{shown})",
+                    width_label(width)
+                ),
                 (FONT, 20),
             )
             .margin(12)
@@ -281,14 +315,14 @@ pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) 
             .y_desc("messages / s")
             .y_label_formatter(&|y| si(*y))
             .draw()?;
-        // Every 10 ms bucket from start to end, zeros included, so a stall shows as a drop.
+        // Every bucket from start to end, zeros included, so a stall shows as a drop.
         let series = |m: &BTreeMap<u64, u64>| -> Vec<(f64, f64)> {
             let last = *total.keys().last().unwrap_or(&0);
             (0..=last)
                 .map(|b| {
                     (
-                        b as f64 * 10.0 + 5.0,
-                        *m.get(&b).unwrap_or(&0) as f64 * 100.0,
+                        (b as f64 + 0.5) * width_ms,
+                        *m.get(&b).unwrap_or(&0) as f64 * per_s,
                     )
                 })
                 .collect()

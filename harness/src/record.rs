@@ -133,13 +133,16 @@ pub struct ClientReport {
     /// CPU time it used.
     #[serde(default)]
     pub cpu: Cpu,
-    /// Deliveries per 10 ms since `rate_clock0_ns`, sparse: (bucket, count).
-    pub rate_10ms: Vec<(u32, u32)>,
+    /// Deliveries per bucket of `bucket_ns` since `rate_clock0_ns`, sparse: (bucket, count).
+    pub rate: Vec<(u32, u32)>,
     /// CLOCK_MONOTONIC ns when its exchange started (its delivery-rate clock).
     pub rate_clock0_ns: u64,
-    /// Latency per 10 ms bucket, sparse: (bucket, timed deliveries, sum ns, max ns).
+    /// The width of `rate` and `latency` buckets: 10 ms, doubled as often as a long run
+    /// needed to keep at most 2048 of them.
+    pub bucket_ns: u64,
+    /// Latency per bucket, sparse: (bucket, timed deliveries, sum ns, max ns).
     #[serde(default)]
-    pub latency_10ms: Vec<(u32, u32, u64, u64)>,
+    pub latency: Vec<(u32, u32, u64, u64)>,
     /// What it did, when asked to keep a transcript: (CLOCK_MONOTONIC ns, what happened).
     pub transcript: Vec<(u64, String)>,
     /// `--trace`: its events.

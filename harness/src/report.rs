@@ -510,7 +510,6 @@ pub fn build(
 /// Delivery rates while a client was stopped (to the other clients) and between stops (to
 /// all), from the clients' 10 ms delivery counts; the difference shows a relay that freezes.
 fn stop_rates(outcome: &Outcome, names: &[String]) -> (Option<f64>, Option<f64>) {
-    use crate::verify::RATE_BUCKET_NS;
     let t0 = outcome.released_ns;
     let windows: Vec<(&str, u64, u64)> = outcome
         .nemesis
@@ -538,8 +537,8 @@ fn stop_rates(outcome: &Outcome, names: &[String]) -> (Option<f64>, Option<f64>)
     for (i, r) in outcome.reports.iter().enumerate() {
         let Some(r) = r else { continue };
         let me = names.get(i).map(String::as_str).unwrap_or("");
-        for &(b, n) in &r.rate_10ms {
-            let at = r.rate_clock0_ns + u64::from(b) * RATE_BUCKET_NS + RATE_BUCKET_NS / 2;
+        for &(b, n) in &r.rate {
+            let at = r.rate_clock0_ns + u64::from(b) * r.bucket_ns + r.bucket_ns / 2;
             match windows.iter().find(|(_, from, to)| at >= *from && at < *to) {
                 Some((who, _, _)) if *who != me => during += u64::from(n),
                 Some(_) => {}
@@ -562,21 +561,21 @@ fn stop_rates(outcome: &Outcome, names: &[String]) -> (Option<f64>, Option<f64>)
 /// The longest stretch of a stop in which none of the other clients received anything while
 /// at least one of them still had messages to come: (ms, stopped client, stop length ms).
 fn starvation(outcome: &Outcome, names: &[String]) -> Option<(u64, String, u64)> {
-    use crate::verify::RATE_BUCKET_NS;
     let t0 = outcome.released_ns;
     if t0 == 0 {
         return None;
     }
-    // Per client: the run's 10 ms buckets in which it received something, and its last one.
+    // 10 ms, or wider in a long run (the resolution of what this can see).
+    let width = crate::plots::bucket_width(&outcome.reports);
+    // Per client: the run's buckets in which it received something, and its last one.
     let mut got: Vec<(usize, std::collections::HashSet<u64>, u64)> = Vec::new();
     for (i, r) in outcome.reports.iter().enumerate() {
         let Some(r) = r else { continue };
         let set: std::collections::HashSet<u64> = r
-            .rate_10ms
+            .rate
             .iter()
             .map(|&(b, _)| {
-                (r.rate_clock0_ns + u64::from(b) * RATE_BUCKET_NS).saturating_sub(t0)
-                    / RATE_BUCKET_NS
+                (r.rate_clock0_ns + u64::from(b) * r.bucket_ns).saturating_sub(t0) / width
             })
             .collect();
         let last = set.iter().copied().max().unwrap_or(0);
@@ -589,7 +588,8 @@ fn starvation(outcome: &Outcome, names: &[String]) -> Option<(u64, String, u64)>
         .filter(|e| e.action == crate::supervisor::Action::Stop)
     {
         let who = names.iter().position(|n| *n == e.role);
-        let (from, to) = (e.at_ms / 10, (e.at_ms + e.for_ms) / 10);
+        let ms_per = width / 1_000_000;
+        let (from, to) = (e.at_ms / ms_per, (e.at_ms + e.for_ms) / ms_per);
         let (mut run, mut longest) = (0u64, 0u64);
         for k in from..to {
             let others = got.iter().filter(|(i, _, _)| Some(*i) != who);
@@ -602,7 +602,7 @@ fn starvation(outcome: &Outcome, names: &[String]) -> Option<(u64, String, u64)>
                 run = 0;
             }
         }
-        let ms = longest * 10;
+        let ms = longest * ms_per;
         if worst.as_ref().is_none_or(|w| ms > w.0) {
             worst = Some((ms, e.role.clone(), e.for_ms));
         }

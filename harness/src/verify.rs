@@ -17,10 +17,11 @@ use crate::plan::{ClientPlan, Names, Work};
 use crate::record::{Class, ClientReport, PeerCounts, Violation, VIOLATIONS_KEPT};
 use crate::script::Body;
 
-/// Width of a delivery-rate bucket.
+/// Width of a delivery-rate bucket at the start of a run.
 pub const RATE_BUCKET_NS: u64 = 10_000_000;
-/// Most buckets (10 minutes); later deliveries fall in the last.
-const RATE_BUCKETS: u64 = 60_000;
+/// Most buckets a receiver keeps (20 s at 10 ms): a run that outgrows them doubles their width,
+/// merging neighbours, so its memory and its report stay the same size however long it runs.
+const RATE_BUCKETS: u64 = 2048;
 
 /// Most skipped sequences a receiver remembers.
 const GAPS_KEPT: usize = 4096;
@@ -58,10 +59,12 @@ pub struct Receiver {
     received_total: u64,
     /// Frames from the relay, whatever they were.
     arrivals: u64,
-    /// Deliveries per 10 ms since `clock0`, the last bucket taking all the rest.
+    /// Deliveries per bucket of `bucket_ns` since `clock0`.
     rate: Vec<u32>,
-    /// Per 10 ms bucket: timed deliveries, their latency sum and max (ns).
+    /// Per bucket: timed deliveries, their latency sum and max (ns).
     lat: Vec<(u32, u64, u64)>,
+    /// The buckets' width: 10 ms, doubled each time the run outgrows [`RATE_BUCKETS`].
+    bucket_ns: u64,
     clock0: u64,
     bounced_total: u64,
     hist: Histogram<u64>,
@@ -144,6 +147,7 @@ impl Receiver {
             arrivals: 0,
             rate: Vec::new(),
             lat: Vec::new(),
+            bucket_ns: RATE_BUCKET_NS,
             clock0: 0,
             bounced_total: 0,
             hist: latency_histogram(),
@@ -283,8 +287,7 @@ impl Receiver {
         self.arrivals += 1;
         let mut bucket = None;
         if self.clock0 > 0 {
-            let b = ((now_ns.saturating_sub(self.clock0)) / RATE_BUCKET_NS).min(RATE_BUCKETS - 1)
-                as usize;
+            let b = self.bucket(now_ns);
             if self.rate.len() <= b {
                 self.rate.resize(b + 1, 0);
             }
@@ -338,6 +341,34 @@ impl Receiver {
                 }
             }
         }
+    }
+
+    /// The bucket `now_ns` falls in, widening the buckets until it fits in [`RATE_BUCKETS`].
+    fn bucket(&mut self, now_ns: u64) -> usize {
+        let since = now_ns.saturating_sub(self.clock0);
+        while since / self.bucket_ns >= RATE_BUCKETS {
+            self.bucket_ns = self.bucket_ns.saturating_mul(2);
+            let half = |len: usize| len.div_ceil(2);
+            for i in 0..half(self.rate.len()) {
+                let pair =
+                    self.rate[2 * i].saturating_add(self.rate.get(2 * i + 1).copied().unwrap_or(0));
+                self.rate[i] = pair;
+            }
+            self.rate.truncate(half(self.rate.len()));
+            for i in 0..half(self.lat.len()) {
+                let (a, b) = (
+                    self.lat[2 * i],
+                    self.lat.get(2 * i + 1).copied().unwrap_or((0, 0, 0)),
+                );
+                self.lat[i] = (
+                    a.0.saturating_add(b.0),
+                    a.1.saturating_add(b.1),
+                    a.2.max(b.2),
+                );
+            }
+            self.lat.truncate(half(self.lat.len()));
+        }
+        (since / self.bucket_ns) as usize
     }
 
     /// A name for an index read from a payload: it may be any number at all.
@@ -703,14 +734,15 @@ impl Receiver {
             })
             .collect();
         self.report.rate_clock0_ns = self.clock0;
-        self.report.rate_10ms = self
+        self.report.bucket_ns = self.bucket_ns;
+        self.report.rate = self
             .rate
             .iter()
             .enumerate()
             .filter(|(_, &n)| n > 0)
             .map(|(i, &n)| (i as u32, n))
             .collect();
-        self.report.latency_10ms = self
+        self.report.latency = self
             .lat
             .iter()
             .enumerate()
@@ -1210,12 +1242,14 @@ mod tests {
         rx.deliver(b"c0", &msg(0, 2, 1), t0 + 25_000_000);
         rx.deliver(b"c0", &msg(0, 2, 2), t0 + 29_000_000);
         rx.deliver(b"c1", &msg(1, 2, 0), t0 + 31_000_000);
-        // Past ten minutes, everything falls in the last bucket.
+        // Eleven minutes in: the buckets have widened to 640 ms (2048 of them span 21.8 min),
+        // merging the first ones; nothing is lost.
         rx.deliver(b"c1", &msg(1, 2, 1), t0 + 11 * 60 * 1_000_000_000);
         assert_eq!((rx.arrivals(), rx.received_total()), (5, 5));
         let r = rx.finish(7, true, None);
         assert_eq!(r.rate_clock0_ns, t0);
-        assert_eq!(r.rate_10ms, vec![(2, 2), (3, 1), (59_999, 1)]);
+        assert_eq!(r.bucket_ns, 640_000_000);
+        assert_eq!(r.rate, vec![(0, 3), (1031, 1)]);
         // msg() stamps a send time of 10 ns.
         let late = t0 + 11 * 60 * 1_000_000_000 - 10;
         let (a, b, c) = (
@@ -1224,10 +1258,10 @@ mod tests {
             t0 + 31_000_000 - 10,
         );
         assert_eq!(
-            r.latency_10ms,
-            vec![(2, 2, a + b, b), (3, 1, c, c), (59_999, 1, late, late)],
+            r.latency,
+            vec![(0, 3, a + b + c, c), (1031, 1, late, late)],
             "{:?}",
-            r.latency_10ms
+            r.latency
         );
         assert_eq!(r.latency_ns.iter().map(|&(_, n)| n).sum::<u64>(), 5);
         assert_eq!(r.bytes_received, 5 * 40);
