@@ -1490,13 +1490,19 @@ fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
             }
         }
     }
-    while let Some(pos) = c.buf.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = c.buf.drain(..=pos).collect();
-        match serde_json::from_slice::<Event>(&line) {
+    let mut from = 0;
+    while let Some(n) = c.buf[from..].iter().position(|&b| b == b'\n') {
+        match serde_json::from_slice::<Event>(&c.buf[from..from + n]) {
             Ok(Event::RelayDone(r)) => c.relay = Some(*r),
             Ok(e) => out.push(e),
             Err(_) => {}
         }
+        from += n + 1;
+    }
+    c.buf.drain(..from);
+    if c.buf.is_empty() && c.buf.capacity() > 64 * 1024 {
+        // A report is the one large event: do not keep its buffer for the rest of the run.
+        c.buf = Vec::new();
     }
     (out, eof)
 }

@@ -19,9 +19,9 @@ use crate::script::Body;
 
 /// Width of a delivery-rate bucket at the start of a run.
 pub const RATE_BUCKET_NS: u64 = 10_000_000;
-/// Most buckets a receiver keeps (20 s at 10 ms): a run that outgrows them doubles their width,
+/// Most buckets a receiver keeps (5.12 s at 10 ms): a run that outgrows them doubles their width,
 /// merging neighbours, so its memory and its report stay the same size however long it runs.
-const RATE_BUCKETS: u64 = 2048;
+const RATE_BUCKETS: u64 = 512;
 
 /// Most skipped sequences a receiver remembers.
 const GAPS_KEPT: usize = 4096;
