@@ -138,7 +138,7 @@ pub struct ClientReport {
     /// CLOCK_MONOTONIC ns when its exchange started (its delivery-rate clock).
     pub rate_clock0_ns: u64,
     /// The width of `rate` and `latency` buckets: 10 ms, doubled as often as a long run
-    /// needed to keep at most 2048 of them.
+    /// needed to keep at most 512 of them.
     pub bucket_ns: u64,
     /// Latency per bucket, sparse: (bucket, timed deliveries, sum ns, max ns).
     #[serde(default)]

@@ -1242,14 +1242,14 @@ mod tests {
         rx.deliver(b"c0", &msg(0, 2, 1), t0 + 25_000_000);
         rx.deliver(b"c0", &msg(0, 2, 2), t0 + 29_000_000);
         rx.deliver(b"c1", &msg(1, 2, 0), t0 + 31_000_000);
-        // Eleven minutes in: the buckets have widened to 640 ms (2048 of them span 21.8 min),
+        // Eleven minutes in: the buckets have widened to 2.56 s (512 of them span 21.8 min),
         // merging the first ones; nothing is lost.
         rx.deliver(b"c1", &msg(1, 2, 1), t0 + 11 * 60 * 1_000_000_000);
         assert_eq!((rx.arrivals(), rx.received_total()), (5, 5));
         let r = rx.finish(7, true, None);
         assert_eq!(r.rate_clock0_ns, t0);
-        assert_eq!(r.bucket_ns, 640_000_000);
-        assert_eq!(r.rate, vec![(0, 3), (1031, 1)]);
+        assert_eq!(r.bucket_ns, 2_560_000_000);
+        assert_eq!(r.rate, vec![(0, 3), (257, 1)]);
         // msg() stamps a send time of 10 ns.
         let late = t0 + 11 * 60 * 1_000_000_000 - 10;
         let (a, b, c) = (
@@ -1259,7 +1259,7 @@ mod tests {
         );
         assert_eq!(
             r.latency,
-            vec![(0, 3, a + b + c, c), (1031, 1, late, late)],
+            vec![(0, 3, a + b + c, c), (257, 1, late, late)],
             "{:?}",
             r.latency
         );
