@@ -324,8 +324,8 @@ impl Client {
         if !self.eof {
             match self.stream.shutdown(std::net::Shutdown::Write) {
                 Ok(()) => {}
-                // The relay is already gone: nothing left to wait for.
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                // The connection was reset: what the relay sent before is still to be read.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -30,12 +30,14 @@ use crate::sys::Addr;
 /// throughput (8x10k, 8x100k, 64x1k, interleaved runs); 8 KiB was worse again.
 pub const BATCH: usize = 32 * 1024;
 
-/// Runs the client of `plan`; returns its exit code (0 when it did all its work).
+/// Runs the client of `plan`; returns its exit code (0 when it did all its work). With
+/// `send_for` (`--duration`), it sends until that long after the start barrier, not a count.
 pub fn client_main(
     addr: &Addr,
     plan: &ClientPlan,
     chunks: Option<PayloadSize>,
     connect_wait: Duration,
+    send_for: Option<Duration>,
     mut ctx: ClientCtx,
 ) -> i32 {
     let name = plan.names.name(plan.me).to_string();
@@ -103,6 +105,14 @@ pub fn client_main(
         None => Receiver::new(plan.clone()),
     };
     rx.start_clock(now_ns());
+    // The same instant for every client, a restarted one too (the first past the barrier
+    // sets it in the shared counters; runs with a duration always have them).
+    let send_until = match (send_for, &bb) {
+        (Some(d), Some(bb)) => {
+            Some(bb.send_until(now_ns().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64)))
+        }
+        _ => None,
+    };
     let first_phase = ctx.start_phase.min(plan.phases());
     if first_phase > 0 {
         // A script's restarted process: what its predecessor sent and got in the phases
@@ -176,6 +186,7 @@ pub fn client_main(
             &mut writer,
             ctx.stop.as_fd(),
             bb.is_some(),
+            send_until,
             &mut tr,
             ctx.tally.as_deref(),
         ) {
@@ -487,6 +498,7 @@ fn exchange(
     writer: &mut Writer,
     stop: BorrowedFd<'_>,
     deaths: bool,
+    send_until: Option<u64>,
     tr: &mut Option<Tracer>,
     tally: Option<&relay_harness::blackbox::Tally>,
 ) -> Result<(), String> {
@@ -500,6 +512,10 @@ fn exchange(
         // Queue a batch: many frames per write.
         while sending && client.pending() < BATCH {
             let now = now_ns();
+            if send_until.is_some_and(|t| now >= t) {
+                sending = false; // --duration: the time is up
+                break;
+            }
             let Some(d) = outbox.next(now, &mut scratch) else {
                 sending = false;
                 break;

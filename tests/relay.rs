@@ -894,3 +894,93 @@ fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiv
         assert_eq!(x3_got, [Message::Welcome("x".into())], "{backend}");
     }
 }
+
+/// A vanished client held back behind a receiver that never reads does not keep its name for
+/// good: after the frame timeout what it sent and is still held back is dropped, it is closed,
+/// and its name is free for a client that comes back.
+#[test]
+fn a_vanished_client_held_back_for_good_is_closed_after_the_frame_timeout() {
+    use relay_sim::protocol::{put_hello, put_send, Decoder};
+    use relay_sim::relay::{Config, Relay};
+    use relay_sim::sys::Stream;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+    for backend in BACKENDS {
+        let cfg = Config {
+            backend: backend.to_string(),
+            log: false,
+            max_buffer: 4096,
+            frame_timeout: Duration::from_millis(200),
+            ..Config::default()
+        };
+        let mut relay = Relay::new(None, None, cfg).expect("relay");
+        let peer = |relay: &mut Relay, name: &[u8]| {
+            let (theirs, mut ours) = UnixStream::pair().expect("pair");
+            relay.adopt(Stream::Unix(theirs)).expect("adopt");
+            let mut hello = Vec::new();
+            put_hello(&mut hello, name);
+            ours.write_all(&hello).expect("hello");
+            ours
+        };
+        let _a = peer(&mut relay, b"a"); // never reads
+        let mut x = peer(&mut relay, b"x");
+        let mut y = peer(&mut relay, b"y");
+        let step = |relay: &mut Relay| relay.step(Some(Duration::from_millis(1))).expect("step");
+        step(&mut relay);
+        // x floods a until the relay holds it back, then vanishes.
+        let mut burst = Vec::new();
+        for i in 0..40_000 {
+            put_send(&mut burst, b"a", format!("frame {i:06} from x").as_bytes());
+        }
+        x.set_nonblocking(true).expect("nonblocking");
+        let (mut off, mut stalled) = (0, 0);
+        while off < burst.len() && stalled < 5 {
+            match x.write(&burst[off..]) {
+                Ok(n) => (off, stalled) = (off + n, 0),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stalled += 1,
+                Err(e) => panic!("{backend}: x writes: {e}"),
+            }
+            step(&mut relay);
+        }
+        drop(x);
+        // y's sends to x make the relay find it gone (they bounce from then on).
+        let mut to_x = Vec::new();
+        put_send(&mut to_x, b"x", b"?");
+        y.set_nonblocking(true).expect("nonblocking"); // it never reads its bounces
+        let started = Instant::now();
+        let mut x2: Option<(UnixStream, Decoder)> = None;
+        let (mut welcomed, mut ybuf) = (false, Vec::new());
+        while !welcomed && started.elapsed() < Duration::from_secs(20) {
+            if ybuf.len() < 64 {
+                ybuf.extend_from_slice(&to_x);
+            }
+            if let Ok(n) = y.write(&ybuf) {
+                ybuf.drain(..n);
+            }
+            step(&mut relay);
+            // Once the relay has given up on x, a new x registers.
+            let (s, dec) =
+                x2.get_or_insert_with(|| (peer(&mut relay, b"x"), Decoder::new(u32::MAX)));
+            s.set_nonblocking(true).expect("nonblocking");
+            let mut buf = [0u8; 4096];
+            match s.read(&mut buf) {
+                Ok(0) => x2 = None, // refused (NAME_TAKEN, then closed): try again
+                Ok(n) => {
+                    dec.extend(&buf[..n]);
+                    while let Some(f) = dec.next_frame().expect("frames decode") {
+                        let m = relay_sim::client::Message::from(f.relay().expect("frame"));
+                        welcomed |= matches!(m, relay_sim::client::Message::Welcome(_));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => x2 = None,
+            }
+        }
+        assert!(welcomed, "{backend}: x's name was never freed");
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "{backend}: freed before the frame timeout: it was still held back"
+        );
+    }
+}

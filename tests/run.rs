@@ -924,6 +924,70 @@ fn deaths_never_make_a_correct_relay_fail_on_either_transport() {
     }
 }
 
+/// `--duration`: clients send until the time is up (not a count), end markers settle what
+/// arrives, and every check holds exactly as with --msgs: a clean run passes with what was
+/// sent counted, and a relay that drops messages is caught with the exact count.
+#[test]
+fn a_run_with_a_duration_sends_for_that_long_and_verifies_every_message() {
+    let (code, r, _, tmp) = run_json(&["--clients", "4", "--duration", "300ms", "--seed", "5"]);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["config"]["duration_s"], 0.3);
+    let sent = r["totals"]["sent"].as_u64().unwrap();
+    assert!(sent > 0, "{r:#}");
+    assert_eq!(
+        r["config"]["total_msgs"], sent,
+        "the header counts what was sent"
+    );
+    assert_eq!(r["totals"]["received"], sent);
+    assert!(r["throughput"]["exchange_s"].as_f64().unwrap() >= 0.3);
+    assert!(r["replay"].as_str().unwrap().contains("--duration 300ms"));
+    assert_clean(&tmp, &[]);
+
+    let (code, r, _, _) = run_json(&[
+        "--clients",
+        "4",
+        "--duration",
+        "300ms",
+        "--inject",
+        "drop:0.001",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(code, Some(1), "{r:#}");
+    let fired = r["inject"]["fired"].as_u64().unwrap();
+    assert!(fired > 0);
+    let completeness = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "completeness")
+        .unwrap();
+    assert_eq!(completeness["violations"], fired, "{r:#}");
+}
+
+#[test]
+fn a_duration_is_refused_where_it_cannot_be_checked() {
+    for (args, says) in [
+        (
+            &["--duration", "1s", "--msgs", "10"][..],
+            "cannot be used with",
+        ),
+        (
+            &["--duration", "1s", "--payload", "8"][..],
+            "--duration needs payloads of at least 16 bytes",
+        ),
+        (
+            &["--duration", "1s", "--pattern", "pingpong"][..],
+            "--duration needs --pattern mesh",
+        ),
+    ] {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn relay_faults_are_still_caught_while_clients_die() {
     // A fault right before a death can hide among what died with it (as it would in any

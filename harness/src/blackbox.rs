@@ -177,7 +177,8 @@ impl BlackBox {
     /// Maps a zeroed black box for `clients` clients, all alive.
     pub fn new(clients: usize) -> nix::Result<BlackBox> {
         let b = BlackBox {
-            mem: Words::new(clients * clients * FIELDS + clients * PER_CLIENT)?,
+            // The last word: when sending stops in a run with a duration (0 until set).
+            mem: Words::new(clients * clients * FIELDS + clients * PER_CLIENT + 1)?,
             clients,
         };
         for i in 0..clients {
@@ -238,6 +239,17 @@ impl BlackBox {
             if for_good {
                 self.client(i, ALIVE).store(0, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// `--duration`: when every client stops sending (CLOCK_MONOTONIC ns). The first client
+    /// past the start barrier sets it to `candidate`; everyone (a restarted client too) gets
+    /// that same instant.
+    pub fn send_until(&self, candidate: u64) -> u64 {
+        let w = self.word(self.clients * self.clients * FIELDS + self.clients * PER_CLIENT);
+        match w.compare_exchange(0, candidate, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => candidate,
+            Err(set) => set,
         }
     }
 

@@ -58,10 +58,24 @@ fn janitor(r: OwnedFd) -> i32 {
     }
     // Nothing else the supervisor had open stays open here (a socket, a pipe end).
     let keep = r.as_raw_fd() as u32;
+    let mut closed = true;
     for (from, to) in [(3, keep.saturating_sub(1)), (keep + 1, u32::MAX)] {
         if from <= to {
             // SAFETY: close_range only closes descriptors, none of which is used here again.
-            unsafe { nix::libc::syscall(nix::libc::SYS_close_range, from, to, 0u32) };
+            let rc = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, from, to, 0u32) };
+            closed &= rc == 0;
+        }
+    }
+    if !closed {
+        // An older kernel (before 5.9): one close per descriptor still open.
+        let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for fd in open.into_iter().filter(|&fd| fd > 2 && fd as u32 != keep) {
+            let _ = nix::unistd::close(fd);
         }
     }
     let (mut groups, mut dirs) = (Vec::new(), Vec::new());

@@ -143,7 +143,13 @@ impl ClientPlan {
 
 /// Every client's plan for a random scenario (see [`Scenario::expected_in`]).
 pub fn random_plans(sc: &Scenario) -> Vec<ClientPlan> {
-    let expected = sc.expected_in();
+    // A run that sends for a while (--duration: msgs is unbounded) cannot know the counts in
+    // advance; its end markers settle what arrives.
+    let expected = if sc.msgs == u64::MAX {
+        vec![0; sc.clients]
+    } else {
+        sc.expected_in()
+    };
     let names = Arc::new(Names::numbered(sc.clients));
     (0..sc.clients)
         .map(|me| ClientPlan {

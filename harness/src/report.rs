@@ -72,6 +72,9 @@ pub struct RunConfig {
     pub sizes: crate::payload::Sizes,
     /// The deadline, seconds.
     pub timeout_s: f64,
+    /// `--duration`: how long clients sent, seconds (the counts above are then what they sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
 }
 
 /// One client's row.
@@ -635,6 +638,19 @@ pub fn human(r: &Report) -> String {
     let c = &r.config;
     let mut o = String::new();
     match &c.scenario {
+        None if c.duration_s.is_some() => {
+            let _ = writeln!(
+                o,
+                "relay-sim: {} clients sending for {:.1} s: {} messages, payload {} B, {} socket, backend {}, seed {}",
+                c.clients,
+                c.duration_s.unwrap_or_default(),
+                group(c.total_msgs),
+                c.payload,
+                c.transport,
+                c.backend,
+                c.seed
+            );
+        }
         None => {
             let _ = writeln!(
                 o,

@@ -113,7 +113,7 @@ impl Iterator for Destinations {
 impl Scenario {
     /// Total messages in the run.
     pub fn total(&self) -> u64 {
-        self.msgs * self.clients as u64
+        self.msgs.saturating_mul(self.clients as u64)
     }
 
     /// Client `i`'s destinations, in send order.

@@ -561,7 +561,8 @@ fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> SuperviseError {
 /// handler writes a byte, the supervisor polls the read end with its event pipes), and which
 /// signal came. Install it first thing, before anything a signal could leave behind (the run's
 /// directory, its socket): from then on a signal ends the run through its cleanup, never
-/// outright. Dropping it restores the default handlers.
+/// outright. Dropping it unregisters our actions, but signal-hook keeps its own handler: the
+/// signals are then ignored, so keep it for as long as the process runs.
 pub struct Signals {
     read: std::os::unix::net::UnixStream,
     which: std::sync::Arc<std::sync::atomic::AtomicUsize>,

@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Fork the relay and N clients, exchange messages, verify every one, report (the default).
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Run the 2005 article's example (fixtures/article-example.scn) and tell what happened:
     /// who forked whom, who registered, who sent what, who got what, and the verdict.
     Demo(DemoArgs),
@@ -66,7 +66,7 @@ pub fn main() -> i32 {
     };
     match cli.command {
         None => run::run(cli.run),
-        Some(Command::Run(a)) => run::run(a),
+        Some(Command::Run(a)) => run::run(*a),
         Some(Command::Relay(a)) => relay::run(a),
         Some(Command::Client(a)) => client::run(a),
         Some(Command::Demo(d)) => demo(d),
@@ -103,6 +103,7 @@ fn demo(d: DemoArgs) -> i32 {
     let args = run::Args {
         clients: 0,
         msgs: 0,
+        duration: None,
         seed: Some(1),
         payload: relay_harness::scenario::PayloadSize { min: 0, max: 0 },
         transport: d.transport,

@@ -31,7 +31,9 @@ pub struct Args {
     /// Close a connection that has not sent HELLO this long after connecting (e.g. 5s, 500ms).
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = humantime::parse_duration)]
     pub hello_timeout: std::time::Duration,
-    /// Close a connection whose frame is still incomplete this long after its first byte.
+    /// Close a connection whose frame is still incomplete this long after its first byte, and
+    /// one whose client has gone (a read or write failed) but is still held back this long
+    /// behind a full receiver (what it sent and is still held back is then dropped).
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = humantime::parse_duration)]
     pub frame_timeout: std::time::Duration,
     /// Permissions of the Unix socket file, in octal; 600 lets only this user connect.

@@ -32,6 +32,10 @@ pub struct Args {
     /// Messages each client sends (the total is N times this).
     #[arg(long, value_name = "M", default_value_t = 1000)]
     pub msgs: u64,
+    /// Send for this long (e.g. 30s, 10m) instead of --msgs, then verify: a soak in one
+    /// command. End markers account for every message, as in runs with deaths.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, conflicts_with_all = ["msgs", "scenario"])]
+    pub duration: Option<Duration>,
     /// Seed for destinations, sizes and payload bytes (default: a fresh one, always printed).
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
@@ -292,6 +296,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
                 .then(|| format!("{} fault line(s) in the script", script.faults.len())),
             pattern: "script".into(),
             sizes: script.sizes(),
+            duration_s: None,
         };
         return Ok(Source {
             plans,
@@ -319,15 +324,27 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
     }
     let sc = Scenario {
         clients: a.clients,
-        msgs: a.msgs,
+        // --duration: no count; the clock ends the sending.
+        msgs: if a.duration.is_some() {
+            u64::MAX
+        } else {
+            a.msgs
+        },
         payload: a.payload,
         seed: seed_given.unwrap_or_else(fresh_seed),
     };
-    let timeout = a.timeout.unwrap_or_else(|| default_timeout(&sc));
+    let timeout = a.timeout.unwrap_or_else(|| match a.duration {
+        // The sending, then as long again (at least 10 s) for the end markers and the reports.
+        Some(d) => d + d.max(Duration::from_secs(10)),
+        None => default_timeout(&sc),
+    });
+    let how_much = match a.duration {
+        Some(d) => format!("--duration {}", timeout_flag(d)),
+        None => format!("--msgs {}", sc.msgs),
+    };
     let replay = format!(
-        "relay-sim run --clients {} --msgs {} --seed {} --payload {} --transport {} --backend {} --timeout {}",
+        "relay-sim run --clients {} {how_much} --seed {} --payload {} --transport {} --backend {} --timeout {}",
         sc.clients,
-        sc.msgs,
         sc.seed,
         sc.payload,
         a.transport,
@@ -336,8 +353,10 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
     );
     let config = RunConfig {
         clients: sc.clients,
-        msgs_per_client: sc.msgs,
-        total_msgs: sc.total(),
+        // With --duration, what was sent: filled in after the run.
+        msgs_per_client: if a.duration.is_some() { 0 } else { sc.msgs },
+        total_msgs: if a.duration.is_some() { 0 } else { sc.total() },
+        duration_s: a.duration.map(|d| d.as_secs_f64()),
         payload: sc.payload.to_string(),
         transport: a.transport.clone(),
         backend: a.backend.clone(),
@@ -433,6 +452,29 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     let deaths = kinds
         .iter()
         .any(|k| matches!(k, Action::Kill | Action::Restart));
+    if a.duration.is_some() {
+        // Sending for a while ends with the drain of runs with deaths: end markers, which a
+        // payload must not be mistaken for, and the shared counters.
+        let why = if a.pattern != "mesh" {
+            Some("--duration needs --pattern mesh".to_string())
+        } else if a.payload.min < relay_harness::payload::IDENT {
+            Some(format!(
+                "--duration needs payloads of at least {} bytes (--payload), so none can pass for an end marker",
+                relay_harness::payload::IDENT
+            ))
+        } else if src.plans.len() > blackbox::MAX_CLIENTS {
+            Some(format!(
+                "--duration supports up to {} clients",
+                blackbox::MAX_CLIENTS
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            eprintln!("relay-sim: {why}");
+            return EXIT_USAGE;
+        }
+    }
     if deaths {
         // What a receiver checks across a death needs each payload's identity (16 bytes) and
         // a counter table of clients² entries shared by all processes.
@@ -466,9 +508,13 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     }
     if !a.json && !demo {
         // The seed first, so even a run that never ends can be replayed.
+        let how_much = match a.duration {
+            Some(d) => format!("sending for {}", timeout_flag(d)),
+            None => format!("{} messages", src.config.total_msgs),
+        };
         println!(
-            "relay-sim: starting {} clients, {} messages, seed {}",
-            src.config.clients, src.config.total_msgs, src.config.seed
+            "relay-sim: starting {} clients, {how_much}, seed {}",
+            src.config.clients, src.config.seed
         );
         let _ = std::io::stdout().flush();
     }
@@ -600,23 +646,26 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         trace: trace_cap,
         trace_prelude: prelude,
         // Only for a person watching: not with --json, not into a pipe or a CI log.
-        progress: (!a.json && !demo && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(
-            || {
-                src.plans
-                    .iter()
-                    .map(|p| p.expect_in.last().copied().unwrap_or(0))
-                    .sum()
-            },
-        ),
+        // (Not with --duration: no count to fill the bar up to.)
+        progress: (!a.json
+            && !demo
+            && a.duration.is_none()
+            && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| {
+            src.plans
+                .iter()
+                .map(|p| p.expect_in.last().copied().unwrap_or(0))
+                .sum()
+        }),
         tally: relay_harness::blackbox::Tally::new(src.plans.len())
             .ok()
             .map(std::sync::Arc::new),
         quiet: (!a.quiet_period.is_zero()).then_some(a.quiet_period),
-        blackbox: if deaths {
+        blackbox: if deaths || a.duration.is_some() {
             match BlackBox::new(src.plans.len()) {
                 Ok(b) => Some(std::sync::Arc::new(b)),
                 Err(e) => {
-                    eprintln!("relay-sim: cannot map the shared counters for --nemesis: {e}");
+                    eprintln!("relay-sim: cannot map the shared counters (for --nemesis kill/restart or --duration): {e}");
                     return EXIT_ENV;
                 }
             }
@@ -689,7 +738,14 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         },
         |ctx| {
             let i = ctx.index;
-            crate::driver::client_main(&addr, &plans[i], a.write_chunks, connect_wait, ctx)
+            crate::driver::client_main(
+                &addr,
+                &plans[i],
+                a.write_chunks,
+                connect_wait,
+                a.duration,
+                ctx,
+            )
         },
         &mut |m| {
             if a.verbose {
@@ -730,6 +786,11 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         },
     );
     let verify_time = t.elapsed();
+    if a.duration.is_some() {
+        // What the clients sent in the time they had.
+        src.config.total_msgs = v.totals.sent;
+        src.config.msgs_per_client = v.totals.sent / src.config.clients.max(1) as u64;
+    }
     let mut r = report::build(
         src.config,
         &src.names,
@@ -781,6 +842,15 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             eprintln!("relay-sim: --report {}: {e}", folder.display());
             return EXIT_ENV;
         }
+    }
+    if let (Some(sig), false) = (signals.caught(), r.ending == "interrupted") {
+        // It came after the run, while it was verified and reported: the report stands, and
+        // the exit code still says a signal asked us to stop.
+        eprintln!(
+            "relay-sim: interrupted by {} after the run (its report is above)",
+            signal_name(sig)
+        );
+        return 128 + sig;
     }
     r.exit_code
 }

@@ -35,6 +35,10 @@ pub enum Timer {
     Frame,
     /// ERROR sent: closed by then whatever the client does.
     Linger,
+    /// The client is gone (a read or write failed): what it sent is routed by then, or what is
+    /// still held back behind a full receiver is dropped and the connection closed, so a dead
+    /// client cannot keep its name for good.
+    Gone,
 }
 
 /// One client connection.

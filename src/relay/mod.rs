@@ -577,6 +577,7 @@ impl Relay {
             self.log(format_args!(
                 "{desc}: read failed: {e}; routing what it sent"
             ));
+            self.arm(id, Timer::Gone, self.cfg.frame_timeout);
         }
         self.touch(id);
         self.route_input(id);
@@ -601,8 +602,15 @@ impl Relay {
         let phase = c.phase;
         self.wake(id, waiters);
         self.touch(id);
+        if matches!(phase, Phase::Open | Phase::Draining) {
+            self.arm(id, Timer::Gone, self.cfg.frame_timeout);
+        }
         match phase {
-            Phase::Open => while self.read_once(id) {},
+            // One read now; the rest as the backend reports it readable (one client never
+            // holds the loop: guarantee 3).
+            Phase::Open => {
+                self.read_once(id);
+            }
             // Its input already ended and is being routed: close follows from there.
             Phase::Draining => {}
             Phase::Closing | Phase::Lingering => self.close(id, &format!("write failed: {e}")),
@@ -1135,6 +1143,14 @@ impl Relay {
                     );
                 }
                 Timer::Linger => self.close(id, "closed after error (linger time over)"),
+                Timer::Gone => {
+                    let t = self.cfg.frame_timeout;
+                    let held = self.conn(id).map_or(0, |c| c.input.buffered());
+                    self.close(
+                        id,
+                        &format!("gone, and still held back after {t:?}: {held} bytes it sent were not routed"),
+                    );
+                }
             }
         }
         // What fail() queued (the ERRORs) goes out now, not after the next wait.
