@@ -984,3 +984,69 @@ fn a_vanished_client_held_back_for_good_is_closed_after_the_frame_timeout() {
         );
     }
 }
+
+/// The in-process API the harness, the fuzz target and the memory tests read: what `adopt`
+/// returns, the registrations it records, the counts in `stats`, the bytes it has buffered.
+#[test]
+fn the_relay_api_reports_what_it_did() {
+    use relay_sim::protocol::{put_hello, put_send};
+    use relay_sim::relay::{Config, Relay};
+    use relay_sim::sys::Stream;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+    let cfg = Config {
+        log: false,
+        max_clients: 2,
+        ..Config::default()
+    };
+    let mut relay = Relay::new(None, None, cfg).expect("relay");
+    relay.record_registrations();
+    let mut ends = Vec::new();
+    let mut serials = Vec::new();
+    for _ in 0..3 {
+        let (theirs, ours) = UnixStream::pair().expect("pair");
+        serials.push(relay.adopt(Stream::Unix(theirs)).expect("adopt"));
+        ends.push(ours);
+    }
+    assert_eq!(
+        serials,
+        [Some(0), Some(1), None],
+        "the third is past --max-clients"
+    );
+    assert_eq!(relay.connections(), 2);
+    let mut bytes = Vec::new();
+    put_hello(&mut bytes, b"a");
+    put_send(&mut bytes, b"b", b"one");
+    put_send(&mut bytes, b"b", b"two");
+    put_send(&mut bytes, b"nobody", b"three");
+    ends[0].write_all(&bytes).expect("a writes");
+    bytes.clear();
+    put_hello(&mut bytes, b"b");
+    ends[1].write_all(&bytes).expect("b writes");
+    // b registers in its own read; a's frames may be read before it: step until both are in.
+    for _ in 0..100 {
+        relay.step(Some(Duration::from_millis(1))).expect("step");
+        if relay.stats().delivered + relay.stats().bounced >= 2 {
+            break;
+        }
+    }
+    let mut names = relay.take_registrations();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            (0, b"a".to_vec().into_boxed_slice()),
+            (1, b"b".to_vec().into_boxed_slice())
+        ]
+    );
+    assert!(relay.take_registrations().is_empty(), "taken once");
+    let s = relay.stats();
+    assert_eq!((s.accepted, s.refused, s.errors), (2, 1, 0));
+    // "one" and "two" reach b if it registered before a's frames were read; bounced otherwise.
+    assert_eq!(s.delivered + s.bounced, 3, "{s:?}");
+    assert!(s.bounced >= 1, "to nobody: {s:?}");
+    assert!(
+        relay.buffered_bytes() > 1,
+        "two connections hold input buffers"
+    );
+}
