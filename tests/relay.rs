@@ -774,6 +774,13 @@ fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiv
             step(&mut relay);
         }
         assert!(off < burst.len(), "{backend}: the relay must hold x back");
+        // Held back means not read: the relay's buffers stay within their bounds (one read
+        // chunk of input, max_buffer plus a frame of output, per connection), not x's 2.6 MB.
+        assert!(
+            relay.buffered_bytes() < 512 * 1024,
+            "{backend}: {} bytes buffered",
+            relay.buffered_bytes()
+        );
         // Whole frames to a; a partial last one is discarded.
         let written: Vec<usize> = (0..off / frame_len).filter(|&i| to(i) == b"a").collect();
         // x vanishes; y's frames to x make the relay write to it and find it gone. Until it
