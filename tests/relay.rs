@@ -716,6 +716,39 @@ fn frames_sent_before_a_client_vanished_are_routed_when_a_write_finds_it_gone() 
     }
 }
 
+/// In-process: a socket pair whose relay end `relay` adopts, with HELLO `name` written on ours.
+fn peer(relay: &mut relay_sim::relay::Relay, name: &[u8]) -> std::os::unix::net::UnixStream {
+    let (theirs, mut ours) = std::os::unix::net::UnixStream::pair().expect("pair");
+    relay
+        .adopt(relay_sim::sys::Stream::Unix(theirs))
+        .expect("adopt");
+    let mut hello = Vec::new();
+    relay_sim::protocol::put_hello(&mut hello, name);
+    ours.write_all(&hello).expect("hello");
+    ours
+}
+
+/// In-process: writes `bytes` on `s` (made non-blocking), stepping the relay between writes,
+/// until all are written or the relay stops reading `s` (five writes in a row find no room);
+/// returns the bytes written.
+fn write_until_held(
+    relay: &mut relay_sim::relay::Relay,
+    s: &mut std::os::unix::net::UnixStream,
+    bytes: &[u8],
+) -> usize {
+    s.set_nonblocking(true).expect("nonblocking");
+    let (mut off, mut stalled) = (0, 0);
+    while off < bytes.len() && stalled < 5 {
+        match s.write(&bytes[off..]) {
+            Ok(n) => (off, stalled) = (off + n, 0),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stalled += 1,
+            Err(e) => panic!("writing to the relay: {e}"),
+        }
+        relay.step(Some(std::time::Duration::ZERO)).expect("step");
+    }
+    off
+}
+
 /// Guarantee 2 when the client that vanishes is held back: the frames it wrote wait behind a
 /// receiver that does not read when a write finds it gone. They are still routed, in order, once
 /// the receiver reads; sends to the vanished client bounce meanwhile; and its name stays taken
@@ -723,9 +756,8 @@ fn frames_sent_before_a_client_vanished_are_routed_when_a_write_finds_it_gone() 
 /// (The relay used to close it at once and drop them: a false "lost" in runs with deaths.)
 #[test]
 fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiver_reads() {
-    use relay_sim::protocol::{put_hello, put_send, Decoder};
+    use relay_sim::protocol::{put_send, Decoder};
     use relay_sim::relay::{Config, Relay};
-    use relay_sim::sys::Stream;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
@@ -738,14 +770,6 @@ fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiv
             ..Config::default()
         };
         let mut relay = Relay::new(None, None, cfg).expect("relay");
-        let peer = |relay: &mut Relay, name: &[u8]| {
-            let (theirs, mut ours) = UnixStream::pair().expect("pair");
-            relay.adopt(Stream::Unix(theirs)).expect("adopt");
-            let mut hello = Vec::new();
-            put_hello(&mut hello, name);
-            ours.write_all(&hello).expect("hello");
-            ours
-        };
         let mut a = peer(&mut relay, b"a");
         let mut x = peer(&mut relay, b"x");
         let mut y = peer(&mut relay, b"y");
@@ -760,19 +784,7 @@ fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiv
             put_send(&mut burst, to(i), format!("frame {i:06} from x").as_bytes());
         }
         let frame_len = burst.len() / FRAMES;
-        x.set_nonblocking(true).expect("nonblocking");
-        let (mut off, mut stalled) = (0, 0);
-        while off < burst.len() && stalled < 5 {
-            match x.write(&burst[off..]) {
-                Ok(n) => {
-                    off += n;
-                    stalled = 0;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stalled += 1,
-                Err(e) => panic!("{backend}: x writes: {e}"),
-            }
-            step(&mut relay);
-        }
+        let off = write_until_held(&mut relay, &mut x, &burst);
         assert!(off < burst.len(), "{backend}: the relay must hold x back");
         // Held back means not read: the relay's buffers stay within their bounds (one read
         // chunk of input, max_buffer plus a frame of output, per connection), not x's 2.6 MB.
@@ -907,9 +919,8 @@ fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiv
 /// and its name is free for a client that comes back.
 #[test]
 fn a_vanished_client_held_back_for_good_is_closed_after_the_frame_timeout() {
-    use relay_sim::protocol::{put_hello, put_send, Decoder};
+    use relay_sim::protocol::{put_send, Decoder};
     use relay_sim::relay::{Config, Relay};
-    use relay_sim::sys::Stream;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
@@ -922,14 +933,6 @@ fn a_vanished_client_held_back_for_good_is_closed_after_the_frame_timeout() {
             ..Config::default()
         };
         let mut relay = Relay::new(None, None, cfg).expect("relay");
-        let peer = |relay: &mut Relay, name: &[u8]| {
-            let (theirs, mut ours) = UnixStream::pair().expect("pair");
-            relay.adopt(Stream::Unix(theirs)).expect("adopt");
-            let mut hello = Vec::new();
-            put_hello(&mut hello, name);
-            ours.write_all(&hello).expect("hello");
-            ours
-        };
         let _a = peer(&mut relay, b"a"); // never reads
         let mut x = peer(&mut relay, b"x");
         let mut y = peer(&mut relay, b"y");
@@ -940,16 +943,7 @@ fn a_vanished_client_held_back_for_good_is_closed_after_the_frame_timeout() {
         for i in 0..40_000 {
             put_send(&mut burst, b"a", format!("frame {i:06} from x").as_bytes());
         }
-        x.set_nonblocking(true).expect("nonblocking");
-        let (mut off, mut stalled) = (0, 0);
-        while off < burst.len() && stalled < 5 {
-            match x.write(&burst[off..]) {
-                Ok(n) => (off, stalled) = (off + n, 0),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stalled += 1,
-                Err(e) => panic!("{backend}: x writes: {e}"),
-            }
-            step(&mut relay);
-        }
+        write_until_held(&mut relay, &mut x, &burst);
         drop(x);
         // y's sends to x make the relay find it gone (they bounce from then on).
         let mut to_x = Vec::new();

@@ -24,9 +24,11 @@ pub const EXIT_PASS: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
 /// Exit code: the environment failed (fork, socket, relay start).
 pub const EXIT_ENV: i32 = 3;
-/// Exit code: interrupted by SIGINT (128 + 2); SIGTERM gives 143 (128 + 15), as a shell
-/// reports a process that signal ended.
-pub const EXIT_INTERRUPTED: i32 = 130;
+/// Exit code of a run a signal interrupted: 128 + its number, as a shell reports a process
+/// that signal ended (130 for SIGINT, 143 for SIGTERM).
+pub fn interrupted_exit(sig: i32) -> i32 {
+    128 + sig
+}
 
 /// A signal's name as a person knows it.
 pub fn signal_name(sig: i32) -> String {
@@ -422,8 +424,7 @@ pub fn build(
     });
     let exit_code = match &outcome.ending {
         Ending::Finished | Ending::RelayKilled(_) if violations_total == 0 => EXIT_PASS,
-        // 128 + the signal's number, as a shell reports a process a signal ended.
-        Ending::Interrupted(sig) => 128 + sig,
+        Ending::Interrupted(sig) => interrupted_exit(*sig),
         Ending::StartFailed(_) => EXIT_ENV,
         _ => EXIT_FAIL,
     };

@@ -411,6 +411,36 @@ fn nemesis_words(action: Action, role: &str) -> String {
     }
 }
 
+/// Why a run that needs end markers and the shared counters (`flag`: kill/restart or
+/// --duration) cannot have them, if it cannot: a receiver must tell each payload's sender from
+/// the payload (`why_ident` says why), and the counter table has clients² entries.
+fn shared_counters_refused(
+    a: &Args,
+    clients: usize,
+    flag: &str,
+    why_ident: &str,
+) -> Option<String> {
+    if a.scenario.is_some() || a.inline_script.is_some() {
+        Some(format!(
+            "{flag} works on random runs; scripts use `kill NAME` lines"
+        ))
+    } else if a.pattern != "mesh" {
+        Some(format!("{flag} needs --pattern mesh"))
+    } else if a.payload.min < relay_harness::payload::IDENT {
+        Some(format!(
+            "{flag} needs payloads of at least {} bytes (--payload), {why_ident}",
+            relay_harness::payload::IDENT
+        ))
+    } else if clients > blackbox::MAX_CLIENTS {
+        Some(format!(
+            "{flag} supports up to {} clients",
+            blackbox::MAX_CLIENTS
+        ))
+    } else {
+        None
+    }
+}
+
 /// Tells the janitor the run cleaned up after itself, when the run's function returns.
 struct JanitorDone;
 
@@ -452,53 +482,24 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     let deaths = kinds
         .iter()
         .any(|k| matches!(k, Action::Kill | Action::Restart));
-    if a.duration.is_some() {
-        // Sending for a while ends with the drain of runs with deaths: end markers, which a
-        // payload must not be mistaken for, and the shared counters.
-        let why = if a.pattern != "mesh" {
-            Some("--duration needs --pattern mesh".to_string())
-        } else if a.payload.min < relay_harness::payload::IDENT {
-            Some(format!(
-                "--duration needs payloads of at least {} bytes (--payload), so none can pass for an end marker",
-                relay_harness::payload::IDENT
-            ))
-        } else if src.plans.len() > blackbox::MAX_CLIENTS {
-            Some(format!(
-                "--duration supports up to {} clients",
-                blackbox::MAX_CLIENTS
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            eprintln!("relay-sim: {why}");
-            return EXIT_USAGE;
-        }
-    }
-    if deaths {
-        // What a receiver checks across a death needs each payload's identity (16 bytes) and
-        // a counter table of clients² entries shared by all processes.
-        let why = if a.scenario.is_some() || a.inline_script.is_some() {
-            Some(
-                "--nemesis kill/restart works on random runs; scripts use `kill NAME` lines"
-                    .to_string(),
-            )
-        } else if a.pattern != "mesh" {
-            Some("--nemesis kill/restart needs --pattern mesh".to_string())
-        } else if a.payload.min < relay_harness::payload::IDENT {
-            Some(format!(
-                "--nemesis kill/restart needs payloads of at least {} bytes (--payload), to tell who sent each one",
-                relay_harness::payload::IDENT
-            ))
-        } else if src.plans.len() > blackbox::MAX_CLIENTS {
-            Some(format!(
-                "--nemesis kill/restart supports up to {} clients",
-                blackbox::MAX_CLIENTS
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = why {
+    // Both end with the drain of end markers over the shared counters (harness/src/blackbox.rs).
+    let needs = [
+        (
+            deaths,
+            "--nemesis kill/restart",
+            "to tell who sent each one",
+        ),
+        (
+            a.duration.is_some(),
+            "--duration",
+            "so none can pass for an end marker",
+        ),
+    ];
+    for (wanted, flag, why_ident) in needs {
+        if let Some(why) = wanted
+            .then(|| shared_counters_refused(&a, src.plans.len(), flag, why_ident))
+            .flatten()
+        {
             eprintln!("relay-sim: {why}");
             return EXIT_USAGE;
         }
@@ -525,7 +526,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             signal_name(sig),
             src.config.seed
         );
-        return 128 + sig;
+        return report::interrupted_exit(sig);
     }
 
     // A SIGKILL gives us no chance to clean up: the janitor, forked first (single-threaded
@@ -850,7 +851,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             "relay-sim: interrupted by {} after the run (its report is above)",
             signal_name(sig)
         );
-        return 128 + sig;
+        return report::interrupted_exit(sig);
     }
     r.exit_code
 }

@@ -937,22 +937,13 @@ impl Relay {
     /// Frees a connection's name and resumes senders that were waiting on it (their
     /// frames now bounce).
     fn unregister(&mut self, id: ConnId) {
-        self.free_name(id);
-        if let Some(c) = self.conn(id) {
-            c.name = None;
-        }
-    }
-
-    /// Takes a connection's name out of the table (nobody can send to it any more) but lets it
-    /// keep the name as a sender, and resumes senders that were waiting on it.
-    fn free_name(&mut self, id: ConnId) {
         let Some(c) = slot(&mut self.conns, id) else {
             return;
         };
         // The table may already hold a newer connection under this name: leave that one.
-        if let Some(name) = &c.name {
-            if self.names.get(name) == Some(&id) {
-                self.names.remove(name);
+        if let Some(name) = c.name.take() {
+            if self.names.get(&name) == Some(&id) {
+                self.names.remove(&name);
             }
         }
         let waiters = std::mem::take(&mut c.waiters);
