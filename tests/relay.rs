@@ -10,6 +10,18 @@ use relay_sim::protocol::{ErrorCode, Kind};
 use relay_sim::sys::Addr;
 use util::*;
 
+/// The test process's fd table, shared by its threads: `beyond_fd_setsize` holds a thousand fds
+/// of it, which would put an in-process select relay's new connections past FD_SETSIZE (refused).
+/// Tests that drive a relay in-process hold it shared; `beyond_fd_setsize` holds it alone.
+static FD_TABLE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Holds [`FD_TABLE`] for a test that drives a relay in-process.
+fn few_fds() -> std::sync::RwLockReadGuard<'static, ()> {
+    FD_TABLE
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 on_every_relay!(
     routing,
     self_send,
@@ -507,6 +519,9 @@ fn beyond_fd_setsize(t: Transport, b: &str) {
         return; // this backend has no fd ceiling
     };
     relay_sim::sys::raise_nofile_limit().expect("raise RLIMIT_NOFILE for the test process");
+    let _many_fds = FD_TABLE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let r = RelayProc::start(t, b, &["--max-clients", "100000"]);
     let mut first = registered(&r, "first");
     let mut second = registered(&r, "second");
@@ -637,6 +652,7 @@ fn tcp_prints_the_kernel_chosen_port() {
 /// order is forced: the sender's frames sit unread past one read when the write to it fails.
 #[test]
 fn frames_sent_before_a_client_vanished_are_routed_when_a_write_finds_it_gone() {
+    let _fds = few_fds();
     use relay_sim::protocol::{put_hello, put_send, Decoder, RelayFrame};
     use relay_sim::relay::{Config, Relay};
     use relay_sim::sys::Stream;
@@ -719,9 +735,16 @@ fn frames_sent_before_a_client_vanished_are_routed_when_a_write_finds_it_gone() 
 /// In-process: a socket pair whose relay end `relay` adopts, with HELLO `name` written on ours.
 fn peer(relay: &mut relay_sim::relay::Relay, name: &[u8]) -> std::os::unix::net::UnixStream {
     let (theirs, mut ours) = std::os::unix::net::UnixStream::pair().expect("pair");
-    relay
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+    let adopted = relay
         .adopt(relay_sim::sys::Stream::Unix(theirs))
         .expect("adopt");
+    assert!(
+        adopted.is_some(),
+        "fd {fd} refused: {} open, {:?}",
+        relay.connections(),
+        relay.stats()
+    );
     let mut hello = Vec::new();
     relay_sim::protocol::put_hello(&mut hello, name);
     ours.write_all(&hello).expect("hello");
@@ -756,6 +779,7 @@ fn write_until_held(
 /// (The relay used to close it at once and drop them: a false "lost" in runs with deaths.)
 #[test]
 fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiver_reads() {
+    let _fds = few_fds();
     use relay_sim::protocol::{put_send, Decoder};
     use relay_sim::relay::{Config, Relay};
     use std::io::Read;
@@ -919,6 +943,7 @@ fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiv
 /// and its name is free for a client that comes back.
 #[test]
 fn a_vanished_client_held_back_for_good_is_closed_after_the_frame_timeout() {
+    let _fds = few_fds();
     use relay_sim::protocol::{put_send, Decoder};
     use relay_sim::relay::{Config, Relay};
     use std::io::Read;
@@ -990,6 +1015,7 @@ fn a_vanished_client_held_back_for_good_is_closed_after_the_frame_timeout() {
 /// returns, the registrations it records, the counts in `stats`, the bytes it has buffered.
 #[test]
 fn the_relay_api_reports_what_it_did() {
+    let _fds = few_fds();
     use relay_sim::protocol::{put_hello, put_send};
     use relay_sim::relay::{Config, Relay};
     use relay_sim::sys::Stream;
@@ -1050,4 +1076,62 @@ fn the_relay_api_reports_what_it_did() {
         relay.buffered_bytes() > 1,
         "two connections hold input buffers"
     );
+}
+
+/// `--frame-timeout` bounds one frame, from its first byte: a client that streams without
+/// pause, every read ending part-way through a frame, is never taken for a slow one.
+/// (The timer used to start at the first partial frame and survive every later one, so a
+/// steady stream was closed one frame timeout after it began.)
+#[test]
+fn a_steady_stream_whose_reads_end_mid_frame_is_not_timed_out() {
+    let _fds = few_fds();
+    use relay_sim::protocol::{put_send, Decoder, RelayFrame};
+    use relay_sim::relay::{Config, Relay};
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    const TIMEOUT: Duration = Duration::from_millis(50);
+    for backend in BACKENDS {
+        let cfg = Config {
+            backend: backend.to_string(),
+            log: false,
+            frame_timeout: TIMEOUT,
+            ..Config::default()
+        };
+        let mut relay = Relay::new(None, None, cfg).expect("relay");
+        let mut a = peer(&mut relay, b"a");
+        let mut b = peer(&mut relay, b"b");
+        b.set_nonblocking(true).expect("nonblocking");
+        let mut frame = Vec::new();
+        put_send(&mut frame, b"b", &[7u8; 100]);
+        let half = frame.len() / 2;
+        let (mut sent, mut got) = (0u64, 0u64);
+        let mut dec = Decoder::new(u32::MAX);
+        let started = Instant::now();
+        // Each write completes the last frame and starts the next: no read ends on a boundary.
+        a.write_all(&frame[..half]).expect("a writes");
+        while started.elapsed() < TIMEOUT * 6 {
+            a.write_all(&frame[half..]).expect("a writes");
+            a.write_all(&frame[..half]).expect("a writes");
+            sent += 1;
+            relay.step(Some(Duration::ZERO)).expect("step");
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = b.read(&mut buf) {
+                dec.extend(&buf[..n]);
+                while let Some(f) = dec.next_frame().expect("frames decode") {
+                    if let RelayFrame::Deliver { .. } = f.relay().expect("relay frame") {
+                        got += 1;
+                    }
+                }
+            }
+        }
+        let s = relay.stats();
+        assert_eq!(
+            s.errors, 0,
+            "{backend}: a was taken for a slow client: {s:?}"
+        );
+        assert!(
+            got + 2 >= sent && sent > 10,
+            "{backend}: {got} of {sent} delivered"
+        );
+    }
 }

@@ -622,6 +622,7 @@ impl Relay {
     fn route_input(&mut self, id: ConnId) {
         let Some(c) = self.conn(id) else { return };
         let mut input = std::mem::replace(&mut c.input, protocol::Decoder::new(0));
+        let mut routed = false;
         let outcome = loop {
             let frame = match input.peek_frame() {
                 Ok(Some(f)) => f,
@@ -630,11 +631,15 @@ impl Relay {
             };
             let body_len = frame.body.len();
             match self.route_frame(id, frame.client()) {
-                Routed::Done => input.consume(body_len),
+                Routed::Done => {
+                    input.consume(body_len);
+                    routed = true;
+                }
                 Routed::HeldBack => break Ok(()),
                 Routed::Failed(v) => break Err(v),
             }
         };
+        let renewed = self.now + self.cfg.frame_timeout;
         let Some(c) = self.conn(id) else { return };
         match outcome {
             Ok(()) => {
@@ -644,6 +649,9 @@ impl Relay {
                 let waiting = c.name.is_some() && c.input.buffered() > 0 && c.blocked_on.is_none();
                 match c.deadline {
                     Some((_, Timer::Frame)) if !waiting => c.deadline = None,
+                    // A new frame has begun: its time starts now. (Moved, not re-armed: the
+                    // timer heap moves its entry on when it comes due.)
+                    Some((_, Timer::Frame)) if routed => c.deadline = Some((renewed, Timer::Frame)),
                     None if waiting => self.arm(id, Timer::Frame, self.cfg.frame_timeout),
                     _ => {}
                 }
@@ -1108,8 +1116,17 @@ impl Relay {
             self.timers.pop();
             let id = ConnId(slot);
             let Some(c) = self.conn(id) else { continue };
-            if c.serial != serial || c.deadline.map(|(d, _)| d) != Some(at) {
-                continue; // stale: that connection is gone, or its timer changed
+            if c.serial != serial {
+                continue; // stale: that connection is gone
+            }
+            match c.deadline {
+                Some((d, _)) if d == at => {}
+                // Moved later without a new entry (a frame timer renewed): wait on.
+                Some((d, _)) if d > at => {
+                    self.timers.push(Reverse((d, slot, serial)));
+                    continue;
+                }
+                _ => continue, // stale: the timer was stopped or replaced
             }
             let Some((_, timer)) = c.deadline.take() else {
                 continue;
