@@ -1135,3 +1135,441 @@ fn a_steady_stream_whose_reads_end_mid_frame_is_not_timed_out() {
         );
     }
 }
+
+/// The relay's log, read by a learner beside the code: each accept, registration, error and
+/// disconnect, naming the client, its connection and fd, and why it ended.
+#[test]
+fn the_relay_log_tells_what_happened_to_each_client() {
+    // a's message to itself comes back after the relay has handled everything that was ready
+    // when a sent it (the kernel marks a closed peer's socket readable at close): a barrier.
+    fn barrier(a: &mut Raw) {
+        a.send(b"a", b"sync");
+        assert_eq!(a.next(), Got::Deliver(b"a".to_vec(), b"sync".to_vec()));
+    }
+    for b in BACKENDS {
+        let mut r = RelayProc::start_logged(Transport::Unix, b, None);
+        let mut a = registered(&r, "a");
+        let mut peer = registered(&r, "b");
+        a.send(b"b", b"hi");
+        assert_eq!(peer.next(), Got::Deliver(b"a".to_vec(), b"hi".to_vec()));
+        let mut early = r.raw();
+        early.send(b"b", b"before HELLO");
+        early.expect_error(ErrorCode::NotRegistered);
+        drop(early);
+        barrier(&mut a);
+        // c closes with a DELIVER it never read: on a Unix socket the relay's read finds a reset.
+        let c = registered(&r, "c");
+        a.send(b"c", b"never read");
+        barrier(&mut a);
+        drop(c);
+        barrier(&mut a);
+        r.signal(nix::sys::signal::Signal::SIGTERM);
+        let (code, log) = r.wait_exit();
+        assert_eq!(code, Some(0));
+        // fd numbers depend on the backend (epoll holds one more) and the socket path on the run.
+        let log: Vec<String> = log.lines().map(mask_fds).collect();
+        let want = [
+            format!("relay: listening on {} (backend {b}, max-frame 1048576, max-buffer 1048576, max-clients 1000)", r.addr),
+            "relay: accept() -> fd N: a new connection (conn 0)".into(),
+            "relay: register: conn 0 (fd N) is a".into(),
+            "relay: accept() -> fd N: a new connection (conn 1)".into(),
+            "relay: register: conn 1 (fd N) is b".into(),
+            "relay: accept() -> fd N: a new connection (conn 2)".into(),
+            "relay: error: conn 2 (fd N, unregistered): NOT_REGISTERED: SEND before HELLO; the first frame must be HELLO; closing it".into(),
+            "relay: disconnect: conn 2 (fd N, unregistered): closed after error".into(),
+            "relay: accept() -> fd N: a new connection (conn 2)".into(),
+            "relay: register: conn 2 (fd N) is c".into(),
+            "relay: c (conn 2, fd N): read failed: Connection reset by peer (os error 104); routing what it sent".into(),
+            "relay: disconnect: c (conn 2, fd N): closed by client".into(),
+            "relay: disconnect: a (conn 0, fd N): relay stopping".into(),
+            "relay: disconnect: b (conn 1, fd N): relay stopping".into(),
+            "relay: stopped: 4 connections (0 refused), 5 delivered, 0 bounced, 1 errors, held back 0 times".into(),
+        ];
+        assert_eq!(log, want, "{b}");
+    }
+}
+
+/// A log line with each `fd 12` written `fd N`.
+fn mask_fds(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("fd ") {
+        let digits = rest[i + 3..].bytes().take_while(u8::is_ascii_digit).count();
+        out.push_str(&rest[..i + 3]);
+        out.push_str(if digits > 0 { "N" } else { "" });
+        rest = &rest[i + 3 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Out of fds: accept() fails with EMFILE and the waiting client would make the listener
+/// readable forever. The relay spends its reserve fd to accept it and turn it away with
+/// RELAY_FULL, says in its log what to raise, and serves everyone it holds.
+#[test]
+fn a_relay_out_of_fds_turns_newcomers_away_and_serves_the_rest() {
+    for b in BACKENDS {
+        let mut r = RelayProc::start_logged(Transport::Unix, b, Some(16));
+        let mut kept = vec![registered(&r, "a")];
+        let refused = loop {
+            let mut c = r.raw();
+            // A refused client may find the relay gone before its HELLO is written (EPIPE);
+            // the ERROR is still there to read.
+            let mut hello = Vec::new();
+            relay_sim::protocol::put_hello(&mut hello, format!("c{}", kept.len()).as_bytes());
+            let _ = c.stream.write_all(&hello);
+            match c.next() {
+                Got::Welcome(_) => kept.push(c),
+                Got::Error(code, text) => break (code, text),
+                other => panic!("{b}: {other:?}"),
+            }
+            assert!(kept.len() < 16, "{b}: never ran out of fds");
+        };
+        assert_eq!(
+            refused,
+            (
+                ErrorCode::RelayFull as u16,
+                "the relay is out of file descriptors".into()
+            ),
+            "{b}"
+        );
+        // Still serving, and a place comes free when a client leaves.
+        kept[0].send(b"c1", b"still here");
+        assert_eq!(
+            kept[1].next(),
+            Got::Deliver(b"a".to_vec(), b"still here".to_vec())
+        );
+        drop(kept.pop());
+        register_retrying(&r, "late", ErrorCode::RelayFull);
+        drop(kept);
+        r.signal(nix::sys::signal::Signal::SIGTERM);
+        let (code, log) = r.wait_exit();
+        assert_eq!(code, Some(0));
+        assert!(
+            log.contains("relay: accept: Too many open files (os error 24); raise the open-files limit (ulimit -n)"),
+            "{b}: {log}"
+        );
+        assert!(!log.contains("accept failed"), "{b}: {log}");
+    }
+}
+
+/// In-process: every frame `s` has received so far, read until the socket has nothing more.
+fn received(
+    s: &mut std::os::unix::net::UnixStream,
+    dec: &mut relay_sim::protocol::Decoder,
+) -> Vec<relay_sim::client::Message> {
+    use std::io::Read;
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => dec.extend(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("reading from the relay: {e}"),
+        }
+    }
+    let mut got = Vec::new();
+    while let Some(f) = dec.next_frame().expect("relay frames decode") {
+        got.push(relay_sim::client::Message::from(
+            f.relay().expect("relay frame"),
+        ));
+    }
+    got
+}
+
+/// `--inject` at rate 1, in-process: each fault does exactly what it says to every DELIVER it
+/// can apply to (the verifier's tests rely on each kind breaking its promise, and only that one).
+#[test]
+fn each_injected_fault_breaks_exactly_its_promise() {
+    let _fds = few_fds();
+    use relay_sim::client::Message;
+    use relay_sim::protocol::{put_send, Decoder};
+    use relay_sim::relay::inject::{Fault, Inject};
+    use relay_sim::relay::{Config, Relay};
+    use std::time::Duration;
+    const N: usize = 50;
+    // Mixed bits, so that setting or clearing a bit instead of flipping it shows.
+    let payload = |i: usize| -> Vec<u8> {
+        let mut p = vec![0x55u8; 64];
+        p[0] = i as u8;
+        p[63] = 0xAA;
+        p
+    };
+    for (name, fault) in Fault::ALL {
+        let cfg = Config {
+            log: false,
+            inject: Some(Inject {
+                fault,
+                rate: 1.0,
+                seed: 1,
+            }),
+            ..Config::default()
+        };
+        let mut relay = Relay::new(None, None, cfg).expect("relay");
+        let mut ends: Vec<_> = [b"a", b"b", b"c"]
+            .iter()
+            .map(|n| (peer(&mut relay, *n), Decoder::new(u32::MAX)))
+            .collect();
+        relay.step(Some(Duration::ZERO)).expect("step");
+        for (s, dec) in &mut ends {
+            assert!(
+                matches!(received(s, dec)[..], [Message::Welcome(_)]),
+                "{name}"
+            );
+        }
+        // All N in one write, read by the relay in one read: b's queue holds them all at once.
+        let mut burst = Vec::new();
+        for i in 0..N {
+            put_send(&mut burst, b"b", &payload(i));
+        }
+        assert!(burst.len() < relay_sim::protocol::FIRST_CHUNK);
+        ends[0].0.write_all(&burst).expect("a writes");
+        relay.step(Some(Duration::from_secs(1))).expect("step");
+        relay.step(Some(Duration::ZERO)).expect("step");
+        let got: Vec<Vec<(String, Vec<u8>)>> = ends
+            .iter_mut()
+            .map(|(s, dec)| {
+                received(s, dec)
+                    .into_iter()
+                    .map(|m| match m {
+                        Message::Deliver { src, payload } => (src, payload),
+                        other => panic!("{name}: {other:?}"),
+                    })
+                    .collect()
+            })
+            .collect();
+        let (to_a, to_b, to_c) = (&got[0], &got[1], &got[2]);
+        let from_a = |order: &[usize]| -> Vec<(String, Vec<u8>)> {
+            order
+                .iter()
+                .map(|&i| ("a".to_string(), payload(i)))
+                .collect()
+        };
+        let s = relay.stats().clone();
+        let injected = s.injected as usize;
+        match fault {
+            Fault::Drop | Fault::Delay => {
+                assert!(got.iter().all(Vec::is_empty), "{name}: {got:?}");
+                assert_eq!((injected, s.delivered), (N, 0), "{name}");
+            }
+            Fault::Duplicate => {
+                let twice: Vec<usize> = (0..N).flat_map(|i| [i, i]).collect();
+                assert_eq!(to_b, &from_a(&twice), "{name}");
+                assert_eq!((injected, s.delivered), (N, 2 * N as u64), "{name}");
+            }
+            Fault::Reorder => {
+                // Each one overtakes the one before it still in the queue: 1, 2, ..., N-1, 0.
+                let order: Vec<usize> = (1..N).chain([0]).collect();
+                assert_eq!(to_b, &from_a(&order), "{name}");
+                assert_eq!((injected, s.delivered), (N - 1, N as u64), "{name}");
+            }
+            Fault::Corrupt => {
+                assert_eq!(to_b.len(), N, "{name}");
+                let mut last_byte = 0;
+                for (i, (src, p)) in to_b.iter().enumerate() {
+                    assert_eq!(src, "a");
+                    let want = payload(i);
+                    let flipped: Vec<(usize, u32)> = (0..p.len())
+                        .map(|k| (k, (p[k] ^ want[k]).count_ones()))
+                        .filter(|&(_, bits)| bits > 0)
+                        .collect();
+                    assert_eq!(flipped.len(), 1, "{name}: message {i}: one byte changed");
+                    assert_eq!(flipped[0].1, 1, "{name}: message {i}: by one bit");
+                    last_byte = last_byte.max(flipped[0].0);
+                }
+                assert!(
+                    last_byte >= 48,
+                    "{name}: the flipped bit is anywhere in the payload"
+                );
+                assert_eq!(injected, N, "{name}");
+            }
+            Fault::Misroute => {
+                assert!(to_b.is_empty(), "{name}: {to_b:?}");
+                assert_eq!(to_a.len() + to_c.len(), N, "{name}");
+                assert!(
+                    !to_a.is_empty() && !to_c.is_empty(),
+                    "{name}: to anyone but b"
+                );
+                assert!(to_a.iter().chain(to_c).all(|(src, _)| src == "a"), "{name}");
+                assert_eq!(injected, N, "{name}");
+            }
+            Fault::Spoof => {
+                assert_eq!(to_b.len(), N, "{name}");
+                let srcs: std::collections::BTreeSet<&str> =
+                    to_b.iter().map(|(s, _)| s.as_str()).collect();
+                assert_eq!(srcs, ["b", "c"].into(), "{name}: any name but a's");
+                let payloads: Vec<&Vec<u8>> = to_b.iter().map(|(_, p)| p).collect();
+                assert_eq!(
+                    payloads,
+                    (0..N)
+                        .map(payload)
+                        .collect::<Vec<_>>()
+                        .iter()
+                        .collect::<Vec<_>>(),
+                    "{name}"
+                );
+                assert_eq!(injected, N, "{name}");
+            }
+        }
+    }
+}
+
+/// A client that shuts down its reading side makes the relay's writes to it fail (EPIPE) while
+/// it still sends: the relay drops what it owed it and bounces new sends to it, but routes
+/// what it sends until it closes (a write failure is not the end of its input).
+#[test]
+fn a_client_that_stopped_reading_is_still_heard() {
+    let _fds = few_fds();
+    use relay_sim::client::Message;
+    use relay_sim::protocol::{put_send, Decoder};
+    use relay_sim::relay::{Config, Relay};
+    use std::time::Duration;
+    for backend in BACKENDS {
+        let cfg = Config {
+            backend: backend.to_string(),
+            log: false,
+            ..Config::default()
+        };
+        let mut relay = Relay::new(None, None, cfg).expect("relay");
+        let mut x = peer(&mut relay, b"x");
+        let mut y = peer(&mut relay, b"y");
+        let mut ydec = Decoder::new(u32::MAX);
+        let step = |relay: &mut Relay| relay.step(Some(Duration::from_millis(100))).expect("step");
+        step(&mut relay);
+        assert_eq!(received(&mut y, &mut ydec), [Message::Welcome("y".into())]);
+        x.shutdown(std::net::Shutdown::Read).expect("shutdown");
+        let mut bytes = Vec::new();
+        put_send(&mut bytes, b"x", b"owed, then dropped");
+        y.write_all(&bytes).expect("y writes");
+        step(&mut relay); // the write to x fails: x is gone for sends
+        bytes.clear();
+        put_send(&mut bytes, b"x", b"bounces");
+        y.write_all(&bytes).expect("y writes");
+        step(&mut relay);
+        bytes.clear();
+        put_send(&mut bytes, b"y", b"still heard");
+        x.write_all(&bytes).expect("x writes");
+        step(&mut relay);
+        assert_eq!(
+            received(&mut y, &mut ydec),
+            [
+                Message::Bounce {
+                    dst: "x".into(),
+                    payload: b"bounces".to_vec()
+                },
+                Message::Deliver {
+                    src: "x".into(),
+                    payload: b"still heard".to_vec()
+                }
+            ],
+            "{backend}"
+        );
+        assert_eq!(
+            relay.connections(),
+            2,
+            "{backend}: x is open until it closes"
+        );
+        drop(x);
+        step(&mut relay);
+        assert_eq!(relay.connections(), 1, "{backend}: x closed");
+    }
+}
+
+/// `--trace`, in-process: each wait (how many fds were ready, after how long, and the empty
+/// busy-polls before it counted rather than listed), each registration and each routed frame,
+/// naming the clients; past the cap, events are counted as cut.
+#[test]
+fn the_relay_trace_tells_each_wait_and_each_frame() {
+    let _fds = few_fds();
+    use relay_sim::protocol::put_send;
+    use relay_sim::relay::{Config, Relay, Spin};
+    use std::time::{Duration, Instant};
+    let send = |s: &mut std::os::unix::net::UnixStream, dst: &[u8], p: &[u8]| {
+        let mut bytes = Vec::new();
+        put_send(&mut bytes, dst, p);
+        s.write_all(&bytes).expect("write");
+    };
+    let cfg = Config {
+        log: false,
+        trace: Some(1000),
+        spin: Spin::For(Duration::from_millis(20)),
+        ..Config::default()
+    };
+    let mut relay = Relay::new(None, None, cfg).expect("relay");
+    let step = |relay: &mut Relay, ms| relay.step(Some(Duration::from_millis(ms))).expect("step");
+    let mut a = peer(&mut relay, b"a");
+    step(&mut relay, 1000);
+    send(&mut a, b"b", b"hi");
+    step(&mut relay, 1000);
+    let _b = peer(&mut relay, b"b");
+    step(&mut relay, 1000);
+    send(&mut a, b"b", b"yo");
+    step(&mut relay, 1000);
+    // Quiet: the relay polls for its 20 ms, then blocks in each wait for the whole 30 ms.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_millis(100) {
+        step(&mut relay, 30);
+    }
+    send(&mut a, b"b", b"again");
+    step(&mut relay, 1000);
+    let trace = relay.take_trace().expect("tracing");
+    assert_eq!(trace.cut, 0);
+    let lines: Vec<String> = trace.events.iter().map(|(_, e)| mask_fds(e)).collect();
+    let mut want = [
+        "accept() -> fd N: a new connection (conn 0)",
+        "register: conn 0 (fd N) is a",
+        "SEND from a (conn 0, fd N) to \"b\": nobody holds that name -> BOUNCE (2 bytes)",
+        "accept() -> fd N: a new connection (conn 1)",
+        "register: conn 1 (fd N) is b",
+        "SEND from a (conn 0, fd N) -> DELIVER to b (conn 1, fd N) (2 bytes)",
+        "SEND from a (conn 0, fd N) -> DELIVER to b (conn 1, fd N) (5 bytes)",
+    ]
+    .into_iter()
+    .peekable();
+    for l in &lines {
+        want.next_if(|w| l == w);
+    }
+    assert_eq!(
+        want.next(),
+        None,
+        "missing from the trace, in this order:\n{lines:#?}"
+    );
+    let wait = "select() watching 4 fds (listener, stop pipe, 2 clients): ";
+    let blocked: Vec<f64> = lines
+        .iter()
+        .filter_map(|l| {
+            l.strip_prefix(wait)?
+                .strip_prefix("0 ready after ")?
+                .strip_suffix(" ms")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        !blocked.is_empty() && blocked.iter().all(|&ms| ms >= 29.0),
+        "once the polling window is over, each wait blocks: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(wait)
+            && l.contains(" ready after ")
+            && l.contains(" (busy-polled ")),
+        "the empty polls are counted: {lines:#?}"
+    );
+
+    // A cap of 3: the first three events are kept, the rest counted.
+    let cfg = Config {
+        log: false,
+        trace: Some(3),
+        ..Config::default()
+    };
+    let mut relay = Relay::new(None, None, cfg).expect("relay");
+    let mut a = peer(&mut relay, b"a");
+    for i in 0..5u8 {
+        send(&mut a, b"a", &[i]);
+        step(&mut relay, 1000);
+    }
+    let trace = relay.take_trace().expect("tracing");
+    assert_eq!(trace.events.len(), 3);
+    assert!(trace.cut >= 5, "{trace:?}");
+}

@@ -194,7 +194,7 @@ pub fn run(listener: Listener, stop: Option<OwnedFd>, cfg: Config) -> Result<Sta
     let result = relay.serve();
     relay.shutdown();
     let mut stats = relay.stats.clone();
-    stats.trace = relay.trace.get_mut().as_mut().map(|t| t.take());
+    stats.trace = relay.take_trace();
     result.map(|()| stats)
 }
 
@@ -287,6 +287,11 @@ impl Relay {
     /// What the relay has done so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The trace kept so far (with `Config::trace`), leaving an empty one to go on with.
+    pub fn take_trace(&mut self) -> Option<relay_harness::trace::Trace> {
+        self.trace.get_mut().as_mut().map(|t| t.take())
     }
 
     /// Connections open now.
@@ -423,7 +428,7 @@ impl Relay {
                 Token(t) => {
                     let id = ConnId(t - FIRST_CONN_TOKEN);
                     if ev.readable {
-                        self.on_readable(id);
+                        self.read_once(id);
                     }
                     if ev.writable {
                         self.flush(id);
@@ -529,13 +534,8 @@ impl Relay {
     }
 
     /// Reads one chunk from a readable connection and routes what it completes.
-    fn on_readable(&mut self, id: ConnId) {
-        self.read_once(id);
-    }
-
-    /// One read and the routing it allows; true when it read bytes and there may be more.
-    fn read_once(&mut self, id: ConnId) -> bool {
-        let Some(c) = self.conn(id) else { return false };
+    fn read_once(&mut self, id: ConnId) {
+        let Some(c) = self.conn(id) else { return };
         if c.phase == Phase::Lingering {
             // Discard until the client closes, so the ERROR we sent is not lost to a reset.
             match c.stream.read(&mut [0u8; 4096]) {
@@ -546,24 +546,20 @@ impl Relay {
                         || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => self.close(id, "closed after error"),
             }
-            return false;
+            return;
         }
         if c.blocked_on.is_some() || c.phase != Phase::Open {
-            return false;
+            return;
         }
         match c.input.read_from(&mut c.stream) {
             Ok(0) => self.end_of_input(id, None),
-            Ok(_) => {
-                self.route_input(id);
-                return true;
-            }
+            Ok(_) => self.route_input(id),
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
                     || e.kind() == io::ErrorKind::Interrupted => {}
             // A reset comes after the data that preceded it: what was read is still routed.
             Err(e) => self.end_of_input(id, Some(e)),
         }
-        false
     }
 
     /// A client's input has ended: route what is buffered (as far as its receivers take it;
@@ -942,16 +938,16 @@ impl Relay {
         self.touch(id);
     }
 
-    /// Frees a connection's name and resumes senders that were waiting on it (their
-    /// frames now bounce).
+    /// Frees a connection's name in the table and resumes senders that were waiting on it
+    /// (their frames now bounce). The connection keeps the name, to be described by it.
     fn unregister(&mut self, id: ConnId) {
         let Some(c) = slot(&mut self.conns, id) else {
             return;
         };
         // The table may already hold a newer connection under this name: leave that one.
-        if let Some(name) = c.name.take() {
-            if self.names.get(&name) == Some(&id) {
-                self.names.remove(&name);
+        if let Some(name) = &c.name {
+            if self.names.get(name) == Some(&id) {
+                self.names.remove(name);
             }
         }
         let waiters = std::mem::take(&mut c.waiters);

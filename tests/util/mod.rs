@@ -80,9 +80,37 @@ impl RelayProc {
         backend: &str,
         extra: &[&str],
     ) -> RelayProc {
-        let mut child = Command::new(bin())
-            .args(["relay", "--quiet", "--listen", listen, "--backend", backend])
-            .args(extra)
+        let mut cmd = Command::new(bin());
+        cmd.args(["relay", "--quiet", "--listen", listen, "--backend", backend])
+            .args(extra);
+        Self::launch(cmd, dir)
+    }
+
+    /// Starts a relay that logs (no `--quiet`), with its open-files limit set to `nofile`
+    /// when given; its log is what [`RelayProc::wait_exit`] returns.
+    #[track_caller]
+    pub fn start_logged(t: Transport, backend: &str, nofile: Option<u32>) -> RelayProc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen = match t {
+            Transport::Unix => dir.path().join("relay.sock").display().to_string(),
+            Transport::Tcp => "127.0.0.1:0".to_string(),
+        };
+        // The shell sets the limit for the relay alone (the test process keeps its own).
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(match nofile {
+                Some(n) => format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                None => "exec \"$0\" \"$@\"".to_string(),
+            })
+            .arg(bin())
+            .args(["relay", "--listen", &listen, "--backend", backend]);
+        Self::launch(cmd, dir)
+    }
+
+    /// Spawns `cmd` (a relay) and waits until it listens.
+    #[track_caller]
+    fn launch(mut cmd: Command, dir: tempfile::TempDir) -> RelayProc {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
