@@ -46,7 +46,8 @@ pub struct Conn {
     pub stream: Stream,
     pub fd: RawFd,
     pub phase: Phase,
-    /// Registered name, once HELLO is accepted.
+    /// Registered name, once HELLO is accepted; kept after the name is freed, to describe the
+    /// connection (the relay's `names` table says who holds a name).
     pub name: Option<Box<[u8]>>,
     /// Bytes read and not yet routed.
     pub input: Decoder,
@@ -70,6 +71,9 @@ pub struct Conn {
     pub touched: bool,
     /// The one timer this connection may have running, and when it fires.
     pub deadline: Option<(Instant, Timer)>,
+    /// When this connection's live entry in the relay's timer heap comes due (at most one;
+    /// at or before `deadline`).
+    pub timer_entry: Option<Instant>,
     /// Unique per connection ever accepted (a slot is reused; a serial is not).
     pub serial: u64,
     /// Where the last frame queued in `out` starts (usize::MAX once unknown): the `reorder`
@@ -98,6 +102,7 @@ impl Conn {
             dirty: false,
             touched: false,
             deadline: None,
+            timer_entry: None,
             serial,
             last_frame: usize::MAX,
             last_from: u64::MAX,

@@ -158,8 +158,10 @@ pub struct Relay {
     touched: Vec<ConnId>,
     /// An empty list kept for swapping with `dirty` or `touched`, so no turn allocates.
     spare: Vec<ConnId>,
-    /// Deadlines: (when, slot, serial), earliest first. An entry whose connection no longer
-    /// has that deadline is stale and skipped (cheaper than removing it from the heap).
+    /// Deadlines: (when, slot, serial), earliest first; at most one live entry per connection
+    /// (its `timer_entry`). A deadline moved later keeps its entry, which re-queues itself at
+    /// the new time when it comes due; entries of closed connections or replaced by an earlier
+    /// one are stale and skipped (cheaper than removing them from the heap).
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Serial of the next accepted connection.
     next_serial: u64,
@@ -646,7 +648,7 @@ impl Relay {
                 match c.deadline {
                     Some((_, Timer::Frame)) if !waiting => c.deadline = None,
                     // A new frame has begun: its time starts now. (Moved, not re-armed: the
-                    // timer heap moves its entry on when it comes due.)
+                    // connection's heap entry re-queues itself when it comes due.)
                     Some((_, Timer::Frame)) if routed => c.deadline = Some((renewed, Timer::Frame)),
                     None if waiting => self.arm(id, Timer::Frame, self.cfg.frame_timeout),
                     _ => {}
@@ -1096,14 +1098,21 @@ impl Relay {
         let at = self.now + after;
         let Some(c) = self.conn(id) else { return };
         c.deadline = Some((at, timer));
-        let serial = c.serial;
-        self.timers.push(Reverse((at, id.0, serial)));
+        // A live entry due no later wakes us in time: it re-queues itself at `at`.
+        if c.timer_entry.is_none_or(|due| at < due) {
+            c.timer_entry = Some(at);
+            let serial = c.serial;
+            self.timers.push(Reverse((at, id.0, serial)));
+        }
     }
 
     /// Acts on every deadline that has passed: a missing HELLO, a frame left incomplete, an
     /// ERROR'd connection that would not close.
     fn expire_timers(&mut self) {
-        let now = Instant::now();
+        // The time this turn's wait ended, as for the deadlines set in it: a relay held up
+        // between its wait and here (preempted on a busy machine) does not blame a client
+        // whose bytes it had already read.
+        let now = self.now;
         let mut fired = false;
         while let Some(&Reverse((at, slot, serial))) = self.timers.peek() {
             if at > now {
@@ -1112,21 +1121,21 @@ impl Relay {
             self.timers.pop();
             let id = ConnId(slot);
             let Some(c) = self.conn(id) else { continue };
-            if c.serial != serial {
-                continue; // stale: that connection is gone
+            if c.serial != serial || c.timer_entry != Some(at) {
+                continue; // stale: that connection is gone, or an earlier entry replaced this one
             }
-            match c.deadline {
-                Some((d, _)) if d == at => {}
-                // Moved later without a new entry (a frame timer renewed): wait on.
-                Some((d, _)) if d > at => {
+            c.timer_entry = None;
+            let timer = match c.deadline {
+                Some((d, timer)) if d <= now => timer,
+                // Moved later since this entry was queued (a frame timer renewed): wait on.
+                Some((d, _)) => {
+                    c.timer_entry = Some(d);
                     self.timers.push(Reverse((d, slot, serial)));
                     continue;
                 }
-                _ => continue, // stale: the timer was stopped or replaced
-            }
-            let Some((_, timer)) = c.deadline.take() else {
-                continue;
+                None => continue, // stopped
             };
+            c.deadline = None;
             fired = true;
             match timer {
                 Timer::Hello => {
