@@ -1337,6 +1337,22 @@ fn each_injected_fault_breaks_exactly_its_promise() {
         ends[0].0.write_all(&burst).expect("a writes");
         relay.step(Some(Duration::from_secs(1))).expect("step");
         relay.step(Some(Duration::ZERO)).expect("step");
+        if fault == Fault::Reorder {
+            // Then c's burst: a reorder swaps only within a pair, so c's first message does
+            // not overtake a's last. Then one more from a, once b's queue was written: with
+            // nothing of a's still queued, it goes as it is.
+            burst.clear();
+            for i in 0..N {
+                put_send(&mut burst, b"b", &payload(100 + i));
+            }
+            ends[2].0.write_all(&burst).expect("c writes");
+            relay.step(Some(Duration::from_secs(1))).expect("step");
+            burst.clear();
+            put_send(&mut burst, b"b", &payload(200));
+            ends[0].0.write_all(&burst).expect("a writes");
+            relay.step(Some(Duration::from_secs(1))).expect("step");
+            relay.step(Some(Duration::ZERO)).expect("step");
+        }
         let got: Vec<Vec<(String, Vec<u8>)>> = ends
             .iter_mut()
             .map(|(s, dec)| {
@@ -1370,9 +1386,18 @@ fn each_injected_fault_breaks_exactly_its_promise() {
             }
             Fault::Reorder => {
                 // Each one overtakes the one before it still in the queue: 1, 2, ..., N-1, 0.
-                let order: Vec<usize> = (1..N).chain([0]).collect();
-                assert_eq!(to_b, &from_a(&order), "{name}");
-                assert_eq!((injected, s.delivered), (N - 1, N as u64), "{name}");
+                let mut want = from_a(&(1..N).chain([0]).collect::<Vec<_>>());
+                let from_c = (1..N)
+                    .chain([0])
+                    .map(|i| ("c".to_string(), payload(100 + i)));
+                want.extend(from_c);
+                want.push(("a".to_string(), payload(200)));
+                assert_eq!(to_b, &want, "{name}");
+                assert_eq!(
+                    (injected, s.delivered),
+                    (2 * N - 2, 2 * N as u64 + 1),
+                    "{name}"
+                );
             }
             Fault::Corrupt => {
                 assert_eq!(to_b.len(), N, "{name}");
@@ -1701,5 +1726,78 @@ fn select_keeps_fd_1023_and_turns_fd_1024_away() {
             }
         };
         assert_eq!(received(&mut ours, &mut Decoder::new(u32::MAX)), [want]);
+    }
+}
+
+/// Backpressure with hysteresis: a sender held back at `max_buffer` resumes once its receiver's
+/// queue has drained to half of it: not before (it would be held back again at once, a turn per
+/// frame), and not only once the queue is empty (the receiver would wait on the sender).
+#[test]
+fn a_held_back_sender_resumes_when_the_queue_is_down_to_half() {
+    let _fds = few_fds();
+    use relay_sim::protocol::put_send;
+    use relay_sim::relay::{Config, Relay};
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+    const MAX: usize = 64 * 1024;
+    let cfg = Config {
+        log: false,
+        max_buffer: MAX,
+        ..Config::default()
+    };
+    let mut relay = Relay::new(None, None, cfg).expect("relay");
+    // The relay's end of a's socket takes little at a time, so a's queue drains in steps of
+    // a few KiB as a reads, and the moment x resumes shows.
+    let (theirs, mut a) = UnixStream::pair().expect("pair");
+    nix::sys::socket::setsockopt(&theirs, nix::sys::socket::sockopt::SndBuf, &4096)
+        .expect("SO_SNDBUF");
+    relay
+        .adopt(relay_sim::sys::Stream::Unix(theirs))
+        .expect("adopt");
+    let mut hello = Vec::new();
+    relay_sim::protocol::put_hello(&mut hello, b"a");
+    a.write_all(&hello).expect("hello");
+    let mut x = peer(&mut relay, b"x");
+    relay.step(Some(Duration::ZERO)).expect("step");
+    let mut burst = Vec::new();
+    for i in 0..400u32 {
+        put_send(&mut burst, b"a", &[(i % 251) as u8; 1000]);
+    }
+    let off = write_until_held(&mut relay, &mut x, &burst);
+    assert!(off < burst.len(), "x is held back");
+    let q = |relay: &Relay| relay.queued(b"a").expect("a is registered");
+    assert!(q(&relay) >= MAX, "held back at the bound: {}", q(&relay));
+    // a reads a little at a time; each time x resumes, a's queue grows again: note its length
+    // before that turn (the turn's write, a few KiB, took it down to where x resumed).
+    a.set_nonblocking(true).expect("nonblocking");
+    let (mut resumed_at, mut last, mut buf) = (Vec::new(), q(&relay), [0u8; 1024]);
+    for _ in 0..20_000 {
+        match a.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("a reads: {e}"),
+        }
+        relay.step(Some(Duration::ZERO)).expect("step");
+        let now = q(&relay);
+        if now > last {
+            resumed_at.push(last);
+        }
+        last = now;
+        if resumed_at.len() >= 3 {
+            break;
+        }
+    }
+    assert!(
+        resumed_at.len() >= 3,
+        "x resumed {} times",
+        resumed_at.len()
+    );
+    for at in resumed_at {
+        assert!(
+            at > MAX / 2 - 8 * 1024 && at <= MAX / 2 + 8 * 1024,
+            "x resumed with {at} bytes queued for a (bound {MAX}, resume at half)"
+        );
     }
 }

@@ -296,6 +296,13 @@ impl Relay {
         self.trace.get_mut().as_mut().map(|t| t.take())
     }
 
+    /// Output bytes queued for the client registered under `name` and not yet written (None
+    /// when nobody holds the name): what holds its senders back at `max_buffer`.
+    pub fn queued(&self, name: &[u8]) -> Option<usize> {
+        let id = self.names.get(name)?;
+        self.conns.get(id.0)?.as_ref().map(Conn::out_len)
+    }
+
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.open
