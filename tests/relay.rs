@@ -1801,3 +1801,64 @@ fn a_held_back_sender_resumes_when_the_queue_is_down_to_half() {
         );
     }
 }
+
+/// Idle buffers shrink back: a receiver's output buffer that grew past 256 KiB for a burst is
+/// given back once written (a relay's memory follows what is queued now, not its largest
+/// burst ever); one that stayed within that is kept for the next burst (no allocation each).
+#[test]
+fn an_output_buffer_that_grew_for_a_burst_is_given_back_once_written() {
+    let _fds = few_fds();
+    use relay_sim::protocol::{put_send, Decoder};
+    use relay_sim::relay::{Config, Relay};
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+    let cfg = Config {
+        log: false,
+        max_buffer: 4 << 20,
+        ..Config::default()
+    };
+    let mut relay = Relay::new(None, None, cfg).expect("relay");
+    // a's socket takes little, so a burst to a waits in the relay's buffer.
+    let (theirs, mut a) = UnixStream::pair().expect("pair");
+    nix::sys::socket::setsockopt(&theirs, nix::sys::socket::sockopt::SndBuf, &4096)
+        .expect("SO_SNDBUF");
+    relay
+        .adopt(relay_sim::sys::Stream::Unix(theirs))
+        .expect("adopt");
+    let mut hello = Vec::new();
+    relay_sim::protocol::put_hello(&mut hello, b"a");
+    a.write_all(&hello).expect("hello");
+    let mut x = peer(&mut relay, b"x");
+    relay.step(Some(Duration::ZERO)).expect("step");
+    let mut adec = Decoder::new(u32::MAX);
+    received(&mut a, &mut adec);
+    for (kib, kept) in [(150, true), (1500, false)] {
+        let mut burst = Vec::new();
+        for _ in 0..kib {
+            put_send(&mut burst, b"a", &[7u8; 1000]);
+        }
+        let off = write_until_held(&mut relay, &mut x, &burst);
+        assert_eq!(off, burst.len(), "{kib} KiB: x is not held back");
+        let (mut got, mut idle) = (0, 0);
+        while got < kib && idle < 10_000 {
+            relay.step(Some(Duration::ZERO)).expect("step");
+            let n = received(&mut a, &mut adec).len();
+            idle = if n == 0 { idle + 1 } else { 0 };
+            got += n;
+        }
+        assert_eq!(got, kib, "a got every frame of the {kib} KiB burst");
+        relay.step(Some(Duration::ZERO)).expect("step");
+        let buffered = relay.buffered_bytes();
+        if kept {
+            assert!(
+                buffered >= 256 << 10,
+                "{kib} KiB: the buffer is kept ({buffered} bytes)"
+            );
+        } else {
+            assert!(
+                buffered < 256 << 10,
+                "{kib} KiB: the buffer is given back ({buffered} bytes)"
+            );
+        }
+    }
+}

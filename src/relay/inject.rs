@@ -126,3 +126,57 @@ impl Injector {
         self.rng.random_range(0..n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kinds_and_rates_and_says_what_is_wrong() {
+        for (name, fault) in Fault::ALL {
+            assert_eq!(fault.name(), name);
+            let i = Inject::parse(name).expect("a kind alone");
+            assert_eq!((i.fault, i.rate, i.seed), (fault, 0.01, 0));
+            assert_eq!(i.to_string(), format!("{name}:0.01"));
+        }
+        let i = Inject::parse("corrupt:0.5").expect("kind:rate");
+        assert_eq!((i.fault, i.rate), (Fault::Corrupt, 0.5));
+        assert_eq!(Inject::parse("drop:1").map(|i| i.rate), Ok(1.0));
+        for (bad, says) in [
+            ("drop:0", "rate 0 is outside (0, 1]"),
+            ("drop:1.5", "rate 1.5 is outside (0, 1]"),
+            ("drop:-0.1", "rate -0.1 is outside (0, 1]"),
+            ("drop:NaN", "rate NaN is outside (0, 1]"),
+            ("drop:often", "\"often\" is not a rate; use e.g. 0.01"),
+            (
+                "lose",
+                "unknown fault \"lose\"; one of drop, duplicate, reorder, corrupt, misroute, spoof, delay",
+            ),
+        ] {
+            assert_eq!(Inject::parse(bad), Err(says.to_string()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_dice_fire_at_the_rate_and_replay_by_seed() {
+        let what = |rate, seed| Inject {
+            fault: Fault::Drop,
+            rate,
+            seed,
+        };
+        let fired = |rate, seed| {
+            let mut i = Injector::new(what(rate, seed));
+            (0..10_000).filter(|_| i.roll()).count()
+        };
+        let at_tenth = fired(0.1, 7);
+        assert!(
+            (800..1200).contains(&at_tenth),
+            "{at_tenth} of 10,000 at 0.1"
+        );
+        assert_eq!(fired(1.0, 7), 10_000);
+        assert_eq!(fired(0.1, 7), at_tenth, "a seed replays its faults");
+        let mut i = Injector::new(what(1.0, 7));
+        let picks: Vec<usize> = (0..1000).map(|_| i.pick(3)).collect();
+        assert!((0..3).all(|k| picks.contains(&k)) && picks.iter().all(|&k| k < 3));
+    }
+}

@@ -167,6 +167,71 @@ mod tests {
         assert!(!auto.poll_now(t0 + AUTO_WINDOW * 2));
     }
 
+    /// A spinner that reads its runnable count from a file of ours, on a two-core machine.
+    fn auto_reading(text: &str) -> (Spinner, tempfile::NamedTempFile) {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+        let mut s = Spinner::new(Spin::Auto);
+        s.cpus = 2;
+        s.loadavg = Some(File::open(f.path()).expect("open"));
+        (s, f)
+    }
+
+    #[test]
+    fn a_fixed_spin_polls_for_its_length_after_the_last_activity() {
+        let d = Duration::from_millis(1);
+        let mut fixed = Spinner::new(Spin::For(d));
+        let t0 = Instant::now() + Duration::from_secs(1);
+        fixed.active(t0);
+        assert!(fixed.poll_now(t0 + d / 2));
+        assert!(
+            !fixed.poll_now(t0 + d),
+            "the window is [activity, activity + d)"
+        );
+        fixed.active(t0 + d * 10);
+        assert!(
+            fixed.poll_now(t0 + d * 10 + d / 2),
+            "each activity opens it again"
+        );
+    }
+
+    #[test]
+    fn auto_polls_only_while_few_tasks_are_runnable() {
+        let t0 = Instant::now() + Duration::from_secs(1);
+        // Up to 4 per core (8 here) is uncrowded: poll for the window.
+        let (mut s, _f) = auto_reading("0.50 0.40 0.30 8/200 4242\n");
+        s.active(t0);
+        assert!(s.poll_now(t0 + AUTO_WINDOW / 2));
+        assert!(!s.poll_now(t0 + AUTO_WINDOW), "the window is over");
+        // More is crowded: never poll.
+        let (mut s, _f) = auto_reading("9.00 9.00 9.00 9/200 4242\n");
+        s.active(t0);
+        assert!(!s.poll_now(t0 + AUTO_WINDOW / 2));
+        // Unreadable: as crowded.
+        let (mut s, _f) = auto_reading("garbage");
+        s.active(t0);
+        assert!(!s.poll_now(t0 + AUTO_WINDOW / 2));
+    }
+
+    #[test]
+    fn auto_reads_the_count_again_only_after_its_recheck_interval() {
+        let t0 = Instant::now() + Duration::from_secs(1);
+        let (mut s, f) = auto_reading("0.50 0.40 0.30 1/200 4242\n");
+        s.active(t0);
+        assert!(s.poll_now(t0 + RECHECK / 5));
+        std::fs::write(f.path(), "9.00 9.00 9.00 99/200 4242\n").expect("rewrite");
+        s.active(t0 + RECHECK / 2);
+        assert!(
+            s.poll_now(t0 + RECHECK / 2),
+            "within the interval: the last answer"
+        );
+        s.active(t0 + RECHECK * 2);
+        assert!(
+            !s.poll_now(t0 + RECHECK * 2),
+            "after it: read again, now crowded"
+        );
+    }
+
     #[test]
     fn reads_the_runnable_count() {
         if let Ok(f) = File::open("/proc/loadavg") {
