@@ -129,3 +129,28 @@ impl Backend for Select {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watches_fds_0_to_1023_and_refuses_the_rest() {
+        let mut s = Select::new();
+        let both = Interest {
+            read: true,
+            write: true,
+        };
+        // Only the fd number is checked here: fd 0 is as watchable as any.
+        assert!(s.set(0, Token(0), both).is_ok());
+        assert!(s.set(1023, Token(1), both).is_ok());
+        for fd in [-1, 1024, 5000] {
+            let e = s.set(fd, Token(2), both).expect_err("outside FD_SETSIZE");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert_eq!(
+                e.to_string(),
+                format!("fd {fd} is outside select()'s range 0..1024")
+            );
+        }
+    }
+}
