@@ -1862,3 +1862,96 @@ fn an_output_buffer_that_grew_for_a_burst_is_given_back_once_written() {
         }
     }
 }
+
+/// `reorder` never splits a frame: once the kernel has taken part of a receiver's last queued
+/// frame, nothing is swapped in front of it. (a's messages to b go out a few KiB at a time,
+/// so writes often end inside a frame; every message must still arrive whole.)
+#[test]
+fn reorder_never_swaps_in_front_of_a_frame_partly_written() {
+    let _fds = few_fds();
+    use relay_sim::client::Message;
+    use relay_sim::protocol::{put_send, Decoder};
+    use relay_sim::relay::inject::{Fault, Inject};
+    use relay_sim::relay::{Config, Relay};
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+    const N: u32 = 2000;
+    let cfg = Config {
+        log: false,
+        inject: Some(Inject {
+            fault: Fault::Reorder,
+            rate: 1.0,
+            seed: 3,
+        }),
+        ..Config::default()
+    };
+    let mut relay = Relay::new(None, None, cfg).expect("relay");
+    let mut a = peer(&mut relay, b"a");
+    let (theirs, mut b) = UnixStream::pair().expect("pair");
+    nix::sys::socket::setsockopt(&theirs, nix::sys::socket::sockopt::SndBuf, &4096)
+        .expect("SO_SNDBUF");
+    relay
+        .adopt(relay_sim::sys::Stream::Unix(theirs))
+        .expect("adopt");
+    let mut hello = Vec::new();
+    relay_sim::protocol::put_hello(&mut hello, b"b");
+    b.write_all(&hello).expect("hello");
+    relay.step(Some(Duration::ZERO)).expect("step");
+    b.set_nonblocking(true).expect("nonblocking");
+    let payload = |i: u32| -> Vec<u8> {
+        let mut p = vec![(i % 251) as u8; 700 + (i as usize * 37) % 600];
+        p[..4].copy_from_slice(&i.to_be_bytes());
+        p
+    };
+    let (mut dec, mut got, mut buf) = (Decoder::new(u32::MAX), Vec::new(), [0u8; 1500]);
+    let mut read_some = |b: &mut UnixStream, dec: &mut Decoder, got: &mut Vec<u32>| {
+        match b.read(&mut buf) {
+            Ok(n) => dec.extend(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("b reads: {e}"),
+        }
+        while let Some(f) = dec.next_frame().expect("b's stream stays whole") {
+            match Message::from(f.relay().expect("a relay frame")) {
+                Message::Welcome(_) => {}
+                Message::Deliver { src, payload: p } => {
+                    assert_eq!(src, "a");
+                    let i = u32::from_be_bytes(p[..4].try_into().expect("4 bytes"));
+                    assert_eq!(p, payload(i), "message {i} whole");
+                    got.push(i);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    // 0 to 3 messages a turn against one read of 1,500 bytes: b's queue keeps emptying and
+    // filling, so the last queued frame is sometimes untouched (it may be swapped) and
+    // sometimes partly written (it must not be).
+    let (mut frame, mut i) = (Vec::new(), 0);
+    for turn in 0.. {
+        for _ in 0..turn % 4 {
+            if i < N {
+                put_send(&mut frame, b"b", &payload(i));
+                i += 1;
+            }
+        }
+        a.write_all(&frame).expect("a writes");
+        frame.clear();
+        relay.step(Some(Duration::ZERO)).expect("step");
+        read_some(&mut b, &mut dec, &mut got);
+        if i == N {
+            break;
+        }
+    }
+    for _ in 0..100_000 {
+        if got.len() == N as usize {
+            break;
+        }
+        relay.step(Some(Duration::ZERO)).expect("step");
+        read_some(&mut b, &mut dec, &mut got);
+    }
+    let injected = relay.stats().injected;
+    got.sort_unstable();
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message once");
+    assert!(injected > 0, "some were reordered");
+}

@@ -802,10 +802,8 @@ impl Relay {
             inject::Fault::Reorder => {
                 let from_serial = self.conn(from).map_or(u64::MAX, |c| c.serial);
                 let Some(t) = self.conn(to) else { return false };
-                if t.last_frame < t.out_pos
-                    || t.last_frame >= t.out.len()
-                    || t.last_from != from_serial
-                {
+                // (Once a write reaches into the last frame, write_out forgets it: usize::MAX.)
+                if t.last_frame >= t.out.len() || t.last_from != from_serial {
                     return false; // no earlier frame of this pair still waiting to be written
                 }
                 let previous = t.out.split_off(t.last_frame);
