@@ -654,19 +654,13 @@ fn tcp_prints_the_kernel_chosen_port() {
 fn frames_sent_before_a_client_vanished_are_routed_when_a_write_finds_it_gone() {
     let _fds = few_fds();
     use relay_sim::protocol::{put_hello, put_send, Decoder, RelayFrame};
-    use relay_sim::relay::{Config, Relay};
     use relay_sim::sys::Stream;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
     const FRAMES: usize = 1000;
     for backend in BACKENDS {
-        let cfg = Config {
-            backend: backend.to_string(),
-            log: false,
-            ..Config::default()
-        };
-        let mut relay = Relay::new(None, None, cfg).expect("relay");
+        let mut relay = in_process(quiet(backend));
         let (relay_a, mut a) = UnixStream::pair().expect("pair");
         let (relay_x, mut x) = UnixStream::pair().expect("pair");
         relay.adopt(Stream::Unix(relay_a)).expect("adopt a");
@@ -732,9 +726,42 @@ fn frames_sent_before_a_client_vanished_are_routed_when_a_write_finds_it_gone() 
     }
 }
 
+/// In-process: a relay's settings for `backend`, not logging (the test reads its counts).
+fn quiet(backend: &str) -> relay_sim::relay::Config {
+    relay_sim::relay::Config {
+        backend: backend.to_string(),
+        log: false,
+        ..relay_sim::relay::Config::default()
+    }
+}
+
+/// In-process: a relay with no listener, driven by the test through `adopt` and `step`.
+fn in_process(cfg: relay_sim::relay::Config) -> relay_sim::relay::Relay {
+    relay_sim::relay::Relay::new(None, None, cfg).expect("relay")
+}
+
 /// In-process: a socket pair whose relay end `relay` adopts, with HELLO `name` written on ours.
 fn peer(relay: &mut relay_sim::relay::Relay, name: &[u8]) -> std::os::unix::net::UnixStream {
-    let (theirs, mut ours) = std::os::unix::net::UnixStream::pair().expect("pair");
+    let (theirs, ours) = std::os::unix::net::UnixStream::pair().expect("pair");
+    adopted(relay, name, theirs, ours)
+}
+
+/// In-process: a [`peer`] whose relay end takes a few KiB at a time (SO_SNDBUF 4096), so what
+/// the relay queues for it drains in small steps as it reads.
+fn slow_peer(relay: &mut relay_sim::relay::Relay, name: &[u8]) -> std::os::unix::net::UnixStream {
+    let (theirs, ours) = std::os::unix::net::UnixStream::pair().expect("pair");
+    nix::sys::socket::setsockopt(&theirs, nix::sys::socket::sockopt::SndBuf, &4096)
+        .expect("SO_SNDBUF");
+    adopted(relay, name, theirs, ours)
+}
+
+/// `relay` adopts `theirs`; HELLO `name` is written on `ours`, which is returned.
+fn adopted(
+    relay: &mut relay_sim::relay::Relay,
+    name: &[u8],
+    theirs: std::os::unix::net::UnixStream,
+    mut ours: std::os::unix::net::UnixStream,
+) -> std::os::unix::net::UnixStream {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
     let adopted = relay
         .adopt(relay_sim::sys::Stream::Unix(theirs))
@@ -782,18 +809,14 @@ fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiv
     let _fds = few_fds();
     use relay_sim::protocol::{put_send, Decoder};
     use relay_sim::relay::{Config, Relay};
-    use std::io::Read;
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
     const FRAMES: usize = 40_000; // 2.6 MB: far more than the socket buffers and max_buffer hold
     for backend in BACKENDS {
-        let cfg = Config {
-            backend: backend.to_string(),
-            log: false,
+        let mut relay = in_process(Config {
             max_buffer: 4096,
-            ..Config::default()
-        };
-        let mut relay = Relay::new(None, None, cfg).expect("relay");
+            ..quiet(backend)
+        });
         let mut a = peer(&mut relay, b"a");
         let mut x = peer(&mut relay, b"x");
         let mut y = peer(&mut relay, b"y");
@@ -829,23 +852,7 @@ fn frames_a_held_back_client_wrote_before_it_vanished_are_routed_when_its_receiv
         // until its exec, so the relay may see a close a little late.
         let frames_of = |s: &mut UnixStream, dec: &mut Decoder, relay: &mut Relay| {
             relay.step(Some(Duration::from_millis(1))).expect("step");
-            s.set_nonblocking(true).expect("nonblocking");
-            let mut buf = [0u8; 65536];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => dec.extend(&buf[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("{backend}: read: {e}"),
-                }
-            }
-            let mut got = Vec::new();
-            while let Some(f) = dec.next_frame().expect("frames decode") {
-                got.push(relay_sim::client::Message::from(
-                    f.relay().expect("relay frame"),
-                ));
-            }
-            got
+            received(s, dec)
         };
         use relay_sim::client::Message;
         let bounce = Message::Bounce {
@@ -955,14 +962,11 @@ fn a_vanished_client_held_back_for_good_is_closed_after_the_frame_timeout() {
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
     for backend in BACKENDS {
-        let cfg = Config {
-            backend: backend.to_string(),
-            log: false,
+        let mut relay = in_process(Config {
             max_buffer: 4096,
             frame_timeout: Duration::from_millis(200),
-            ..Config::default()
-        };
-        let mut relay = Relay::new(None, None, cfg).expect("relay");
+            ..quiet(backend)
+        });
         let _a = peer(&mut relay, b"a"); // never reads
         let mut x = peer(&mut relay, b"x");
         let mut y = peer(&mut relay, b"y");
@@ -1093,22 +1097,18 @@ fn the_relay_api_reports_what_it_did() {
 #[test]
 fn a_steady_stream_whose_reads_end_mid_frame_is_not_timed_out() {
     let _fds = few_fds();
-    use relay_sim::protocol::{put_send, Decoder, RelayFrame};
-    use relay_sim::relay::{Config, Relay};
-    use std::io::Read;
+    use relay_sim::client::Message;
+    use relay_sim::protocol::{put_send, Decoder};
+    use relay_sim::relay::Config;
     use std::time::{Duration, Instant};
     const TIMEOUT: Duration = Duration::from_millis(100);
     for backend in BACKENDS {
-        let cfg = Config {
-            backend: backend.to_string(),
-            log: false,
+        let mut relay = in_process(Config {
             frame_timeout: TIMEOUT,
-            ..Config::default()
-        };
-        let mut relay = Relay::new(None, None, cfg).expect("relay");
+            ..quiet(backend)
+        });
         let mut a = peer(&mut relay, b"a");
         let mut b = peer(&mut relay, b"b");
-        b.set_nonblocking(true).expect("nonblocking");
         let mut frame = Vec::new();
         put_send(&mut frame, b"b", &[7u8; 100]);
         let half = frame.len() / 2;
@@ -1122,15 +1122,10 @@ fn a_steady_stream_whose_reads_end_mid_frame_is_not_timed_out() {
             a.write_all(&frame[..half]).expect("a writes");
             sent += 1;
             relay.step(Some(Duration::ZERO)).expect("step");
-            let mut buf = [0u8; 65536];
-            while let Ok(n) = b.read(&mut buf) {
-                dec.extend(&buf[..n]);
-                while let Some(f) = dec.next_frame().expect("frames decode") {
-                    if let RelayFrame::Deliver { .. } = f.relay().expect("relay frame") {
-                        got += 1;
-                    }
-                }
-            }
+            got += received(&mut b, &mut dec)
+                .iter()
+                .filter(|m| matches!(m, Message::Deliver { .. }))
+                .count() as u64;
         }
         let s = relay.stats();
         assert_eq!(
@@ -1458,15 +1453,10 @@ fn a_client_that_stopped_reading_is_still_heard() {
     let _fds = few_fds();
     use relay_sim::client::Message;
     use relay_sim::protocol::{put_send, Decoder};
-    use relay_sim::relay::{Config, Relay};
+    use relay_sim::relay::Relay;
     use std::time::Duration;
     for backend in BACKENDS {
-        let cfg = Config {
-            backend: backend.to_string(),
-            log: false,
-            ..Config::default()
-        };
-        let mut relay = Relay::new(None, None, cfg).expect("relay");
+        let mut relay = in_process(quiet(backend));
         let mut x = peer(&mut relay, b"x");
         let mut y = peer(&mut relay, b"y");
         let mut ydec = Decoder::new(u32::MAX);
@@ -1622,17 +1612,14 @@ fn the_frame_timeout_counts_from_a_frames_first_byte_and_spares_an_idle_client()
     let _fds = few_fds();
     use relay_sim::client::Message;
     use relay_sim::protocol::{put_send, Decoder};
-    use relay_sim::relay::{Config, Relay};
+    use relay_sim::relay::Config;
     use std::time::{Duration, Instant};
     const TIMEOUT: Duration = Duration::from_millis(100);
     for backend in BACKENDS {
-        let cfg = Config {
-            backend: backend.to_string(),
-            log: false,
+        let mut relay = in_process(Config {
             frame_timeout: TIMEOUT,
-            ..Config::default()
-        };
-        let mut relay = Relay::new(None, None, cfg).expect("relay");
+            ..quiet(backend)
+        });
         let mut idle = peer(&mut relay, b"idle");
         let mut slow = peer(&mut relay, b"slow");
         let mut dec = Decoder::new(u32::MAX);
@@ -1738,7 +1725,6 @@ fn a_held_back_sender_resumes_when_the_queue_is_down_to_half() {
     use relay_sim::protocol::put_send;
     use relay_sim::relay::{Config, Relay};
     use std::io::Read;
-    use std::os::unix::net::UnixStream;
     use std::time::Duration;
     const MAX: usize = 64 * 1024;
     let cfg = Config {
@@ -1749,15 +1735,7 @@ fn a_held_back_sender_resumes_when_the_queue_is_down_to_half() {
     let mut relay = Relay::new(None, None, cfg).expect("relay");
     // The relay's end of a's socket takes little at a time, so a's queue drains in steps of
     // a few KiB as a reads, and the moment x resumes shows.
-    let (theirs, mut a) = UnixStream::pair().expect("pair");
-    nix::sys::socket::setsockopt(&theirs, nix::sys::socket::sockopt::SndBuf, &4096)
-        .expect("SO_SNDBUF");
-    relay
-        .adopt(relay_sim::sys::Stream::Unix(theirs))
-        .expect("adopt");
-    let mut hello = Vec::new();
-    relay_sim::protocol::put_hello(&mut hello, b"a");
-    a.write_all(&hello).expect("hello");
+    let mut a = slow_peer(&mut relay, b"a");
     let mut x = peer(&mut relay, b"x");
     relay.step(Some(Duration::ZERO)).expect("step");
     let mut burst = Vec::new();
@@ -1810,7 +1788,6 @@ fn an_output_buffer_that_grew_for_a_burst_is_given_back_once_written() {
     let _fds = few_fds();
     use relay_sim::protocol::{put_send, Decoder};
     use relay_sim::relay::{Config, Relay};
-    use std::os::unix::net::UnixStream;
     use std::time::Duration;
     let cfg = Config {
         log: false,
@@ -1819,15 +1796,7 @@ fn an_output_buffer_that_grew_for_a_burst_is_given_back_once_written() {
     };
     let mut relay = Relay::new(None, None, cfg).expect("relay");
     // a's socket takes little, so a burst to a waits in the relay's buffer.
-    let (theirs, mut a) = UnixStream::pair().expect("pair");
-    nix::sys::socket::setsockopt(&theirs, nix::sys::socket::sockopt::SndBuf, &4096)
-        .expect("SO_SNDBUF");
-    relay
-        .adopt(relay_sim::sys::Stream::Unix(theirs))
-        .expect("adopt");
-    let mut hello = Vec::new();
-    relay_sim::protocol::put_hello(&mut hello, b"a");
-    a.write_all(&hello).expect("hello");
+    let mut a = slow_peer(&mut relay, b"a");
     let mut x = peer(&mut relay, b"x");
     relay.step(Some(Duration::ZERO)).expect("step");
     let mut adec = Decoder::new(u32::MAX);
@@ -1888,15 +1857,7 @@ fn reorder_never_swaps_in_front_of_a_frame_partly_written() {
     };
     let mut relay = Relay::new(None, None, cfg).expect("relay");
     let mut a = peer(&mut relay, b"a");
-    let (theirs, mut b) = UnixStream::pair().expect("pair");
-    nix::sys::socket::setsockopt(&theirs, nix::sys::socket::sockopt::SndBuf, &4096)
-        .expect("SO_SNDBUF");
-    relay
-        .adopt(relay_sim::sys::Stream::Unix(theirs))
-        .expect("adopt");
-    let mut hello = Vec::new();
-    relay_sim::protocol::put_hello(&mut hello, b"b");
-    b.write_all(&hello).expect("hello");
+    let mut b = slow_peer(&mut relay, b"b");
     relay.step(Some(Duration::ZERO)).expect("step");
     b.set_nonblocking(true).expect("nonblocking");
     let payload = |i: u32| -> Vec<u8> {

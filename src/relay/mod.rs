@@ -644,8 +644,9 @@ impl Relay {
                 Routed::Failed(v) => break Err(v),
             }
         };
-        let renewed = self.now + self.cfg.frame_timeout;
-        let Some(c) = self.conn(id) else { return };
+        let Some(c) = slot(&mut self.conns, id) else {
+            return;
+        };
         match outcome {
             Ok(()) => {
                 c.input = input;
@@ -656,7 +657,9 @@ impl Relay {
                     Some((_, Timer::Frame)) if !waiting => c.deadline = None,
                     // A new frame has begun: its time starts now. (Moved, not re-armed: the
                     // connection's heap entry re-queues itself when it comes due.)
-                    Some((_, Timer::Frame)) if routed => c.deadline = Some((renewed, Timer::Frame)),
+                    Some((_, Timer::Frame)) if routed => {
+                        c.deadline = Some((self.now + self.cfg.frame_timeout, Timer::Frame));
+                    }
                     None if waiting => self.arm(id, Timer::Frame, self.cfg.frame_timeout),
                     _ => {}
                 }

@@ -60,15 +60,20 @@ pub fn collect_stderr(mut e: ChildStderr) -> std::sync::mpsc::Receiver<String> {
     rx
 }
 
+/// A fresh address for a relay: a socket file in `dir`, or any free loopback port.
+fn listen_in(t: Transport, dir: &tempfile::TempDir) -> String {
+    match t {
+        Transport::Unix => dir.path().join("relay.sock").display().to_string(),
+        Transport::Tcp => "127.0.0.1:0".to_string(),
+    }
+}
+
 impl RelayProc {
     /// Starts `relay-sim relay` on a fresh address and waits until it listens.
     #[track_caller]
     pub fn start(t: Transport, backend: &str, extra: &[&str]) -> RelayProc {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listen = match t {
-            Transport::Unix => dir.path().join("relay.sock").display().to_string(),
-            Transport::Tcp => "127.0.0.1:0".to_string(),
-        };
+        let listen = listen_in(t, &dir);
         Self::start_at(&listen, dir, backend, extra)
     }
 
@@ -91,10 +96,7 @@ impl RelayProc {
     #[track_caller]
     pub fn start_logged(t: Transport, backend: &str, nofile: Option<u32>) -> RelayProc {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listen = match t {
-            Transport::Unix => dir.path().join("relay.sock").display().to_string(),
-            Transport::Tcp => "127.0.0.1:0".to_string(),
-        };
+        let listen = listen_in(t, &dir);
         // The shell sets the limit for the relay alone (the test process keeps its own).
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
