@@ -52,7 +52,7 @@ fn help_is_complete() {
             "--max-clients",
             "--backend",
             "--quiet",
-            "1MiB",
+            "64KiB",
             "1048576",
         ],
     );
@@ -67,6 +67,7 @@ fn help_is_complete() {
             "--scenario",
             "--json",
             "--write-chunks",
+            "--max-buffer",
         ],
     );
 }
@@ -76,6 +77,8 @@ fn bad_flags_give_one_line_and_exit_2() {
     for args in [
         &["relay", "--bogus"][..],
         &["relay", "--max-buffer", "lots"],
+        &["relay", "--max-buffer", "0"],
+        &["run", "--max-buffer", "0"],
         &["relay", "--max-frame", "0"],
         &["relay", "--backend", "kqueue"],
         &["client"],

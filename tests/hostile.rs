@@ -248,7 +248,7 @@ fn relay_help_lists_every_limit_with_its_default() {
     for (flag, default) in [
         ("--max-clients", "1000"),
         ("--max-frame", "1048576"),
-        ("--max-buffer", "1MiB"),
+        ("--max-buffer", "64KiB"),
         ("--hello-timeout", "5s"),
         ("--frame-timeout", "10s"),
         ("--socket-mode", "600"),

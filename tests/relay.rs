@@ -1172,7 +1172,7 @@ fn the_relay_log_tells_what_happened_to_each_client() {
         // fd numbers depend on the backend (epoll holds one more) and the socket path on the run.
         let log: Vec<String> = log.lines().map(mask_fds).collect();
         let want = [
-            format!("relay: listening on {} (backend {b}, max-frame 1048576, max-buffer 1048576, max-clients 1000)", r.addr),
+            format!("relay: listening on {} (backend {b}, max-frame 1048576, max-buffer 65536, max-clients 1000)", r.addr),
             "relay: accept() -> fd N: a new connection (conn 0)".into(),
             "relay: register: conn 0 (fd N) is a".into(),
             "relay: accept() -> fd N: a new connection (conn 1)".into(),

@@ -203,6 +203,37 @@ fn a_fresh_seed_is_printed() {
 }
 
 #[test]
+fn the_relays_output_bound_is_recorded_and_replayed_and_even_one_byte_loses_nothing() {
+    let (code, r, _, _) = run_json(&["--clients", "2", "--msgs", "10", "--seed", "1"]);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["config"]["relay_max_buffer"], 65536, "the default");
+    assert!(!r["replay"].as_str().unwrap().contains("--max-buffer"));
+
+    // One byte: a receiver takes a frame only when everything before it was written.
+    let (code, r, _, tmp) = run_json(&[
+        "--clients",
+        "6",
+        "--msgs",
+        "3000",
+        "--payload",
+        "0..300",
+        "--seed",
+        "7",
+        "--max-buffer",
+        "1",
+    ]);
+    assert_eq!(code, Some(0), "{r:#}");
+    assert_eq!(r["totals"]["received"], 18_000);
+    assert_eq!(r["config"]["relay_max_buffer"], 1);
+    assert!(
+        r["replay"].as_str().unwrap().ends_with(" --max-buffer 1"),
+        "{}",
+        r["replay"]
+    );
+    assert_clean(&tmp, &[]);
+}
+
+#[test]
 fn a_timeout_reports_what_is_missing_kills_reaps_and_cleans_up() {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(bin())

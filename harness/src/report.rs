@@ -56,6 +56,8 @@ pub struct RunConfig {
     pub backend: String,
     /// The built-in relay's busy-poll policy (`auto`, `off` or a duration).
     pub relay_spin: String,
+    /// The built-in relay's `--max-buffer`, bytes (None for a foreign relay).
+    pub relay_max_buffer: Option<usize>,
     /// The seed.
     pub seed: u64,
     /// The script, for scripted runs.
@@ -1048,6 +1050,9 @@ pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}}</style></h
     row("transport", c.transport.clone());
     row("backend", c.backend.clone());
     row("relay busy-poll", c.relay_spin.clone());
+    if let Some(b) = c.relay_max_buffer {
+        row("relay output bound", format!("{b} bytes per receiver"));
+    }
     row("seed", c.seed.to_string());
     if let Some(s) = &c.scenario {
         row("scenario", s.clone());

@@ -117,6 +117,7 @@ fn demo(d: DemoArgs) -> i32 {
         report: d.report,
         trace: d.trace,
         relay_spin: crate::relay::Spin::Auto,
+        max_buffer: None,
         relay_cmd: None,
         nemesis: None,
         nemesis_interval: std::time::Duration::from_millis(200),
@@ -149,6 +150,17 @@ fn usage_error(e: clap::Error) -> i32 {
             EXIT_USAGE
         }
     }
+}
+
+/// Parses `--max-buffer`: a size of at least one byte (with none, no frame could ever be queued).
+pub fn parse_buffer(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n == 0 {
+        return Err(format!(
+            "{s:?} is too small: a receiver must be able to queue at least a byte"
+        ));
+    }
+    usize::try_from(n).map_err(|_| format!("{s:?} is too large"))
 }
 
 /// Parses a byte size: `65536`, `64K`, `64KiB`, `1M`, `1MiB`, `1G` (binary multiples).

@@ -22,8 +22,8 @@ pub struct Args {
     /// Largest frame length accepted from a client (bytes; K, M suffixes allowed).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME.to_string())]
     pub max_frame: String,
-    /// Output buffered for one receiver before its senders are held back (bytes).
-    #[arg(long, value_name = "BYTES", default_value = "1MiB")]
+    /// Output buffered for one receiver before its senders are held back (bytes; at least 1).
+    #[arg(long, value_name = "BYTES", default_value = "64KiB")]
     pub max_buffer: String,
     /// Most connections at once; more are refused with RELAY_FULL.
     #[arg(long, value_name = "N", default_value_t = 1000)]
@@ -147,14 +147,14 @@ fn config(a: &Args) -> Result<Config, String> {
         .ok()
         .filter(|&n| n >= 1)
         .ok_or_else(|| format!("--max-frame: {max_frame} is outside 1..=4294967295"))?;
-    let max_buffer = parse_size(&a.max_buffer).map_err(|e| format!("--max-buffer: {e}"))?;
+    let max_buffer =
+        super::parse_buffer(&a.max_buffer).map_err(|e| format!("--max-buffer: {e}"))?;
     if a.max_clients == 0 {
         return Err("--max-clients: must be at least 1".into());
     }
     Ok(Config {
         max_frame,
-        max_buffer: usize::try_from(max_buffer)
-            .map_err(|_| "--max-buffer: too large".to_string())?,
+        max_buffer,
         max_clients: a.max_clients,
         backend: a.backend.clone(),
         log: !a.quiet,

@@ -97,6 +97,10 @@ pub struct Args {
     /// Time between two nemesis actions.
     #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub nemesis_interval: Duration,
+    /// Output the built-in relay queues for one receiver before it holds that receiver's senders
+    /// back (bytes; K, M suffixes allowed; default 64KiB; see `relay-sim relay --max-buffer`).
+    #[arg(long, value_name = "BYTES", value_parser = super::parse_buffer)]
+    pub max_buffer: Option<usize>,
     /// When the built-in relay keeps polling after activity before it blocks (auto, off, or
     /// a duration; see `relay-sim relay --spin`).
     #[arg(long, value_name = "auto|off|DUR", default_value = "auto", value_parser = Spin::parse)]
@@ -286,6 +290,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             transport: a.transport.clone(),
             backend: a.backend.clone(),
             relay_spin: a.relay_spin.to_string(),
+            relay_max_buffer: Some(a.max_buffer.unwrap_or(relay::DEFAULT_MAX_BUFFER)),
             seed,
             timeout_s: timeout.as_secs_f64(),
             scenario: Some(path.display().to_string()),
@@ -361,6 +366,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
         transport: a.transport.clone(),
         backend: a.backend.clone(),
         relay_spin: a.relay_spin.to_string(),
+        relay_max_buffer: Some(a.max_buffer.unwrap_or(relay::DEFAULT_MAX_BUFFER)),
         seed: sc.seed,
         timeout_s: timeout.as_secs_f64(),
         scenario: None,
@@ -463,6 +469,10 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     };
     if a.relay_cmd.is_some() && a.inject.is_some() {
         eprintln!("relay-sim: --inject needs the built-in relay: another program cannot be told to break its promises");
+        return EXIT_USAGE;
+    }
+    if a.relay_cmd.is_some() && a.max_buffer.is_some() {
+        eprintln!("relay-sim: --max-buffer sets the built-in relay's bound; give your relay its own in --relay-cmd");
         return EXIT_USAGE;
     }
     let mut src = match source(&a) {
@@ -622,6 +632,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         // The relay is the middle of every story: it keeps more.
         trace: trace_cap.map(|c| c * 4),
         spin: a.relay_spin,
+        max_buffer: a.max_buffer.unwrap_or(relay::DEFAULT_MAX_BUFFER),
         ..relay::Config::default()
     };
     let relay_log = match &relay_side {
@@ -689,11 +700,15 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             .push_str(&format!(" --relay-cmd '{}'", cmd.replace('\'', "'\\''")));
         src.config.backend = "foreign".into();
         src.config.relay_spin = "foreign".into();
+        src.config.relay_max_buffer = None;
         src.config.relay_cmd = Some(cmd.clone());
     }
     if let Some(c) = a.write_chunks {
         src.replay
             .push_str(&format!(" --write-chunks {}..{}", c.min, c.max));
+    }
+    if let Some(b) = a.max_buffer {
+        src.replay.push_str(&format!(" --max-buffer {b}"));
     }
     if let Some(i) = a.inject {
         src.replay.push_str(&format!(" --inject {i}"));
@@ -781,7 +796,12 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             relay_killed: matches!(outcome.ending, Ending::RelayKilled(_)),
             in_flight_cap: in_flight_cap(
                 a.transport == "tcp",
-                relay::Config::default().max_buffer,
+                // Another relay's buffering is unknown: assume 1 MiB per receiver.
+                if a.relay_cmd.is_some() {
+                    1 << 20
+                } else {
+                    a.max_buffer.unwrap_or(relay::DEFAULT_MAX_BUFFER)
+                },
                 a.payload.min,
             ),
         },

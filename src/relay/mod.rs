@@ -37,6 +37,10 @@ use conn::{Conn, ConnId, Phase, Timer};
 pub use spin::Spin;
 
 /// Relay limits and choices.
+/// `--max-buffer`'s default: 64 KiB per receiver keeps the relay's memory the same in a
+/// ten-second run and a ten-hour one (docs/performance.md measures what it costs).
+pub const DEFAULT_MAX_BUFFER: usize = 64 << 10;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Largest frame `len` accepted from a client.
@@ -68,7 +72,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_frame: DEFAULT_MAX_FRAME,
-            max_buffer: 1 << 20,
+            max_buffer: DEFAULT_MAX_BUFFER,
             max_clients: 1000,
             backend: "select".into(),
             log: true,
