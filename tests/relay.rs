@@ -1166,6 +1166,11 @@ fn the_relay_log_tells_what_happened_to_each_client() {
         barrier(&mut a);
         drop(c);
         barrier(&mut a);
+        // d closes in the middle of a frame: the log says how much was cut off.
+        let mut d = registered(&r, "d");
+        d.write(&[0, 0, 0, 9, 2, b'a']);
+        drop(d);
+        barrier(&mut a);
         r.signal(nix::sys::signal::Signal::SIGTERM);
         let (code, log) = r.wait_exit();
         assert_eq!(code, Some(0));
@@ -1184,9 +1189,12 @@ fn the_relay_log_tells_what_happened_to_each_client() {
             "relay: register: conn 2 (fd N) is c".into(),
             "relay: c (conn 2, fd N): read failed: Connection reset by peer (os error 104); routing what it sent".into(),
             "relay: disconnect: c (conn 2, fd N): closed by client".into(),
+            "relay: accept() -> fd N: a new connection (conn 2)".into(),
+            "relay: register: conn 2 (fd N) is d".into(),
+            "relay: disconnect: d (conn 2, fd N): closed by client mid-frame (6 bytes of a truncated frame discarded)".into(),
             "relay: disconnect: a (conn 0, fd N): relay stopping".into(),
             "relay: disconnect: b (conn 1, fd N): relay stopping".into(),
-            "relay: stopped: 4 connections (0 refused), 5 delivered, 0 bounced, 1 errors, held back 0 times".into(),
+            "relay: stopped: 5 connections (0 refused), 6 delivered, 0 bounced, 1 errors, held back 0 times".into(),
         ];
         assert_eq!(log, want, "{b}");
     }
@@ -1832,6 +1840,64 @@ fn an_output_buffer_that_grew_for_a_burst_is_given_back_once_written() {
     }
 }
 
+/// A receiver that always lags but never lets its queue empty: its output buffer is compacted
+/// as it is written, so it stays near `max_buffer` however much passes through it (without
+/// that, written bytes would pile up at its front until the queue next emptied).
+#[test]
+fn a_queue_that_never_empties_does_not_creep() {
+    let _fds = few_fds();
+    use relay_sim::protocol::{put_send, Decoder};
+    use relay_sim::relay::{Config, Relay};
+    use std::io::Write;
+    use std::time::Duration;
+    // Below one read chunk (64 KiB), so the written bytes outgrow the unwritten ones.
+    const MAX: usize = 32 << 10;
+    let cfg = Config {
+        log: false,
+        max_buffer: MAX,
+        ..Config::default()
+    };
+    let mut relay = Relay::new(None, None, cfg).expect("relay");
+    let mut b = slow_peer(&mut relay, b"b");
+    let mut x = peer(&mut relay, b"x");
+    x.set_nonblocking(true).expect("nonblocking");
+    relay.step(Some(Duration::ZERO)).expect("step");
+    let mut dec = Decoder::new(u32::MAX);
+    received(&mut b, &mut dec);
+    let mut stream = Vec::new();
+    for _ in 0..20_000 {
+        put_send(&mut stream, b"b", &[7u8; 1000]); // 20 MB in all
+    }
+    let (mut off, mut got, mut peak, mut lowest) = (0, 0, 0, usize::MAX);
+    let mut buf = [0u8; 3000];
+    while got < 20_000 {
+        if off < stream.len() {
+            match x.write(&stream[off..(off + (64 << 10)).min(stream.len())]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("x writes: {e}"),
+            }
+        }
+        relay.step(Some(Duration::ZERO)).expect("step");
+        // b reads a little each turn, so the relay always holds a backlog for it.
+        if let Ok(n) = std::io::Read::read(&mut b, &mut buf) {
+            dec.extend(&buf[..n]);
+        }
+        while dec.next_frame().expect("b's stream decodes").is_some() {
+            got += 1;
+        }
+        peak = peak.max(relay.buffered_bytes());
+        if got > 1000 && off < stream.len() {
+            lowest = lowest.min(relay.queued(b"b").unwrap_or(0));
+        }
+    }
+    assert!(lowest > 0, "b's queue never emptied while x was sending");
+    // b's output (MAX plus a frame unwritten, behind at most a read chunk's worth written
+    // before it is compacted, in an allocation up to twice that) and two read buffers.
+    let bound = 2 * (MAX + 1100 + (64 << 10)) + 2 * (64 << 10);
+    assert!(peak <= bound, "peak {peak} bytes buffered, bound {bound}");
+}
+
 /// `reorder` never splits a frame: once the kernel has taken part of a receiver's last queued
 /// frame, nothing is swapped in front of it. (a's messages to b go out a few KiB at a time,
 /// so writes often end inside a frame; every message must still arrive whole.)
@@ -1915,4 +1981,68 @@ fn reorder_never_swaps_in_front_of_a_frame_partly_written() {
     got.sort_unstable();
     assert_eq!(got, (0..N).collect::<Vec<_>>(), "every message once");
     assert!(injected > 0, "some were reordered");
+}
+
+/// The other half of `reorder`'s rule: a queued frame the kernel has not begun to take may
+/// still be overtaken, also after a write that left it waiting (b never reads, so its socket
+/// is full and the relay holds the tail of a's burst).
+#[test]
+fn reorder_swaps_with_a_queued_frame_the_kernel_has_not_begun_to_take() {
+    let _fds = few_fds();
+    use relay_sim::client::Message;
+    use relay_sim::protocol::{put_send, Decoder};
+    use relay_sim::relay::inject::{Fault, Inject};
+    use relay_sim::relay::{Config, Relay};
+    use std::time::Duration;
+    let cfg = Config {
+        log: false,
+        max_buffer: 1 << 20,
+        inject: Some(Inject {
+            fault: Fault::Reorder,
+            rate: 1.0,
+            seed: 3,
+        }),
+        ..Config::default()
+    };
+    let mut relay = Relay::new(None, None, cfg).expect("relay");
+    let mut a = peer(&mut relay, b"a");
+    let mut b = slow_peer(&mut relay, b"b");
+    relay.step(Some(Duration::ZERO)).expect("step");
+    let mut frames = Vec::new();
+    for i in 0..100u8 {
+        put_send(&mut frames, b"b", &[i; 1000]);
+    }
+    a.write_all(&frames).expect("a writes");
+    for _ in 0..10 {
+        relay.step(Some(Duration::ZERO)).expect("step");
+    }
+    assert!(
+        relay.queued(b"b").unwrap_or(0) > 1000,
+        "b's socket is full and the relay holds the rest"
+    );
+    let before = relay.stats().injected;
+    frames.clear();
+    put_send(&mut frames, b"b", &[100; 1000]);
+    a.write_all(&frames).expect("a writes");
+    relay.step(Some(Duration::ZERO)).expect("step");
+    assert_eq!(
+        relay.stats().injected,
+        before + 1,
+        "the new frame overtook the last one"
+    );
+
+    // Drain b: every message once, and 100 in front of the frame that was last.
+    let mut dec = Decoder::new(u32::MAX);
+    let mut got = Vec::new();
+    while got.len() < 101 {
+        relay.step(Some(Duration::ZERO)).expect("step");
+        for m in received(&mut b, &mut dec) {
+            if let Message::Deliver { payload, .. } = m {
+                got.push(payload[0]);
+            }
+        }
+    }
+    assert_eq!(got[99], 100, "100 went in front of the last: {got:?}");
+    got.sort_unstable();
+    assert_eq!(got, (0..=100).collect::<Vec<u8>>(), "every message once");
 }
