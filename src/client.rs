@@ -228,9 +228,7 @@ impl Client {
         let end = self.out.len().min(self.out_pos + limit);
         match self.stream.write(&self.out[self.out_pos..end]) {
             Ok(n) => self.out_pos += n,
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if crate::sys::retry_later(&e) => {}
             Err(e) => return Err(e),
         }
         self.compact();
@@ -265,12 +263,7 @@ impl Client {
     ) -> Result<Progress, ClientError> {
         let n = match self.input.read_from(&mut self.stream) {
             Ok(n) => n,
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    || e.kind() == io::ErrorKind::Interrupted =>
-            {
-                return Ok(Progress::WouldBlock)
-            }
+            Err(e) if crate::sys::retry_later(&e) => return Ok(Progress::WouldBlock),
             // A reset right after an ERROR still counts as the relay closing.
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
             Err(e) => return Err(e.into()),

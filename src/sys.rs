@@ -8,6 +8,15 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
+/// A non-blocking call found nothing to do yet (EAGAIN) or was interrupted (EINTR): try
+/// again when the socket is next ready.
+pub fn retry_later(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
 /// Where a relay listens or a client connects: a Unix socket path or a TCP address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Addr {

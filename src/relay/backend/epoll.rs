@@ -29,10 +29,19 @@ fn borrow(fd: RawFd) -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
+/// Watched for a connection that wants to read: data, and the peer's end of stream.
+const WANT_READ: EpollFlags = EpollFlags::EPOLLIN.union(EpollFlags::EPOLLRDHUP);
+/// Reported as readable: data, end of stream, a hang-up or an error (the read says which).
+const READABLE: EpollFlags = WANT_READ
+    .union(EpollFlags::EPOLLHUP)
+    .union(EpollFlags::EPOLLERR);
+/// Reported as writable: room, or an error (the write says which).
+const WRITABLE: EpollFlags = EpollFlags::EPOLLOUT.union(EpollFlags::EPOLLERR);
+
 fn event(token: Token, i: Interest) -> EpollEvent {
     let mut f = EpollFlags::empty();
     if i.read {
-        f |= EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        f |= WANT_READ;
     }
     if i.write {
         f |= EpollFlags::EPOLLOUT;
@@ -96,13 +105,7 @@ impl Backend for Epoll {
         };
         for e in &self.buf[..n] {
             let f = e.events();
-            let readable = f.intersects(
-                EpollFlags::EPOLLIN
-                    | EpollFlags::EPOLLRDHUP
-                    | EpollFlags::EPOLLHUP
-                    | EpollFlags::EPOLLERR,
-            );
-            let writable = f.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLERR);
+            let (readable, writable) = (f.intersects(READABLE), f.intersects(WRITABLE));
             events.push(Event {
                 token: Token(e.data() as usize),
                 readable,

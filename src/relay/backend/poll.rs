@@ -15,6 +15,13 @@ use nix::poll::{poll, PollFd, PollFlags};
 use super::{Backend, Event, Interest, Token};
 use crate::client::poll_timeout;
 
+/// Reported as readable: data, a hang-up or an error (the read says which).
+const READABLE: PollFlags = PollFlags::POLLIN
+    .union(PollFlags::POLLHUP)
+    .union(PollFlags::POLLERR);
+/// Reported as writable: room, or an error (the write says which).
+const WRITABLE: PollFlags = PollFlags::POLLOUT.union(PollFlags::POLLERR);
+
 /// poll(2) over a persistent array of pollfds.
 #[derive(Default)]
 pub struct Poll {
@@ -97,9 +104,7 @@ impl Backend for Poll {
         }
         for (p, &(_, token)) in self.fds.iter().zip(&self.slots) {
             let r = p.revents().unwrap_or(PollFlags::empty());
-            let readable =
-                r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
-            let writable = r.intersects(PollFlags::POLLOUT | PollFlags::POLLERR);
+            let (readable, writable) = (r.intersects(READABLE), r.intersects(WRITABLE));
             if readable || writable {
                 events.push(Event {
                     token,
