@@ -513,6 +513,7 @@ impl Drop for Running {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
+        relay_harness::janitor::reaped(self.child.id() as i32);
     }
 }
 
@@ -540,6 +541,8 @@ fn start(r: &RelayUnderTest, n: usize) -> Result<(Running, Addr), String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start the relay: {e}"))?;
+    // Its group is killed if we are (by the janitor, when `relay-sim conform` started one).
+    relay_harness::janitor::group(child.id() as i32);
     let running = Running { child };
     // Wait (bounded) until it accepts connections.
     let until = Instant::now() + CASE_DEADLINE;

@@ -113,3 +113,66 @@ fn the_classic_relay_fails_exactly_the_stalling_cases_and_junit_says_so() {
     let report = quick_junit::Report::deserialize_from_str(&xml).expect("valid JUnit");
     assert_eq!(report.failures, 3);
 }
+
+/// SIGKILL of `relay-sim conform` in the middle of its cases: its janitor kills the relay
+/// under test and removes the directory of sockets and logs. Each relay announces itself on a
+/// FIFO and waits at a gate; the test lets the first through and kills conform while the
+/// second waits (readiness, no sleep).
+#[test]
+fn after_sigkill_of_conform_no_relay_and_no_file_is_left() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::io::{BufRead, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = |name: &str| {
+        let path = tmp.path().join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Read-write: opening never blocks, and the reader never sees end of file.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        (path, file)
+    };
+    let (started, announced) = fifo("started");
+    let (gate, mut go) = fifo("gate");
+    let relay = format!(
+        "echo $$ > {}; read go < {}; exec {} relay --quiet --listen {{addr}}",
+        started.display(),
+        gate.display(),
+        bin().display()
+    );
+    let tmpdir = tmp.path().join("tmp");
+    std::fs::create_dir(&tmpdir).unwrap();
+    let mut child = Command::new(bin())
+        .args(["conform", "--relay-cmd", &relay])
+        .env("TMPDIR", &tmpdir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pids = std::io::BufReader::new(announced).lines();
+    let mut next_pid = || -> i32 { pids.next().unwrap().unwrap().trim().parse().unwrap() };
+    let first = next_pid();
+    go.write_all(b"go\n").unwrap();
+    let second = next_pid(); // waits at the gate for good
+                             // conform's children now: its janitor and the second relay.
+    let pid = child.id();
+    let children: Vec<i32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(
+        children.contains(&second) && children.len() == 2,
+        "{children:?}"
+    );
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    // The janitor kills the relay's group, removes the directory, then exits.
+    for pid in children.into_iter().chain([first]) {
+        assert!(util::exits(pid), "process {pid} still runs after 20 s");
+    }
+    let left: Vec<_> = std::fs::read_dir(&tmpdir).unwrap().collect();
+    assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
+}

@@ -2046,3 +2046,83 @@ fn reorder_swaps_with_a_queued_frame_the_kernel_has_not_begun_to_take() {
     got.sort_unstable();
     assert_eq!(got, (0..=100).collect::<Vec<u8>>(), "every message once");
 }
+
+/// The backend contract (src/relay/backend/mod.rs), on each backend by itself: a watched fd
+/// is reported while ready, `Interest::NONE` and `remove` silence it, and writability is
+/// reported only when asked for.
+#[test]
+fn every_backend_reports_what_it_watches_and_nothing_else() {
+    use relay_sim::relay::backend::{by_name, Event, Interest, Token, NAMES};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+    let _fds = few_fds();
+    for name in NAMES {
+        let mut be = by_name(name).expect("backend");
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        a.write_all(b"x").expect("write"); // b is readable (and writable) from now on
+        let fd = b.as_raw_fd();
+        let fired = |be: &mut Box<dyn relay_sim::relay::backend::Backend>| {
+            let mut ev: Vec<Event> = Vec::new();
+            be.wait(Some(Duration::ZERO), &mut ev).expect("wait");
+            ev
+        };
+        let t = Token(7);
+        be.set(fd, t, Interest::READ).expect("set");
+        let ev = fired(&mut be);
+        assert_eq!(ev.len(), 1, "{name}: {ev:?}");
+        assert!(
+            ev[0].token == t && ev[0].readable && !ev[0].writable,
+            "{name}: {ev:?}"
+        );
+        be.set(fd, t, Interest::NONE).expect("set");
+        assert_eq!(fired(&mut be), vec![], "{name}: NONE watches nothing");
+        let both = Interest {
+            read: true,
+            write: true,
+        };
+        be.set(fd, Token(8), both).expect("set");
+        let ev = fired(&mut be);
+        assert_eq!(ev.len(), 1, "{name}: {ev:?}");
+        assert!(
+            ev[0].token == Token(8) && ev[0].readable && ev[0].writable,
+            "{name}: {ev:?}"
+        );
+        be.remove(fd);
+        assert_eq!(fired(&mut be), vec![], "{name}: a removed fd is forgotten");
+    }
+}
+
+/// epoll hands back at most as many events as its buffer holds (1,024 at first); a wait that
+/// fills it grows it, so the next wait reports every ready fd (level-triggered, they are all
+/// still ready).
+#[test]
+fn epoll_grows_its_event_buffer_until_every_ready_fd_fits() {
+    use relay_sim::relay::backend::{by_name, Interest, Token};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+    relay_sim::sys::raise_nofile_limit().expect("raise RLIMIT_NOFILE for the test process");
+    let _many_fds = FD_TABLE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(mut be) = by_name("epoll") else {
+        return;
+    };
+    const N: usize = 1100;
+    let pairs: Vec<_> = (0..N)
+        .map(|i| {
+            let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+            a.write_all(b"x").expect("write");
+            be.set(b.as_raw_fd(), Token(i), Interest::READ)
+                .expect("set");
+            (a, b)
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let mut ev = Vec::new();
+        be.wait(Some(Duration::ZERO), &mut ev).expect("wait");
+        counts.push(ev.len());
+    }
+    assert_eq!(counts, [1024, N], "the second wait sees every ready fd");
+    drop(pairs);
+}

@@ -742,24 +742,6 @@ fn a_sigint_at_any_instant_from_the_start_leaves_nothing_behind() {
     assert!(handled > 0, "some of the signals came after the handlers");
 }
 
-/// Waits (at most 20 s) for `pid` to exit, whoever's child it is: a pidfd becomes readable
-/// when it does. True if it has exited (or was already gone).
-fn exits(pid: i32) -> bool {
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return true; // no such process
-    }
-    // SAFETY: a fresh fd this test owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut fds = [nix::poll::PollFd::new(
-        fd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20_000u16)).unwrap() == 1
-}
-
 /// SIGKILL of the supervisor: nothing of its code runs, so the janitor it forked first cleans
 /// up: every process of the run is gone, and so are its directory and socket. On both
 /// transports and with a relay command (which would otherwise go on listening).
@@ -791,7 +773,7 @@ fn after_sigkill_of_the_supervisor_nothing_of_the_run_is_left() {
         // The janitor (first of the pids) cleans up, then exits; every other process dies.
         for &pid in &pids {
             assert!(
-                exits(pid),
+                util::exits(pid),
                 "process {pid} still runs after 20 s ({extra:?})"
             );
         }

@@ -142,6 +142,16 @@ pub fn dir(path: &Path) {
     }
 }
 
+/// Says [`done`] when dropped: hold one for as long as the run's things exist, so every
+/// return path tells the janitor (declare it before them: it drops after them).
+pub struct Done;
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        done();
+    }
+}
+
 /// The supervisor has cleaned up itself: the janitor exits without doing anything. Waits for
 /// it, so no process of the run outlives this call.
 pub fn done() {

@@ -6,6 +6,7 @@ use clap::Args as ClapArgs;
 use super::{EXIT_ENV, EXIT_FAIL, EXIT_OK};
 use crate::conform::{self, RelayUnderTest};
 use crate::relay::backend;
+use relay_harness::janitor;
 
 /// Flags of `relay-sim conform`.
 #[derive(ClapArgs, Debug)]
@@ -46,6 +47,13 @@ pub fn run(a: Args) -> i32 {
             })
             .collect(),
     };
+    // As in a run: if we are SIGKILLed, the janitor (forked first, while this process has
+    // one thread) kills the relay under test and removes the directory of sockets and logs.
+    if let Err(e) = janitor::start() {
+        eprintln!("relay-sim conform: cannot start the cleanup process: {e}; check the process limit (ulimit -u)");
+        return EXIT_ENV;
+    }
+    let _janitor = janitor::Done; // dropped last: after `dir`, on every return
     let dir = match tempfile::Builder::new()
         .prefix("relay-sim-conform-")
         .tempdir()
@@ -56,6 +64,7 @@ pub fn run(a: Args) -> i32 {
             return EXIT_ENV;
         }
     };
+    janitor::dir(dir.path());
     let mut all = Vec::new();
     let (mut passed, mut failed) = (0, 0);
     for (label, command) in relays {

@@ -447,15 +447,6 @@ fn shared_counters_refused(
     }
 }
 
-/// Tells the janitor the run cleaned up after itself, when the run's function returns.
-struct JanitorDone;
-
-impl Drop for JanitorDone {
-    fn drop(&mut self) {
-        janitor::done();
-    }
-}
-
 /// Runs the harness; with `demo`, keeps transcripts and tells the story before the report.
 pub fn run_narrated(a: Args, demo: bool) -> i32 {
     // First of all: from here on SIGINT and SIGTERM end the run through its cleanup (nothing of
@@ -547,7 +538,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         );
         return EXIT_ENV;
     }
-    let _janitor = JanitorDone; // dropped last: after `dir`, on every return
+    let _janitor = janitor::Done; // dropped last: after `dir`, on every return
     if let (true, Some(pid)) = (a.verbose, janitor::pid()) {
         eprintln!(
             "relay-sim: started the janitor, which cleans up if relay-sim is SIGKILLed (pid {pid})"

@@ -1231,7 +1231,12 @@ mod tests {
     fn only_the_fd_limits_count_as_out_of_fds() {
         assert!(is_fd_limit(Errno::EMFILE as i32));
         assert!(is_fd_limit(Errno::ENFILE as i32));
-        for other in [Errno::ECONNABORTED, Errno::ENOBUFS, Errno::EPERM, Errno::EAGAIN] {
+        for other in [
+            Errno::ECONNABORTED,
+            Errno::ENOBUFS,
+            Errno::EPERM,
+            Errno::EAGAIN,
+        ] {
             assert!(!is_fd_limit(other as i32), "{other}");
         }
     }

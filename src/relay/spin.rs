@@ -223,10 +223,12 @@ mod tests {
             s.poll_now(t0 + RECHECK / 2),
             "within the interval: the last answer"
         );
-        s.active(t0 + RECHECK * 2);
+        // One interval after the last reading (at RECHECK / 5), to the tick.
+        let due = t0 + RECHECK / 5 + RECHECK;
+        s.active(due);
         assert!(
-            !s.poll_now(t0 + RECHECK * 2),
-            "after it: read again, now crowded"
+            !s.poll_now(due),
+            "once it has passed: read again, now crowded"
         );
     }
 

@@ -112,6 +112,14 @@ impl RelayProc {
     /// Spawns `cmd` (a relay) and waits until it listens.
     #[track_caller]
     fn launch(mut cmd: Command, dir: tempfile::TempDir) -> RelayProc {
+        // A test process killed mid-test (a timeout of cargo-mutants) takes its relays along.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -335,4 +343,22 @@ pub fn flood(c: &mut Raw, bytes: &[u8], held: std::sync::mpsc::Sender<bool>) {
         let _ = held.send(false);
     }
     c.stream.set_nonblocking(false).expect("blocking");
+}
+
+/// Waits (at most 20 s) for `pid` to exit, whoever's child it is: a pidfd becomes readable
+/// when it does. True if it has exited (or was already gone).
+pub fn exits(pid: i32) -> bool {
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return true; // no such process
+    }
+    // SAFETY: a fresh fd this test owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20_000u16)).unwrap() == 1
 }
