@@ -1026,16 +1026,14 @@ fn a_vanished_client_held_back_for_good_is_closed_after_the_frame_timeout() {
 fn the_relay_api_reports_what_it_did() {
     let _fds = few_fds();
     use relay_sim::protocol::{put_hello, put_send};
-    use relay_sim::relay::{Config, Relay};
+    use relay_sim::relay::Config;
     use relay_sim::sys::Stream;
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
-    let cfg = Config {
-        log: false,
+    let mut relay = in_process(Config {
         max_clients: 2,
-        ..Config::default()
-    };
-    let mut relay = Relay::new(None, None, cfg).expect("relay");
+        ..quiet("select")
+    });
     relay.record_registrations();
     let mut ends = Vec::new();
     let mut serials = Vec::new();
@@ -1299,7 +1297,7 @@ fn each_injected_fault_breaks_exactly_its_promise() {
     use relay_sim::client::Message;
     use relay_sim::protocol::{put_send, Decoder};
     use relay_sim::relay::inject::{Fault, Inject};
-    use relay_sim::relay::{Config, Relay};
+    use relay_sim::relay::Config;
     use std::time::Duration;
     const N: usize = 50;
     // Mixed bits, so that setting or clearing a bit instead of flipping it shows.
@@ -1310,16 +1308,14 @@ fn each_injected_fault_breaks_exactly_its_promise() {
         p
     };
     for (name, fault) in Fault::ALL {
-        let cfg = Config {
-            log: false,
+        let mut relay = in_process(Config {
             inject: Some(Inject {
                 fault,
                 rate: 1.0,
                 seed: 1,
             }),
-            ..Config::default()
-        };
-        let mut relay = Relay::new(None, None, cfg).expect("relay");
+            ..quiet("select")
+        });
         let mut ends: Vec<_> = [b"a", b"b", b"c"]
             .iter()
             .map(|n| (peer(&mut relay, *n), Decoder::new(u32::MAX)))
@@ -1529,13 +1525,11 @@ fn the_relay_trace_tells_each_wait_and_each_frame() {
         put_send(&mut bytes, dst, p);
         s.write_all(&bytes).expect("write");
     };
-    let cfg = Config {
-        log: false,
+    let mut relay = in_process(Config {
         trace: Some(1000),
         spin: Spin::For(Duration::from_millis(20)),
-        ..Config::default()
-    };
-    let mut relay = Relay::new(None, None, cfg).expect("relay");
+        ..quiet("select")
+    });
     let step = |relay: &mut Relay, ms| relay.step(Some(Duration::from_millis(ms))).expect("step");
     let mut a = peer(&mut relay, b"a");
     step(&mut relay, 1000);
@@ -1547,10 +1541,10 @@ fn the_relay_trace_tells_each_wait_and_each_frame() {
     step(&mut relay, 1000);
     // Quiet: the relay polls for its 20 ms, then blocks in each wait for the whole 30 ms
     // (three waits that begin after the window, however the machine schedules this thread).
-    let quiet = Instant::now();
+    let silent = Instant::now();
     let mut after_window = 0;
     while after_window < 3 {
-        if quiet.elapsed() > Duration::from_millis(25) {
+        if silent.elapsed() > Duration::from_millis(25) {
             after_window += 1;
         }
         step(&mut relay, 30);
@@ -1602,12 +1596,10 @@ fn the_relay_trace_tells_each_wait_and_each_frame() {
     );
 
     // A cap of 3: the first three events are kept, the rest counted.
-    let cfg = Config {
-        log: false,
+    let mut relay = in_process(Config {
         trace: Some(3),
-        ..Config::default()
-    };
-    let mut relay = Relay::new(None, None, cfg).expect("relay");
+        ..quiet("select")
+    });
     let mut a = peer(&mut relay, b"a");
     for i in 0..5u8 {
         send(&mut a, b"a", &[i]);
@@ -1699,17 +1691,13 @@ fn the_frame_timeout_counts_from_a_frames_first_byte_and_spares_an_idle_client()
 fn select_keeps_fd_1023_and_turns_fd_1024_away() {
     use relay_sim::client::Message;
     use relay_sim::protocol::{put_hello, Decoder};
-    use relay_sim::relay::{Config, Relay};
+    use relay_sim::relay::Config;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::net::UnixStream;
     relay_sim::sys::raise_nofile_limit().expect("raise RLIMIT_NOFILE for the test process");
     // Alone in the fd table: nothing else here holds fds that high.
     let _all_fds = FD_TABLE.write().unwrap_or_else(|p| p.into_inner());
-    let cfg = Config {
-        log: false,
-        ..Config::default()
-    };
-    let mut relay = Relay::new(None, None, cfg).expect("relay");
+    let mut relay = in_process(Config { ..quiet("select") });
     for (at, kept) in [(1023, true), (1024, false)] {
         let (theirs, mut ours) = UnixStream::pair().expect("pair");
         let high = nix::fcntl::fcntl(&theirs, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(at))
@@ -1748,12 +1736,10 @@ fn a_held_back_sender_resumes_when_the_queue_is_down_to_half() {
     use std::io::Read;
     use std::time::Duration;
     const MAX: usize = 64 * 1024;
-    let cfg = Config {
-        log: false,
+    let mut relay = in_process(Config {
         max_buffer: MAX,
-        ..Config::default()
-    };
-    let mut relay = Relay::new(None, None, cfg).expect("relay");
+        ..quiet("select")
+    });
     // The relay's end of a's socket takes little at a time, so a's queue drains in steps of
     // a few KiB as a reads, and the moment x resumes shows.
     let mut a = slow_peer(&mut relay, b"a");
@@ -1808,14 +1794,12 @@ fn a_held_back_sender_resumes_when_the_queue_is_down_to_half() {
 fn an_output_buffer_that_grew_for_a_burst_is_given_back_once_written() {
     let _fds = few_fds();
     use relay_sim::protocol::{put_send, Decoder};
-    use relay_sim::relay::{Config, Relay};
+    use relay_sim::relay::Config;
     use std::time::Duration;
-    let cfg = Config {
-        log: false,
+    let mut relay = in_process(Config {
         max_buffer: 4 << 20,
-        ..Config::default()
-    };
-    let mut relay = Relay::new(None, None, cfg).expect("relay");
+        ..quiet("select")
+    });
     // a's socket takes little, so a burst to a waits in the relay's buffer.
     let mut a = slow_peer(&mut relay, b"a");
     let mut x = peer(&mut relay, b"x");
@@ -1860,17 +1844,15 @@ fn an_output_buffer_that_grew_for_a_burst_is_given_back_once_written() {
 fn a_queue_that_never_empties_does_not_creep() {
     let _fds = few_fds();
     use relay_sim::protocol::{put_send, Decoder};
-    use relay_sim::relay::{Config, Relay};
+    use relay_sim::relay::Config;
     use std::io::Write;
     use std::time::Duration;
     // Below one read chunk (64 KiB), so the written bytes outgrow the unwritten ones.
     const MAX: usize = 32 << 10;
-    let cfg = Config {
-        log: false,
+    let mut relay = in_process(Config {
         max_buffer: MAX,
-        ..Config::default()
-    };
-    let mut relay = Relay::new(None, None, cfg).expect("relay");
+        ..quiet("select")
+    });
     let mut b = slow_peer(&mut relay, b"b");
     let mut x = peer(&mut relay, b"x");
     x.set_nonblocking(true).expect("nonblocking");
@@ -1920,21 +1902,19 @@ fn reorder_never_swaps_in_front_of_a_frame_partly_written() {
     use relay_sim::client::Message;
     use relay_sim::protocol::{put_send, Decoder};
     use relay_sim::relay::inject::{Fault, Inject};
-    use relay_sim::relay::{Config, Relay};
+    use relay_sim::relay::Config;
     use std::io::Read;
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
     const N: u32 = 2000;
-    let cfg = Config {
-        log: false,
+    let mut relay = in_process(Config {
         inject: Some(Inject {
             fault: Fault::Reorder,
             rate: 1.0,
             seed: 3,
         }),
-        ..Config::default()
-    };
-    let mut relay = Relay::new(None, None, cfg).expect("relay");
+        ..quiet("select")
+    });
     let mut a = peer(&mut relay, b"a");
     let mut b = slow_peer(&mut relay, b"b");
     relay.step(Some(Duration::ZERO)).expect("step");
@@ -2005,19 +1985,17 @@ fn reorder_swaps_with_a_queued_frame_the_kernel_has_not_begun_to_take() {
     use relay_sim::client::Message;
     use relay_sim::protocol::{put_send, Decoder};
     use relay_sim::relay::inject::{Fault, Inject};
-    use relay_sim::relay::{Config, Relay};
+    use relay_sim::relay::Config;
     use std::time::Duration;
-    let cfg = Config {
-        log: false,
+    let mut relay = in_process(Config {
         max_buffer: 1 << 20,
         inject: Some(Inject {
             fault: Fault::Reorder,
             rate: 1.0,
             seed: 3,
         }),
-        ..Config::default()
-    };
-    let mut relay = Relay::new(None, None, cfg).expect("relay");
+        ..quiet("select")
+    });
     let mut a = peer(&mut relay, b"a");
     let mut b = slow_peer(&mut relay, b"b");
     relay.step(Some(Duration::ZERO)).expect("step");

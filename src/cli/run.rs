@@ -120,6 +120,13 @@ pub struct Args {
     pub inline_script: Option<(String, String)>,
 }
 
+impl Args {
+    /// The built-in relay's output bound: `--max-buffer`, or its default.
+    fn relay_max_buffer(&self) -> usize {
+        self.max_buffer.unwrap_or(relay::DEFAULT_MAX_BUFFER)
+    }
+}
+
 /// `--quiet-period`: a duration, or `off` (zero).
 fn parse_quiet(s: &str) -> Result<Duration, String> {
     if s == "off" {
@@ -290,7 +297,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
             transport: a.transport.clone(),
             backend: a.backend.clone(),
             relay_spin: a.relay_spin.to_string(),
-            relay_max_buffer: Some(a.max_buffer.unwrap_or(relay::DEFAULT_MAX_BUFFER)),
+            relay_max_buffer: Some(a.relay_max_buffer()),
             seed,
             timeout_s: timeout.as_secs_f64(),
             scenario: Some(path.display().to_string()),
@@ -366,7 +373,7 @@ fn source(a: &Args) -> Result<Source, (i32, String)> {
         transport: a.transport.clone(),
         backend: a.backend.clone(),
         relay_spin: a.relay_spin.to_string(),
-        relay_max_buffer: Some(a.max_buffer.unwrap_or(relay::DEFAULT_MAX_BUFFER)),
+        relay_max_buffer: Some(a.relay_max_buffer()),
         seed: sc.seed,
         timeout_s: timeout.as_secs_f64(),
         scenario: None,
@@ -623,7 +630,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         // The relay is the middle of every story: it keeps more.
         trace: trace_cap.map(|c| c * 4),
         spin: a.relay_spin,
-        max_buffer: a.max_buffer.unwrap_or(relay::DEFAULT_MAX_BUFFER),
+        max_buffer: a.relay_max_buffer(),
         ..relay::Config::default()
     };
     let relay_log = match &relay_side {
@@ -787,12 +794,8 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             relay_killed: matches!(outcome.ending, Ending::RelayKilled(_)),
             in_flight_cap: in_flight_cap(
                 a.transport == "tcp",
-                // Another relay's buffering is unknown: assume 1 MiB per receiver.
-                if a.relay_cmd.is_some() {
-                    1 << 20
-                } else {
-                    a.max_buffer.unwrap_or(relay::DEFAULT_MAX_BUFFER)
-                },
+                // Another relay's buffering is unknown (None): assume 1 MiB per receiver.
+                src.config.relay_max_buffer.unwrap_or(1 << 20),
                 a.payload.min,
             ),
         },

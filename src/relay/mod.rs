@@ -36,11 +36,11 @@ use backend::{Backend, Event, Interest, Token};
 use conn::{Conn, ConnId, Phase, Timer};
 pub use spin::Spin;
 
-/// Relay limits and choices.
 /// `--max-buffer`'s default: 64 KiB per receiver keeps the relay's memory the same in a
 /// ten-second run and a ten-hour one (docs/performance.md measures what it costs).
 pub const DEFAULT_MAX_BUFFER: usize = 64 << 10;
 
+/// Relay limits and choices.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Largest frame `len` accepted from a client.
