@@ -532,13 +532,23 @@ fn start(r: &RelayUnderTest, n: usize) -> Result<(Running, Addr), String> {
     };
     let log =
         std::fs::File::create(r.log_dir.join(format!("case{n}.log"))).map_err(|e| e.to_string())?;
-    let child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(r.command.replace("{addr}", &text))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
-        .process_group(0)
+        .process_group(0);
+    // SAFETY: the hook runs in the forked child after setpgid and before exec, and does one
+    // write(2) (async-signal-safe). It makes the janitor learn of the group before the
+    // command runs, not after spawn returns (a SIGKILL in between orphaned a relay).
+    unsafe {
+        cmd.pre_exec(|| {
+            relay_harness::janitor::announce_self();
+            Ok(())
+        });
+    }
+    let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the relay: {e}"))?;
     // Its group is killed if we are (by the janitor, when `relay-sim conform` started one).

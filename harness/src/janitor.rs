@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
@@ -24,6 +25,10 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 /// The write end of the janitor's pipe, and its pid.
 static JANITOR: Mutex<Option<(File, Pid)>> = Mutex::new(None);
+
+/// The same write end as a bare fd (-1 when none), for [`announce_self`] in a forked child,
+/// where taking a lock or allocating is not safe.
+static JANITOR_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Forks the janitor. Call it while the process is single-threaded (fork safety: the child
 /// runs ordinary Rust code), before the run makes anything. Fails only if pipe or fork does.
@@ -34,6 +39,7 @@ pub fn start() -> io::Result<()> {
         ForkResult::Parent { child } => {
             drop(r);
             if let Ok(mut j) = JANITOR.lock() {
+                JANITOR_FD.store(w.as_raw_fd(), Ordering::SeqCst);
                 *j = Some((File::from(w), child));
             }
             Ok(())
@@ -129,6 +135,43 @@ pub fn group(pid: i32) {
     tell(format_args!("group {pid}\n"));
 }
 
+/// In a child just forked, after it made its own process group and before it runs anything
+/// else (execs, or closes what it inherited): tells the janitor of that group itself.
+///
+/// The parent also calls [`group`], but only after fork returns; a SIGKILL in between would
+/// leave the child unknown to the janitor (seen in CI: a relay command that had already
+/// started, orphaned for good). The janitor sees its pipe close only once every child has
+/// closed its inherited copy, so it reads this line first. Async-signal-safe: no lock, no
+/// allocation, one write(2) of under PIPE_BUF bytes (atomic beside the parent's writes).
+pub fn announce_self() {
+    let fd = JANITOR_FD.load(Ordering::SeqCst);
+    if fd < 0 {
+        return;
+    }
+    let mut line = *b"group                     ";
+    let mut digits = [0u8; 12];
+    // SAFETY: getpid cannot fail.
+    let mut pid = unsafe { nix::libc::getpid() } as u32;
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (pid % 10) as u8;
+        n += 1;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    let mut len = 6;
+    for &d in digits[..n].iter().rev() {
+        line[len] = d;
+        len += 1;
+    }
+    line[len] = b'\n';
+    len += 1;
+    // SAFETY: writes `len` bytes of a live stack buffer to an fd we hold open.
+    let _ = unsafe { nix::libc::write(fd, line.as_ptr().cast(), len) };
+}
+
 /// Tells the janitor that a group's leader was reaped: its id is no longer the run's to kill.
 pub fn reaped(pid: i32) {
     tell(format_args!("reaped {pid}\n"));
@@ -156,6 +199,7 @@ impl Drop for Done {
 /// it, so no process of the run outlives this call.
 pub fn done() {
     let taken = JANITOR.lock().ok().and_then(|mut j| j.take());
+    JANITOR_FD.store(-1, Ordering::SeqCst);
     if let Some((mut w, pid)) = taken {
         let _ = w.write_all(b"done\n");
         drop(w);
