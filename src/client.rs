@@ -7,14 +7,14 @@
 //! The harness and the interactive client share this code.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 
-use crate::protocol::{self, Decoder, ErrorCode, RelayFrame, Violation, DEFAULT_MAX_FRAME};
-use crate::sys::{Addr, Stream};
+use crate::protocol::{self, Decoder, ErrorCode, OutBuf, RelayFrame, Violation, DEFAULT_MAX_FRAME};
+use crate::sys::{poll_timeout, Addr, Stream};
 
 /// The largest frame a client accepts from a relay (bounds what a broken relay can make it allocate).
 pub const CLIENT_MAX_FRAME: u32 = 256 * DEFAULT_MAX_FRAME;
@@ -129,8 +129,7 @@ pub struct Client {
     stream: Stream,
     name: String,
     input: Decoder,
-    out: Vec<u8>,
-    out_pos: usize,
+    out: OutBuf,
     /// Frames read while a blocking call waited to write, kept for `recv`.
     backlog: VecDeque<Message>,
     eof: bool,
@@ -150,12 +149,11 @@ impl Client {
             stream,
             name: name.to_string(),
             input: Decoder::new(CLIENT_MAX_FRAME),
-            out: Vec::new(),
-            out_pos: 0,
+            out: OutBuf::new(),
             backlog: VecDeque::new(),
             eof: false,
         };
-        protocol::put_hello(&mut c.out, name.as_bytes());
+        protocol::put_hello(c.out.back(), name.as_bytes());
         match c.recv(Some(timeout))? {
             Message::Welcome(_) => Ok(c),
             Message::Error { code, text } => Err(ClientError::Refused { code, text }),
@@ -171,24 +169,19 @@ impl Client {
         &self.name
     }
 
-    /// The socket's fd (to poll it beside others).
-    pub fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
-    }
-
     /// Queues a SEND; nothing is written until a pump, flush or recv.
     pub fn queue(&mut self, dst: &str, payload: &[u8]) {
-        protocol::put_send(&mut self.out, dst.as_bytes(), payload);
+        protocol::put_send(self.out.back(), dst.as_bytes(), payload);
     }
 
     /// Appends raw bytes to the output (for tests of the relay's decoder).
     pub fn queue_raw(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+        self.out.back().extend_from_slice(bytes);
     }
 
     /// Output bytes queued and not yet written.
     pub fn pending(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.len()
     }
 
     /// True once the relay has closed the connection.
@@ -198,41 +191,12 @@ impl Client {
 
     /// Writes what the kernel takes now, without blocking.
     pub fn write_some(&mut self) -> io::Result<()> {
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.compact();
-        Ok(())
-    }
-
-    /// Drops written bytes: all of them once everything is out, or the written front once it
-    /// is most of the buffer (a writer that keeps queueing never empties it completely).
-    fn compact(&mut self) {
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        } else if self.out_pos >= 64 * 1024 && self.out_pos * 2 >= self.out.len() {
-            self.out.drain(..self.out_pos);
-            self.out_pos = 0;
-        }
+        self.out.write_to(&mut self.stream)
     }
 
     /// One write() of at most `limit` bytes (tests use it to split frames across writes).
     pub fn write_at_most(&mut self, limit: usize) -> io::Result<()> {
-        let end = self.out.len().min(self.out_pos + limit);
-        match self.stream.write(&self.out[self.out_pos..end]) {
-            Ok(n) => self.out_pos += n,
-            Err(e) if crate::sys::retry_later(&e) => {}
-            Err(e) => return Err(e),
-        }
-        self.compact();
-        Ok(())
+        self.out.write_some_to(&mut self.stream, limit)
     }
 
     /// One round: wait up to `timeout` for the socket, write what it takes, read one chunk
@@ -357,6 +321,13 @@ impl Client {
     }
 }
 
+/// The socket, to poll it beside other fds.
+impl AsFd for Client {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
 /// Time left before `deadline`, or `Timeout` when it has passed.
 fn remaining(
     deadline: Option<Instant>,
@@ -398,15 +369,4 @@ pub fn wait_fd(
     let r = fds[0].revents().unwrap_or(PollFlags::empty());
     let readable = r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
     Ok((readable, r.contains(PollFlags::POLLOUT)))
-}
-
-/// A poll timeout in whole milliseconds, rounded up so a short wait never spins.
-pub fn poll_timeout(timeout: Option<Duration>) -> PollTimeout {
-    match timeout {
-        None => PollTimeout::NONE,
-        Some(d) => {
-            let ms = d.as_micros().div_ceil(1000);
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-        }
-    }
 }

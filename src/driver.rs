@@ -6,18 +6,19 @@
 //! on the socket and the supervisor's stop pipe. Memory is flat in the message count: nothing
 //! per message is kept.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use relay_harness::blackbox::Field;
 use relay_harness::payload;
+use relay_harness::payload::{mix, PayloadSize};
 use relay_harness::plan::{ClientPlan, Outbox, Work};
-use relay_harness::scenario::{mix, PayloadSize};
-use relay_harness::supervisor::{now_ns, ClientCtx};
-use relay_harness::trace::Tracer;
+use relay_harness::supervisor::ClientCtx;
 use relay_harness::verify::Receiver;
+use relay_trace::now_ns;
+use relay_trace::Tracer;
 
 use std::time::Duration;
 
@@ -86,7 +87,7 @@ pub fn client_main(
         }
     };
     if let Some(t) = tr.as_mut() {
-        let fd = client.fd();
+        let fd = client.as_fd().as_raw_fd();
         t.ev(|| {
             format!(
                 "socket() + connect({addr}) -> fd {fd}; sent HELLO {name:?}, got WELCOME {name:?}"
@@ -318,10 +319,8 @@ fn drain(
         let Some(drain_fd) = ctx.drain_fd() else {
             return Ok(());
         };
-        // SAFETY: the client owns this fd and outlives this call.
-        let sock = unsafe { BorrowedFd::borrow_raw(client.fd()) };
         let mut fds = [
-            PollFd::new(sock, PollFlags::POLLIN),
+            PollFd::new(client.as_fd(), PollFlags::POLLIN),
             PollFd::new(drain_fd, PollFlags::POLLIN),
             PollFd::new(ctx.stop.as_fd(), PollFlags::POLLIN),
         ];
@@ -649,10 +648,8 @@ fn wait(client: &Client, stop: BorrowedFd<'_>, timeout: PollTimeout) -> nix::Res
     if client.pending() > 0 {
         flags |= PollFlags::POLLOUT;
     }
-    // SAFETY: the client owns this fd and outlives this call.
-    let sock = unsafe { BorrowedFd::borrow_raw(client.fd()) };
     let mut fds = [
-        PollFd::new(sock, flags),
+        PollFd::new(client.as_fd(), flags),
         PollFd::new(stop, PollFlags::POLLIN),
     ];
     match poll(&mut fds, timeout) {

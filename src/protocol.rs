@@ -8,7 +8,7 @@
 //! All integers are big-endian. docs/protocol.md is the prose version of this file.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 /// Bytes in the length prefix.
 pub const LEN_BYTES: usize = 4;
@@ -491,6 +491,121 @@ impl Decoder {
     }
 }
 
+/// Bytes queued for a socket: frames are appended at the back and written from the front as
+/// the kernel takes them, without blocking. The relay keeps one per connection and a client
+/// one for its socket.
+///
+/// Written bytes are dropped all at once when everything is out, or the written front once it
+/// is most of the buffer (a queue that never empties must not creep), and a buffer that grew
+/// for a burst is given back. It can also remember where its newest frame starts while none
+/// of that frame is written: the relay's `reorder` fault swaps a frame in front of it.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    bytes: Vec<u8>,
+    /// `bytes[..written]` is written already.
+    written: usize,
+    /// Where the frame last queued with [`OutBuf::frame`] starts, while the kernel has taken
+    /// none of it.
+    last_frame: Option<usize>,
+}
+
+impl OutBuf {
+    /// An empty queue.
+    pub fn new() -> OutBuf {
+        OutBuf::default()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.written
+    }
+
+    /// True when nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of memory held.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// Where to append bytes (the `put_*` functions above write a frame into it).
+    pub fn back(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Where to append a frame that [`OutBuf::take_last_frame`] may later take back.
+    pub fn frame(&mut self) -> &mut Vec<u8> {
+        self.last_frame = Some(self.bytes.len());
+        &mut self.bytes
+    }
+
+    /// Removes the frame last queued with [`OutBuf::frame`] and what follows it, if the
+    /// kernel has taken none of it yet; put it back with `frame().extend_from_slice`.
+    pub fn take_last_frame(&mut self) -> Option<Vec<u8>> {
+        let at = self.last_frame.take().filter(|&at| at < self.bytes.len())?;
+        Some(self.bytes.split_off(at))
+    }
+
+    /// Drops everything queued, written or not.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.written = 0;
+        self.last_frame = None;
+    }
+
+    /// Writes until the queue is empty or the kernel would block (retrying EINTR). A write of
+    /// 0 bytes is an error (WriteZero): the peer can take no more.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<()> {
+        while self.written < self.bytes.len() {
+            match w.write(&self.bytes[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.compact();
+        Ok(())
+    }
+
+    /// One write() of at most `limit` bytes (tests split frames across writes with it); a
+    /// write the kernel would block or that a signal interrupts writes nothing.
+    pub fn write_some_to(&mut self, w: &mut impl Write, limit: usize) -> io::Result<()> {
+        let end = self.bytes.len().min(self.written + limit);
+        match w.write(&self.bytes[self.written..end]) {
+            Ok(n) => self.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        self.compact();
+        Ok(())
+    }
+
+    /// Forgets a last frame the kernel has begun to take, and drops written bytes.
+    fn compact(&mut self) {
+        if self.last_frame.is_some_and(|at| self.written > at) || self.is_empty() {
+            self.last_frame = None;
+        }
+        if self.is_empty() {
+            self.bytes.clear();
+            self.written = 0;
+            // Give back a buffer that grew for a burst; keep a small one for the next.
+            if self.bytes.capacity() > 4 * READ_CHUNK {
+                self.bytes = Vec::with_capacity(READ_CHUNK);
+            }
+        } else if self.written > READ_CHUNK && self.written * 2 > self.bytes.len() {
+            // Most of the buffer is written: move the rest to the front so it cannot creep.
+            self.bytes.drain(..self.written);
+            self.last_frame = self.last_frame.map(|at| at - self.written);
+            self.written = 0;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,5 +756,98 @@ mod tests {
         let mut s = &small[..];
         d.read_from(&mut s).unwrap();
         assert!(d.capacity() <= FIRST_CHUNK * 2, "{}", d.capacity());
+    }
+
+    /// A writer that takes at most `room` bytes, then would block.
+    struct Slow {
+        got: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Slow {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let n = b.len().min(self.room);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.room -= n;
+            self.got.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_out_buffer_writes_in_order_and_forgets_a_frame_once_it_is_begun() {
+        let frame = |text: &[u8]| {
+            let mut f = Vec::new();
+            put_deliver(&mut f, b"a", text);
+            f
+        };
+        let mut out = OutBuf::new();
+        out.frame().extend_from_slice(&frame(b"first"));
+        out.frame().extend_from_slice(&frame(b"second"));
+        let mut w = Slow {
+            got: Vec::new(),
+            room: frame(b"first").len(),
+        };
+        out.write_to(&mut w).unwrap();
+        // Nothing of "second" is written: it can be taken back and put after "third".
+        let second = out.take_last_frame().expect("not begun");
+        assert_eq!(second, frame(b"second"));
+        out.frame().extend_from_slice(&frame(b"third"));
+        out.frame().extend_from_slice(&second);
+        // A write that reaches one byte into "second": begun, it stays where it is.
+        w.room = frame(b"third").len() + 1;
+        out.write_to(&mut w).unwrap();
+        assert_eq!(out.take_last_frame(), None);
+        w.room = usize::MAX;
+        out.write_to(&mut w).unwrap();
+        assert!(out.is_empty());
+        let expect = [frame(b"first"), frame(b"third"), frame(b"second")].concat();
+        assert_eq!(w.got, expect);
+    }
+
+    #[test]
+    fn an_out_buffer_that_never_empties_does_not_creep() {
+        let mut out = OutBuf::new();
+        let mut w = Slow {
+            got: Vec::new(),
+            room: 0,
+        };
+        for _ in 0..100 {
+            out.back().extend_from_slice(&[7u8; 10_000]);
+            w.room = 9_000; // always a little behind
+            out.write_to(&mut w).unwrap();
+            // Written bytes are dropped once they are most of the buffer: it holds at most
+            // about twice what waits (or a read chunk), and a vector's doubling on top.
+            let bound = 2 * (2 * out.len().max(READ_CHUNK) + 10_000);
+            assert!(out.capacity() <= bound, "{} > {bound}", out.capacity());
+        }
+        assert_eq!(out.len(), 100 * 1_000);
+        assert!(w.got.iter().all(|&b| b == 7) && w.got.len() == 900_000);
+        out.clear();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn an_out_buffer_gives_back_a_burst_and_a_zero_write_is_an_error() {
+        let mut out = OutBuf::new();
+        out.back().extend_from_slice(&vec![1u8; 8 * READ_CHUNK]);
+        let mut sink = Vec::new();
+        out.write_to(&mut sink).unwrap();
+        assert!(
+            out.is_empty() && out.capacity() <= READ_CHUNK,
+            "{}",
+            out.capacity()
+        );
+        out.back().push(1);
+        let mut full: &mut [u8] = &mut [];
+        let e = out.write_to(&mut full).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WriteZero);
+        out.write_some_to(&mut sink, 1).unwrap();
+        assert!(out.is_empty());
     }
 }

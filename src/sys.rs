@@ -338,6 +338,18 @@ pub fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     }
 }
 
+/// A poll timeout in whole milliseconds, rounded up so a short wait never spins.
+pub fn poll_timeout(timeout: Option<std::time::Duration>) -> nix::poll::PollTimeout {
+    use nix::poll::PollTimeout;
+    match timeout {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            let ms = d.as_micros().div_ceil(1000);
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

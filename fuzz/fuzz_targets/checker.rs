@@ -13,7 +13,8 @@ use libfuzzer_sys::fuzz_target;
 use relay_harness::blackbox::BlackBox;
 use relay_harness::payload::{self, Spec};
 use relay_harness::plan::{pingpong_plans, random_plans, script_plans, ClientPlan, Names};
-use relay_harness::scenario::{PayloadSize, Scenario};
+use relay_harness::payload::PayloadSize;
+use relay_harness::scenario::Scenario;
 use relay_harness::script::Script;
 use relay_harness::verify::{verify, Receiver, FIN};
 

@@ -1,4 +1,5 @@
-//! What a payload carries so the receiver can verify it without asking anyone.
+//! What a payload carries so the receiver can verify it without asking anyone, and how its
+//! size and filler are drawn from the run's seed.
 //!
 //! ```text
 //! len >= 32:  seq:u64 | sender:u32 | receiver:u32 | checksum:u64 | send_ns:u64 | filler
@@ -20,7 +21,81 @@
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::scenario::{fill, mix, PayloadSize};
+use rand::{RngCore, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+use serde::{Deserialize, Serialize};
+
+/// Payload sizes: fixed or a uniform range (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadSize {
+    /// Smallest payload, bytes.
+    pub min: usize,
+    /// Largest payload, bytes.
+    pub max: usize,
+}
+
+impl PayloadSize {
+    /// Parses `SIZE` or `MIN..MAX` (bytes).
+    pub fn parse(s: &str) -> Result<PayloadSize, String> {
+        let num = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{t:?} is not a number of bytes"))
+        };
+        let (min, max) = match s.split_once("..") {
+            Some((a, b)) => (num(a)?, num(b.strip_prefix('=').unwrap_or(b))?),
+            None => {
+                let n = num(s)?;
+                (n, n)
+            }
+        };
+        if min > max {
+            return Err(format!("{s:?}: MIN is larger than MAX"));
+        }
+        Ok(PayloadSize { min, max })
+    }
+}
+
+impl std::fmt::Display for PayloadSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}..{}", self.min, self.max)
+        }
+    }
+}
+
+/// A mixing function for deriving independent seeds (SplitMix64's finaliser).
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Bytes in the block fillers are cut from.
+const FILL_BLOCK: usize = 64 * 1024;
+
+/// Fills `out` with the filler for a message key: the block of pseudo-random bytes every
+/// process makes alike, read cyclically from an offset the key picks. (Seeding a generator per
+/// message, as before, was a tenth of a client's instructions.)
+pub fn fill(key: u64, out: &mut [u8]) {
+    static BLOCK: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
+    let block = BLOCK.get_or_init(|| {
+        let mut b = vec![0u8; FILL_BLOCK];
+        Pcg64Mcg::seed_from_u64(0x0f11_b10c).fill_bytes(&mut b);
+        b.into_boxed_slice()
+    });
+    let mut at = (mix(key) % FILL_BLOCK as u64) as usize;
+    for chunk in out.chunks_mut(FILL_BLOCK) {
+        let len = chunk.len();
+        let first = len.min(FILL_BLOCK - at);
+        chunk[..first].copy_from_slice(&block[at..at + first]);
+        chunk[first..].copy_from_slice(&block[..len - first]);
+        at = (at + len) % FILL_BLOCK;
+    }
+}
 
 /// How sized payloads are made: the run's seed and the size or range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,7 +470,6 @@ pub fn check_named(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::PayloadSize;
 
     fn sc(min: usize, max: usize) -> Spec {
         Spec {
@@ -577,5 +651,41 @@ mod tests {
         let mut p = Vec::new();
         encode(&s, 0, 1, 0, 0, &mut p);
         assert!(p[HEADER..].iter().any(|&b| b != 0));
+    }
+
+    #[test]
+    fn filler_is_the_same_everywhere_differs_per_key_and_wraps() {
+        let (mut a, mut b) = (vec![0u8; 48], vec![0u8; 48]);
+        fill(7, &mut a);
+        fill(7, &mut b);
+        assert_eq!(a, b);
+        fill(8, &mut b);
+        assert_ne!(a, b);
+        // Longer than the block: one cyclic read, so a short fill is the start of a long one.
+        let mut long = vec![0u8; 3 * FILL_BLOCK + 100];
+        fill(9, &mut long);
+        let mut short = vec![0u8; 100];
+        fill(9, &mut short);
+        assert_eq!(&long[..100], &short[..]);
+        assert_eq!(&long[..100], &long[FILL_BLOCK..FILL_BLOCK + 100]);
+        assert!(long.iter().any(|&x| x != 0));
+    }
+
+    #[test]
+    fn payload_sizes_parse() {
+        assert_eq!(
+            PayloadSize::parse("64"),
+            Ok(PayloadSize { min: 64, max: 64 })
+        );
+        assert_eq!(
+            PayloadSize::parse("0..100"),
+            Ok(PayloadSize { min: 0, max: 100 })
+        );
+        assert_eq!(
+            PayloadSize::parse("1..=9"),
+            Ok(PayloadSize { min: 1, max: 9 })
+        );
+        assert!(PayloadSize::parse("9..1").is_err());
+        assert!(PayloadSize::parse("x").is_err());
     }
 }

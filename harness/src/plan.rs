@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::payload::PayloadSize;
 use crate::payload::{self, Spec};
-use crate::scenario::{client_index, client_name, Destinations, PayloadSize, Scenario};
+use crate::scenario::{client_index, client_name, Destinations, Scenario};
 use crate::script::{Body, Script};
 
 /// The names of a run: clients first, then names nobody holds (scripted bounces).

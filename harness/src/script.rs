@@ -18,7 +18,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::scenario::PayloadSize;
+use crate::payload::PayloadSize;
 
 /// A payload in a script.
 #[derive(Debug, Clone, PartialEq, Eq)]

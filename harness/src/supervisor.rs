@@ -24,16 +24,11 @@ use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use rand::{Rng, SeedableRng};
 
+use relay_trace::now_ns;
+
 use crate::blackbox::BlackBox;
 use crate::record::{ClientReport, Event, RelayReport};
 use crate::script::{Fault, FaultLine};
-
-/// CLOCK_MONOTONIC in ns: comparable across the processes of one machine.
-pub fn now_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
 
 /// Peak resident memory of this process so far, KiB (VmHWM).
 ///

@@ -1,82 +1,14 @@
 //! `--trace`: what each process did, with a CLOCK_MONOTONIC timestamp, merged by the
 //! supervisor into one timeline.
 //!
-//! Each process keeps its first events in memory (a cap per process, so a large run shows its
-//! beginning and says what it cut) and hands them over with its last word: the relay in
-//! RelayDone, a client in its report. Nothing is recorded, formatted or sent when tracing is off:
-//! every call site is behind `if let Some(tracer)`.
+//! Each process keeps its first events in memory with a [`Tracer`] (from the relay-trace leaf
+//! crate; a cap per process, so a large run shows its beginning and says what it cut) and
+//! hands them over with its last word: the relay in RelayDone, a client in its report. This
+//! module merges them into the timeline `--trace` prints.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::supervisor::now_ns;
-
-/// One process's events, as it hands them over.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Trace {
-    /// Its pid.
-    pub pid: i32,
-    /// Events: (CLOCK_MONOTONIC ns, what happened).
-    pub events: Vec<(u64, String)>,
-    /// Events past the cap, counted but not kept.
-    pub cut: u64,
-}
-
-/// Records one process's events, up to a cap.
-#[derive(Debug, Clone)]
-pub struct Tracer {
-    trace: Trace,
-    cap: usize,
-}
-
-impl Tracer {
-    /// A tracer for this process that keeps its first `cap` events.
-    pub fn new(cap: usize) -> Tracer {
-        Tracer {
-            trace: Trace {
-                pid: std::process::id() as i32,
-                events: Vec::new(),
-                cut: 0,
-            },
-            cap,
-        }
-    }
-
-    /// True while events are still kept (callers may skip building costly text otherwise).
-    pub fn room(&self) -> bool {
-        self.trace.events.len() < self.cap
-    }
-
-    /// Records an event now.
-    pub fn ev(&mut self, what: impl FnOnce() -> String) {
-        if self.room() {
-            self.trace.events.push((now_ns(), what()));
-        } else {
-            self.trace.cut += 1;
-        }
-    }
-
-    /// Records an event that happened at `t_ns`.
-    pub fn at(&mut self, t_ns: u64, what: String) {
-        if self.room() {
-            self.trace.events.push((t_ns, what));
-        } else {
-            self.trace.cut += 1;
-        }
-    }
-
-    /// The events so far, leaving the tracer empty.
-    pub fn take(&mut self) -> Trace {
-        let pid = self.trace.pid;
-        std::mem::replace(
-            &mut self.trace,
-            Trace {
-                pid,
-                events: Vec::new(),
-                cut: 0,
-            },
-        )
-    }
-}
+pub use relay_trace::{Trace, Tracer};
 
 /// One line of the merged timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1059,8 +1059,9 @@ fn pair_check(
 mod tests {
     use super::*;
     use crate::payload::encode;
+    use crate::payload::PayloadSize;
     use crate::plan::random_plans;
-    use crate::scenario::{PayloadSize, Scenario};
+    use crate::scenario::Scenario;
 
     fn sc() -> Scenario {
         Scenario {

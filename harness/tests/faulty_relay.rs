@@ -6,9 +6,10 @@
 //! end to end, through real processes.
 
 use proptest::prelude::*;
+use relay_harness::payload::PayloadSize;
 use relay_harness::plan::{random_plans, script_plans, ClientPlan, Names, Outbox};
 use relay_harness::record::Class;
-use relay_harness::scenario::{PayloadSize, Scenario};
+use relay_harness::scenario::Scenario;
 use relay_harness::script::Script;
 use relay_harness::verify::{verify, Receiver, Verification};
 

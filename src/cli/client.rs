@@ -9,8 +9,9 @@ use clap::Args as ClapArgs;
 use nix::poll::{poll, PollFd, PollFlags};
 
 use super::{EXIT_ENV, EXIT_FAIL, EXIT_OK, EXIT_USAGE};
-use crate::client::{code_name, poll_timeout, Client, ClientError};
+use crate::client::{code_name, Client, ClientError};
 use crate::protocol::{is_valid_name, RelayFrame};
+use crate::sys::poll_timeout;
 use crate::sys::Addr;
 
 /// Flags of `relay-sim client`.
@@ -80,10 +81,9 @@ fn interact(client: &mut Client) -> Result<(), ClientError> {
             if client.pending() > 0 {
                 sock_flags |= PollFlags::POLLOUT;
             }
-            let sock = unsafe_borrow(client.fd());
             let mut fds = [
                 PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
-                PollFd::new(sock, sock_flags),
+                PollFd::new(client.as_fd(), sock_flags),
             ];
             match poll(&mut fds, poll_timeout(None)) {
                 Ok(_) => {}
@@ -131,11 +131,6 @@ fn interact(client: &mut Client) -> Result<(), ClientError> {
     client.leave(Some(Duration::from_secs(10)), |f| {
         let _ = show(f);
     })
-}
-
-fn unsafe_borrow(fd: std::os::fd::RawFd) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: the client owns this fd and outlives every use of the borrow (one poll call).
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
 /// `DST text...` -> SEND. A line with no text sends an empty payload.

@@ -105,7 +105,7 @@ fn demo(d: DemoArgs) -> i32 {
         msgs: 0,
         duration: None,
         seed: Some(1),
-        payload: relay_harness::scenario::PayloadSize { min: 0, max: 0 },
+        payload: relay_harness::payload::PayloadSize { min: 0, max: 0 },
         transport: d.transport,
         backend: "select".into(),
         timeout: None,

@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 use clap::Args as ClapArgs;
 use relay_harness::blackbox::{self, BlackBox};
 use relay_harness::janitor;
+use relay_harness::payload::PayloadSize;
 use relay_harness::payload::Sizes;
 use relay_harness::plan::{pingpong_plans, random_plans, script_plans, ClientPlan, Names};
 use relay_harness::report::{self, signal_name, RunConfig};
-use relay_harness::scenario::{client_name, fresh_seed, PayloadSize, Scenario};
+use relay_harness::scenario::{client_name, fresh_seed, Scenario};
 use relay_harness::script::Script;
-use relay_harness::supervisor::{
-    now_ns, supervise, Action, Ending, Limits, Milestone, Nemesis, Signals,
-};
+use relay_harness::supervisor::{supervise, Action, Ending, Limits, Milestone, Nemesis, Signals};
 use relay_harness::verify::{verify_with, Deaths};
+use relay_trace::now_ns;
 
 use super::{EXIT_ENV, EXIT_USAGE};
 use crate::protocol::DEFAULT_MAX_FRAME;

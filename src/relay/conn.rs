@@ -1,11 +1,11 @@
 //! One client connection as the relay sees it: socket, input and output buffers, name.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
 use super::backend::Interest;
-use crate::protocol::{Decoder, READ_CHUNK};
+use crate::protocol::{Decoder, OutBuf};
 use crate::sys::Stream;
 
 /// A connection's slot in the relay's table. Not a file descriptor.
@@ -51,9 +51,8 @@ pub struct Conn {
     pub name: Option<Box<[u8]>>,
     /// Bytes read and not yet routed.
     pub input: Decoder,
-    /// Frames queued for this client; `out[out_pos..]` is still to be written.
-    pub out: Vec<u8>,
-    pub out_pos: usize,
+    /// Frames queued for this client.
+    pub out: OutBuf,
     /// A write found the client gone: nothing more is queued or written for it (sends to it
     /// bounce), but what it sent before it went is still read and routed.
     pub gone: bool,
@@ -76,11 +75,8 @@ pub struct Conn {
     pub timer_entry: Option<Instant>,
     /// Unique per connection ever accepted (a slot is reused; a serial is not).
     pub serial: u64,
-    /// Where the last frame queued in `out` starts (usize::MAX once unknown): the `reorder`
-    /// fault swaps a new frame in front of it.
-    pub last_frame: usize,
-    /// Serial of the connection that sent that last frame (a reorder swaps within one pair,
-    /// where FIFO is promised).
+    /// Serial of the connection that sent the last frame queued in `out` (the `reorder`
+    /// fault swaps a frame in front of it only within one pair, where FIFO is promised).
     pub last_from: u64,
 }
 
@@ -92,8 +88,7 @@ impl Conn {
             phase: Phase::Open,
             name: None,
             input: Decoder::new(max_frame),
-            out: Vec::new(),
-            out_pos: 0,
+            out: OutBuf::new(),
             gone: false,
             blocked_on: None,
             blocked_since: Instant::now(),
@@ -104,14 +99,13 @@ impl Conn {
             deadline: None,
             timer_entry: None,
             serial,
-            last_frame: usize::MAX,
             last_from: u64::MAX,
         }
     }
 
     /// Output bytes not yet written.
     pub fn out_len(&self) -> usize {
-        self.out.len() - self.out_pos
+        self.out.len()
     }
 
     /// What to watch: writable while output waits; readable unless held back or done reading.
@@ -129,31 +123,6 @@ impl Conn {
 
     /// Writes until the buffer is empty or the kernel would block.
     pub fn write_out(&mut self) -> io::Result<()> {
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if self.out_pos > self.last_frame || self.out_pos == self.out.len() {
-            self.last_frame = usize::MAX;
-        }
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-            // Give back a buffer that grew for a burst; keep a small one for the next.
-            if self.out.capacity() > 4 * READ_CHUNK {
-                self.out = Vec::with_capacity(READ_CHUNK);
-            }
-        } else if self.out_pos > READ_CHUNK && self.out_pos * 2 > self.out.len() {
-            // Most of the buffer is written: move the rest to the front so it cannot creep.
-            self.out.drain(..self.out_pos);
-            self.last_frame = self.last_frame.saturating_sub(self.out_pos);
-            self.out_pos = 0;
-        }
-        Ok(())
+        self.out.write_to(&mut self.stream)
     }
 }

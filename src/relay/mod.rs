@@ -107,7 +107,7 @@ pub struct Stats {
     /// Time senders spent held back, summed over senders (nanoseconds).
     pub held_back_ns: u64,
     /// What the relay did, when traced.
-    pub trace: Option<relay_harness::trace::Trace>,
+    pub trace: Option<relay_trace::Trace>,
 }
 
 /// Why the relay stopped other than by request.
@@ -187,7 +187,7 @@ pub struct Relay {
     empty_polls: u64,
     /// `--trace`. In a RefCell because `log` takes `&self` (its messages borrow the relay);
     /// the loop is single-threaded, so a borrow never fails.
-    trace: std::cell::RefCell<Option<relay_harness::trace::Tracer>>,
+    trace: std::cell::RefCell<Option<relay_trace::Tracer>>,
 }
 
 /// Runs the relay on `listener` until `stop` becomes readable (a byte or end of file).
@@ -242,7 +242,7 @@ impl Relay {
             empty_polls: 0,
             trace: std::cell::RefCell::new(None),
         };
-        *relay.trace.get_mut() = relay.cfg.trace.map(relay_harness::trace::Tracer::new);
+        *relay.trace.get_mut() = relay.cfg.trace.map(relay_trace::Tracer::new);
         relay.injector = relay.cfg.inject.map(inject::Injector::new);
         if let Some(i) = &relay.cfg.inject {
             relay.log(format_args!(
@@ -296,7 +296,7 @@ impl Relay {
     }
 
     /// The trace kept so far (with `Config::trace`), leaving an empty one to go on with.
-    pub fn take_trace(&mut self) -> Option<relay_harness::trace::Trace> {
+    pub fn take_trace(&mut self) -> Option<relay_trace::Trace> {
         self.trace.get_mut().as_mut().map(|t| t.take())
     }
 
@@ -600,8 +600,6 @@ impl Relay {
         let Some(c) = self.conn(id) else { return };
         c.gone = true;
         c.out.clear();
-        c.out_pos = 0;
-        c.last_frame = usize::MAX;
         // Senders held back on its full buffer resume: their frames now bounce.
         let waiters = std::mem::take(&mut c.waiters);
         let phase = c.phase;
@@ -732,7 +730,7 @@ impl Relay {
                     let Some(c) = slot(&mut self.conns, id) else {
                         return Routed::Done;
                     };
-                    protocol::put_bounce(&mut c.out, dst, payload);
+                    protocol::put_bounce(c.out.back(), dst, payload);
                     self.stats.bounced += 1;
                     self.mark_dirty(id);
                     return Routed::Done;
@@ -771,17 +769,15 @@ impl Relay {
             };
             let from_serial = self.conn(from).map_or(u64::MAX, |c| c.serial);
             let Some(t) = self.conn(to) else { return };
-            t.last_frame = t.out.len();
             t.last_from = from_serial;
-            protocol::put_deliver(&mut t.out, &name, payload);
+            protocol::put_deliver(t.out.frame(), &name, payload);
         } else if let Ok([c, t]) = self.conns.get_disjoint_mut([from.0, to.0]) {
             let (Some(c), Some(t)) = (c.as_ref(), t.as_mut()) else {
                 return;
             };
             let src = c.name.as_deref().unwrap_or_default();
-            t.last_frame = t.out.len();
             t.last_from = c.serial;
-            protocol::put_deliver(&mut t.out, src, payload);
+            protocol::put_deliver(t.out.frame(), src, payload);
         } else {
             return;
         }
@@ -805,16 +801,17 @@ impl Relay {
             inject::Fault::Reorder => {
                 let from_serial = self.conn(from).map_or(u64::MAX, |c| c.serial);
                 let Some(t) = self.conn(to) else { return false };
-                // (Once a write reaches into the last frame, write_out forgets it: usize::MAX.)
-                if t.last_frame >= t.out.len() || t.last_from != from_serial {
-                    return false; // no earlier frame of this pair still waiting to be written
+                if t.last_from != from_serial {
+                    return false; // the last frame queued is another pair's
                 }
-                let previous = t.out.split_off(t.last_frame);
+                // None once a write has reached into it: no frame of this pair still waits.
+                let Some(previous) = t.out.take_last_frame() else {
+                    return false;
+                };
                 self.deliver(from, None, to, payload);
                 let Some(t) = self.conn(to) else { return false };
-                t.last_frame = t.out.len();
                 t.last_from = from_serial;
-                t.out.extend_from_slice(&previous);
+                t.out.frame().extend_from_slice(&previous);
                 true
             }
             inject::Fault::Corrupt => {
@@ -903,7 +900,7 @@ impl Relay {
         };
         c.name = Some(name.into());
         c.deadline = None; // the HELLO timer: registered in time
-        protocol::put_welcome(&mut c.out, name);
+        protocol::put_welcome(c.out.back(), name);
         let fd = c.fd;
         self.mark_dirty(id);
         self.log(format_args!(
@@ -939,7 +936,7 @@ impl Relay {
         ));
         self.unregister(id);
         let Some(c) = self.conn(id) else { return };
-        protocol::put_error(&mut c.out, v.code, &v.text);
+        protocol::put_error(c.out.back(), v.code, &v.text);
         c.phase = Phase::Lingering;
         c.input = protocol::Decoder::new(0);
         c.blocked_on = None;
@@ -1037,7 +1034,6 @@ impl Relay {
             // Nobody reads any more: a BOUNCE for what it sent is dropped with it. It may have
             // been held back behind its own full buffer of them: resume it.
             c.out.clear();
-            c.out_pos = 0;
             let waiters = std::mem::take(&mut c.waiters);
             self.wake(id, waiters);
             return;

@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll as Sys, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use super::{Backend, Event, Interest, Token};
-use crate::client::poll_timeout;
+use crate::sys::poll_timeout;
 
 /// epoll with a token per fd in the event's data.
 pub struct Epoll {

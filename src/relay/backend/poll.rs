@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 
 use super::{Backend, Event, Interest, Token};
-use crate::client::poll_timeout;
+use crate::sys::poll_timeout;
 
 /// Reported as readable: data, a hang-up or an error (the read says which).
 const READABLE: PollFlags = PollFlags::POLLIN
