@@ -1100,6 +1100,15 @@ fn run_children(
                 if paused || !idle || arrivals != quiet.arrivals {
                     quiet.arrivals = arrivals;
                     quiet.since = now;
+                } else if now >= quiet.since + q
+                    && reaper
+                        .children
+                        .iter()
+                        .any(|c| c.status.is_none() && is_runnable(c.pid))
+                {
+                    // Quiet, but a process of the run is waiting for a CPU (a loaded machine):
+                    // what it holds may still arrive. A stalled relay and idle clients sleep.
+                    quiet.since = now;
                 } else if now >= quiet.since + q {
                     ending = Some(Ending::Stalled(q));
                     cstop_w = None; // ask every client for its records now
@@ -1430,6 +1439,19 @@ fn run_children(
     })
 }
 
+/// Whether a process is running or waiting for a CPU (state R in /proc/PID/stat; D, a
+/// disk wait, counts too). False when it cannot be read (it is gone).
+fn is_runnable(pid: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the name may hold spaces and parentheses; the state follows the last ')'.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    matches!(state, Some("R" | "D"))
+}
+
 /// The quiet rule's clock: what had arrived in all when last sampled, and since when.
 struct Quiet {
     arrivals: u64,
@@ -1586,5 +1608,31 @@ fn wait_exits(children: &mut [Child], grace: Duration) {
                 crate::janitor::reaped(c.pid.as_raw());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_process_is_runnable_and_a_sleeping_one_is_not() {
+        // This thread is running while it reads its own state (/proc/TID/stat).
+        assert!(is_runnable(nix::unistd::gettid()));
+        // A child blocked reading a pipe nobody writes goes to sleep (bounded wait for it).
+        let mut child = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let until = Instant::now() + Duration::from_secs(10);
+        while is_runnable(pid) && Instant::now() < until {
+            std::thread::yield_now();
+        }
+        assert!(!is_runnable(pid), "cat never blocked in read()");
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        // A reaped process cannot be read: not runnable.
+        assert!(!is_runnable(pid));
     }
 }
