@@ -6,7 +6,8 @@
 #
 #   harness/bench/same-reports.sh /tmp/base/relay-sim target/release/relay-sim
 #
-# Runs with injected faults list their first violations in arrival order: for them the list
+# Scripted faults strike at times that vary: for them, which fault struck whom and how each
+# process ended are compared, not when. Runs with injected faults list their first violations in arrival order: for them the list
 # is left out (its counts stay). Nemesis runs strike at moments the clock picks, so their counts differ between two runs of
 # one binary: for them only the verdict, ending, config, replay and check names are compared.
 set -euo pipefail
@@ -22,6 +23,9 @@ RUNS=(
   "exact|--scenario fixtures/fan-in.scn --seed 5"
   "exact|--scenario fixtures/mixed-sizes.scn --seed 6"
   "exact|--scenario fixtures/ping-pong.scn --seed 7"
+  "faults|--scenario fixtures/faults.scn --seed 3"
+  "faults|--scenario fixtures/relay-crash.scn --seed 3"
+  "faults|--scenario fixtures/slow-consumer.scn --seed 3"
   "counts|--clients 8 --msgs 3000 --seed 8 --inject corrupt:1"
   "counts|--clients 4 --msgs 1000 --seed 9 --inject misroute:1"
   "counts|--clients 4 --msgs 1000 --seed 10 --inject spoof:1 --payload 16..31"
@@ -40,6 +44,11 @@ for p in r.get("processes") or []:
     for k in list(p):
         if k in ("pid", "rss_kib", "cpu", "user_us", "sys_us"):
             p.pop(k)
+if mode == "faults":  # scripted faults: which struck whom; their times vary
+    r.pop("violations", None)
+    nem = r.pop("nemesis", None) or {}
+    r["struck"] = [(e["action"], e["role"]) for e in nem.get("events", [])]
+    r["processes"] = [(p["role"], p["status"]) for p in r.get("processes") or []]
 if mode == "counts":
     r.pop("violations", None)  # which ones are listed first depends on arrival order
 if mode == "loose":

@@ -718,58 +718,62 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             .push_str(&format!(" --nemesis {n} --nemesis-interval {every}"));
         src.config.nemesis = Some(format!("{n} every {every}"));
     }
-    let outcome = supervise(
-        &limits,
-        &signals,
-        move |mut ctx| {
-            let listener = match relay_side {
-                RelaySide::Builtin(l) => l,
-                RelaySide::Foreign { command, log } => return exec_relay(&ctx, &command, &log),
-            };
-            let (mut injected, mut held_back_ms, mut trace) = (0, 0, None);
-            let code = match ctx
-                .stop
-                .try_clone()
-                .map(|s| relay::run(listener, Some(s), relay_cfg))
-            {
-                Ok(Ok(stats)) => {
-                    injected = stats.injected;
-                    held_back_ms = stats.held_back_ns / 1_000_000;
-                    trace = stats.trace;
-                    0
+    // SAFETY: relay-sim starts no thread (the progress bar draws from the supervisor's own
+    // loop), and neither the closures nor the milestone callback below starts one.
+    let outcome = unsafe {
+        supervise(
+            &limits,
+            &signals,
+            move |mut ctx| {
+                let listener = match relay_side {
+                    RelaySide::Builtin(l) => l,
+                    RelaySide::Foreign { command, log } => return exec_relay(&ctx, &command, &log),
+                };
+                let (mut injected, mut held_back_ms, mut trace) = (0, 0, None);
+                let code = match ctx
+                    .stop
+                    .try_clone()
+                    .map(|s| relay::run(listener, Some(s), relay_cfg))
+                {
+                    Ok(Ok(stats)) => {
+                        injected = stats.injected;
+                        held_back_ms = stats.held_back_ns / 1_000_000;
+                        trace = stats.trace;
+                        0
+                    }
+                    Ok(Err(e)) => {
+                        eprintln!("relay-sim relay: {e}");
+                        3
+                    }
+                    Err(e) => {
+                        eprintln!("relay-sim relay: {e}");
+                        3
+                    }
+                };
+                let _ = ctx.done(injected, held_back_ms, trace);
+                code
+            },
+            |ctx| {
+                let i = ctx.index;
+                crate::driver::client_main(
+                    &addr,
+                    &plans[i],
+                    a.write_chunks,
+                    connect_wait,
+                    a.duration,
+                    ctx,
+                )
+            },
+            &mut |m| {
+                if a.verbose {
+                    narrate(&m);
                 }
-                Ok(Err(e)) => {
-                    eprintln!("relay-sim relay: {e}");
-                    3
+                if demo {
+                    story.push((now_ns(), milestone_story(&m)));
                 }
-                Err(e) => {
-                    eprintln!("relay-sim relay: {e}");
-                    3
-                }
-            };
-            let _ = ctx.done(injected, held_back_ms, trace);
-            code
-        },
-        |ctx| {
-            let i = ctx.index;
-            crate::driver::client_main(
-                &addr,
-                &plans[i],
-                a.write_chunks,
-                connect_wait,
-                a.duration,
-                ctx,
-            )
-        },
-        &mut |m| {
-            if a.verbose {
-                narrate(&m);
-            }
-            if demo {
-                story.push((now_ns(), milestone_story(&m)));
-            }
-        },
-    );
+            },
+        )
+    };
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {

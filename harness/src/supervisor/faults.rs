@@ -1,0 +1,325 @@
+//! Process faults: the nemesis (seeded, every interval) and a script's fault lines (after a
+//! phase). Both strike the same way: a signal, a milestone, a line in the report.
+
+use std::time::Instant;
+
+use nix::sys::signal::{kill, Signal};
+use rand::Rng;
+use rand_pcg::Pcg64Mcg;
+
+use super::children::{signal_group, Child};
+use super::run::Run;
+use super::{Action, Milestone, NemesisEvent, SuperviseError};
+use crate::script::Fault;
+
+/// What the run's faults have done and still owe.
+pub(super) struct Faults {
+    /// Draws the nemesis's actions and victims (seeded: a seed replays the same faults).
+    rng: Pcg64Mcg,
+    /// Nemesis actions so far.
+    actions: u32,
+    /// The client process the nemesis stopped, and until when.
+    stopped: Option<(usize, Instant)>,
+    /// Clients the nemesis killed that are due a new process: (client, when).
+    restarts: Vec<(usize, Instant)>,
+    /// Per client: how many processes it has had after the first.
+    incarnations: Vec<u32>,
+    /// The relay was killed on purpose: the run ends there.
+    pub relay_killed: bool,
+    /// What every fault did, for the report.
+    pub log: Vec<NemesisEvent>,
+    /// A script's `stop ... for DUR`: (child, when it gets SIGCONT).
+    conts: Vec<(usize, Instant)>,
+    /// A script's `stop` without a duration: held until its `cont` line (children's places).
+    pub held: Vec<usize>,
+    /// A script's restarted processes that the next phase waits for.
+    pub awaiting_ready: usize,
+    /// The phase that starts once they have registered.
+    pub release_after: Option<usize>,
+}
+
+impl Faults {
+    /// No fault yet, for `n` clients.
+    pub fn new(rng: Pcg64Mcg, n: usize) -> Faults {
+        Faults {
+            rng,
+            actions: 0,
+            stopped: None,
+            restarts: Vec::new(),
+            incarnations: vec![0; n],
+            relay_killed: false,
+            log: Vec::new(),
+            conts: Vec::new(),
+            held: Vec::new(),
+            awaiting_ready: 0,
+            release_after: None,
+        }
+    }
+
+    /// A fault holds a process back (stopped, a restart due, a phase waiting for a restarted
+    /// process): the quiet rule pauses meanwhile.
+    pub fn holds_a_process_back(&self) -> bool {
+        self.stopped.is_some()
+            || !self.conts.is_empty()
+            || !self.held.is_empty()
+            || !self.restarts.is_empty()
+            || self.release_after.is_some()
+    }
+
+    /// The incarnation of client `i`'s next process.
+    pub fn next_incarnation(&mut self, i: usize) -> u32 {
+        self.incarnations[i] += 1;
+        self.incarnations[i]
+    }
+
+    /// At the end of the run: every child a fault still holds stopped (to be woken), the
+    /// nemesis's stop counted as lasting until `end_ms`.
+    pub fn still_stopped(&mut self, end_ms: u64) -> Vec<usize> {
+        let mut out = Vec::new();
+        if let Some((k, _)) = self.stopped.take() {
+            out.push(k);
+            if let Some(e) = self.log.iter_mut().rev().find(|e| e.action == Action::Stop) {
+                e.for_ms = end_ms.saturating_sub(e.at_ms);
+            }
+        }
+        out.extend(self.conts.drain(..).map(|(k, _)| k));
+        out.append(&mut self.held);
+        out
+    }
+}
+
+impl Run<'_> {
+    /// Strikes child `k` (its place in the child table) with `action`: the signal, then the
+    /// milestone and the report's line (`for_ms`: how long it stays stopped or dead).
+    fn strike(&mut self, k: usize, action: Action, at_ms: u64, for_ms: u64) {
+        let c = &mut self.children.0[k];
+        match action {
+            Action::Stop => {
+                let _ = kill(c.pid, Signal::SIGSTOP);
+            }
+            Action::Cont => {
+                let _ = kill(c.pid, Signal::SIGCONT);
+            }
+            Action::Kill | Action::Restart | Action::Relay => {
+                signal_group(c.pid, Signal::SIGKILL);
+                c.killed = true;
+            }
+            Action::Restarted => {}
+        }
+        let role = c.name.clone();
+        self.out.milestone(Milestone::Nemesis {
+            role: role.clone(),
+            action,
+        });
+        self.faults.log.push(NemesisEvent {
+            action,
+            role,
+            at_ms,
+            for_ms,
+        });
+    }
+
+    /// Wakes a stopped child whose time is up (no line in the report: its stop has one).
+    fn cont(&mut self, k: usize) {
+        let c = &self.children.0[k];
+        let _ = kill(c.pid, Signal::SIGCONT);
+        let role = c.name.clone();
+        self.out.milestone(Milestone::Nemesis {
+            role,
+            action: Action::Cont,
+        });
+    }
+
+    /// A script's stopped clients whose time is up get SIGCONT. Returns when the next is due.
+    pub(super) fn script_conts(&mut self, now: Instant) -> Option<Instant> {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.faults.conts)
+            .into_iter()
+            .partition(|&(_, until)| now >= until);
+        self.faults.conts = later;
+        for (k, _) in due {
+            self.cont(k);
+        }
+        self.faults.conts.iter().map(|&(_, until)| until).min()
+    }
+
+    /// The nemesis: continues or restarts whoever is due, then acts again when it is time.
+    /// Returns when it is next due (None: no nemesis, or not now).
+    pub(super) fn nemesis(&mut self, now: Instant) -> Result<Option<Instant>, SuperviseError> {
+        let limits = self.limits;
+        let (Some(nem), Some(t0), None) = (&limits.nemesis, self.released_at, &self.ending) else {
+            return Ok(None);
+        };
+        let at_ms = now.duration_since(t0).as_millis() as u64;
+        if let Some((k, until)) = self.faults.stopped {
+            if now >= until {
+                self.cont(k);
+                self.faults.stopped = None;
+            }
+        }
+        while let Some(&(i, at)) = self.faults.restarts.first() {
+            if now < at {
+                break;
+            }
+            self.faults.restarts.remove(0);
+            self.respawn(i, 0)?;
+        }
+        let due = t0 + nem.interval * (self.faults.actions + 1);
+        // The nemesis rests in the second half of the deadline, so every process gets the
+        // time to finish (restarts could otherwise go on until the deadline).
+        let resting = now >= self.start + limits.deadline / 2;
+        if self.faults.stopped.is_none()
+            && !self.faults.relay_killed
+            && !resting
+            && now >= due
+            && !nem.kinds.is_empty()
+        {
+            self.faults.actions += 1;
+            let action = nem.kinds[self.faults.rng.random_range(0..nem.kinds.len())];
+            self.nemesis_strikes(action, now, at_ms);
+        }
+        let mut next = t0 + nem.interval * (self.faults.actions + 1);
+        if let Some((_, u)) = self.faults.stopped {
+            next = u;
+        }
+        if let Some(&(_, at)) = self.faults.restarts.first() {
+            next = next.min(at);
+        }
+        Ok(Some(next))
+    }
+
+    /// One nemesis action: on the relay, or on a client drawn with the seed.
+    fn nemesis_strikes(&mut self, action: Action, now: Instant, at_ms: u64) {
+        let Some(nem) = self.limits.nemesis.as_ref() else {
+            return;
+        };
+        let n = self.n;
+        if action == Action::Relay {
+            self.strike(0, action, at_ms, 0);
+            self.faults.relay_killed = true;
+            return;
+        }
+        // Stop: any client process still running. Kill and restart: one still at work (a
+        // client that is done only waits for the others) that has been registered for an
+        // interval, so each process gets to do something before it dies; and kill leaves two
+        // clients standing.
+        let may_die = |c: &Child| {
+            c.ready_at
+                .is_some_and(|t| now.duration_since(t) >= nem.interval)
+                && (action != Action::Kill || n - self.gone > 2)
+        };
+        let victims: Vec<usize> = (1..self.children.0.len())
+            .filter(|&k| {
+                let c = &self.children.0[k];
+                let i = c.client().unwrap_or(0);
+                c.is_open()
+                    && !c.killed
+                    && !self.has_reported(i)
+                    && (action == Action::Stop || (!self.is_settled(i) && may_die(c)))
+            })
+            .collect();
+        if victims.is_empty() {
+            return;
+        }
+        // Drawn over all clients, then the next eligible one: the same seed picks the same
+        // victims whenever the same clients are still at work.
+        let pick = self.faults.rng.random_range(0..n);
+        let client_of = |k: usize| self.children.0[k].client().unwrap_or(0);
+        let k = victims
+            .iter()
+            .copied()
+            .min_by_key(|&k| (client_of(k) + n - pick) % n)
+            .unwrap_or(victims[0]);
+        let i = client_of(k);
+        let pause = nem.pause;
+        let pause_ms = pause.as_millis() as u64;
+        match action {
+            Action::Stop => {
+                self.strike(k, action, at_ms, pause_ms);
+                self.faults.stopped = Some((k, now + pause));
+            }
+            _ => {
+                // Recorded before the signal: the relay may bounce a message for the dead
+                // client to another one within microseconds, and that one accepts the bounce
+                // only for a client that died.
+                let for_good = action == Action::Kill;
+                if let Some(bb) = &self.limits.blackbox {
+                    bb.killed(i, for_good);
+                }
+                self.strike(k, action, at_ms, if for_good { 0 } else { pause_ms });
+                if for_good {
+                    self.settle(i);
+                    self.gone += 1;
+                } else {
+                    self.faults.restarts.push((i, now + pause));
+                }
+            }
+        }
+    }
+
+    /// Every client at work finished phase `p`: the script's fault lines after it strike,
+    /// then phase `p + 1` starts (once restarted processes have registered).
+    pub(super) fn strike_script_faults(&mut self, p: usize) -> Result<(), SuperviseError> {
+        let at_ms = self
+            .released_at
+            .map_or(0, |t0| t0.elapsed().as_millis() as u64);
+        let limits = self.limits;
+        for f in limits.script_faults.iter().filter(|f| f.after_phase == p) {
+            let (action, who) = match f.fault {
+                Fault::Stop(i, _) => (Action::Stop, Some(i)),
+                Fault::Cont(i) => (Action::Cont, Some(i)),
+                Fault::Kill(i) => (Action::Kill, Some(i)),
+                Fault::Restart(i) => (Action::Restart, Some(i)),
+                Fault::KillRelay => (Action::Relay, None),
+            };
+            let k = match who {
+                None => 0,
+                Some(i) => match self.children.live_process_of(i) {
+                    Some(k) => k,
+                    None => continue,
+                },
+            };
+            let mut for_ms = 0;
+            match f.fault {
+                Fault::Stop(_, Some(d)) => {
+                    self.faults.conts.push((k, Instant::now() + d));
+                    for_ms = d.as_millis() as u64;
+                }
+                Fault::Stop(_, None) => self.faults.held.push(k),
+                Fault::Cont(_) => {
+                    self.faults.held.retain(|&h| h != k);
+                    // How long it was stopped, on its stop's line.
+                    let role = &self.children.0[k].name;
+                    if let Some(e) = self
+                        .faults
+                        .log
+                        .iter_mut()
+                        .rev()
+                        .find(|e| e.action == Action::Stop && &e.role == role)
+                    {
+                        e.for_ms = at_ms.saturating_sub(e.at_ms);
+                    }
+                }
+                _ => {}
+            }
+            self.strike(k, action, at_ms, for_ms);
+            match f.fault {
+                Fault::Kill(i) => {
+                    self.gone += 1;
+                    self.settle(i);
+                }
+                Fault::Restart(i) => {
+                    self.respawn(i, p + 1)?;
+                    self.faults.awaiting_ready += 1;
+                }
+                Fault::KillRelay => self.faults.relay_killed = true,
+                Fault::Stop(..) | Fault::Cont(_) => {}
+            }
+        }
+        if self.faults.awaiting_ready > 0 || self.faults.relay_killed {
+            self.faults.release_after = (!self.faults.relay_killed).then_some(p + 1);
+        } else {
+            self.start_phase(p + 1);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! The supervisor: fork the relay and the clients, hold the start barrier, collect their
+//! records, enforce the deadline, and reap every child on every path.
+//!
+//! ```text
+//!   supervisor ──fork──> relay      (stop pipe: closing it stops the relay)
+//!              ──fork──> c0..cN-1   (a barrier pipe per phase: closing it starts them all at once;
+//!                                    stop pipe: closing it asks for their records now)
+//!              <──────── one event pipe per child: Ready, Done(records), Failed
+//! ```
+//! A child's event pipe reaching end of file means the child has exited: the supervisor
+//! learns of deaths from the pipes it already polls, and reaps with waitpid afterwards.
+//!
+//! The pieces, one file each: what a child gets ([`ctx`]: `RelayCtx`, `ClientCtx`), forking
+//! and pipes (`spawn`), the child table and reaping (`children`), the faults (`faults`:
+//! nemesis and script, one `strike`), SIGINT/SIGTERM (`signals`), and the event loop that
+//! joins them (`run`). The supervisor owns the processes; what it tells its caller is a
+//! stream of [`Milestone`]s and, at the end, an [`Outcome`].
+
+mod children;
+mod ctx;
+mod faults;
+mod run;
+mod signals;
+mod spawn;
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::blackbox::BlackBox;
+use crate::record::{ClientReport, RelayReport};
+use crate::script::FaultLine;
+
+pub use ctx::{peak_rss_kib, ClientCtx, RelayCtx};
+pub use signals::Signals;
+
+/// Steps of a run, for a caller that narrates it (`-v`) or shows progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Milestone {
+    /// A child was forked.
+    Forked {
+        /// relay, c0, ...
+        role: String,
+        /// Its pid.
+        pid: i32,
+    },
+    /// A client registered and waits at the start barrier.
+    Registered {
+        /// c0, ...
+        role: String,
+    },
+    /// Every client registered; the barrier is released.
+    Released,
+    /// Every client finished a phase; the next one starts.
+    PhaseStarted(usize),
+    /// A client reported its records.
+    Reported {
+        /// c0, ...
+        role: String,
+    },
+    /// The run is ending early, and why.
+    Stopping(Ending),
+    /// The nemesis acted on a client or the relay.
+    Nemesis {
+        /// c0, ..., or relay.
+        role: String,
+        /// What it did.
+        action: Action,
+    },
+    /// A child was reaped.
+    Exited {
+        /// relay, c0, ...
+        role: String,
+        /// How it ended.
+        status: String,
+    },
+}
+
+/// Limits for one supervised run.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Number of client processes.
+    pub clients: usize,
+    /// Number of phases (each ends at a global barrier).
+    pub phases: usize,
+    /// The clients' names, for milestones and statuses (`c{i}` where missing).
+    pub names: Vec<String>,
+    /// Descriptors the relay child keeps besides its own pipes (its listening socket).
+    pub relay_fds: Vec<RawFd>,
+    /// Process faults: every so often, stop, kill or restart a random client, or kill the relay.
+    pub nemesis: Option<Nemesis>,
+    /// Runs that kill clients: counters shared with every child, read by the verifier.
+    pub blackbox: Option<Arc<BlackBox>>,
+    /// A script's fault lines, each struck when every live client has finished its phase.
+    pub script_faults: Vec<FaultLine>,
+    /// `--trace`: events kept per process (None: no tracing).
+    pub trace: Option<usize>,
+    /// Traced events from before the supervisor started (the listening socket's creation).
+    pub trace_prelude: Vec<(u64, String)>,
+    /// A progress bar on stderr for runs longer than a second: the messages the clients are
+    /// due to receive in all (None: never).
+    pub progress: Option<u64>,
+    /// Where the clients count what arrived and say when they have nothing left to write
+    /// (the progress bar and the quiet rule read it).
+    pub tally: Option<Arc<crate::blackbox::Tally>>,
+    /// The quiet rule: once every client has written all it had to send, nothing arriving
+    /// anywhere for this long ends the run as stalled (None: only the deadline ends it).
+    pub quiet: Option<Duration>,
+    /// The relay is another program (it cannot be asked to stop through its pipe: it gets
+    /// SIGTERM at once when the run is over).
+    pub foreign_relay: bool,
+    /// From the first fork until every client has reported.
+    pub deadline: Duration,
+    /// How long stopped children get to report or exit before SIGTERM, and SIGTERM before SIGKILL.
+    pub grace: Duration,
+}
+
+/// A process fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// SIGSTOP a client, SIGCONT it later: a slow consumer.
+    Stop,
+    /// SIGCONT a stopped client.
+    Cont,
+    /// SIGKILL a client for good.
+    Kill,
+    /// SIGKILL a client, then start a new process under its name that carries on.
+    Restart,
+    /// The new process of a restarted client was forked.
+    Restarted,
+    /// SIGKILL the relay: the run ends.
+    Relay,
+}
+
+impl Action {
+    /// The word for it (`stop`, `kill`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Stop => "stop",
+            Action::Cont => "cont",
+            Action::Kill => "kill",
+            Action::Restart => "restart",
+            Action::Restarted => "restarted",
+            Action::Relay => "relay",
+        }
+    }
+}
+
+/// The nemesis: every `interval` after the barrier, one action drawn from `kinds` on one client
+/// (both drawn with a PRNG seeded by `seed`, so a seed replays the same faults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nemesis {
+    /// What it may do: Stop, Kill, Restart, Relay.
+    pub kinds: Vec<Action>,
+    /// Time between two actions.
+    pub interval: Duration,
+    /// How long a client stays stopped, or dead before its restart.
+    pub pause: Duration,
+    /// Seed for picking actions and victims.
+    pub seed: u64,
+}
+
+/// One nemesis action, as the report lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NemesisEvent {
+    /// What it did.
+    pub action: Action,
+    /// The client, or `relay`.
+    pub role: String,
+    /// Milliseconds after the barrier.
+    pub at_ms: u64,
+    /// How long the client stayed stopped (or dead, before its restart), in milliseconds.
+    pub for_ms: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Every client reported its records.
+    Finished,
+    /// The deadline passed first.
+    TimedOut,
+    /// Every client had written all it had to send, and nothing arrived anywhere for this
+    /// long (the quiet rule): what had not arrived was not coming.
+    Stalled(Duration),
+    /// SIGINT or SIGTERM (the number) reached the supervisor.
+    Interrupted(i32),
+    /// The relay exited before the clients were done.
+    RelayDied(String),
+    /// The nemesis killed the relay (its exit status).
+    RelayKilled(String),
+    /// A client exited without reporting.
+    ClientDied(usize, String),
+    /// A child could not start (connect or register failed).
+    StartFailed(String),
+}
+
+/// Everything the supervisor learned.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// How it ended.
+    pub ending: Ending,
+    /// Each client's records, if it reported.
+    pub reports: Vec<Option<ClientReport>>,
+    /// Exit status of every child, as text, by role (`relay`, `c0`, ...).
+    pub statuses: Vec<(String, String)>,
+    /// From the first fork until all clients were registered.
+    pub register: Duration,
+    /// CLOCK_MONOTONIC ns at which the barrier was released (0 if never).
+    pub released_ns: u64,
+    /// Instant the barrier was released.
+    pub released_at: Option<Instant>,
+    /// Instant the last report arrived (or the run was cut short).
+    pub ended_at: Instant,
+    /// What the relay reported as it stopped (its trace moved into `timeline`), if it did.
+    pub relay: Option<RelayReport>,
+    /// The supervisor's own CPU time.
+    pub supervisor_cpu: crate::record::Cpu,
+    /// The supervisor's own peak memory, KiB.
+    pub supervisor_peak_rss_kib: u64,
+    /// What the nemesis did.
+    pub nemesis: Vec<NemesisEvent>,
+    /// `--trace`: every process's events, merged.
+    pub timeline: Option<crate::trace::Timeline>,
+}
+
+/// Why supervision could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    /// pipe(2) or fork(2) failed.
+    #[error(
+        "{what} failed: {source}; check the process and open-file limits (ulimit -u, ulimit -n)"
+    )]
+    Sys {
+        /// The call.
+        what: &'static str,
+        /// The cause.
+        source: nix::Error,
+    },
+    /// `supervise` was called with other threads running: fork would copy only the caller.
+    #[error("the supervisor must run in a single-threaded process, and this one has {0} threads: fork() copies only the calling thread (run it in a process of its own)")]
+    Threads(usize),
+}
+
+/// Runs one supervised run: forks the relay (running `relay`), then the clients (each running
+/// `client`), and returns when every client has reported, or the deadline, a death or a signal
+/// (caught by `signals`, installed by the caller before it made anything) ended the run. Every
+/// child has been reaped when this returns. (A signal caught before the call ends the run at
+/// the first wait, after the forks, through the same cleanup.)
+///
+/// # Safety
+/// The process must be single-threaded when it calls this, and stay so until it returns
+/// (neither `on` nor the closures may start a thread in this process): the children are
+/// forked copies that run ordinary Rust code, which is sound only if no other thread held a
+/// lock at the fork. It checks the first half ([`SuperviseError::Threads`]).
+pub unsafe fn supervise(
+    limits: &Limits,
+    signals: &Signals,
+    relay: impl FnOnce(RelayCtx) -> i32,
+    mut client: impl FnMut(ClientCtx) -> i32,
+    on: &mut dyn FnMut(Milestone),
+) -> Result<Outcome, SuperviseError> {
+    let threads = threads();
+    if threads > 1 {
+        return Err(SuperviseError::Threads(threads));
+    }
+    // SAFETY: single-threaded, as this function's contract says and the check above saw.
+    let run = unsafe { run::Run::start(limits, signals, relay, &mut client, on) }?;
+    run.run()
+}
+
+/// Threads in this process (/proc/self/status), 1 if it cannot be read.
+fn threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+/// A milestone as a line of the trace.
+fn milestone_text(m: &Milestone) -> String {
+    match m {
+        Milestone::Forked { role, pid } => format!("fork() -> {role} is pid {pid}"),
+        Milestone::Registered { role } => {
+            format!("{role} is registered (a line on its event pipe)")
+        }
+        Milestone::Released => {
+            "closed barrier 0's write end: every client blocked in read() on it gets 0 at once"
+                .into()
+        }
+        Milestone::PhaseStarted(p) => {
+            format!("closed barrier {p}'s write end: phase {p} starts everywhere at once")
+        }
+        Milestone::Reported { role } => format!("{role} sent its records"),
+        Milestone::Stopping(e) => format!("ending the run early: {e:?}"),
+        Milestone::Nemesis { role, action } => format!("nemesis: {} {role}", action.name()),
+        Milestone::Exited { role, status } => format!("waitpid(): {role} {status}"),
+    }
+}

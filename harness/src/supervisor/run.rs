@@ -1,0 +1,853 @@
+//! The supervisor's event loop, in the manner of Redis's ae.c: fire the timers that are due,
+//! wait (epoll) until the next one or a child's event, handle each (child, event) in turn,
+//! and know when the run is over.
+//!
+//! ```text
+//! start:  pipes; fork the relay; fork the clients; one epoll set of their event pipes
+//! loop:   wind_down        every client done? the run over? (break when all have left)
+//!         fire_timers      script conts, the nemesis, the progress bar, the quiet rule,
+//!                          the deadline
+//!         wait             epoll_wait until the earliest of them
+//!         on_signal        SIGINT/SIGTERM: the run is interrupted
+//!         on_child         Ready, PhaseDone, Complete, Done, Failed; end of file: it exited
+//! finish: wake whatever is stopped, close every pipe, stop and reap all, merge the traces
+//! ```
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::PollTimeout;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::SeedableRng;
+use relay_trace::{now_ns, Tracer};
+
+use super::children::{is_runnable, read_events, stop_all, Child, Children, Role};
+use super::ctx::{peak_rss_kib, ClientCtx, RelayCtx};
+use super::faults::Faults;
+use super::spawn::{dup_err, pipe, set_nonblocking, spawn, sys};
+use super::{milestone_text, Action, Ending, Limits, Milestone, Outcome, Signals, SuperviseError};
+use crate::record::{ClientReport, Event};
+
+/// The epoll token of the signal pipe (a child's token is its place in the child table).
+const SIGNAL_TOKEN: u64 = u64::MAX;
+
+/// Tells the caller (`on`) and the trace what the run is doing.
+pub(super) struct Narrator<'a> {
+    on: &'a mut dyn FnMut(Milestone),
+    /// `--trace`: the supervisor's own events; every milestone is one.
+    tracer: Option<Tracer>,
+}
+
+impl Narrator<'_> {
+    /// A milestone, now.
+    pub fn milestone(&mut self, m: Milestone) {
+        if let Some(t) = self.tracer.as_mut() {
+            t.ev(|| milestone_text(&m));
+        }
+        (self.on)(m);
+    }
+
+    /// A milestone stamped with the time it happened (closing a barrier wakes every client,
+    /// and the supervisor may not run again for a while).
+    pub fn milestone_at(&mut self, m: Milestone, t_ns: u64) {
+        if let Some(t) = self.tracer.as_mut() {
+            t.at(t_ns, milestone_text(&m));
+        }
+        (self.on)(m);
+    }
+
+    /// A line of the trace that is no milestone.
+    pub fn note(&mut self, what: impl FnOnce() -> String) {
+        if let Some(t) = self.tracer.as_mut() {
+            t.ev(what);
+        }
+    }
+}
+
+/// Forks client processes: at the start, and later for a restart. Holds the read ends every
+/// client gets (the barriers, the stop pipe, the drain pipe) for as long as the run lasts.
+pub(super) struct Forker<'a> {
+    limits: &'a Limits,
+    client: &'a mut dyn FnMut(ClientCtx) -> i32,
+    barriers: Vec<OwnedFd>,
+    stop: OwnedFd,
+    drain: Option<OwnedFd>,
+}
+
+impl Forker<'_> {
+    /// Forks a process of client `i` that writes its events to `events`.
+    ///
+    /// # Safety
+    /// The process must be single-threaded (`supervise`'s contract).
+    pub unsafe fn client(
+        &mut self,
+        i: usize,
+        incarnation: u32,
+        start_phase: usize,
+        events: OwnedFd,
+    ) -> Result<Pid, SuperviseError> {
+        let ctx = ClientCtx {
+            index: i,
+            events,
+            barriers: self
+                .barriers
+                .iter()
+                .map(|b| b.try_clone().map(Some))
+                .collect::<Result<_, _>>()
+                .map_err(dup_err)?,
+            stop: self.stop.try_clone().map_err(dup_err)?,
+            incarnation,
+            start_phase,
+            trace: self.limits.trace,
+            tally: self.limits.tally.clone(),
+            blackbox: self.limits.blackbox.clone(),
+            drain: self
+                .drain
+                .as_ref()
+                .map(|d| d.try_clone())
+                .transpose()
+                .map_err(dup_err)?,
+        };
+        let mut keep = vec![ctx.events.as_raw_fd(), ctx.stop.as_raw_fd()];
+        keep.extend(ctx.barriers.iter().flatten().map(|b| b.as_raw_fd()));
+        keep.extend(ctx.drain.as_ref().map(|d| d.as_raw_fd()));
+        let client = &mut *self.client;
+        // SAFETY: single-threaded (this function's contract).
+        unsafe { spawn(&keep, || client(ctx)) }.map_err(sys("fork"))
+    }
+}
+
+/// The name of client `i`.
+pub(super) fn client_name(limits: &Limits, i: usize) -> String {
+    limits
+        .names
+        .get(i)
+        .cloned()
+        .unwrap_or_else(|| format!("c{i}"))
+}
+
+/// One supervised run, from the first fork to the last reap.
+pub(super) struct Run<'a> {
+    pub(super) limits: &'a Limits,
+    signals: &'a Signals,
+    pub(super) out: Narrator<'a>,
+    forker: Forker<'a>,
+    pub(super) children: Children,
+    ep: Epoll,
+    fired: Vec<EpollEvent>,
+    pub(super) n: usize,
+    pub(super) start: Instant,
+    deadline: Instant,
+
+    // The supervisor's ends of the pipes: closing one is the message.
+    /// Per phase: closing it starts the phase everywhere at once.
+    pub(super) barriers: Vec<Option<OwnedFd>>,
+    /// Closing it asks every client for its records now.
+    clients_stop: Option<OwnedFd>,
+    /// Closing it stops the relay.
+    relay_stop: Option<OwnedFd>,
+    /// Runs with deaths: closing it starts the drain (the clients send end markers).
+    drain: Option<OwnedFd>,
+
+    // What the clients have done.
+    reports: Vec<Option<ClientReport>>,
+    ready: usize,
+    reported: usize,
+    /// Clients that are done with their work (Complete) or have reported (Done). When all
+    /// are, the stop pipe closes and the lingering ones report.
+    settled: Vec<bool>,
+    pub(super) settled_count: usize,
+    /// Clients killed for good: they will never report.
+    pub(super) gone: usize,
+    /// Client processes whose event pipe is still open.
+    clients_open: usize,
+    phase_done: Vec<usize>,
+    register: Duration,
+    released_ns: u64,
+    pub(super) released_at: Option<Instant>,
+
+    // How it ends.
+    pub(super) ending: Option<Ending>,
+    announced: bool,
+    asked_to_stop_at: Option<Instant>,
+
+    pub(super) faults: Faults,
+    pub(super) quiet: Quiet,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl<'a> Run<'a> {
+    /// Makes the pipes, forks the relay and then the clients, and watches their event pipes.
+    ///
+    /// # Safety
+    /// The process must be single-threaded (`supervise`'s contract).
+    pub unsafe fn start(
+        limits: &'a Limits,
+        signals: &'a Signals,
+        relay: impl FnOnce(RelayCtx) -> i32,
+        client: &'a mut dyn FnMut(ClientCtx) -> i32,
+        on: &'a mut dyn FnMut(Milestone),
+    ) -> Result<Run<'a>, SuperviseError> {
+        let start = Instant::now();
+        let n = limits.clients;
+        let mut out = Narrator {
+            on,
+            tracer: limits.trace.map(Tracer::new),
+        };
+        if let Some(t) = out.tracer.as_mut() {
+            for (at, what) in &limits.trace_prelude {
+                t.at(*at, what.clone());
+            }
+        }
+        // Every pipe is made before the first fork, so each child can close what is not its own.
+        let phases = limits.phases.max(1);
+        let mut barrier_r = Vec::with_capacity(phases);
+        let mut barriers = Vec::with_capacity(phases);
+        for _ in 0..phases {
+            let (r, w) = pipe().map_err(sys("pipe"))?;
+            barrier_r.push(r);
+            barriers.push(Some(w));
+        }
+        let (cstop_r, cstop_w) = pipe().map_err(sys("pipe"))?;
+        let (rstop_r, rstop_w) = pipe().map_err(sys("pipe"))?;
+        let (rev_r, rev_w) = pipe().map_err(sys("pipe"))?;
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            events.push(pipe().map_err(sys("pipe"))?);
+        }
+        out.note(|| format!(
+            "pipe() x {}: a start barrier per phase, a stop pipe for the clients, one for the relay, an event pipe per child",
+            phases + 3 + n
+        ));
+        let mut children = Children(Vec::with_capacity(n + 1));
+
+        // The relay first: the clients connect to it.
+        let rctx = RelayCtx {
+            stop: rstop_r.try_clone().map_err(dup_err)?,
+            events: rev_w.try_clone().map_err(dup_err)?,
+        };
+        let mut keep = vec![rctx.stop.as_raw_fd(), rctx.events.as_raw_fd()];
+        keep.extend(&limits.relay_fds);
+        // Stamped before the fork: the child may run (and be traced) before the parent logs.
+        let forked_at = now_ns();
+        // SAFETY: single-threaded (this function's contract).
+        let pid = unsafe { spawn(&keep, move || relay(rctx)) }.map_err(sys("fork"))?;
+        out.milestone_at(
+            Milestone::Forked {
+                role: "relay".into(),
+                pid: pid.as_raw(),
+            },
+            forked_at,
+        );
+        // The parent's copy of the relay closure (and any listener in it) is dropped here.
+        drop(rev_w);
+        drop(rstop_r);
+        out.note(|| "closed its copies of the relay's ends (the event pipe's write end, the stop pipe's read end) and of the listening socket".into());
+        set_nonblocking(&rev_r).map_err(sys("fcntl"))?;
+        children
+            .0
+            .push(Child::new(Role::Relay, "relay".into(), pid, rev_r));
+
+        // Runs with deaths end with a drain: every client, done and alive, sends end markers.
+        let (drain_r, drain_w) = match &limits.blackbox {
+            Some(_) => {
+                let (r, w) = pipe().map_err(sys("pipe"))?;
+                (Some(r), Some(w))
+            }
+            None => (None, None),
+        };
+        let mut forker = Forker {
+            limits,
+            client,
+            barriers: barrier_r,
+            stop: cstop_r,
+            drain: drain_r,
+        };
+        for (i, (r, w)) in events.into_iter().enumerate() {
+            let forked_at = now_ns();
+            // SAFETY: single-threaded (this function's contract).
+            let pid = unsafe { forker.client(i, 0, 0, w) }?;
+            let name = client_name(limits, i);
+            out.milestone_at(
+                Milestone::Forked {
+                    role: name.clone(),
+                    pid: pid.as_raw(),
+                },
+                forked_at,
+            );
+            set_nonblocking(&r).map_err(sys("fcntl"))?;
+            let role = Role::Client {
+                index: i,
+                incarnation: 0,
+            };
+            children.0.push(Child::new(role, name, pid, r));
+        }
+
+        // Every event pipe and the signal pipe in one epoll set: a wait costs in proportion to
+        // the pipes that are ready, not to the thousands that may be open. (Made after the last
+        // fork, so no child holds it.) A pipe leaves the set when its fd is closed.
+        out.note(|| {
+            format!(
+                "epoll_create(): watches {} event pipes and the signal pipe; waits until one is readable",
+                n + 1
+            )
+        });
+        let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
+        ep.add(
+            signals.read.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN),
+        )
+        .map_err(sys("epoll_ctl"))?;
+        for (k, c) in children.0.iter().enumerate() {
+            if let Some(e) = &c.events {
+                ep.add(e.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
+                    .map_err(sys("epoll_ctl"))?;
+            }
+        }
+        Ok(Run {
+            limits,
+            signals,
+            out,
+            forker,
+            children,
+            ep,
+            fired: vec![EpollEvent::empty(); 256],
+            n,
+            start,
+            deadline: start + limits.deadline,
+            barriers,
+            clients_stop: Some(cstop_w),
+            relay_stop: Some(rstop_w),
+            drain: drain_w,
+            reports: vec![None; n],
+            ready: 0,
+            reported: 0,
+            settled: vec![false; n],
+            settled_count: 0,
+            gone: 0,
+            clients_open: n,
+            phase_done: vec![0; phases],
+            register: Duration::ZERO,
+            released_ns: 0,
+            released_at: None,
+            ending: None,
+            announced: false,
+            asked_to_stop_at: None,
+            faults: Faults::new(
+                rand_pcg::Pcg64Mcg::seed_from_u64(
+                    limits.nemesis.as_ref().map_or(0, |n| n.seed) ^ 0x4E3E,
+                ),
+                n,
+            ),
+            quiet: Quiet {
+                arrivals: 0,
+                since: Instant::now(),
+                next_sample: Instant::now(),
+            },
+            bar: None,
+        })
+    }
+
+    /// The event loop: until every client has reported, or something ends the run.
+    pub fn run(mut self) -> Result<Outcome, SuperviseError> {
+        loop {
+            if self.wind_down() {
+                break;
+            }
+            let now = Instant::now();
+            let wake = match self.fire_timers(now)? {
+                Some(wake) => wake,
+                None => continue, // a timer ended the run: wind down at once
+            };
+            for token in self.wait(now, wake)? {
+                if token == SIGNAL_TOKEN {
+                    self.on_signal();
+                    break;
+                }
+                self.on_child(token as usize)?;
+            }
+            if matches!(self.ending, Some(Ending::Interrupted(_))) {
+                break;
+            }
+        }
+        Ok(self.finish())
+    }
+
+    /// Ends the run (if nothing has yet) and asks every client for its records now.
+    pub(super) fn end(&mut self, e: Ending) {
+        self.ending = Some(e);
+        self.clients_stop = None;
+    }
+
+    /// Counts client `i` as done with its work.
+    pub(super) fn settle(&mut self, i: usize) {
+        if i < self.n && !self.settled[i] {
+            self.settled[i] = true;
+            self.settled_count += 1;
+        }
+    }
+
+    /// Whether client `i` is done with its work or has reported.
+    pub(super) fn is_settled(&self, i: usize) -> bool {
+        self.settled[i]
+    }
+
+    /// Whether client `i` has reported.
+    pub(super) fn has_reported(&self, i: usize) -> bool {
+        self.reports[i].is_some()
+    }
+
+    /// What the state of the clients says: time to drain, to collect reports, or to leave.
+    /// True when the loop should stop waiting.
+    fn wind_down(&mut self) -> bool {
+        let n = self.n;
+        if self.ending.is_none() && self.settled_count == n && self.reported + self.gone < n {
+            if self.limits.blackbox.is_some() {
+                self.drain = None; // everyone is done and nobody dies any more: send end markers
+            } else if self.clients_stop.is_some() {
+                self.out.note(|| {
+                    "every client is done: closed the clients' stop pipe, so each reads 0 and reports".into()
+                });
+                self.clients_stop = None; // everyone is done: the lingering clients may report now
+            }
+        }
+        if self.ending.is_none() && self.reported + self.gone == n {
+            // The clients may report (having seen their sockets close) before the relay's own
+            // pipe says it died: a killed relay still ends the run as killed.
+            self.ending = Some(if self.faults.relay_killed {
+                Ending::RelayKilled("killed by SIGKILL (the nemesis)".into())
+            } else {
+                Ending::Finished
+            });
+        }
+        let Some(ending) = self.ending.clone() else {
+            return false;
+        };
+        if !self.announced {
+            self.announced = true;
+            if ending != Ending::Finished {
+                self.out.milestone(Milestone::Stopping(ending.clone()));
+            }
+        }
+        if ending == Ending::Finished {
+            return true;
+        }
+        // Clients still at the barrier go on to find the stop pipe closed.
+        self.clients_stop = None;
+        self.barriers.iter_mut().for_each(|b| *b = None);
+        // Stopping: wait for the clients' last reports or exits, within the grace time.
+        if self.clients_open == 0 {
+            return true;
+        }
+        let since = *self.asked_to_stop_at.get_or_insert_with(Instant::now);
+        since.elapsed() >= self.limits.grace
+    }
+
+    /// Fires what is due: a script's stopped clients whose time is up, the nemesis, the
+    /// progress bar, the quiet rule and the deadline. Returns when to wake next, or None when
+    /// one of them ended the run.
+    fn fire_timers(&mut self, now: Instant) -> Result<Option<Instant>, SuperviseError> {
+        let mut wake = match (&self.ending, self.asked_to_stop_at) {
+            (Some(_), Some(t)) => t + self.limits.grace,
+            _ => self.deadline,
+        };
+        if let Some(next) = self.script_conts(now) {
+            wake = wake.min(next);
+        }
+        if let Some(next) = self.nemesis(now)? {
+            wake = wake.min(next);
+        }
+        if let Some(next) = self.progress(now) {
+            wake = wake.min(next);
+        }
+        match self.quiet_rule(now) {
+            QuietSays::Off => {}
+            QuietSays::SampleAt(next) => wake = wake.min(next),
+            QuietSays::Stalled => return Ok(None),
+        }
+        if self.ending.is_none() && now >= self.deadline {
+            self.end(Ending::TimedOut);
+            return Ok(None);
+        }
+        Ok(Some(wake))
+    }
+
+    /// The progress bar: shown once the exchange has run a second, redrawn every 100 ms.
+    /// indicatif draws from this thread when asked (no ticker thread), so later forks (a
+    /// restart) still happen in a single-threaded process.
+    fn progress(&mut self, now: Instant) -> Option<Instant> {
+        let (Some(expected), Some(tally), Some(t0), None) = (
+            self.limits.progress,
+            &self.limits.tally,
+            self.released_at,
+            &self.ending,
+        ) else {
+            return None;
+        };
+        let ran = now.duration_since(t0);
+        if ran >= Duration::from_secs(1) {
+            let bar = self.bar.get_or_insert_with(|| {
+                let b = indicatif::ProgressBar::with_draw_target(
+                    Some(expected),
+                    indicatif::ProgressDrawTarget::stderr_with_hz(10),
+                );
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{bar:30} {human_pos}/{human_len} delivered, {msg}",
+                ) {
+                    b.set_style(style);
+                }
+                b
+            });
+            let done = tally.total().min(expected);
+            let rate = done as f64 / ran.as_secs_f64();
+            let eta = (expected - done) as f64 / rate.max(1.0);
+            bar.set_message(format!("{:.2}M msg/s, ETA {eta:.0} s", rate / 1e6));
+            bar.set_position(done);
+        }
+        Some(now + Duration::from_millis(100))
+    }
+
+    /// The quiet rule: every client has written all it had to send, and nothing has arrived
+    /// anywhere for the quiet period: what has not arrived never will. Sampled a few times a
+    /// period; paused while a fault holds a process back (a stopped client, a restart due, a
+    /// phase waiting for a restarted process). Runs with deaths end with their drain instead.
+    /// (Once every client is done, the run is only collecting reports: nothing to wait for.)
+    fn quiet_rule(&mut self, now: Instant) -> QuietSays {
+        let (Some(q), Some(tally), Some(_), None, None, true) = (
+            self.limits.quiet,
+            &self.limits.tally,
+            self.released_at,
+            &self.ending,
+            &self.limits.blackbox,
+            self.settled_count < self.n,
+        ) else {
+            return QuietSays::Off;
+        };
+        if now >= self.quiet.next_sample {
+            self.quiet.next_sample = now + q / 4;
+            let paused = self.faults.holds_a_process_back();
+            let idle = (0..self.n).all(|i| self.settled[i] || tally.idle(i));
+            let arrivals = tally.arrivals();
+            if paused || !idle || arrivals != self.quiet.arrivals {
+                self.quiet.arrivals = arrivals;
+                self.quiet.since = now;
+            } else if now >= self.quiet.since + q
+                && self
+                    .children
+                    .0
+                    .iter()
+                    .any(|c| c.status.is_none() && is_runnable(c.pid))
+            {
+                // Quiet, but a process of the run is waiting for a CPU (a loaded machine):
+                // what it holds may still arrive. A stalled relay and idle clients sleep.
+                self.quiet.since = now;
+            } else if now >= self.quiet.since + q {
+                self.end(Ending::Stalled(q));
+                return QuietSays::Stalled;
+            }
+        }
+        QuietSays::SampleAt(self.quiet.next_sample)
+    }
+
+    /// Waits until `wake` for the event pipes and the signal pipe; returns the tokens that
+    /// are ready, the signal pipe's (u64::MAX) first: an interrupt outranks what came with it.
+    fn wait(&mut self, now: Instant, wake: Instant) -> Result<Vec<u64>, SuperviseError> {
+        let timeout = wake.saturating_duration_since(now);
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        let got = match self.ep.wait(&mut self.fired, timeout) {
+            Ok(got) => got,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => {
+                return Err(SuperviseError::Sys {
+                    what: "epoll_wait",
+                    source: e,
+                })
+            }
+        };
+        let mut ready: Vec<u64> = self.fired[..got].iter().map(EpollEvent::data).collect();
+        ready.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ready)
+    }
+
+    /// SIGINT or SIGTERM: the run is interrupted (unless it was already ending otherwise).
+    fn on_signal(&mut self) {
+        let mut b = [0u8; 16];
+        let _ = std::io::Read::read(&mut &self.signals.read, &mut b);
+        if self.ending.is_none() || self.ending == Some(Ending::TimedOut) {
+            self.ending = Some(Ending::Interrupted(
+                self.signals.caught().unwrap_or(signal_hook::consts::SIGINT),
+            ));
+        }
+    }
+
+    /// Child `k`'s event pipe is readable: its events, then its exit if the pipe has ended.
+    fn on_child(&mut self, k: usize) -> Result<(), SuperviseError> {
+        let (events, eof) = read_events(&mut self.children.0[k]);
+        for e in events {
+            // A process the nemesis killed may have written its last words just before:
+            // a Complete from it would count its client as done while the restarted one
+            // still works (and the drain would start too early).
+            if self.children.0[k].killed {
+                continue;
+            }
+            self.on_event(k, e)?;
+        }
+        if eof {
+            self.on_exit(k);
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, k: usize, e: Event) -> Result<(), SuperviseError> {
+        match e {
+            Event::Ready => self.on_ready(k),
+            Event::PhaseDone(p) => self.on_phase_done(p)?,
+            Event::Complete(i) => self.settle(i),
+            Event::Done(r) => {
+                let i = r.index;
+                self.settle(i);
+                if i < self.n {
+                    self.out.milestone(Milestone::Reported {
+                        role: client_name(self.limits, i),
+                    });
+                    if self.reports[i].is_none() {
+                        self.reported += 1;
+                    }
+                    self.reports[i] = Some(*r);
+                }
+            }
+            Event::RelayDone(_) => {}
+            Event::Failed(why) => {
+                if self.ending.is_none() {
+                    let name = &self.children.0[k].name;
+                    self.end(Ending::StartFailed(format!("{name}: {why}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A process registered: when every client has, the start barrier opens.
+    fn on_ready(&mut self, k: usize) {
+        let c = &mut self.children.0[k];
+        c.ready_at = Some(Instant::now());
+        if c.is_restart() && self.faults.awaiting_ready > 0 {
+            // A script's restarted process registered: its name is back.
+            self.faults.awaiting_ready -= 1;
+            if let (0, Some(q)) = (self.faults.awaiting_ready, self.faults.release_after) {
+                self.faults.release_after = None;
+                if q < self.barriers.len() {
+                    self.start_phase(q);
+                }
+            }
+        }
+        self.ready += 1;
+        let role = self.children.0[k].name.clone();
+        self.out.milestone(Milestone::Registered { role });
+        if self.ready == self.n && self.barriers[0].is_some() {
+            self.register = self.start.elapsed();
+            self.released_ns = now_ns();
+            self.released_at = Some(Instant::now());
+            self.quiet.since = Instant::now();
+            self.barriers[0] = None; // closing the barrier starts every client at once
+            self.out.milestone_at(Milestone::Released, self.released_ns);
+        }
+    }
+
+    /// Phase `p` starts everywhere at once: its barrier closes.
+    pub(super) fn start_phase(&mut self, p: usize) {
+        self.quiet.new_phase(self.limits.tally.as_deref());
+        self.barriers[p] = None;
+        self.out.milestone(Milestone::PhaseStarted(p));
+    }
+
+    /// A client finished phase `p`: when every client at work has, the script's faults after
+    /// it strike and the next phase starts.
+    fn on_phase_done(&mut self, p: usize) -> Result<(), SuperviseError> {
+        let done = self.phase_done.get_mut(p).map(|d| {
+            *d += 1;
+            *d
+        });
+        // Clients a script stopped until `cont` cannot finish a phase meanwhile.
+        let at_work = self.n - self.gone - self.faults.held.len();
+        if done == Some(at_work) && self.barriers.get(p + 1).is_some_and(Option::is_some) {
+            self.strike_script_faults(p)?;
+        }
+        Ok(())
+    }
+
+    /// Child `k`'s event pipe ended: it exited. Reaps it; an exit nobody expected ends the run.
+    fn on_exit(&mut self, k: usize) {
+        let c = &mut self.children.0[k];
+        c.events = None;
+        if c.client().is_some() {
+            self.clients_open -= 1;
+        }
+        c.reap();
+        let status = c.status.clone().unwrap_or_default();
+        let (client, killed) = (c.client(), c.killed);
+        if self.ending.is_some() {
+            return;
+        }
+        match client {
+            None if killed => self.end(Ending::RelayKilled(status)),
+            None => self.end(Ending::RelayDied(status)),
+            Some(i) if !killed && self.reports[i].is_none() => {
+                self.end(Ending::ClientDied(i, status))
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// A new process for client `i` (a restart), starting at phase `p`.
+    pub(super) fn respawn(&mut self, i: usize, p: usize) -> Result<(), SuperviseError> {
+        let incarnation = self.faults.next_incarnation(i);
+        let (r, w) = pipe().map_err(sys("pipe"))?;
+        let forked_at = now_ns();
+        // SAFETY: single-threaded: `supervise`'s contract holds for the whole run.
+        let pid = unsafe { self.forker.client(i, incarnation, p, w) }?;
+        set_nonblocking(&r).map_err(sys("fcntl"))?;
+        let k = self.children.0.len();
+        self.ep
+            .add(r.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
+            .map_err(sys("epoll_ctl"))?;
+        let name = client_name(self.limits, i);
+        self.out.milestone_at(
+            Milestone::Forked {
+                role: name.clone(),
+                pid: pid.as_raw(),
+            },
+            forked_at,
+        );
+        self.out.milestone(Milestone::Nemesis {
+            role: name.clone(),
+            action: Action::Restarted,
+        });
+        let role = Role::Client {
+            index: i,
+            incarnation,
+        };
+        self.children.0.push(Child::new(role, name, pid, r));
+        self.clients_open += 1;
+        Ok(())
+    }
+
+    /// Wakes whatever is stopped, closes every pipe, stops and reaps every child, and
+    /// gathers what the run learned.
+    fn finish(mut self) -> Outcome {
+        let ended_at = Instant::now();
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        let end_ms = self
+            .released_at
+            .map_or(0, |t0| ended_at.duration_since(t0).as_millis() as u64);
+        // Nobody stays stopped past the run: a stopped child cannot even die of SIGTERM.
+        for k in self.faults.still_stopped(end_ms) {
+            let _ = kill(self.children.0[k].pid, Signal::SIGCONT);
+        }
+        self.drain = None;
+        self.clients_stop = None;
+        self.barriers.clear();
+
+        // Stop the relay by closing its stop pipe, then make sure everyone is gone.
+        self.out.note(|| {
+            "closed the relay's stop pipe: its select() sees it readable, and it shuts down".into()
+        });
+        self.relay_stop = None;
+        let interrupted = matches!(self.ending, Some(Ending::Interrupted(_)));
+        stop_all(
+            &mut self.children.0,
+            self.limits.grace,
+            interrupted || self.limits.foreign_relay,
+        );
+        if self.limits.foreign_relay {
+            // Anything the relay command started and left behind in its group.
+            let relay = self.children.relay().pid;
+            let _ = kill(Pid::from_raw(-relay.as_raw()), Signal::SIGKILL);
+        }
+        let statuses: Vec<(String, String)> = self
+            .children
+            .0
+            .iter()
+            .map(|c| (c.name.clone(), c.status.clone().unwrap_or_default()))
+            .collect();
+        for (role, status) in &statuses {
+            self.out.milestone(Milestone::Exited {
+                role: role.clone(),
+                status: status.clone(),
+            });
+        }
+        let relay = self.children.relay().relay.take();
+        let (relay, timeline) = self.merge_traces(relay);
+        Outcome {
+            timeline,
+            ending: self.ending.unwrap_or(Ending::Finished),
+            reports: self.reports,
+            statuses,
+            register: self.register,
+            released_ns: self.released_ns,
+            released_at: self.released_at,
+            ended_at,
+            relay,
+            supervisor_cpu: crate::record::Cpu::used(),
+            supervisor_peak_rss_kib: peak_rss_kib(),
+            nemesis: std::mem::take(&mut self.faults.log),
+        }
+    }
+
+    /// `--trace`: every process's events (the supervisor's, the relay's from its report, each
+    /// client's from its records), merged into one timeline.
+    fn merge_traces(
+        &mut self,
+        mut relay: Option<crate::record::RelayReport>,
+    ) -> (
+        Option<crate::record::RelayReport>,
+        Option<crate::trace::Timeline>,
+    ) {
+        let Some(mut t) = self.out.tracer.take() else {
+            return (relay, None);
+        };
+        let cap = self.limits.trace.unwrap_or(0);
+        let mut traces = vec![("supervisor".to_string(), t.take())];
+        if let Some(r) = relay.as_mut().and_then(|r| r.trace.take()) {
+            traces.push(("relay".to_string(), r));
+        }
+        for (i, r) in self.reports.iter_mut().enumerate() {
+            if let Some(tr) = r.as_mut().and_then(|r| r.trace.take()) {
+                traces.push((client_name(self.limits, i), tr));
+            }
+        }
+        (relay, Some(crate::trace::merge(traces, cap)))
+    }
+}
+
+/// What the quiet rule says at a turn of the loop.
+enum QuietSays {
+    /// It does not apply now.
+    Off,
+    /// Look again then.
+    SampleAt(Instant),
+    /// It held: the run ended as stalled.
+    Stalled,
+}
+
+/// The quiet rule's clock: what had arrived in all when last sampled, and since when.
+pub(super) struct Quiet {
+    arrivals: u64,
+    since: Instant,
+    next_sample: Instant,
+}
+
+impl Quiet {
+    /// A phase starts: every client has work again, and the clock starts over.
+    fn new_phase(&mut self, tally: Option<&crate::blackbox::Tally>) {
+        if let Some(t) = tally {
+            t.clear_idle();
+        }
+        self.since = Instant::now();
+    }
+}
