@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
 use super::children::{signal_group, Child};
@@ -39,10 +39,10 @@ pub(super) struct Faults {
 }
 
 impl Faults {
-    /// No fault yet, for `n` clients.
-    pub fn new(rng: Pcg64Mcg, n: usize) -> Faults {
+    /// No fault yet, for `n` clients; the nemesis draws with `seed`.
+    pub fn new(seed: u64, n: usize) -> Faults {
         Faults {
-            rng,
+            rng: Pcg64Mcg::seed_from_u64(seed ^ 0x4E3E),
             actions: 0,
             stopped: None,
             restarts: Vec::new(),

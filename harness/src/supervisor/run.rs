@@ -20,7 +20,6 @@ use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use rand::SeedableRng;
 use relay_trace::{now_ns, Tracer};
 
 use super::children::{is_runnable, read_events, stop_all, Child, Children, Role};
@@ -119,6 +118,37 @@ impl Forker<'_> {
     }
 }
 
+impl Forker<'_> {
+    /// Forks the first process of client `i`, with its event pipe.
+    ///
+    /// # Safety
+    /// The process must be single-threaded (`supervise`'s contract).
+    unsafe fn first(
+        &mut self,
+        out: &mut Narrator<'_>,
+        i: usize,
+        (events_r, events_w): (OwnedFd, OwnedFd),
+    ) -> Result<Child, SuperviseError> {
+        let forked_at = now_ns();
+        // SAFETY: single-threaded (this function's contract).
+        let pid = unsafe { self.client(i, 0, 0, events_w) }?;
+        let name = client_name(self.limits, i);
+        out.milestone_at(
+            Milestone::Forked {
+                role: name.clone(),
+                pid: pid.as_raw(),
+            },
+            forked_at,
+        );
+        set_nonblocking(&events_r).map_err(sys("fcntl"))?;
+        let role = Role::Client {
+            index: i,
+            incarnation: 0,
+        };
+        Ok(Child::new(role, name, pid, events_r))
+    }
+}
+
 /// The name of client `i`.
 pub(super) fn client_name(limits: &Limits, i: usize) -> String {
     limits
@@ -126,6 +156,105 @@ pub(super) fn client_name(limits: &Limits, i: usize) -> String {
         .get(i)
         .cloned()
         .unwrap_or_else(|| format!("c{i}"))
+}
+
+/// Every pipe of the run, made before the first fork so each child can close what is not its
+/// own. Each is (read end, write end); the supervisor keeps the write ends of the barriers and
+/// stop pipes (closing one is the message) and the read ends of the event pipes.
+struct Pipes {
+    barriers: (Vec<OwnedFd>, Vec<Option<OwnedFd>>),
+    clients_stop: (OwnedFd, OwnedFd),
+    relay_stop: (OwnedFd, OwnedFd),
+    relay_events: (OwnedFd, OwnedFd),
+    client_events: Vec<(OwnedFd, OwnedFd)>,
+}
+
+impl Pipes {
+    fn new(phases: usize, n: usize) -> Result<Pipes, SuperviseError> {
+        let mut barriers = (Vec::with_capacity(phases), Vec::with_capacity(phases));
+        for _ in 0..phases {
+            let (r, w) = pipe().map_err(sys("pipe"))?;
+            barriers.0.push(r);
+            barriers.1.push(Some(w));
+        }
+        let clients_stop = pipe().map_err(sys("pipe"))?;
+        let relay_stop = pipe().map_err(sys("pipe"))?;
+        let relay_events = pipe().map_err(sys("pipe"))?;
+        let client_events = (0..n)
+            .map(|_| pipe().map_err(sys("pipe")))
+            .collect::<Result<_, _>>()?;
+        Ok(Pipes {
+            barriers,
+            clients_stop,
+            relay_stop,
+            relay_events,
+            client_events,
+        })
+    }
+}
+
+/// Forks the relay: it gets the read end of its stop pipe and the write end of its event
+/// pipe (and keeps `limits.relay_fds`, its listening socket).
+///
+/// # Safety
+/// The process must be single-threaded (`supervise`'s contract).
+unsafe fn fork_relay(
+    out: &mut Narrator<'_>,
+    limits: &Limits,
+    relay: impl FnOnce(RelayCtx) -> i32,
+    stop: OwnedFd,
+    (events_r, events_w): (OwnedFd, OwnedFd),
+) -> Result<Child, SuperviseError> {
+    let rctx = RelayCtx {
+        stop,
+        events: events_w,
+    };
+    let mut keep = vec![rctx.stop.as_raw_fd(), rctx.events.as_raw_fd()];
+    keep.extend(&limits.relay_fds);
+    // Stamped before the fork: the child may run (and be traced) before the parent logs.
+    let forked_at = now_ns();
+    // SAFETY: single-threaded (this function's contract). The parent's copy of the closure
+    // (the relay's pipe ends, and any listener in it) is dropped when spawn returns.
+    let pid = unsafe { spawn(&keep, move || relay(rctx)) }.map_err(sys("fork"))?;
+    out.milestone_at(
+        Milestone::Forked {
+            role: "relay".into(),
+            pid: pid.as_raw(),
+        },
+        forked_at,
+    );
+    out.note(|| "closed its copies of the relay's ends (the event pipe's write end, the stop pipe's read end) and of the listening socket".into());
+    set_nonblocking(&events_r).map_err(sys("fcntl"))?;
+    Ok(Child::new(Role::Relay, "relay".into(), pid, events_r))
+}
+
+/// Every event pipe and the signal pipe in one epoll set: a wait costs in proportion to the
+/// pipes that are ready, not to the thousands that may be open. (Made after the last fork, so
+/// no child holds it.) A pipe leaves the set when its fd is closed.
+fn watch(
+    out: &mut Narrator<'_>,
+    signals: &Signals,
+    children: &Children,
+) -> Result<Epoll, SuperviseError> {
+    out.note(|| {
+        format!(
+            "epoll_create(): watches {} event pipes and the signal pipe; waits until one is readable",
+            children.0.len()
+        )
+    });
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
+    ep.add(
+        signals.read.as_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN),
+    )
+    .map_err(sys("epoll_ctl"))?;
+    for (k, c) in children.0.iter().enumerate() {
+        if let Some(e) = &c.events {
+            ep.add(e.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
+                .map_err(sys("epoll_ctl"))?;
+        }
+    }
+    Ok(ep)
 }
 
 /// One supervised run, from the first fork to the last reap.
@@ -201,55 +330,23 @@ impl<'a> Run<'a> {
                 t.at(*at, what.clone());
             }
         }
-        // Every pipe is made before the first fork, so each child can close what is not its own.
         let phases = limits.phases.max(1);
-        let mut barrier_r = Vec::with_capacity(phases);
-        let mut barriers = Vec::with_capacity(phases);
-        for _ in 0..phases {
-            let (r, w) = pipe().map_err(sys("pipe"))?;
-            barrier_r.push(r);
-            barriers.push(Some(w));
-        }
-        let (cstop_r, cstop_w) = pipe().map_err(sys("pipe"))?;
-        let (rstop_r, rstop_w) = pipe().map_err(sys("pipe"))?;
-        let (rev_r, rev_w) = pipe().map_err(sys("pipe"))?;
-        let mut events = Vec::with_capacity(n);
-        for _ in 0..n {
-            events.push(pipe().map_err(sys("pipe"))?);
-        }
+        let pipes = Pipes::new(phases, n)?;
         out.note(|| format!(
             "pipe() x {}: a start barrier per phase, a stop pipe for the clients, one for the relay, an event pipe per child",
             phases + 3 + n
         ));
-        let mut children = Children(Vec::with_capacity(n + 1));
-
         // The relay first: the clients connect to it.
-        let rctx = RelayCtx {
-            stop: rstop_r.try_clone().map_err(dup_err)?,
-            events: rev_w.try_clone().map_err(dup_err)?,
-        };
-        let mut keep = vec![rctx.stop.as_raw_fd(), rctx.events.as_raw_fd()];
-        keep.extend(&limits.relay_fds);
-        // Stamped before the fork: the child may run (and be traced) before the parent logs.
-        let forked_at = now_ns();
         // SAFETY: single-threaded (this function's contract).
-        let pid = unsafe { spawn(&keep, move || relay(rctx)) }.map_err(sys("fork"))?;
-        out.milestone_at(
-            Milestone::Forked {
-                role: "relay".into(),
-                pid: pid.as_raw(),
-            },
-            forked_at,
-        );
-        // The parent's copy of the relay closure (and any listener in it) is dropped here.
-        drop(rev_w);
-        drop(rstop_r);
-        out.note(|| "closed its copies of the relay's ends (the event pipe's write end, the stop pipe's read end) and of the listening socket".into());
-        set_nonblocking(&rev_r).map_err(sys("fcntl"))?;
-        children
-            .0
-            .push(Child::new(Role::Relay, "relay".into(), pid, rev_r));
-
+        let relay = unsafe {
+            fork_relay(
+                &mut out,
+                limits,
+                relay,
+                pipes.relay_stop.0,
+                pipes.relay_events,
+            )
+        }?;
         // Runs with deaths end with a drain: every client, done and alive, sends end markers.
         let (drain_r, drain_w) = match &limits.blackbox {
             Some(_) => {
@@ -261,51 +358,19 @@ impl<'a> Run<'a> {
         let mut forker = Forker {
             limits,
             client,
-            barriers: barrier_r,
-            stop: cstop_r,
+            barriers: pipes.barriers.0,
+            stop: pipes.clients_stop.0,
             drain: drain_r,
         };
-        for (i, (r, w)) in events.into_iter().enumerate() {
-            let forked_at = now_ns();
+        let mut children = Children(Vec::with_capacity(n + 1));
+        children.0.push(relay);
+        for (i, events) in pipes.client_events.into_iter().enumerate() {
             // SAFETY: single-threaded (this function's contract).
-            let pid = unsafe { forker.client(i, 0, 0, w) }?;
-            let name = client_name(limits, i);
-            out.milestone_at(
-                Milestone::Forked {
-                    role: name.clone(),
-                    pid: pid.as_raw(),
-                },
-                forked_at,
-            );
-            set_nonblocking(&r).map_err(sys("fcntl"))?;
-            let role = Role::Client {
-                index: i,
-                incarnation: 0,
-            };
-            children.0.push(Child::new(role, name, pid, r));
+            children
+                .0
+                .push(unsafe { forker.first(&mut out, i, events) }?);
         }
-
-        // Every event pipe and the signal pipe in one epoll set: a wait costs in proportion to
-        // the pipes that are ready, not to the thousands that may be open. (Made after the last
-        // fork, so no child holds it.) A pipe leaves the set when its fd is closed.
-        out.note(|| {
-            format!(
-                "epoll_create(): watches {} event pipes and the signal pipe; waits until one is readable",
-                n + 1
-            )
-        });
-        let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
-        ep.add(
-            signals.read.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, SIGNAL_TOKEN),
-        )
-        .map_err(sys("epoll_ctl"))?;
-        for (k, c) in children.0.iter().enumerate() {
-            if let Some(e) = &c.events {
-                ep.add(e.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
-                    .map_err(sys("epoll_ctl"))?;
-            }
-        }
+        let ep = watch(&mut out, signals, &children)?;
         Ok(Run {
             limits,
             signals,
@@ -317,9 +382,9 @@ impl<'a> Run<'a> {
             n,
             start,
             deadline: start + limits.deadline,
-            barriers,
-            clients_stop: Some(cstop_w),
-            relay_stop: Some(rstop_w),
+            barriers: pipes.barriers.1,
+            clients_stop: Some(pipes.clients_stop.1),
+            relay_stop: Some(pipes.relay_stop.1),
             drain: drain_w,
             reports: vec![None; n],
             ready: 0,
@@ -335,17 +400,8 @@ impl<'a> Run<'a> {
             ending: None,
             announced: false,
             asked_to_stop_at: None,
-            faults: Faults::new(
-                rand_pcg::Pcg64Mcg::seed_from_u64(
-                    limits.nemesis.as_ref().map_or(0, |n| n.seed) ^ 0x4E3E,
-                ),
-                n,
-            ),
-            quiet: Quiet {
-                arrivals: 0,
-                since: Instant::now(),
-                next_sample: Instant::now(),
-            },
+            faults: Faults::new(limits.nemesis.as_ref().map_or(0, |n| n.seed), n),
+            quiet: Quiet::new(),
             bar: None,
         })
     }
@@ -843,6 +899,15 @@ pub(super) struct Quiet {
 }
 
 impl Quiet {
+    /// The clock before the start barrier opens (it starts over there).
+    fn new() -> Quiet {
+        Quiet {
+            arrivals: 0,
+            since: Instant::now(),
+            next_sample: Instant::now(),
+        }
+    }
+
     /// A phase starts: every client has work again, and the clock starts over.
     fn new_phase(&mut self, tally: Option<&crate::blackbox::Tally>) {
         if let Some(t) = tally {
