@@ -12,6 +12,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use relay_harness::blackbox::Field;
+use relay_harness::exit;
 use relay_harness::payload;
 use relay_harness::payload::{mix, PayloadSize};
 use relay_harness::plan::{ClientPlan, Outbox, Work};
@@ -83,7 +84,7 @@ pub fn client_main(
         Ok(c) => c,
         Err(e) => {
             let _ = ctx.failed(format!("{name} could not register at {addr}: {e}"));
-            return 3;
+            return exit::ENV;
         }
     };
     if let Some(t) = tr.as_mut() {
@@ -96,7 +97,7 @@ pub fn client_main(
         t.ev(|| "wrote \"registered\" to its event pipe; blocks in read() on barrier 0".into());
     }
     if ctx.ready_and_wait().is_err() {
-        return 3;
+        return exit::ENV;
     }
     if let Some(t) = tr.as_mut() {
         t.ev(|| "barrier 0: read() returned 0 (its write end was closed): start".into());
@@ -132,7 +133,7 @@ pub fn client_main(
         outbox.start_phase(first_phase);
         if let Err(e) = ctx.wait_phase(first_phase) {
             let _ = ctx.failed(format!("{name} lost the supervisor after its restart: {e}"));
-            return 3;
+            return exit::ENV;
         }
     }
     let mut writer = Writer {
@@ -221,9 +222,9 @@ pub fn client_main(
     report.trace = tr.map(|mut t| t.take());
     let _ = ctx.done(report);
     if complete {
-        0
+        exit::OK
     } else {
-        1
+        exit::FAIL
     }
 }
 

@@ -4,6 +4,7 @@
 //! the supervisor the code that runs in the relay and client processes.
 
 pub mod blackbox;
+pub mod exit;
 pub mod janitor;
 pub mod payload;
 pub mod plan;

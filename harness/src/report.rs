@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::exit;
 use crate::payload::Checkable;
 use crate::record::{Class, Cpu, Violation};
 use crate::supervisor::{Ending, Outcome};
@@ -17,18 +18,6 @@ pub const SCHEMA_VERSION: u32 = 2;
 pub const JSON_VIOLATIONS: usize = 1000;
 /// Most violations listed in the human report.
 pub const HUMAN_VIOLATIONS: usize = 20;
-
-/// Exit code: every check passed.
-pub const EXIT_PASS: i32 = 0;
-/// Exit code: verification failed, a process died, or the run timed out.
-pub const EXIT_FAIL: i32 = 1;
-/// Exit code: the environment failed (fork, socket, relay start).
-pub const EXIT_ENV: i32 = 3;
-/// Exit code of a run a signal interrupted: 128 + its number, as a shell reports a process
-/// that signal ended (130 for SIGINT, 143 for SIGTERM).
-pub fn interrupted_exit(sig: i32) -> i32 {
-    128 + sig
-}
 
 /// A signal's name as a person knows it.
 pub fn signal_name(sig: i32) -> String {
@@ -425,14 +414,14 @@ pub fn build(
             .then(|| format!("{violations_total} violation(s) of the relay's guarantees"))
     });
     let exit_code = match &outcome.ending {
-        Ending::Finished | Ending::RelayKilled(_) if violations_total == 0 => EXIT_PASS,
-        Ending::Interrupted(sig) => interrupted_exit(*sig),
-        Ending::StartFailed(_) => EXIT_ENV,
-        _ => EXIT_FAIL,
+        Ending::Finished | Ending::RelayKilled(_) if violations_total == 0 => exit::OK,
+        Ending::Interrupted(sig) => exit::interrupted(*sig),
+        Ending::StartFailed(_) => exit::ENV,
+        _ => exit::FAIL,
     };
     Report {
         schema_version: SCHEMA_VERSION,
-        verdict: if exit_code == EXIT_PASS {
+        verdict: if exit_code == exit::OK {
             "pass"
         } else {
             "fail"
@@ -862,7 +851,7 @@ pub fn human(r: &Report) -> String {
             .map_or(String::new(), |u| format!(" ({u:.2} us per message)")),
         secs(&c.supervisor)
     );
-    if r.exit_code != EXIT_PASS {
+    if r.exit_code != exit::OK {
         for pr in r.processes.iter().filter(|p| p.status != "exited 0") {
             let _ = writeln!(o, "process:    {} {}", pr.role, pr.status);
         }
@@ -959,7 +948,7 @@ pub fn junit(r: &Report) -> String {
     suite.add_test_case(TestCase::new("run ends by itself", ending));
     if let Some(i) = &r.inject {
         // A fault that fired must have been caught: that is what an injected run tests.
-        let caught = r.exit_code != EXIT_PASS || i.fired == Some(0);
+        let caught = r.exit_code != exit::OK || i.fired == Some(0);
         let status = if caught {
             TestCaseStatus::success()
         } else {
@@ -983,7 +972,7 @@ pub fn junit(r: &Report) -> String {
         }
         for k in kinds {
             let count = n.events.iter().filter(|e| e.action == k).count();
-            let status = if r.exit_code == EXIT_PASS {
+            let status = if r.exit_code == exit::OK {
                 TestCaseStatus::success()
             } else {
                 fail(
@@ -1011,7 +1000,7 @@ pub fn html(r: &Report, pictures: &[(&str, &str)], has_trace: bool) -> String {
     use crate::plots::escape;
     let c = &r.config;
     let mut o = String::new();
-    let verdict_color = if r.exit_code == EXIT_PASS {
+    let verdict_color = if r.exit_code == exit::OK {
         "#1a7f37"
     } else {
         "#cf222e"

@@ -8,11 +8,11 @@ use std::time::Duration;
 use clap::Args as ClapArgs;
 use nix::poll::{poll, PollFd, PollFlags};
 
-use super::{EXIT_ENV, EXIT_FAIL, EXIT_OK, EXIT_USAGE};
 use crate::client::{code_name, Client, ClientError};
 use crate::protocol::{is_valid_name, RelayFrame};
 use crate::sys::poll_timeout;
 use crate::sys::Addr;
+use relay_harness::exit;
 
 /// Flags of `relay-sim client`.
 #[derive(ClapArgs, Debug)]
@@ -32,13 +32,13 @@ pub fn run(a: Args) -> i32 {
             "relay-sim client: --name {:?}: a name is 1 to 32 of A-Z a-z 0-9 _ . -",
             a.name
         );
-        return EXIT_USAGE;
+        return exit::USAGE;
     }
     let addr = match Addr::parse(&a.connect) {
         Ok(addr) => addr,
         Err(e) => {
             eprintln!("relay-sim client: --connect: {e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     let mut client = match Client::connect(&addr, &a.name) {
@@ -48,11 +48,11 @@ pub fn run(a: Args) -> i32 {
                 "relay-sim client: cannot connect to {addr}: {e}; is a relay running? (relay-sim relay --listen {})",
                 a.connect
             );
-            return EXIT_ENV;
+            return exit::ENV;
         }
         Err(e) => {
             eprintln!("relay-sim client: {} was not registered: {e}", a.name);
-            return EXIT_FAIL;
+            return exit::FAIL;
         }
     };
     eprintln!(
@@ -60,10 +60,10 @@ pub fn run(a: Args) -> i32 {
         a.name
     );
     match interact(&mut client) {
-        Ok(()) => EXIT_OK,
+        Ok(()) => exit::OK,
         Err(e) => {
             println!("! {e}");
-            EXIT_FAIL
+            exit::FAIL
         }
     }
 }

@@ -3,9 +3,9 @@
 
 use clap::Args as ClapArgs;
 
-use super::{EXIT_ENV, EXIT_FAIL, EXIT_OK};
 use crate::conform::{self, RelayUnderTest};
 use crate::relay::backend;
+use relay_harness::exit;
 use relay_harness::janitor;
 
 /// Flags of `relay-sim conform`.
@@ -32,7 +32,7 @@ pub fn run(a: Args) -> i32 {
         Ok(p) => p.display().to_string(),
         Err(e) => {
             eprintln!("relay-sim conform: cannot find this program's path: {e}");
-            return EXIT_ENV;
+            return exit::ENV;
         }
     };
     let relays: Vec<(String, String)> = match &a.relay_cmd {
@@ -51,7 +51,7 @@ pub fn run(a: Args) -> i32 {
     // one thread) kills the relay under test and removes the directory of sockets and logs.
     if let Err(e) = janitor::start() {
         eprintln!("relay-sim conform: cannot start the cleanup process: {e}; check the process limit (ulimit -u)");
-        return EXIT_ENV;
+        return exit::ENV;
     }
     let _janitor = janitor::Done; // dropped last: after `dir`, on every return
     let dir = match tempfile::Builder::new()
@@ -61,7 +61,7 @@ pub fn run(a: Args) -> i32 {
         Ok(d) => d,
         Err(e) => {
             eprintln!("relay-sim conform: cannot create a temporary directory: {e}");
-            return EXIT_ENV;
+            return exit::ENV;
         }
     };
     janitor::dir(dir.path());
@@ -111,13 +111,13 @@ pub fn run(a: Args) -> i32 {
     if let Some(path) = &a.junit {
         if let Err(e) = std::fs::write(path, junit(&all)) {
             eprintln!("relay-sim conform: --junit {}: {e}", path.display());
-            return EXIT_ENV;
+            return exit::ENV;
         }
     }
     if failed == 0 {
-        EXIT_OK
+        exit::OK
     } else {
-        EXIT_FAIL
+        exit::FAIL
     }
 }
 

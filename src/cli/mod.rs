@@ -11,14 +11,7 @@ pub mod conform;
 pub mod relay;
 pub mod run;
 
-/// Exit code: success.
-pub const EXIT_OK: i32 = 0;
-/// Exit code: the work failed.
-pub const EXIT_FAIL: i32 = 1;
-/// Exit code: usage error.
-pub const EXIT_USAGE: i32 = 2;
-/// Exit code: the environment failed.
-pub const EXIT_ENV: i32 = 3;
+use relay_harness::exit;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -137,9 +130,9 @@ fn usage_error(e: clap::Error) -> i32 {
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
             if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                EXIT_USAGE
+                exit::USAGE
             } else {
-                EXIT_OK
+                exit::OK
             }
         }
         _ => {
@@ -147,7 +140,7 @@ fn usage_error(e: clap::Error) -> i32 {
             let first = text.lines().next().unwrap_or("bad arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("relay-sim: {first} (see relay-sim --help)");
-            EXIT_USAGE
+            exit::USAGE
         }
     }
 }

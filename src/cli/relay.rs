@@ -6,11 +6,12 @@ use std::os::unix::net::UnixStream;
 
 use clap::Args as ClapArgs;
 
-use super::{parse_size, EXIT_ENV, EXIT_FAIL, EXIT_OK, EXIT_USAGE};
+use super::parse_size;
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::relay::inject::Inject;
 use crate::relay::{self, backend, Config, Spin};
 use crate::sys::{self, Addr, Listener};
+use relay_harness::exit;
 
 /// Flags of `relay-sim relay`.
 #[derive(ClapArgs, Debug)]
@@ -62,14 +63,14 @@ pub fn run(a: Args) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("relay-sim relay: {e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     let addr = match Addr::parse(&a.listen) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("relay-sim relay: --listen: {e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     // select() caps us at FD_SETSIZE anyway; a higher limit lets the relay say RELAY_FULL
@@ -79,7 +80,7 @@ pub fn run(a: Args) -> i32 {
         Ok(l) => l,
         Err(e) => {
             eprintln!("relay-sim relay: {e}");
-            return EXIT_ENV;
+            return exit::ENV;
         }
     };
     warn_if_exposed(&addr);
@@ -87,7 +88,7 @@ pub fn run(a: Args) -> i32 {
         Ok(fd) => fd,
         Err(e) => {
             eprintln!("relay-sim relay: cannot install signal handlers: {e}");
-            return EXIT_ENV;
+            return exit::ENV;
         }
     };
     match listener.local_addr() {
@@ -98,14 +99,14 @@ pub fn run(a: Args) -> i32 {
         }
         Err(e) => {
             eprintln!("relay-sim relay: cannot read the bound address: {e}");
-            return EXIT_ENV;
+            return exit::ENV;
         }
     }
     match relay::run(listener, Some(stop), cfg) {
-        Ok(_) => EXIT_OK,
+        Ok(_) => exit::OK,
         Err(e) => {
             eprintln!("relay-sim relay: {e}");
-            EXIT_FAIL
+            exit::FAIL
         }
     }
 }

@@ -17,11 +17,11 @@ use relay_harness::supervisor::{supervise, Action, Ending, Limits, Milestone, Ne
 use relay_harness::verify::{verify_with, Deaths};
 use relay_trace::now_ns;
 
-use super::{EXIT_ENV, EXIT_USAGE};
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::relay::inject::Inject;
 use crate::relay::{self, backend, Spin};
 use crate::sys::{self, Addr, Listener};
+use relay_harness::exit;
 
 /// Flags of `relay-sim run` (also accepted with no subcommand).
 #[derive(ClapArgs, Debug, Clone)]
@@ -246,7 +246,7 @@ struct Source {
 }
 
 fn source(a: &Args) -> Result<Source, (i32, String)> {
-    let usage = |m: String| (EXIT_USAGE, m);
+    let usage = |m: String| (exit::USAGE, m);
     let seed_given = a.seed;
     let script = match (&a.inline_script, &a.scenario) {
         (Some((name, text)), _) => {
@@ -462,16 +462,16 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("relay-sim: cannot install the SIGINT/SIGTERM handlers: {e}");
-            return EXIT_ENV;
+            return exit::ENV;
         }
     };
     if a.relay_cmd.is_some() && a.inject.is_some() {
         eprintln!("relay-sim: --inject needs the built-in relay: another program cannot be told to break its promises");
-        return EXIT_USAGE;
+        return exit::USAGE;
     }
     if a.relay_cmd.is_some() && a.max_buffer.is_some() {
         eprintln!("relay-sim: --max-buffer sets the built-in relay's bound; give your relay its own in --relay-cmd");
-        return EXIT_USAGE;
+        return exit::USAGE;
     }
     let mut src = match source(&a) {
         Ok(s) => s,
@@ -484,7 +484,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         Ok(k) => k.unwrap_or_default(),
         Err(e) => {
             eprintln!("relay-sim: --nemesis: {e}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     };
     let deaths = kinds
@@ -509,7 +509,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             .flatten()
         {
             eprintln!("relay-sim: {why}");
-            return EXIT_USAGE;
+            return exit::USAGE;
         }
     }
     for p in &mut src.plans {
@@ -534,7 +534,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             signal_name(sig),
             src.config.seed
         );
-        return report::interrupted_exit(sig);
+        return exit::interrupted(sig);
     }
 
     // A SIGKILL gives us no chance to clean up: the janitor, forked first (single-threaded
@@ -543,7 +543,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         eprintln!(
             "relay-sim: cannot start the cleanup process: {e}; check the process limit (ulimit -u)"
         );
-        return EXIT_ENV;
+        return exit::ENV;
     }
     let _janitor = janitor::Done; // dropped last: after `dir`, on every return
     if let (true, Some(pid)) = (a.verbose, janitor::pid()) {
@@ -556,7 +556,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         Ok(d) => d,
         Err(e) => {
             eprintln!("relay-sim: cannot create a temporary directory: {e}; check TMPDIR");
-            return EXIT_ENV;
+            return exit::ENV;
         }
     };
     janitor::dir(dir.path());
@@ -573,7 +573,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("relay-sim: {e}");
-                    return EXIT_ENV;
+                    return exit::ENV;
                 }
             };
             // The supervisor removes the directory; no process removes the file on its own drop.
@@ -589,7 +589,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                 Ok(bound) => (RelaySide::Builtin(listener), bound),
                 Err(e) => {
                     eprintln!("relay-sim: cannot read the relay's address: {e}");
-                    return EXIT_ENV;
+                    return exit::ENV;
                 }
             }
         }
@@ -598,7 +598,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                 Ok(a) => a,
                 Err(e) => {
                     eprintln!("relay-sim: cannot find a free port for the relay: {e}");
-                    return EXIT_ENV;
+                    return exit::ENV;
                 }
             };
             let log = match &a.report {
@@ -676,7 +676,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                 Ok(b) => Some(std::sync::Arc::new(b)),
                 Err(e) => {
                     eprintln!("relay-sim: cannot map the shared counters (for --nemesis kill/restart or --duration): {e}");
-                    return EXIT_ENV;
+                    return exit::ENV;
                 }
             }
         } else {
@@ -739,15 +739,15 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
                         injected = stats.injected;
                         held_back_ms = stats.held_back_ns / 1_000_000;
                         trace = stats.trace;
-                        0
+                        exit::OK
                     }
                     Ok(Err(e)) => {
                         eprintln!("relay-sim relay: {e}");
-                        3
+                        exit::ENV
                     }
                     Err(e) => {
                         eprintln!("relay-sim relay: {e}");
-                        3
+                        exit::ENV
                     }
                 };
                 let _ = ctx.done(injected, held_back_ms, trace);
@@ -778,7 +778,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
         Ok(o) => o,
         Err(e) => {
             eprintln!("relay-sim: {e}");
-            return EXIT_ENV;
+            return exit::ENV;
         }
     };
     let names = Names::given(
@@ -822,7 +822,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     if let Some(log) = &relay_log {
         // Named only where it is kept: without --report it goes with the run's temp dir.
         r.relay_log = a.report.as_ref().map(|_| log.display().to_string());
-        if r.exit_code != report::EXIT_PASS {
+        if r.exit_code != exit::OK {
             r.relay_log_tail = std::fs::read_to_string(log).ok().map(|t| {
                 let lines: Vec<&str> = t.lines().collect();
                 lines[lines.len().saturating_sub(20)..].join("\n")
@@ -859,7 +859,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
     if let Some(folder) = &a.report {
         if let Err(e) = write_report_dir(folder, &r, &outcome, &v, &src_names) {
             eprintln!("relay-sim: --report {}: {e}", folder.display());
-            return EXIT_ENV;
+            return exit::ENV;
         }
     }
     if let (Some(sig), false) = (signals.caught(), r.ending == "interrupted") {
@@ -869,7 +869,7 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
             "relay-sim: interrupted by {} after the run (its report is above)",
             signal_name(sig)
         );
-        return report::interrupted_exit(sig);
+        return exit::interrupted(sig);
     }
     r.exit_code
 }
@@ -911,15 +911,15 @@ fn exec_relay(
                 "relay-sim: cannot create the relay log {}: {e}",
                 log.display()
             );
-            return 3;
+            return exit::ENV;
         }
     };
     if let Err(e) = ctx.keep_events_across_exec() {
         eprintln!("relay-sim: {e}");
-        return 3;
+        return exit::ENV;
     }
     let (Ok(out), Ok(err)) = (file.try_clone(), file.try_clone()) else {
-        return 3;
+        return exit::ENV;
     };
     let e = std::process::Command::new("sh")
         .arg("-c")
@@ -929,7 +929,7 @@ fn exec_relay(
         .stderr(err)
         .exec();
     let _ = writeln!(&file, "relay-sim: cannot run sh -c {command:?}: {e}");
-    127
+    exit::CANNOT_EXEC
 }
 
 /// The results folder: the same report three ways.

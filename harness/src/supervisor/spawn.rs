@@ -36,6 +36,7 @@ pub(super) unsafe fn spawn(keep: &[RawFd], body: impl FnOnce() -> i32) -> nix::R
                 let _ = unsafe { signal(sig, SigHandler::SigDfl) };
             }
             close_all_but(keep);
+            // A panic is the exit code Rust gives one (101), never an unwind into the parent's code.
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101);
             let _ = io::stdout().flush();
             let _ = io::stderr().flush();
