@@ -7,4 +7,6 @@ pub mod conform;
 pub mod driver;
 pub mod protocol;
 pub mod relay;
+pub mod run;
+pub mod spec;
 pub mod sys;

@@ -114,10 +114,14 @@ fn janitor(r: OwnedFd) -> i32 {
     0
 }
 
+/// Writes one line to the janitor in one write(2): under PIPE_BUF bytes, so it is atomic, and a
+/// child's [`announce_self`] can never land in the middle of it (write_fmt would write each
+/// piece of the line separately; the suite saw "group group 13950\n13950" and a relay left running).
 fn tell(what: std::fmt::Arguments<'_>) {
+    let line = what.to_string();
     if let Ok(mut j) = JANITOR.lock() {
         if let Some((w, _)) = j.as_mut() {
-            let _ = w.write_fmt(what);
+            let _ = w.write_all(line.as_bytes());
         }
     }
 }

@@ -71,8 +71,8 @@ pub fn main() -> i32 {
 #[derive(clap::Args, Debug)]
 struct DemoArgs {
     /// How the clients reach the relay.
-    #[arg(long, value_name = "unix|tcp", default_value = "unix", value_parser = ["unix", "tcp"])]
-    transport: String,
+    #[arg(long, value_name = "unix|tcp", value_enum, default_value_t = crate::spec::Transport::Unix)]
+    transport: crate::spec::Transport,
     /// Print the timeline of every process: forks, pipes, socket calls, each select(), each
     /// frame routed, exits (docs/walkthrough.md reads it line by line).
     #[arg(long)]
@@ -100,7 +100,7 @@ fn demo(d: DemoArgs) -> i32 {
         seed: Some(1),
         payload: relay_harness::payload::PayloadSize { min: 0, max: 0 },
         transport: d.transport,
-        backend: "select".into(),
+        backend: crate::spec::Backend::Select,
         timeout: None,
         json: false,
         verbose: false,
@@ -115,7 +115,7 @@ fn demo(d: DemoArgs) -> i32 {
         nemesis: None,
         nemesis_interval: std::time::Duration::from_millis(200),
         quiet_period: std::time::Duration::from_secs(1),
-        pattern: "mesh".into(),
+        pattern: crate::spec::Pattern::Mesh,
         inline_script: Some(("article-example.scn".into(), ARTICLE.into())),
     };
     run::run_narrated(args, true)

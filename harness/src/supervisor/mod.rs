@@ -302,3 +302,36 @@ fn milestone_text(m: &Milestone) -> String {
         Milestone::Exited { role, status } => format!("waitpid(): {role} {status}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test threads are threads: `supervise` refuses before it forks anything.
+    #[test]
+    fn supervise_refuses_a_process_with_other_threads() {
+        let limits = Limits {
+            clients: 1,
+            phases: 1,
+            names: Vec::new(),
+            relay_fds: Vec::new(),
+            nemesis: None,
+            blackbox: None,
+            script_faults: Vec::new(),
+            trace: None,
+            trace_prelude: Vec::new(),
+            progress: None,
+            tally: None,
+            quiet: None,
+            foreign_relay: false,
+            deadline: Duration::from_secs(1),
+            grace: Duration::from_secs(1),
+        };
+        let signals = Signals::install().unwrap();
+        // SAFETY: it is the contract under test: refused before any fork.
+        let r = unsafe { supervise(&limits, &signals, |_| 0, |_| 0, &mut |_| {}) };
+        let e = r.expect_err("refused");
+        assert!(matches!(e, SuperviseError::Threads(n) if n >= 2), "{e}");
+        assert!(e.to_string().contains("single-threaded"), "{e}");
+    }
+}

@@ -1,0 +1,625 @@
+//! A run, fully described: what `relay-sim run` builds from its flags and a Rust program can
+//! build itself. It is checked once ([`RunSpec::check`]), and everything else derives from it:
+//! the plans each client follows, the deadline, the replay command and the report's config.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use relay_harness::blackbox;
+use relay_harness::exit;
+use relay_harness::payload::{self, PayloadSize, Sizes};
+use relay_harness::plan::{pingpong_plans, random_plans, script_plans, ClientPlan};
+use relay_harness::report::RunConfig;
+use relay_harness::scenario::{client_name, Scenario};
+use relay_harness::script::{FaultLine, Script};
+use relay_harness::supervisor::Action;
+
+use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::relay::inject::Inject;
+use crate::relay::{self, Spin};
+
+/// How clients reach the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// A Unix socket in a fresh temporary directory.
+    Unix,
+    /// TCP on 127.0.0.1, on a port the kernel picks.
+    Tcp,
+}
+
+/// The built-in relay's readiness backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// select(2): FD_SETSIZE caps it at fd 1023.
+    Select,
+    /// poll(2).
+    Poll,
+    /// epoll(7).
+    Epoll,
+}
+
+/// Who sends what to whom in a random run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pattern {
+    /// Each client sends --msgs to random others, as fast as it can.
+    Mesh,
+    /// Clients in pairs c0-c1, c2-c3, ..., one message in flight per pair, --msgs round
+    /// trips; latency is then the round trip.
+    #[value(name = "pingpong")]
+    PingPong,
+}
+
+macro_rules! names {
+    ($t:ty { $($v:ident => $s:literal),* }) => {
+        impl $t {
+            /// Its name on the command line and in the report.
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+names!(Transport { Unix => "unix", Tcp => "tcp" });
+names!(Backend { Select => "select", Poll => "poll", Epoll => "epoll" });
+names!(Pattern { Mesh => "mesh", PingPong => "pingpong" });
+
+/// How much a random run's clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    /// This many messages each.
+    Msgs(u64),
+    /// For this long (a soak); end markers then account for every message.
+    For(Duration),
+}
+
+/// What the clients send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Traffic {
+    /// Seeded random traffic.
+    Random {
+        /// Client processes, named c0..c{N-1}.
+        clients: usize,
+        /// How much each sends.
+        amount: Amount,
+        /// Payload sizes.
+        payload: PayloadSize,
+        /// Mesh or ping-pong.
+        pattern: Pattern,
+    },
+    /// A scenario script (docs/scenarios.md).
+    Script {
+        /// Where it came from (shown in messages and the replay command).
+        path: PathBuf,
+        /// The script.
+        script: Script,
+    },
+}
+
+/// The nemesis: every `interval`, one of `kinds` strikes a client or the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NemesisSpec {
+    /// Stop, Kill, Restart, Relay.
+    pub kinds: Vec<Action>,
+    /// Time between two actions.
+    pub interval: Duration,
+}
+
+/// One run of relay-sim, fully described.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    /// What the clients send.
+    pub traffic: Traffic,
+    /// The seed destinations, sizes, payloads and faults are drawn from.
+    pub seed: u64,
+    /// How clients reach the relay.
+    pub transport: Transport,
+    /// The built-in relay's backend.
+    pub backend: Backend,
+    /// The built-in relay's busy-polling.
+    pub relay_spin: Spin,
+    /// The built-in relay's output bound per receiver (None: its default).
+    pub max_buffer: Option<usize>,
+    /// A promise the built-in relay breaks on purpose.
+    pub inject: Option<Inject>,
+    /// Another relay program, `sh -c CMD` with `{addr}` replaced (None: the built-in relay).
+    pub relay_cmd: Option<String>,
+    /// The deadline (None: one that scales with the work, see [`RunSpec::deadline`]).
+    pub timeout: Option<Duration>,
+    /// The quiet rule's period (None: off).
+    pub quiet: Option<Duration>,
+    /// Clients cap each write() at a seeded size in this range.
+    pub write_chunks: Option<PayloadSize>,
+    /// Process faults during the run.
+    pub nemesis: Option<NemesisSpec>,
+    /// Record what every process does.
+    pub trace: bool,
+}
+
+/// Why a run could not be made or started: what to tell the person, and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RunError {
+    /// The exit code it means (relay_harness::exit).
+    pub code: i32,
+    /// One line saying what is wrong and what to do.
+    pub message: String,
+}
+
+impl RunError {
+    /// The command line or the script is wrong (exit 2).
+    pub fn usage(message: impl Into<String>) -> RunError {
+        RunError {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+
+    /// The machine refused something the run needs (exit 3).
+    pub fn env(message: impl Into<String>) -> RunError {
+        RunError {
+            code: exit::ENV,
+            message: message.into(),
+        }
+    }
+}
+
+/// Longest client name (`c` and up to 5 digits) plus the SEND overhead must fit a frame.
+pub const MAX_PAYLOAD: usize = DEFAULT_MAX_FRAME as usize - 2 - 32;
+/// Clients a select() relay can hold next to its own fds, below FD_SETSIZE.
+const MAX_CLIENTS_SELECT: usize = 1000;
+/// Clients with poll or epoll (each is a process, with a pipe to the supervisor).
+const MAX_CLIENTS: usize = 8000;
+
+impl Backend {
+    /// The most clients a relay on this backend is given.
+    pub fn max_clients(self) -> usize {
+        match self {
+            Backend::Select => MAX_CLIENTS_SELECT,
+            Backend::Poll | Backend::Epoll => MAX_CLIENTS,
+        }
+    }
+}
+
+/// A duration that reads back as itself on the command line (one word, shell-safe).
+pub fn duration_flag(t: Duration) -> String {
+    if t.subsec_millis() == 0 && t.subsec_nanos() == 0 {
+        format!("{}s", t.as_secs())
+    } else {
+        format!("{}ms", t.as_millis().max(1))
+    }
+}
+
+impl RunSpec {
+    /// The number of client processes.
+    pub fn clients(&self) -> usize {
+        match &self.traffic {
+            Traffic::Random { clients, .. } => *clients,
+            Traffic::Script { script, .. } => script.clients,
+        }
+    }
+
+    /// `--duration`: how long the clients send, if that is how the run is measured.
+    pub fn sending_for(&self) -> Option<Duration> {
+        match &self.traffic {
+            Traffic::Random {
+                amount: Amount::For(d),
+                ..
+            } => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// A nemesis that kills clients: the run ends with a drain of end markers.
+    pub fn has_deaths(&self) -> bool {
+        self.nemesis.as_ref().is_some_and(|n| {
+            n.kinds
+                .iter()
+                .any(|k| matches!(k, Action::Kill | Action::Restart))
+        })
+    }
+
+    /// The random scenario (None for a script).
+    pub fn scenario(&self) -> Option<Scenario> {
+        match &self.traffic {
+            Traffic::Random {
+                clients,
+                amount,
+                payload,
+                ..
+            } => Some(Scenario {
+                clients: *clients,
+                // --duration: no count; the clock ends the sending.
+                msgs: match amount {
+                    Amount::Msgs(m) => *m,
+                    Amount::For(_) => u64::MAX,
+                },
+                payload: *payload,
+                seed: self.seed,
+            }),
+            Traffic::Script { .. } => None,
+        }
+    }
+
+    /// Checks what the command line's parser cannot: every combination and limit. Returns
+    /// the first problem, worded for the person who gave the flags.
+    pub fn check(&self) -> Result<(), RunError> {
+        if self.relay_cmd.is_some() && self.inject.is_some() {
+            return Err(RunError::usage("--inject needs the built-in relay: another program cannot be told to break its promises"));
+        }
+        if self.relay_cmd.is_some() && self.max_buffer.is_some() {
+            return Err(RunError::usage("--max-buffer sets the built-in relay's bound; give your relay its own in --relay-cmd"));
+        }
+        let most = self.backend.max_clients();
+        match &self.traffic {
+            Traffic::Script { path, script } => {
+                if script.max_payload() > MAX_PAYLOAD {
+                    return Err(RunError::usage(format!(
+                        "{}: a payload of {} bytes does not fit a {DEFAULT_MAX_FRAME}-byte frame (at most {MAX_PAYLOAD})",
+                        path.display(),
+                        script.max_payload()
+                    )));
+                }
+                if script.clients > most {
+                    return Err(RunError::usage(format!(
+                        "{}: at most {most} clients with --backend {}",
+                        path.display(),
+                        self.backend
+                    )));
+                }
+            }
+            Traffic::Random {
+                clients,
+                payload,
+                pattern,
+                ..
+            } => {
+                if *clients == 0 || *clients > most {
+                    return Err(RunError::usage(format!(
+                        "--clients {clients}: must be 1..={most} with --backend {} (select cannot watch fds past 1023; \
+                         poll and epoll can)",
+                        self.backend
+                    )));
+                }
+                if payload.max > MAX_PAYLOAD {
+                    return Err(RunError::usage(format!(
+                        "--payload {payload}: at most {MAX_PAYLOAD} bytes fit in a {DEFAULT_MAX_FRAME}-byte frame"
+                    )));
+                }
+                if *pattern == Pattern::PingPong && clients % 2 == 1 {
+                    return Err(RunError::usage(format!(
+                        "--pattern pingpong: --clients {clients} must be even (clients pair up)"
+                    )));
+                }
+            }
+        }
+        // Both end with the drain of end markers over the shared counters (blackbox.rs).
+        let needs = [
+            (
+                self.has_deaths(),
+                "--nemesis kill/restart",
+                "to tell who sent each one",
+            ),
+            (
+                self.sending_for().is_some(),
+                "--duration",
+                "so none can pass for an end marker",
+            ),
+        ];
+        for (wanted, flag, why_ident) in needs {
+            if let Some(why) = wanted
+                .then(|| self.shared_counters_refused(flag, why_ident))
+                .flatten()
+            {
+                return Err(RunError::usage(why));
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a run that needs end markers and the shared counters (`flag`: kill/restart or
+    /// --duration) cannot have them, if it cannot: a receiver must tell each payload's sender
+    /// from the payload (`why_ident` says why), and the counter table has clients² entries.
+    fn shared_counters_refused(&self, flag: &str, why_ident: &str) -> Option<String> {
+        let Traffic::Random {
+            clients,
+            payload,
+            pattern,
+            ..
+        } = &self.traffic
+        else {
+            return Some(format!(
+                "{flag} works on random runs; scripts use `kill NAME` lines"
+            ));
+        };
+        if *pattern != Pattern::Mesh {
+            Some(format!("{flag} needs --pattern mesh"))
+        } else if payload.min < payload::IDENT {
+            Some(format!(
+                "{flag} needs payloads of at least {} bytes (--payload), {why_ident}",
+                payload::IDENT
+            ))
+        } else if *clients > blackbox::MAX_CLIENTS {
+            Some(format!(
+                "{flag} supports up to {} clients",
+                blackbox::MAX_CLIENTS
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// The deadline: the one given, or 10 s plus time for the volume of work at a
+    /// pessimistic rate (a soak: its sending, then as long again, at least 10 s, for the end
+    /// markers and the reports).
+    pub fn deadline(&self) -> Duration {
+        if let Some(t) = self.timeout {
+            return t;
+        }
+        if let Some(d) = self.sending_for() {
+            return d + d.max(Duration::from_secs(10));
+        }
+        match &self.traffic {
+            Traffic::Script { script, .. } => {
+                let total = script.total() as f64;
+                Duration::from_secs_f64(
+                    10.0 + total / 100_000.0 + (total * script.max_payload() as f64) / 50e6,
+                )
+            }
+            Traffic::Random {
+                clients,
+                amount,
+                payload,
+                ..
+            } => {
+                let each = match amount {
+                    Amount::Msgs(m) => *m,
+                    Amount::For(_) => u64::MAX,
+                };
+                let msgs = each.saturating_mul(*clients as u64) as f64;
+                let bytes = msgs * (payload.min + payload.max) as f64 / 2.0;
+                Duration::from_secs_f64((10.0 + msgs / 100_000.0 + bytes / 50e6).ceil())
+            }
+        }
+    }
+
+    /// What each client process does, in order.
+    pub fn plans(&self, transcripts: bool) -> Vec<ClientPlan> {
+        let mut plans = match (&self.traffic, self.scenario()) {
+            (Traffic::Script { script, .. }, _) => script_plans(script, self.seed),
+            (Traffic::Random { pattern, .. }, Some(sc)) => match pattern {
+                Pattern::PingPong => pingpong_plans(&sc),
+                Pattern::Mesh => random_plans(&sc),
+            },
+            (Traffic::Random { .. }, None) => Vec::new(), // a random run always has one
+        };
+        for p in &mut plans {
+            p.transcript = transcripts;
+        }
+        plans
+    }
+
+    /// The clients' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        match &self.traffic {
+            Traffic::Script { script, .. } => script.names[..script.clients].to_vec(),
+            Traffic::Random { clients, .. } => (0..*clients).map(client_name).collect(),
+        }
+    }
+
+    /// Phases (a script's barriers split it; a random run has one).
+    pub fn phases(&self) -> usize {
+        match &self.traffic {
+            Traffic::Script { script, .. } => script.phases.len(),
+            Traffic::Random { .. } => 1,
+        }
+    }
+
+    /// A script's fault lines.
+    pub fn script_faults(&self) -> Vec<FaultLine> {
+        match &self.traffic {
+            Traffic::Script { script, .. } => script.faults.clone(),
+            Traffic::Random { .. } => Vec::new(),
+        }
+    }
+
+    /// The built-in relay's output bound.
+    pub fn relay_max_buffer(&self) -> usize {
+        self.max_buffer.unwrap_or(relay::DEFAULT_MAX_BUFFER)
+    }
+
+    /// The command that runs this again, exactly (printed in every report).
+    pub fn replay(&self) -> String {
+        let timeout = duration_flag(self.deadline());
+        let mut r = match &self.traffic {
+            Traffic::Script { path, .. } => format!(
+                "relay-sim run --scenario {} --seed {} --transport {} --backend {} --timeout {timeout}",
+                path.display(),
+                self.seed,
+                self.transport,
+                self.backend,
+            ),
+            Traffic::Random {
+                clients,
+                amount,
+                payload,
+                pattern,
+            } => {
+                let how_much = match amount {
+                    Amount::For(d) => format!("--duration {}", duration_flag(*d)),
+                    Amount::Msgs(m) => format!("--msgs {m}"),
+                };
+                let mut r = format!(
+                    "relay-sim run --clients {clients} {how_much} --seed {} --payload {payload} --transport {} --backend {} --timeout {timeout}",
+                    self.seed, self.transport, self.backend,
+                );
+                if *pattern == Pattern::PingPong {
+                    r.push_str(" --pattern pingpong");
+                }
+                r
+            }
+        };
+        if let Some(cmd) = &self.relay_cmd {
+            r.push_str(&format!(" --relay-cmd '{}'", cmd.replace('\'', "'\\''")));
+        }
+        if let Some(c) = self.write_chunks {
+            r.push_str(&format!(" --write-chunks {}..{}", c.min, c.max));
+        }
+        if let Some(b) = self.max_buffer {
+            r.push_str(&format!(" --max-buffer {b}"));
+        }
+        if let Some(i) = self.inject {
+            r.push_str(&format!(" --inject {i}"));
+        }
+        if let Some(n) = &self.nemesis {
+            let every = duration_flag(n.interval);
+            r.push_str(&format!(
+                " --nemesis {} --nemesis-interval {every}",
+                nemesis_list(&n.kinds)
+            ));
+        }
+        r
+    }
+
+    /// The run's settings as the report records them.
+    pub fn config(&self) -> RunConfig {
+        let foreign = self.relay_cmd.is_some();
+        let (clients, msgs_per_client, total_msgs, payload, scenario, pattern, sizes) =
+            match &self.traffic {
+                Traffic::Script { path, script } => {
+                    let total = script.total();
+                    (
+                        script.clients,
+                        total / script.clients.max(1) as u64,
+                        total,
+                        "scripted".to_string(),
+                        Some(path.display().to_string()),
+                        "script".to_string(),
+                        script.sizes(),
+                    )
+                }
+                Traffic::Random {
+                    clients,
+                    amount,
+                    payload,
+                    pattern,
+                } => {
+                    // With --duration, what was sent is filled in after the run.
+                    let msgs = match amount {
+                        Amount::Msgs(m) => *m,
+                        Amount::For(_) => 0,
+                    };
+                    (
+                        *clients,
+                        msgs,
+                        msgs.saturating_mul(*clients as u64),
+                        payload.to_string(),
+                        None,
+                        pattern.to_string(),
+                        Sizes::of(*payload),
+                    )
+                }
+            };
+        let script_faults = self.script_faults().len();
+        RunConfig {
+            clients,
+            msgs_per_client,
+            total_msgs,
+            payload,
+            transport: self.transport.to_string(),
+            backend: if foreign {
+                "foreign".into()
+            } else {
+                self.backend.to_string()
+            },
+            relay_spin: if foreign {
+                "foreign".into()
+            } else {
+                self.relay_spin.to_string()
+            },
+            relay_max_buffer: (!foreign).then(|| self.relay_max_buffer()),
+            seed: self.seed,
+            timeout_s: self.deadline().as_secs_f64(),
+            scenario,
+            phases: self.phases(),
+            inject: self.inject.map(|i| i.to_string()),
+            relay_cmd: self.relay_cmd.clone(),
+            nemesis: match &self.nemesis {
+                Some(n) => Some(format!(
+                    "{} every {}",
+                    nemesis_list(&n.kinds),
+                    duration_flag(n.interval)
+                )),
+                None => (script_faults > 0)
+                    .then(|| format!("{script_faults} fault line(s) in the script")),
+            },
+            pattern,
+            sizes,
+            duration_s: self.sending_for().map(|d| d.as_secs_f64()),
+        }
+    }
+}
+
+/// The actions of one `--nemesis` list. (An alias, so the command line's parser takes the
+/// list as one value: it reads a bare `Vec` as "the flag may be given several times".)
+pub type NemesisKinds = Vec<Action>;
+
+/// A nemesis's kinds as `--nemesis` takes them: `kill,restart`.
+pub fn nemesis_list(kinds: &[Action]) -> String {
+    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+}
+
+/// The actions of a `--nemesis` list (each once, in the order given).
+pub fn nemesis_kinds(s: &str) -> Result<NemesisKinds, String> {
+    let mut kinds = Vec::new();
+    for w in s.split(',').map(str::trim) {
+        let a = match w {
+            "stop" => Action::Stop,
+            "kill" => Action::Kill,
+            "restart" => Action::Restart,
+            "relay" => Action::Relay,
+            _ => {
+                return Err(format!(
+                    "unknown nemesis {w:?}: use stop, kill, restart or relay, comma-separated"
+                ))
+            }
+        };
+        if !kinds.contains(&a) {
+            kinds.push(a);
+        }
+    }
+    Ok(kinds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backends_are_the_relays() {
+        use clap::ValueEnum;
+        let ours: Vec<&str> = Backend::value_variants().iter().map(|b| b.name()).collect();
+        assert_eq!(ours, relay::backend::NAMES);
+    }
+
+    #[test]
+    fn durations_read_back_as_themselves() {
+        assert_eq!(duration_flag(Duration::from_secs(12)), "12s");
+        assert_eq!(duration_flag(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(duration_flag(Duration::from_micros(10)), "1ms");
+    }
+
+    #[test]
+    fn nemesis_lists_parse_once_each_in_order() {
+        assert_eq!(
+            nemesis_kinds("restart, kill,restart").unwrap(),
+            [Action::Restart, Action::Kill]
+        );
+        assert_eq!(nemesis_list(&[Action::Stop, Action::Relay]), "stop,relay");
+        assert!(nemesis_kinds("stop,boom").unwrap_err().contains("\"boom\""));
+    }
+}
