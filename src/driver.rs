@@ -11,11 +11,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-use relay_harness::blackbox::Field;
+use relay_harness::blackbox::{Field, Tally};
 use relay_harness::exit;
 use relay_harness::payload;
 use relay_harness::payload::{mix, PayloadSize};
-use relay_harness::plan::{ClientPlan, Outbox, Work};
+use relay_harness::plan::{ClientPlan, Outbox};
 use relay_harness::supervisor::ClientCtx;
 use relay_harness::verify::Receiver;
 use relay_trace::now_ns;
@@ -32,6 +32,44 @@ use crate::sys::Addr;
 /// throughput (8x10k, 8x100k, 64x1k, interleaved runs); 8 KiB was worse again.
 pub const BATCH: usize = 32 * 1024;
 
+/// Why a client could not finish its work; the text goes into its report.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// Its event pipe to the supervisor failed.
+    #[error("lost the supervisor: {0}")]
+    LostSupervisor(std::io::Error),
+    /// Between two phases of a script.
+    #[error("lost the supervisor between phases: {0}")]
+    LostBetweenPhases(std::io::Error),
+    /// The supervisor closed the stop pipe first (the deadline, a signal, another's failure).
+    #[error("stopped by the supervisor before it was done")]
+    Stopped,
+    /// Runs with deaths: stopped while it waited for the drain to start.
+    #[error("stopped by the supervisor before the drain")]
+    StoppedBeforeDrain,
+    /// Runs with deaths: stopped before every live sender's end marker arrived.
+    #[error("stopped before every end marker arrived (none from {0})")]
+    MissingEndMarkers(String),
+    /// The relay sent ERROR, or a second WELCOME.
+    #[error("{0}")]
+    Relay(String),
+    /// The relay closed the connection.
+    #[error("the relay closed the connection")]
+    RelayClosed,
+    /// A read from the relay failed.
+    #[error("reading from the relay failed: {0}")]
+    Read(ClientError),
+    /// A write to the relay failed.
+    #[error("write to the relay failed: {0}")]
+    Write(std::io::Error),
+    /// Ping-pong: the last pong could not be written.
+    #[error("flushing the last pong: {0}")]
+    LastPong(ClientError),
+    /// poll(2) failed.
+    #[error("poll failed: {0}")]
+    Poll(nix::Error),
+}
+
 /// Runs the client of `plan`; returns its exit code (0 when it did all its work). With
 /// `send_for` (`--duration`), it sends until that long after the start barrier, not a count.
 pub fn client_main(
@@ -44,64 +82,18 @@ pub fn client_main(
 ) -> i32 {
     let name = plan.names.name(plan.me).to_string();
     let mut tr = ctx.trace.map(Tracer::new);
-    if let Some(t) = tr.as_mut() {
-        t.ev(|| {
-            "started: kept its event pipe, the stop pipe and the barrier pipes; closed every other fd it inherited".into()
-        });
-    }
+    note(&mut tr, || {
+        "started: kept its event pipe, the stop pipe and the barrier pipes; closed every other fd it inherited".into()
+    });
     let bb = ctx.blackbox.clone();
     let restarted = ctx.incarnation > 0;
     let mut outbox = Outbox::new(plan);
     if let (Some(bb), true) = (&bb, restarted) {
-        // A restart carries on where the dead process stopped: past what it had queued (what it
-        // queued but never wrote died with it). Its first message to each receiver carries the
-        // restart flag, so the receiver takes the skip for a restart rather than a gap.
-        let me = plan.me;
-        let n = plan.names.clients();
-        let done: u64 = (0..n).map(|r| bb.get(me, r, Field::Queued)).sum();
-        for _ in 0..done {
-            if outbox.skip().is_none() {
-                break;
-            }
-        }
-        outbox.mark_restart();
+        resume(&mut outbox, plan, bb);
     }
-    // A restarted process may register before the relay is done with its predecessor (it
-    // keeps the name until it has routed everything the dead process sent, which can take
-    // seconds behind slow receivers): it retries NAME_TAKEN, as a real client coming back
-    // would, until the supervisor stops it (the run's deadline bounds that).
-    let taken_wait = if ctx.incarnation > 0 {
-        Duration::MAX
-    } else {
-        Duration::ZERO
-    };
-    let stop = ctx.stop.as_fd();
-    let stopped = || {
-        let mut fds = [PollFd::new(stop, PollFlags::POLLIN)];
-        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-    };
-    let mut client = match connect(addr, &name, connect_wait, taken_wait, &stopped) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ctx.failed(format!("{name} could not register at {addr}: {e}"));
-            return exit::ENV;
-        }
-    };
-    if let Some(t) = tr.as_mut() {
-        let fd = client.as_fd().as_raw_fd();
-        t.ev(|| {
-            format!(
-                "socket() + connect({addr}) -> fd {fd}; sent HELLO {name:?}, got WELCOME {name:?}"
-            )
-        });
-        t.ev(|| "wrote \"registered\" to its event pipe; blocks in read() on barrier 0".into());
-    }
-    if ctx.ready_and_wait().is_err() {
+    let Some(mut client) = register(addr, &name, connect_wait, &mut ctx, &mut tr) else {
         return exit::ENV;
-    }
-    if let Some(t) = tr.as_mut() {
-        t.ev(|| "barrier 0: read() returned 0 (its write end was closed): start".into());
-    }
+    };
     let mut rx = match &bb {
         Some(bb) => Receiver::with_blackbox(plan.clone(), bb.clone(), restarted),
         None => Receiver::new(plan.clone()),
@@ -117,114 +109,195 @@ pub fn client_main(
     };
     let first_phase = ctx.start_phase.min(plan.phases());
     if first_phase > 0 {
-        // A script's restarted process: what its predecessor sent and got in the phases
-        // before this one is done (each phase ended only when all of it had arrived).
-        let clients = plan.names.clients();
-        for q in 0..first_phase {
-            outbox.start_phase(q);
-            while let Some(d) = outbox.skip() {
-                rx.sent(d);
-                if d >= clients {
-                    rx.bounced_earlier(d);
-                }
-            }
-        }
-        rx.skip_to_phase(first_phase);
-        outbox.start_phase(first_phase);
+        skip_done_phases(plan, &mut outbox, &mut rx, first_phase);
         if let Err(e) = ctx.wait_phase(first_phase) {
             let _ = ctx.failed(format!("{name} lost the supervisor after its restart: {e}"));
             return exit::ENV;
         }
     }
-    let mut writer = Writer {
-        chunks,
-        rng: Pcg64Mcg::seed_from_u64(mix(plan.seed ^ 0xC4 ^ mix(plan.me as u64))),
+    let mut run = Run {
+        client: &mut client,
+        plan,
+        rx: &mut rx,
+        tally: ctx.tally.clone(),
+        tr: &mut tr,
     };
-    let mut error = None;
-    if let Work::PingPong {
-        partner,
-        rounds,
-        initiator,
-        size,
-    } = plan.work
-    {
-        let spec = plan.spec(size);
-        if let Err(e) = pingpong(
-            &mut client,
-            plan,
-            &mut rx,
+    let mut result = match plan.work {
+        relay_harness::plan::Work::PingPong {
             partner,
             rounds,
             initiator,
-            spec,
+            size,
+        } => run.pingpong(
             ctx.stop.as_fd(),
-            ctx.tally.as_deref(),
-        ) {
-            error = Some(e);
+            partner,
+            rounds,
+            initiator,
+            plan.spec(size),
+        ),
+        _ => {
+            let mut writer = Writer {
+                chunks,
+                rng: Pcg64Mcg::seed_from_u64(mix(plan.seed ^ 0xC4 ^ mix(plan.me as u64))),
+            };
+            run.phases(
+                &mut ctx,
+                &mut outbox,
+                first_phase,
+                &mut writer,
+                bb.is_some(),
+                send_until,
+            )
         }
-        let complete = error.is_none();
-        let done_at = now_ns();
-        if complete {
-            linger(&mut client, &mut rx, &mut ctx);
-        }
-        leave(&mut client, &mut rx, complete);
-        let _ = ctx.done(rx.finish(done_at, complete, error));
-        return if complete { 0 } else { 1 };
-    }
-    for p in first_phase..plan.phases() {
-        if p > first_phase {
-            if let Err(e) = ctx.phase_done_and_wait(p - 1) {
-                error = Some(format!("lost the supervisor between phases: {e}"));
-                break;
-            }
-            outbox.start_phase(p);
-        }
-        if let Err(e) = exchange(
-            &mut client,
-            plan,
-            &mut outbox,
-            &mut rx,
-            p,
-            &mut writer,
-            ctx.stop.as_fd(),
-            bb.is_some(),
-            send_until,
-            &mut tr,
-            ctx.tally.as_deref(),
-        ) {
-            error = Some(e);
-            break;
-        }
-    }
-    let mut complete = error.is_none();
+    };
     let done_at = now_ns();
-    if complete && bb.is_some() {
-        if let Err(e) = drain(&mut client, plan, &mut rx, &mut ctx) {
-            complete = false;
-            error = Some(e);
-        }
-    } else if complete {
+    if result.is_ok() && bb.is_some() {
+        result = drain(&mut client, plan, &mut rx, &mut ctx);
+    } else if result.is_ok() {
         linger(&mut client, &mut rx, &mut ctx);
     }
+    let complete = result.is_ok();
     leave(&mut client, &mut rx, complete);
-    if let Some(t) = tr.as_mut() {
-        t.ev(|| {
-            "shutdown(SHUT_WR) after its last frame; read until the relay closed (so nothing it wrote is lost to a reset)".into()
-        });
-    }
-    let mut report = rx.finish(done_at, complete, error);
-    if let Some(t) = tr.as_mut() {
-        let (sent, got) = (report.sent(), report.received());
-        t.ev(|| {
-            format!("sends its records up its event pipe (sent {sent}, received {got}) and exits")
-        });
-    }
+    note(&mut tr, || {
+        "shutdown(SHUT_WR) after its last frame; read until the relay closed (so nothing it wrote is lost to a reset)".into()
+    });
+    let mut report = rx.finish(done_at, complete, result.err().map(|e| e.to_string()));
+    let (sent, got) = (report.sent(), report.received());
+    note(&mut tr, || {
+        format!("sends its records up its event pipe (sent {sent}, received {got}) and exits")
+    });
     report.trace = tr.map(|mut t| t.take());
     let _ = ctx.done(report);
     if complete {
         exit::OK
     } else {
         exit::FAIL
+    }
+}
+
+/// A line of this process's trace, when it is traced.
+fn note(tr: &mut Option<Tracer>, what: impl FnOnce() -> String) {
+    if let Some(t) = tr.as_mut() {
+        t.ev(what);
+    }
+}
+
+/// A restart carries on where the dead process stopped: past what it had queued (what it
+/// queued but never wrote died with it). Its first message to each receiver carries the
+/// restart flag, so the receiver takes the skip for a restart rather than a gap.
+fn resume(outbox: &mut Outbox<'_>, plan: &ClientPlan, bb: &relay_harness::blackbox::BlackBox) {
+    let me = plan.me;
+    let n = plan.names.clients();
+    let done: u64 = (0..n).map(|r| bb.get(me, r, Field::Queued)).sum();
+    for _ in 0..done {
+        if outbox.skip().is_none() {
+            break;
+        }
+    }
+    outbox.mark_restart();
+}
+
+/// Connects, registers, says so to the supervisor and waits at the start barrier. None when
+/// it could not (the supervisor has been told why, if it can still be told).
+fn register(
+    addr: &Addr,
+    name: &str,
+    connect_wait: Duration,
+    ctx: &mut ClientCtx,
+    tr: &mut Option<Tracer>,
+) -> Option<Client> {
+    // A restarted process may register before the relay is done with its predecessor (it
+    // keeps the name until it has routed everything the dead process sent, which can take
+    // seconds behind slow receivers): it retries NAME_TAKEN, as a real client coming back
+    // would, until the supervisor stops it (the run's deadline bounds that).
+    let taken_wait = if ctx.incarnation > 0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    };
+    let stop = ctx.stop.as_fd();
+    let stopped = || {
+        let mut fds = [PollFd::new(stop, PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    };
+    let client = match connect(addr, name, connect_wait, taken_wait, &stopped) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ctx.failed(format!("{name} could not register at {addr}: {e}"));
+            return None;
+        }
+    };
+    let fd = client.as_fd().as_raw_fd();
+    note(tr, || {
+        format!("socket() + connect({addr}) -> fd {fd}; sent HELLO {name:?}, got WELCOME {name:?}")
+    });
+    note(tr, || {
+        "wrote \"registered\" to its event pipe; blocks in read() on barrier 0".into()
+    });
+    ctx.ready_and_wait().ok()?;
+    note(tr, || {
+        "barrier 0: read() returned 0 (its write end was closed): start".into()
+    });
+    Some(client)
+}
+
+/// A script's restarted process: what its predecessor sent and got in the phases before
+/// `first_phase` is done (each phase ended only when all of it had arrived).
+fn skip_done_phases(
+    plan: &ClientPlan,
+    outbox: &mut Outbox<'_>,
+    rx: &mut Receiver,
+    first_phase: usize,
+) {
+    let clients = plan.names.clients();
+    for q in 0..first_phase {
+        outbox.start_phase(q);
+        while let Some(d) = outbox.skip() {
+            rx.sent(d);
+            if d >= clients {
+                rx.bounced_earlier(d);
+            }
+        }
+    }
+    rx.skip_to_phase(first_phase);
+    outbox.start_phase(first_phase);
+}
+
+/// One frame from the relay: a DELIVER or BOUNCE goes to the checks (a DELIVER as arrived at
+/// `at_ns`); an ERROR or a second WELCOME is the relay's fault, returned.
+fn take_frame(rx: &mut Receiver, f: RelayFrame<'_>, at_ns: u64) -> Option<DriverError> {
+    match f {
+        RelayFrame::Deliver { src, payload } => rx.deliver(src, payload, at_ns),
+        RelayFrame::Bounce { dst, payload } => rx.bounce(dst, payload),
+        RelayFrame::Error { code, text } => {
+            return Some(DriverError::Relay(format!(
+                "the relay sent ERROR {}: {}",
+                code_name(code),
+                String::from_utf8_lossy(text)
+            )))
+        }
+        RelayFrame::Welcome(_) => {
+            return Some(DriverError::Relay("the relay sent a second WELCOME".into()))
+        }
+    }
+    None
+}
+
+/// What a read from the relay means for the run: whether it read anything, or why the run
+/// cannot go on (the relay's own complaint first, if it made one before it closed).
+fn after_read(
+    read: Result<Progress, ClientError>,
+    relay_error: &mut Option<DriverError>,
+) -> Result<bool, DriverError> {
+    let progress = match read {
+        Ok(Progress::Read(_)) => true,
+        Ok(Progress::WouldBlock) => false,
+        Ok(Progress::Eof) => return Err(relay_error.take().unwrap_or(DriverError::RelayClosed)),
+        Err(e) => return Err(DriverError::Read(e)),
+    };
+    match relay_error.take() {
+        Some(e) => Err(e),
+        None => Ok(progress),
     }
 }
 
@@ -275,14 +348,9 @@ fn linger(client: &mut Client, rx: &mut Receiver, ctx: &mut ClientCtx) {
     if ctx.complete().is_err() {
         return;
     }
-    let mut check = |f: RelayFrame<'_>| match f {
-        RelayFrame::Deliver { src, payload } => rx.deliver(src, payload, now_ns()),
-        RelayFrame::Bounce { dst, payload } => rx.bounce(dst, payload),
-        RelayFrame::Error { .. } | RelayFrame::Welcome(_) => {}
-    };
     while let Ok(false) = wait(client, ctx.stop.as_fd(), PollTimeout::NONE) {
         if !matches!(
-            client.read_some(&mut check),
+            client.read_some(|f| check(rx, f)),
             Ok(Progress::Read(_) | Progress::WouldBlock)
         ) {
             return;
@@ -312,10 +380,8 @@ fn drain(
     plan: &ClientPlan,
     rx: &mut Receiver,
     ctx: &mut ClientCtx,
-) -> Result<(), String> {
-    ctx.complete()
-        .map_err(|e| format!("lost the supervisor: {e}"))?;
-    let stopped = || "stopped by the supervisor before the drain".to_string();
+) -> Result<(), DriverError> {
+    ctx.complete().map_err(DriverError::LostSupervisor)?;
     loop {
         let Some(drain_fd) = ctx.drain_fd() else {
             return Ok(());
@@ -327,17 +393,13 @@ fn drain(
         ];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("poll failed: {e}")),
+            Err(e) => return Err(DriverError::Poll(e)),
         }
         let ready = |k: usize| fds[k].revents().is_some_and(|r| !r.is_empty());
         let (drained, stop) = (ready(1), ready(2));
-        match client.read_some(|f| check(rx, f)) {
-            Ok(Progress::Read(_) | Progress::WouldBlock) => {}
-            Ok(Progress::Eof) => return Err("the relay closed the connection".into()),
-            Err(e) => return Err(format!("reading from the relay failed: {e}")),
-        }
+        after_read(client.read_some(|f| check(rx, f)), &mut None)?;
         if stop {
-            return Err(stopped());
+            return Err(DriverError::StoppedBeforeDrain);
         }
         if drained {
             break;
@@ -353,123 +415,24 @@ fn drain(
     }
     loop {
         if client.pending() > 0 {
-            client
-                .write_some()
-                .map_err(|e| format!("write to the relay failed: {e}"))?;
+            client.write_some().map_err(DriverError::Write)?;
         }
-        match client.read_some(|f| check(rx, f)) {
-            Ok(Progress::Read(_) | Progress::WouldBlock) => {}
-            Ok(Progress::Eof) => return Err("the relay closed the connection".into()),
-            Err(e) => return Err(format!("reading from the relay failed: {e}")),
-        }
+        after_read(client.read_some(|f| check(rx, f)), &mut None)?;
         if client.pending() == 0 && rx.all_fins() {
             return Ok(());
         }
         match wait(client, ctx.stop.as_fd(), PollTimeout::NONE) {
             Ok(false) => {}
-            Ok(true) => {
-                return Err(format!(
-                    "stopped before every end marker arrived (none from {})",
-                    rx.missing_fins().join(", ")
-                ))
-            }
-            Err(e) => return Err(format!("poll failed: {e}")),
+            Ok(true) => return Err(DriverError::MissingEndMarkers(rx.missing_fins().join(", "))),
+            Err(e) => return Err(DriverError::Poll(e)),
         }
     }
 }
 
-/// Checks one frame that arrived after the client's own work.
+/// Checks one frame that arrived after the client's own work (what the relay may still say
+/// wrong then changes nothing: the work is done).
 fn check(rx: &mut Receiver, f: RelayFrame<'_>) {
-    match f {
-        RelayFrame::Deliver { src, payload } => rx.deliver(src, payload, now_ns()),
-        RelayFrame::Bounce { dst, payload } => rx.bounce(dst, payload),
-        RelayFrame::Error { .. } | RelayFrame::Welcome(_) => {}
-    }
-}
-
-/// Ping-pong: one message in flight per pair. The initiator sends ping r and waits for pong r;
-/// the responder waits for ping r and answers with pong r carrying the ping's send time, so the
-/// initiator's latency is the round trip.
-#[allow(clippy::too_many_arguments)]
-fn pingpong(
-    client: &mut Client,
-    plan: &ClientPlan,
-    rx: &mut Receiver,
-    partner: usize,
-    rounds: u64,
-    initiator: bool,
-    spec: relay_harness::payload::Spec,
-    stop: BorrowedFd<'_>,
-    tally: Option<&relay_harness::blackbox::Tally>,
-) -> Result<(), String> {
-    let to = plan.names.name(partner).to_string();
-    let mut buf = Vec::new();
-    let mut ping_sent_at = 0u64;
-    for r in 0..rounds {
-        if initiator {
-            payload::encode(&spec, plan.me, partner, r, now_ns(), &mut buf);
-            rx.sent(partner);
-            client.queue(&to, &buf);
-            if let Some(t) = tally {
-                t.set_idle(plan.me, false);
-            }
-        }
-        // Wait for message r from the partner, writing what is queued meanwhile.
-        while rx.received_total() < r + 1 {
-            if client.pending() > 0 {
-                client
-                    .write_some()
-                    .map_err(|e| format!("write to the relay failed: {e}"))?;
-            }
-            if let Some(t) = tally {
-                // Written out, it waits for its partner: only an arrival changes anything.
-                t.arrived(plan.me, rx.arrivals());
-                t.set_idle(plan.me, client.pending() == 0);
-            }
-            match wait(client, stop, PollTimeout::NONE) {
-                Ok(false) => {}
-                Ok(true) => return Err("stopped by the supervisor before it was done".into()),
-                Err(e) => return Err(format!("poll failed: {e}")),
-            }
-            let mut relay_error = None;
-            let read = client.read_some(|f| match f {
-                RelayFrame::Deliver { src, payload } => {
-                    ping_sent_at = payload::send_ns(payload).unwrap_or(0);
-                    rx.deliver(src, payload, now_ns());
-                }
-                RelayFrame::Bounce { dst, payload } => rx.bounce(dst, payload),
-                RelayFrame::Error { code, text } => {
-                    relay_error = Some(format!(
-                        "the relay sent ERROR {}: {}",
-                        code_name(code),
-                        String::from_utf8_lossy(text)
-                    ));
-                }
-                RelayFrame::Welcome(_) => {
-                    relay_error = Some("the relay sent a second WELCOME".into())
-                }
-            });
-            match read {
-                Ok(Progress::Eof) => return Err("the relay closed the connection".into()),
-                Err(e) => return Err(format!("reading from the relay failed: {e}")),
-                Ok(_) => {}
-            }
-            if let Some(e) = relay_error {
-                return Err(e);
-            }
-        }
-        if !initiator {
-            payload::encode(&spec, plan.me, partner, r, ping_sent_at, &mut buf);
-            rx.sent(partner);
-            client.queue(&to, &buf);
-            if let Some(t) = tally {
-                t.set_idle(plan.me, false); // until the pong is written
-            }
-        }
-    }
-    client
-        .flush(Some(Duration::from_secs(10)))
-        .map_err(|e| format!("flushing the last pong: {e}"))
+    let _ = take_frame(rx, f, now_ns());
 }
 
 /// How writes are cut: all the kernel takes, or seeded random chunks (`--write-chunks`).
@@ -487,151 +450,241 @@ impl Writer {
     }
 }
 
-/// One phase: send this phase's messages and receive everything the phase owes this client.
-#[allow(clippy::too_many_arguments)]
-fn exchange(
-    client: &mut Client,
-    plan: &ClientPlan,
-    outbox: &mut Outbox<'_>,
-    rx: &mut Receiver,
-    phase: usize,
-    writer: &mut Writer,
-    stop: BorrowedFd<'_>,
-    deaths: bool,
-    send_until: Option<u64>,
-    tr: &mut Option<Tracer>,
-    tally: Option<&relay_harness::blackbox::Tally>,
-) -> Result<(), String> {
-    let names = plan.names.all();
-    let mut scratch = Vec::new();
-    let mut relay_error: Option<String> = None;
-    let mut spins = 0u32;
-    let mut sending = true;
-    let mut idle = false;
-    loop {
-        // Queue a batch: many frames per write.
-        while sending && client.pending() < BATCH {
-            let now = now_ns();
-            if send_until.is_some_and(|t| now >= t) {
-                sending = false; // --duration: the time is up
-                break;
+/// A client at work: its connection, its checks and what it reports on the way.
+struct Run<'a> {
+    client: &'a mut Client,
+    plan: &'a ClientPlan,
+    rx: &'a mut Receiver,
+    /// Where it counts what arrived and says when it has nothing left to write.
+    tally: Option<std::sync::Arc<Tally>>,
+    tr: &'a mut Option<Tracer>,
+}
+
+impl Run<'_> {
+    /// Every phase from `first` on: at each boundary it tells the supervisor and waits for the
+    /// next phase's barrier.
+    fn phases(
+        &mut self,
+        ctx: &mut ClientCtx,
+        outbox: &mut Outbox<'_>,
+        first: usize,
+        writer: &mut Writer,
+        deaths: bool,
+        send_until: Option<u64>,
+    ) -> Result<(), DriverError> {
+        for p in first..self.plan.phases() {
+            if p > first {
+                ctx.phase_done_and_wait(p - 1)
+                    .map_err(DriverError::LostBetweenPhases)?;
+                outbox.start_phase(p);
             }
-            let Some(d) = outbox.next(now, &mut scratch) else {
-                sending = false;
-                break;
+            let work = Work {
+                outbox: &mut *outbox,
+                phase: p,
+                deaths,
+                send_until,
+                scratch: Vec::new(),
             };
-            rx.sent(d);
-            rx.note(now, || format!("sent {} to {}", show(&scratch), names[d]));
-            if let Some(t) = tr.as_mut() {
-                t.ev(|| {
-                    format!(
-                        "SEND to {} {}: into its write buffer",
-                        names[d],
-                        show(&scratch)
-                    )
-                });
-            }
-            client.queue(&names[d], &scratch);
+            self.exchange(work, writer, ctx.stop.as_fd())?;
         }
-        let mut progress = false;
-        if client.pending() > 0 {
-            let before = client.pending();
-            writer
-                .write(client)
-                .map_err(|e| format!("write to the relay failed: {e}"))?;
-            progress |= client.pending() != before;
-            if let Some(t) = tr.as_mut() {
-                let (n, left) = (before - client.pending(), client.pending());
-                t.ev(|| format!("write() -> {n} bytes to the relay ({left} still buffered)"));
-            }
-        }
-        // Every frame of one read() arrived at the same moment: one clock reading serves them all.
-        let mut read_at = None;
-        let read = client.read_some(|f| match f {
-            RelayFrame::Deliver { src, payload } => {
-                let now = *read_at.get_or_insert_with(now_ns);
-                rx.note(now, || {
-                    format!(
-                        "got {} from {}",
-                        show(payload),
-                        String::from_utf8_lossy(src)
-                    )
-                });
-                if let Some(t) = tr.as_mut() {
-                    t.ev(|| {
-                        format!(
-                            "DELIVER from {} {}: checked",
-                            String::from_utf8_lossy(src),
-                            show(payload)
-                        )
-                    });
+        Ok(())
+    }
+
+    /// Ping-pong: one message in flight per pair. The initiator sends ping r and waits for
+    /// pong r; the responder waits for ping r and answers with pong r carrying the ping's send
+    /// time, so the initiator's latency is the round trip.
+    fn pingpong(
+        &mut self,
+        stop: BorrowedFd<'_>,
+        partner: usize,
+        rounds: u64,
+        initiator: bool,
+        spec: relay_harness::payload::Spec,
+    ) -> Result<(), DriverError> {
+        let me = self.plan.me;
+        let to = self.plan.names.name(partner).to_string();
+        let mut buf = Vec::new();
+        let mut ping_sent_at = 0u64;
+        for r in 0..rounds {
+            if initiator {
+                payload::encode(&spec, me, partner, r, now_ns(), &mut buf);
+                self.rx.sent(partner);
+                self.client.queue(&to, &buf);
+                if let Some(t) = &self.tally {
+                    t.set_idle(me, false);
                 }
-                rx.deliver(src, payload, now);
             }
-            RelayFrame::Bounce { dst, payload } => {
-                rx.note(now_ns(), || {
-                    format!(
-                        "got back {}: no client named {}",
-                        show(payload),
-                        String::from_utf8_lossy(dst)
-                    )
+            // Wait for message r from the partner, writing what is queued meanwhile.
+            while self.rx.received_total() < r + 1 {
+                if self.client.pending() > 0 {
+                    self.client.write_some().map_err(DriverError::Write)?;
+                }
+                if let Some(t) = &self.tally {
+                    // Written out, it waits for its partner: only an arrival changes anything.
+                    t.arrived(me, self.rx.arrivals());
+                    t.set_idle(me, self.client.pending() == 0);
+                }
+                if wait(self.client, stop, PollTimeout::NONE).map_err(DriverError::Poll)? {
+                    return Err(DriverError::Stopped);
+                }
+                let mut relay_error = None;
+                let rx = &mut *self.rx;
+                let read = self.client.read_some(|f| {
+                    if let RelayFrame::Deliver { payload, .. } = &f {
+                        ping_sent_at = payload::send_ns(payload).unwrap_or(0);
+                    }
+                    if let Some(e) = take_frame(rx, f, now_ns()) {
+                        relay_error.get_or_insert(e);
+                    }
                 });
-                rx.bounce(dst, payload);
+                after_read(read, &mut relay_error)?;
             }
-            RelayFrame::Error { code, text } => {
-                relay_error = Some(format!(
-                    "the relay sent ERROR {}: {}",
-                    code_name(code),
-                    String::from_utf8_lossy(text)
-                ));
-            }
-            RelayFrame::Welcome(_) => {
-                relay_error = Some("the relay sent a second WELCOME".into());
-            }
-        });
-        if let (Some(t), Ok(Progress::Read(_))) = (tally, &read) {
-            t.set(plan.me, rx.received_total());
-            t.arrived(plan.me, rx.arrivals());
-        }
-        match read {
-            Ok(Progress::Read(_)) => progress = true,
-            Ok(Progress::WouldBlock) => {}
-            Ok(Progress::Eof) => {
-                return Err(relay_error
-                    .take()
-                    .unwrap_or_else(|| "the relay closed the connection".into()))
-            }
-            Err(e) => return Err(format!("reading from the relay failed: {e}")),
-        }
-        if let Some(e) = relay_error.take() {
-            return Err(e);
-        }
-        if !sending && client.pending() == 0 {
-            if let (Some(t), false) = (tally, idle) {
-                // All written: from now on only arrivals can change anything (the quiet rule).
-                idle = true;
-                t.set_idle(plan.me, true);
-            }
-            // With deaths, nobody can know what will still arrive: the drain settles that.
-            if deaths || rx.phase_complete(phase) {
-                return Ok(());
+            if !initiator {
+                payload::encode(&spec, me, partner, r, ping_sent_at, &mut buf);
+                self.rx.sent(partner);
+                self.client.queue(&to, &buf);
+                if let Some(t) = &self.tally {
+                    t.set_idle(me, false); // until the pong is written
+                }
             }
         }
-        spins = spins.wrapping_add(1);
-        // Sleep only when nothing moved; glance at the stop pipe now and then regardless.
-        if !progress || spins.is_multiple_of(1024) {
-            let timeout = if progress {
-                PollTimeout::ZERO
-            } else {
-                PollTimeout::NONE
-            };
-            match wait(client, stop, timeout) {
-                Ok(false) => {}
-                Ok(true) => return Err("stopped by the supervisor before it was done".into()),
-                Err(e) => return Err(format!("poll failed: {e}")),
+        self.client
+            .flush(Some(Duration::from_secs(10)))
+            .map_err(DriverError::LastPong)
+    }
+
+    /// One phase: send this phase's messages and receive everything the phase owes this
+    /// client, at the same time.
+    fn exchange(
+        &mut self,
+        mut work: Work<'_, '_>,
+        writer: &mut Writer,
+        stop: BorrowedFd<'_>,
+    ) -> Result<(), DriverError> {
+        let mut spins = 0u32;
+        let mut sending = true;
+        let mut idle = false;
+        loop {
+            if sending {
+                sending = self.queue_batch(&mut work);
+            }
+            let mut progress = self.write(writer)?;
+            progress |= self.read()?;
+            if !sending && self.client.pending() == 0 {
+                if let (Some(t), false) = (&self.tally, idle) {
+                    // All written: from now on only arrivals can change anything (the quiet rule).
+                    idle = true;
+                    t.set_idle(self.plan.me, true);
+                }
+                // With deaths, nobody can know what will still arrive: the drain settles that.
+                if work.deaths || self.rx.phase_complete(work.phase) {
+                    return Ok(());
+                }
+            }
+            spins = spins.wrapping_add(1);
+            // Sleep only when nothing moved; glance at the stop pipe now and then regardless.
+            if !progress || spins.is_multiple_of(1024) {
+                let timeout = if progress {
+                    PollTimeout::ZERO
+                } else {
+                    PollTimeout::NONE
+                };
+                if wait(self.client, stop, timeout).map_err(DriverError::Poll)? {
+                    return Err(DriverError::Stopped);
+                }
             }
         }
     }
+
+    /// Queues a batch of SEND frames (many frames per write). Returns false once there is
+    /// nothing more to send (the phase's messages are all queued, or `--duration` is up).
+    fn queue_batch(&mut self, work: &mut Work<'_, '_>) -> bool {
+        let names = self.plan.names.all();
+        let scratch = &mut work.scratch;
+        while self.client.pending() < BATCH {
+            let now = now_ns();
+            if work.send_until.is_some_and(|t| now >= t) {
+                return false; // --duration: the time is up
+            }
+            let Some(d) = work.outbox.next(now, scratch) else {
+                return false;
+            };
+            self.rx.sent(d);
+            self.rx
+                .note(now, || format!("sent {} to {}", show(scratch), names[d]));
+            note(self.tr, || {
+                format!(
+                    "SEND to {} {}: into its write buffer",
+                    names[d],
+                    show(scratch)
+                )
+            });
+            self.client.queue(&names[d], scratch);
+        }
+        true
+    }
+
+    /// Writes what the kernel takes of the queued frames. Returns whether it wrote anything.
+    fn write(&mut self, writer: &mut Writer) -> Result<bool, DriverError> {
+        if self.client.pending() == 0 {
+            return Ok(false);
+        }
+        let before = self.client.pending();
+        writer.write(self.client).map_err(DriverError::Write)?;
+        let left = self.client.pending();
+        let n = before - left;
+        note(self.tr, || {
+            format!("write() -> {n} bytes to the relay ({left} still buffered)")
+        });
+        Ok(left != before)
+    }
+
+    /// Reads one chunk and checks every whole frame in it. Returns whether it read anything.
+    fn read(&mut self) -> Result<bool, DriverError> {
+        let (rx, tr) = (&mut *self.rx, &mut *self.tr);
+        let mut relay_error = None;
+        // Every frame of one read() arrived at the same moment: one clock reading serves them all.
+        let mut read_at = None;
+        let read = self.client.read_some(|f| {
+            let at = *read_at.get_or_insert_with(now_ns);
+            match &f {
+                RelayFrame::Deliver { src, payload } => {
+                    let src = String::from_utf8_lossy(src);
+                    rx.note(at, || format!("got {} from {src}", show(payload)));
+                    note(tr, || {
+                        format!("DELIVER from {src} {}: checked", show(payload))
+                    });
+                }
+                RelayFrame::Bounce { dst, payload } => {
+                    let dst = String::from_utf8_lossy(dst);
+                    rx.note(now_ns(), || {
+                        format!("got back {}: no client named {dst}", show(payload))
+                    });
+                }
+                RelayFrame::Error { .. } | RelayFrame::Welcome(_) => {}
+            }
+            if let Some(e) = take_frame(rx, f, at) {
+                relay_error.get_or_insert(e);
+            }
+        });
+        if let (Some(t), Ok(Progress::Read(_))) = (&self.tally, &read) {
+            t.set(self.plan.me, self.rx.received_total());
+            t.arrived(self.plan.me, self.rx.arrivals());
+        }
+        after_read(read, &mut relay_error)
+    }
+}
+
+/// What one phase of a client's work is.
+struct Work<'o, 'p> {
+    outbox: &'o mut Outbox<'p>,
+    phase: usize,
+    /// Runs with deaths: the phase ends when everything is written (the drain does the rest).
+    deaths: bool,
+    /// `--duration`: when to stop sending (CLOCK_MONOTONIC ns).
+    send_until: Option<u64>,
+    /// The payload being made (one buffer for the whole phase).
+    scratch: Vec<u8>,
 }
 
 /// A payload for a transcript line: text when it is text, its size when it is not.
