@@ -18,7 +18,7 @@
 //! let signals = relay_harness::supervisor::Signals::install().unwrap();
 //! // In a single-threaded process (it forks): see `run`.
 //! let ran = unsafe { run::run(&spec, &signals, &run::Options::default(), &mut |_| {}) }.unwrap();
-//! assert_eq!(ran.report.verdict, "pass");
+//! assert_eq!(ran.report.verdict, relay_harness::report::Verdict::Pass);
 //! ```
 
 use std::os::fd::{AsFd, AsRawFd};

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use relay_harness::exit;
 use relay_harness::payload::PayloadSize;
+use relay_harness::report::Verdict;
 use relay_harness::supervisor::{Milestone, Signals};
 use relay_sim::relay::inject::Inject;
 use relay_sim::run::{self, Options};
@@ -34,7 +35,7 @@ fn main() {
     let ran = unsafe { run::run(&spec, &signals, &Options::default(), &mut |m| seen.push(m)) }
         .expect("the run starts");
     let r = &ran.report;
-    assert_eq!(r.verdict, "pass", "{:?}", r.failure);
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failure);
     assert_eq!(r.exit_code, exit::OK);
     assert_eq!(r.totals.sent, 8_000);
     assert_eq!(r.totals.received, 8_000);
@@ -67,7 +68,7 @@ fn main() {
     // SAFETY: as above.
     let ran = unsafe { run::run(&spec, &signals, &Options::default(), &mut |_| {}) }
         .expect("the run starts");
-    assert_eq!(ran.report.verdict, "fail");
+    assert_eq!(ran.report.verdict, Verdict::Fail);
     assert_eq!(ran.report.exit_code, exit::FAIL);
     let dups = ran.report.checks.iter().find(|c| c.name == "duplicates");
     assert!(dups.is_some_and(|c| !c.ok && c.violations > 0), "{dups:?}");

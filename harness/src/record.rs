@@ -77,6 +77,25 @@ pub struct Violation {
     pub got: String,
 }
 
+/// One line: `order c0 -> c3 seq 17: expected seq 17, got seq 18`. With a width
+/// (`{v:10}`), the class is padded to it, so the lines of a list align.
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let width = f.width().unwrap_or(0);
+        write!(
+            f,
+            "{:<width$} {} -> {}",
+            self.class.name(),
+            self.sender,
+            self.receiver
+        )?;
+        if let Some(s) = self.seq {
+            write!(f, " seq {s}")?;
+        }
+        write!(f, ": expected {}, got {}", self.expected, self.got)
+    }
+}
+
 /// Most violations a client keeps in detail (all are counted).
 pub const VIOLATIONS_KEPT: usize = 1000;
 

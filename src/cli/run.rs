@@ -278,7 +278,7 @@ fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunErr
         text.push('\n');
     }
     text.push_str(&if a.json {
-        serde_json::to_string_pretty(r).unwrap_or_default() + "\n"
+        report::json(r)
     } else {
         report::human(r)
     });
@@ -290,7 +290,7 @@ fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunErr
         write_report_dir(folder, r, &ran.outcome, &ran.verification, &ran.names)
             .map_err(|e| RunError::env(format!("--report {}: {e}", folder.display())))?;
     }
-    if let (Some(sig), false) = (signals.caught(), r.ending == "interrupted") {
+    if let (Some(sig), false) = (signals.caught(), r.ending == report::Ended::Interrupted) {
         // It came after the run, while it was verified and reported: the report stands, and
         // the exit code still says a signal asked us to stop.
         eprintln!(
@@ -312,8 +312,7 @@ fn write_report_dir(
 ) -> std::io::Result<()> {
     use relay_harness::plots;
     std::fs::create_dir_all(folder)?;
-    let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
-    std::fs::write(folder.join("report.json"), json + "\n")?;
+    std::fs::write(folder.join("report.json"), report::json(r))?;
     std::fs::write(folder.join("report.txt"), report::human(r))?;
     std::fs::write(folder.join("junit.xml"), report::junit(r))?;
     let what = if r.config.pattern == "pingpong" {

@@ -1,0 +1,303 @@
+//! The human report: what a person reads at the end of a run.
+
+use std::fmt::Write as _;
+
+use crate::exit;
+use crate::record::Cpu;
+
+use super::*;
+
+/// The human report: the run's settings, a table per client, the checks and what they
+/// found, rates, faults, resources, and the verdict with the command that replays it.
+pub fn human(r: &Report) -> String {
+    let mut o = String::new();
+    settings(&mut o, r);
+    let loud = r.inject.as_ref().map(|i| {
+        format!(
+            "!!! FAULTS INJECTED ON PURPOSE: {} (applied {} times): this run tests the verifier and is meant to fail",
+            i.fault,
+            i.fired.map_or("?".to_string(), |f| f.to_string())
+        )
+    });
+    if let Some(l) = &loud {
+        let _ = writeln!(o, "{l}");
+    }
+    let _ = writeln!(o);
+    clients(&mut o, r);
+    let _ = writeln!(o);
+    checks(&mut o, r);
+    rates(&mut o, r);
+    if let Some(n) = &r.nemesis {
+        nemesis(&mut o, n);
+    }
+    resources(&mut o, r);
+    if let Some(l) = &loud {
+        let _ = writeln!(o, "{l}");
+    }
+    verdict(&mut o, r);
+    o
+}
+
+/// The first line: what ran.
+fn settings(o: &mut String, r: &Report) {
+    let c = &r.config;
+    match &c.scenario {
+        None if c.duration_s.is_some() => {
+            let _ = writeln!(
+                o,
+                "relay-sim: {} clients sending for {:.1} s: {} messages, payload {} B, {} socket, backend {}, seed {}",
+                c.clients,
+                c.duration_s.unwrap_or_default(),
+                group(c.total_msgs),
+                c.payload,
+                c.transport,
+                c.backend,
+                c.seed
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "relay-sim: {} clients x {} messages = {} messages, payload {} B, {} socket, backend {}, seed {}",
+                c.clients,
+                group(c.msgs_per_client),
+                group(c.total_msgs),
+                c.payload,
+                c.transport,
+                c.backend,
+                c.seed
+            );
+        }
+        Some(file) => {
+            let _ = writeln!(
+                o,
+                "relay-sim: scenario {file}: {} clients, {} messages in {} phase(s), {} socket, backend {}, seed {}",
+                c.clients,
+                group(c.total_msgs),
+                c.phases,
+                c.transport,
+                c.backend,
+                c.seed
+            );
+        }
+    }
+}
+
+/// Sent, received and bounced, per client and in all.
+fn clients(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "  {:<8} {:>12} {:>12} {:>8}",
+        "client", "sent", "received", "bounced"
+    );
+    for row in &r.clients {
+        let mark = if row.complete { "" } else { "  (incomplete)" };
+        let _ = writeln!(
+            o,
+            "  {:<8} {:>12} {:>12} {:>8}{mark}",
+            row.name,
+            group(row.sent),
+            group(row.received),
+            group(row.bounced)
+        );
+    }
+    let t = &r.totals;
+    let _ = writeln!(
+        o,
+        "  {:<8} {:>12} {:>12} {:>8}",
+        "total",
+        group(t.sent),
+        group(t.received),
+        group(t.bounced)
+    );
+}
+
+/// Each check in a phrase, why one could not be made in full, and the first violations.
+fn checks(o: &mut String, r: &Report) {
+    let checks: Vec<String> = r.checks.iter().map(Check::phrase).collect();
+    let _ = writeln!(o, "checks:     {}", checks.join(", "));
+    for k in &r.checks {
+        if let (Some(note), CheckStatus::NotCheckable | CheckStatus::PartlyCheckable) =
+            (&k.note, k.status)
+        {
+            let _ = writeln!(o, "            {}: {note}", k.phrase());
+        }
+    }
+    if r.violations_total > 0 {
+        let shown = r.violations.len().min(HUMAN_VIOLATIONS);
+        let _ = writeln!(
+            o,
+            "violations: {} (first {shown}):",
+            group(r.violations_total)
+        );
+        for v in r.violations.iter().take(HUMAN_VIOLATIONS) {
+            let _ = writeln!(o, "  {v:10}");
+        }
+    }
+}
+
+/// Throughput, latency, and the time of each phase.
+fn rates(o: &mut String, r: &Report) {
+    let c = &r.config;
+    match &r.throughput {
+        Some(tp) => {
+            let _ = writeln!(
+                o,
+                "throughput: {} msg/s, {:.1} MB/s over the exchange phase ({:.1} ms)",
+                group(tp.msgs_per_s as u64),
+                tp.mb_per_s,
+                tp.exchange_s * 1000.0
+            );
+        }
+        None => {
+            let _ = writeln!(o, "throughput: no exchange phase");
+        }
+    }
+    match &r.latency_us {
+        Some(l) => {
+            let _ = writeln!(
+                o,
+                "latency:    p50 {}, p90 {}, p99 {}, p99.9 {}, max {} ({}, {} messages)",
+                us(l.p50),
+                us(l.p90),
+                us(l.p99),
+                us(l.p999),
+                us(l.max),
+                if c.pattern == "pingpong" {
+                    "round trip"
+                } else {
+                    "send to delivery"
+                },
+                group(l.count)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "latency:    not measured (payloads under 32 bytes carry no send time)"
+            );
+        }
+    }
+    let p = &r.phases;
+    let _ = writeln!(
+        o,
+        "phases:     fork+register {:.1} ms, exchange {:.1} ms, verify {:.1} ms",
+        p.fork_register_ms, p.exchange_ms, p.verify_ms
+    );
+}
+
+/// What the nemesis (or a script's fault lines) did, and what it did to delivery.
+fn nemesis(o: &mut String, n: &NemesisReport) {
+    use crate::supervisor::Action;
+    let first: Vec<String> = n
+        .events
+        .iter()
+        .take(6)
+        .map(|e| match e.action {
+            Action::Stop => format!("stop {} at {} ms for {} ms", e.role, e.at_ms, e.for_ms),
+            Action::Restart => format!(
+                "restart {} at {} ms (dead {} ms)",
+                e.role, e.at_ms, e.for_ms
+            ),
+            Action::Relay => format!("killed the relay at {} ms", e.at_ms),
+            a => format!("{} {} at {} ms", a.name(), e.role, e.at_ms),
+        })
+        .collect();
+    let more = if n.events.len() > 6 { ", ..." } else { "" };
+    let held = n.relay_held_back_ms.map_or(String::new(), |h| {
+        format!("; the relay held senders back {} ms in all", group(h))
+    });
+    let rates = match (n.others_msgs_per_s_during_stops, n.msgs_per_s_between_stops) {
+            (Some(d), Some(b)) => format!(
+                "\n            while a client was stopped the others received {} msg/s; between stops, {} msg/s",
+                group(d as u64),
+                group(b as u64)
+            ),
+            _ => String::new(),
+        };
+    let rates = match (n.others_starved_ms, &n.starved_during) {
+            (Some(ms), Some((who, len))) if ms > 0 => format!(
+                "{rates}\n            longest time no other client received anything, with messages still due: {ms} ms (while {who} was stopped for {len} ms){}",
+                if ms * 10 >= len * 8 { ": the relay froze" } else { "" }
+            ),
+            _ => rates,
+        };
+    let _ = writeln!(
+        o,
+        "nemesis:    {}: {} action(s) ({}{more}){held}{rates}",
+        n.what,
+        n.events.len(),
+        first.join(", ")
+    );
+}
+
+/// Peak memory and CPU per role; on a failed run, every process that did not exit 0.
+fn resources(o: &mut String, r: &Report) {
+    let m = &r.memory;
+    let kib =
+        |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let _ = writeln!(
+        o,
+        "memory:     peak RSS supervisor {}, relay {}, largest client {}",
+        kib(Some(m.supervisor_kib)),
+        kib(m.relay_kib),
+        kib(m.client_max_kib)
+    );
+    let c = &r.cpu;
+    let secs = |c: &Cpu| format!("{:.2} s", c.total_us() as f64 / 1e6);
+    let relay = c.relay.as_ref().map_or("?".to_string(), |rc| {
+        format!(
+            "{} (user {:.2}, system {:.2}{})",
+            secs(rc),
+            rc.user_us as f64 / 1e6,
+            rc.sys_us as f64 / 1e6,
+            c.relay_us_per_msg
+                .map_or(String::new(), |u| format!(": {u:.2} us per message"))
+        )
+    });
+    let _ = writeln!(
+        o,
+        "cpu:        relay {relay}; clients {}{}; supervisor {}",
+        secs(&c.clients),
+        c.clients_us_per_msg
+            .map_or(String::new(), |u| format!(" ({u:.2} us per message)")),
+        secs(&c.supervisor)
+    );
+    if r.exit_code != exit::OK {
+        for pr in r.processes.iter().filter(|p| p.status != "exited 0") {
+            let _ = writeln!(o, "process:    {} {}", pr.role, pr.status);
+        }
+    }
+}
+
+/// PASS, or FAIL with why, the relay's last log lines, and the replay command.
+fn verdict(o: &mut String, r: &Report) {
+    match &r.failure {
+        None if r.ending == Ended::RelayKilled => {
+            let _ = writeln!(
+                o,
+                "verdict:    PASS: the nemesis killed the relay and the run ended there; what \
+                 arrived before is intact, in order, and a gap-free prefix of what was sent"
+            );
+        }
+        None => {
+            let _ = writeln!(o, "verdict:    PASS");
+        }
+        Some(f) => {
+            if let Some(tail) = &r.relay_log_tail {
+                let _ = writeln!(
+                    o,
+                    "relay log:  {}(last lines):",
+                    r.relay_log
+                        .as_deref()
+                        .map_or(String::new(), |p| format!("{p} "))
+                );
+                for line in tail.lines() {
+                    let _ = writeln!(o, "  | {line}");
+                }
+            }
+            let _ = writeln!(o, "verdict:    FAIL: {f}");
+            let _ = writeln!(o, "replay:     {}", r.replay);
+        }
+    }
+}
