@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags};
 
-use crate::protocol::{self, Decoder, ErrorCode, OutBuf, RelayFrame, Violation, DEFAULT_MAX_FRAME};
+use crate::protocol::{
+    self, Decoder, ErrorCode, OutBuf, ProtocolError, RelayFrame, DEFAULT_MAX_FRAME,
+};
 use crate::sys::{poll_timeout, Addr, Stream};
 
 /// The largest frame a client accepts from a relay (bounds what a broken relay can make it allocate).
@@ -30,7 +32,7 @@ pub enum ClientError {
     Io(#[from] io::Error),
     /// The relay sent bytes that break protocol v1.
     #[error("the relay broke the protocol: {0}")]
-    Protocol(#[from] Violation),
+    Protocol(#[from] ProtocolError),
     /// The relay answered with ERROR.
     #[error("the relay said {}: {text}", code_name(*.code))]
     Refused {
@@ -157,7 +159,7 @@ impl Client {
         match c.recv(Some(timeout))? {
             Message::Welcome(_) => Ok(c),
             Message::Error { code, text } => Err(ClientError::Refused { code, text }),
-            other => Err(ClientError::Protocol(Violation {
+            other => Err(ClientError::Protocol(ProtocolError {
                 code: ErrorCode::BadFrame,
                 text: format!("expected WELCOME or ERROR after HELLO, got {other:?}"),
             })),

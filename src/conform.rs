@@ -479,7 +479,7 @@ pub fn cases() -> Vec<Case> {
 
 /// One case's outcome.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Outcome {
+pub struct CaseReport {
     /// The case.
     pub case: &'static str,
     /// The clause it checks.
@@ -566,7 +566,7 @@ fn start(r: &RelayUnderTest, n: usize) -> Result<(Running, Addr), String> {
 }
 
 /// Runs every case against a fresh relay each.
-pub fn run_all(r: &RelayUnderTest) -> Vec<Outcome> {
+pub fn run_all(r: &RelayUnderTest) -> Vec<CaseReport> {
     let mut out = Vec::new();
     for (n, case) in cases().into_iter().enumerate() {
         let t = Instant::now();
@@ -594,7 +594,7 @@ pub fn run_all(r: &RelayUnderTest) -> Vec<Outcome> {
             let _ = worker.join();
             res
         });
-        out.push(Outcome {
+        out.push(CaseReport {
             case: case.name,
             clause: case.clause,
             verdict: if result.is_ok() { "pass" } else { "fail" },

@@ -81,30 +81,30 @@ pub fn client_main(
     mut ctx: ClientCtx,
 ) -> i32 {
     let name = plan.names.name(plan.me).to_string();
-    let mut tr = ctx.trace.map(Tracer::new);
-    note(&mut tr, || {
+    let mut tracer = ctx.trace.map(Tracer::new);
+    note(&mut tracer, || {
         "started: kept its event pipe, the stop pipe and the barrier pipes; closed every other fd it inherited".into()
     });
-    let bb = ctx.blackbox.clone();
+    let blackbox = ctx.blackbox.clone();
     let restarted = ctx.incarnation > 0;
     let mut outbox = Outbox::new(plan);
-    if let (Some(bb), true) = (&bb, restarted) {
-        resume(&mut outbox, plan, bb);
+    if let (Some(blackbox), true) = (&blackbox, restarted) {
+        resume(&mut outbox, plan, blackbox);
     }
-    let Some(mut client) = register(addr, &name, connect_wait, &mut ctx, &mut tr) else {
+    let Some(mut client) = register(addr, &name, connect_wait, &mut ctx, &mut tracer) else {
         return exit::ENV;
     };
-    let mut rx = match &bb {
-        Some(bb) => Receiver::with_blackbox(plan.clone(), bb.clone(), restarted),
+    let mut rx = match &blackbox {
+        Some(blackbox) => Receiver::with_blackbox(plan.clone(), blackbox.clone(), restarted),
         None => Receiver::new(plan.clone()),
     };
     rx.start_clock(now_ns());
     // The same instant for every client, a restarted one too (the first past the barrier
     // sets it in the shared counters; runs with a duration always have them).
-    let send_until = match (send_for, &bb) {
-        (Some(d), Some(bb)) => {
-            Some(bb.send_until(now_ns().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64)))
-        }
+    let send_until = match (send_for, &blackbox) {
+        (Some(d), Some(blackbox)) => Some(
+            blackbox.send_until(now_ns().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64)),
+        ),
         _ => None,
     };
     let first_phase = ctx.start_phase.min(plan.phases());
@@ -120,7 +120,7 @@ pub fn client_main(
         plan,
         rx: &mut rx,
         tally: ctx.tally.clone(),
-        tr: &mut tr,
+        tracer: &mut tracer,
     };
     let mut result = match plan.work {
         relay_harness::plan::Work::PingPong {
@@ -145,28 +145,28 @@ pub fn client_main(
                 &mut outbox,
                 first_phase,
                 &mut writer,
-                bb.is_some(),
+                blackbox.is_some(),
                 send_until,
             )
         }
     };
     let done_at = now_ns();
-    if result.is_ok() && bb.is_some() {
+    if result.is_ok() && blackbox.is_some() {
         result = drain(&mut client, plan, &mut rx, &mut ctx);
     } else if result.is_ok() {
         linger(&mut client, &mut rx, &mut ctx);
     }
     let complete = result.is_ok();
     leave(&mut client, &mut rx, complete);
-    note(&mut tr, || {
+    note(&mut tracer, || {
         "shutdown(SHUT_WR) after its last frame; read until the relay closed (so nothing it wrote is lost to a reset)".into()
     });
     let mut report = rx.finish(done_at, complete, result.err().map(|e| e.to_string()));
     let (sent, got) = (report.sent(), report.received());
-    note(&mut tr, || {
+    note(&mut tracer, || {
         format!("sends its records up its event pipe (sent {sent}, received {got}) and exits")
     });
-    report.trace = tr.map(|mut t| t.take());
+    report.trace = tracer.map(|mut t| t.take());
     let _ = ctx.done(report);
     if complete {
         exit::OK
@@ -176,8 +176,8 @@ pub fn client_main(
 }
 
 /// A line of this process's trace, when it is traced.
-fn note(tr: &mut Option<Tracer>, what: impl FnOnce() -> String) {
-    if let Some(t) = tr.as_mut() {
+fn note(tracer: &mut Option<Tracer>, what: impl FnOnce() -> String) {
+    if let Some(t) = tracer.as_mut() {
         t.ev(what);
     }
 }
@@ -185,10 +185,14 @@ fn note(tr: &mut Option<Tracer>, what: impl FnOnce() -> String) {
 /// A restart carries on where the dead process stopped: past what it had queued (what it
 /// queued but never wrote died with it). Its first message to each receiver carries the
 /// restart flag, so the receiver takes the skip for a restart rather than a gap.
-fn resume(outbox: &mut Outbox<'_>, plan: &ClientPlan, bb: &relay_harness::blackbox::BlackBox) {
+fn resume(
+    outbox: &mut Outbox<'_>,
+    plan: &ClientPlan,
+    blackbox: &relay_harness::blackbox::BlackBox,
+) {
     let me = plan.me;
     let n = plan.names.clients();
-    let done: u64 = (0..n).map(|r| bb.get(me, r, Field::Queued)).sum();
+    let done: u64 = (0..n).map(|r| blackbox.get(me, r, Field::Queued)).sum();
     for _ in 0..done {
         if outbox.skip().is_none() {
             break;
@@ -204,7 +208,7 @@ fn register(
     name: &str,
     connect_wait: Duration,
     ctx: &mut ClientCtx,
-    tr: &mut Option<Tracer>,
+    tracer: &mut Option<Tracer>,
 ) -> Option<Client> {
     // A restarted process may register before the relay is done with its predecessor (it
     // keeps the name until it has routed everything the dead process sent, which can take
@@ -228,14 +232,14 @@ fn register(
         }
     };
     let fd = client.as_fd().as_raw_fd();
-    note(tr, || {
+    note(tracer, || {
         format!("socket() + connect({addr}) -> fd {fd}; sent HELLO {name:?}, got WELCOME {name:?}")
     });
-    note(tr, || {
+    note(tracer, || {
         "wrote \"registered\" to its event pipe; blocks in read() on barrier 0".into()
     });
     ctx.ready_and_wait().ok()?;
-    note(tr, || {
+    note(tracer, || {
         "barrier 0: read() returned 0 (its write end was closed): start".into()
     });
     Some(client)
@@ -405,10 +409,10 @@ fn drain(
             break;
         }
     }
-    if let Some(bb) = &ctx.blackbox {
+    if let Some(blackbox) = &ctx.blackbox {
         let clients = plan.names.clients();
         for (r, name) in plan.names.all().iter().enumerate().take(clients) {
-            if r != plan.me && bb.alive(r) {
+            if r != plan.me && blackbox.alive(r) {
                 client.queue(name, relay_harness::verify::FIN);
             }
         }
@@ -457,7 +461,7 @@ struct Run<'a> {
     rx: &'a mut Receiver,
     /// Where it counts what arrived and says when it has nothing left to write.
     tally: Option<std::sync::Arc<Tally>>,
-    tr: &'a mut Option<Tracer>,
+    tracer: &'a mut Option<Tracer>,
 }
 
 impl Run<'_> {
@@ -612,7 +616,7 @@ impl Run<'_> {
             self.rx.sent(d);
             self.rx
                 .note(now, || format!("sent {} to {}", show(scratch), names[d]));
-            note(self.tr, || {
+            note(self.tracer, || {
                 format!(
                     "SEND to {} {}: into its write buffer",
                     names[d],
@@ -633,7 +637,7 @@ impl Run<'_> {
         writer.write(self.client).map_err(DriverError::Write)?;
         let left = self.client.pending();
         let n = before - left;
-        note(self.tr, || {
+        note(self.tracer, || {
             format!("write() -> {n} bytes to the relay ({left} still buffered)")
         });
         Ok(left != before)
@@ -641,7 +645,7 @@ impl Run<'_> {
 
     /// Reads one chunk and checks every whole frame in it. Returns whether it read anything.
     fn read(&mut self) -> Result<bool, DriverError> {
-        let (rx, tr) = (&mut *self.rx, &mut *self.tr);
+        let (rx, tracer) = (&mut *self.rx, &mut *self.tracer);
         let mut relay_error = None;
         // Every frame of one read() arrived at the same moment: one clock reading serves them all.
         let mut read_at = None;
@@ -651,7 +655,7 @@ impl Run<'_> {
                 RelayFrame::Deliver { src, payload } => {
                     let src = String::from_utf8_lossy(src);
                     rx.note(at, || format!("got {} from {src}", show(payload)));
-                    note(tr, || {
+                    note(tracer, || {
                         format!("DELIVER from {src} {}: checked", show(payload))
                     });
                 }

@@ -103,19 +103,20 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// A protocol violation found while decoding: the code to send and a text that says what was wrong.
+/// A protocol violation found while decoding: the ERROR code to answer it with and a text that
+/// says what was wrong. (The verifier's findings about a relay are `record::Violation`.)
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {text}")]
-pub struct Violation {
+pub struct ProtocolError {
     /// The ERROR code that answers it.
     pub code: ErrorCode,
     /// What was wrong, for the ERROR text and the logs.
     pub text: String,
 }
 
-impl Violation {
-    fn new(code: ErrorCode, text: impl Into<String>) -> Violation {
-        Violation {
+impl ProtocolError {
+    fn new(code: ErrorCode, text: impl Into<String>) -> ProtocolError {
+        ProtocolError {
             code,
             text: text.into(),
         }
@@ -131,16 +132,16 @@ pub fn is_valid_name(name: &[u8]) -> bool {
 }
 
 /// Checks a name, saying what is wrong with it.
-pub fn check_name(name: &[u8]) -> Result<(), Violation> {
+pub fn check_name(name: &[u8]) -> Result<(), ProtocolError> {
     if name.is_empty() {
-        Err(Violation::new(ErrorCode::BadName, "name is empty"))
+        Err(ProtocolError::new(ErrorCode::BadName, "name is empty"))
     } else if name.len() > MAX_NAME {
-        Err(Violation::new(
+        Err(ProtocolError::new(
             ErrorCode::BadName,
             format!("name is {} bytes; at most {MAX_NAME}", name.len()),
         ))
     } else if !is_valid_name(name) {
-        Err(Violation::new(
+        Err(ProtocolError::new(
             ErrorCode::BadName,
             "name may hold only A-Z a-z 0-9 _ . -",
         ))
@@ -201,13 +202,13 @@ pub enum RelayFrame<'a> {
 }
 
 /// Splits `name_len:u8 | name | rest`.
-fn split_named<'a>(body: &'a [u8], what: &str) -> Result<(&'a [u8], &'a [u8]), Violation> {
+fn split_named<'a>(body: &'a [u8], what: &str) -> Result<(&'a [u8], &'a [u8]), ProtocolError> {
     let (&n, rest) = body
         .split_first()
-        .ok_or_else(|| Violation::new(ErrorCode::BadFrame, format!("{what} body is empty")))?;
+        .ok_or_else(|| ProtocolError::new(ErrorCode::BadFrame, format!("{what} body is empty")))?;
     let n = usize::from(n);
     if n > rest.len() {
-        return Err(Violation::new(
+        return Err(ProtocolError::new(
             ErrorCode::BadFrame,
             format!(
                 "{what} name length {n} runs past the body ({} bytes left)",
@@ -220,21 +221,21 @@ fn split_named<'a>(body: &'a [u8], what: &str) -> Result<(&'a [u8], &'a [u8]), V
 
 impl<'a> RawFrame<'a> {
     /// Parses a frame a client sent to the relay.
-    pub fn client(self) -> Result<ClientFrame<'a>, Violation> {
+    pub fn client(self) -> Result<ClientFrame<'a>, ProtocolError> {
         match Kind::from_u8(self.kind) {
             Some(Kind::Hello) => Ok(ClientFrame::Hello(self.body)),
             Some(Kind::Send) => {
                 let (dst, payload) = split_named(self.body, "SEND")?;
                 Ok(ClientFrame::Send { dst, payload })
             }
-            Some(k) => Err(Violation::new(
+            Some(k) => Err(ProtocolError::new(
                 ErrorCode::BadFrame,
                 format!(
                     "type {} ({k:?}) is sent by the relay, not by clients",
                     self.kind
                 ),
             )),
-            None => Err(Violation::new(
+            None => Err(ProtocolError::new(
                 ErrorCode::BadFrame,
                 format!("unknown frame type {}", self.kind),
             )),
@@ -242,7 +243,7 @@ impl<'a> RawFrame<'a> {
     }
 
     /// Parses a frame the relay sent to a client.
-    pub fn relay(self) -> Result<RelayFrame<'a>, Violation> {
+    pub fn relay(self) -> Result<RelayFrame<'a>, ProtocolError> {
         match Kind::from_u8(self.kind) {
             Some(Kind::Welcome) => Ok(RelayFrame::Welcome(self.body)),
             Some(Kind::Deliver) => {
@@ -255,7 +256,7 @@ impl<'a> RawFrame<'a> {
             }
             Some(Kind::Error) => {
                 if self.body.len() < 2 {
-                    return Err(Violation::new(
+                    return Err(ProtocolError::new(
                         ErrorCode::BadFrame,
                         "ERROR body shorter than its code",
                     ));
@@ -266,14 +267,14 @@ impl<'a> RawFrame<'a> {
                     text: &self.body[2..],
                 })
             }
-            Some(k) => Err(Violation::new(
+            Some(k) => Err(ProtocolError::new(
                 ErrorCode::BadFrame,
                 format!(
                     "type {} ({k:?}) is sent by clients, not by the relay",
                     self.kind
                 ),
             )),
-            None => Err(Violation::new(
+            None => Err(ProtocolError::new(
                 ErrorCode::BadFrame,
                 format!("unknown frame type {}", self.kind),
             )),
@@ -445,17 +446,17 @@ impl Decoder {
     /// The next whole frame without consuming it (see [`Decoder::consume`]), `Ok(None)` if more
     /// bytes are needed, or the violation that makes the stream unusable. An oversized length
     /// is refused from the 4-byte prefix alone, before anything is allocated for it.
-    pub fn peek_frame(&self) -> Result<Option<RawFrame<'_>>, Violation> {
+    pub fn peek_frame(&self) -> Result<Option<RawFrame<'_>>, ProtocolError> {
         let b = &self.buf[self.start..self.end];
         if b.len() < LEN_BYTES {
             return Ok(None);
         }
         let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         if len == 0 {
-            return Err(Violation::new(ErrorCode::BadFrame, "frame length is 0"));
+            return Err(ProtocolError::new(ErrorCode::BadFrame, "frame length is 0"));
         }
         if len > self.max_frame {
-            return Err(Violation::new(
+            return Err(ProtocolError::new(
                 ErrorCode::FrameTooLarge,
                 format!("frame length {len} exceeds the limit of {}", self.max_frame),
             ));
@@ -476,7 +477,7 @@ impl Decoder {
     }
 
     /// The next whole frame, consumed; otherwise as [`Decoder::peek_frame`].
-    pub fn next_frame(&mut self) -> Result<Option<RawFrame<'_>>, Violation> {
+    pub fn next_frame(&mut self) -> Result<Option<RawFrame<'_>>, ProtocolError> {
         let body_len = match self.peek_frame()? {
             Some(f) => f.body.len(),
             None => return Ok(None),

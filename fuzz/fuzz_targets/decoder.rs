@@ -4,7 +4,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use relay_sim::protocol::{Decoder, Violation, HEADER_BYTES};
+use relay_sim::protocol::{Decoder, ProtocolError, HEADER_BYTES};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -14,7 +14,11 @@ struct Input {
 }
 
 /// Every frame (kind, body) until the end or the first violation.
-fn frames(max_frame: u32, bytes: &[u8], splits: &[u8]) -> (Vec<(u8, Vec<u8>)>, Option<Violation>) {
+fn frames(
+    max_frame: u32,
+    bytes: &[u8],
+    splits: &[u8],
+) -> (Vec<(u8, Vec<u8>)>, Option<ProtocolError>) {
     let mut dec = Decoder::new(max_frame);
     let mut out = Vec::new();
     let mut at = 0;

@@ -227,7 +227,7 @@ pub const TRANSCRIPT_KEPT: usize = 500;
 
 /// What a child tells the supervisor, one JSON line each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Event {
+pub enum ChildEvent {
     /// Connected and registered; waiting at the start barrier.
     Ready,
     /// Done with its work (the client index); it keeps reading, and checking what still comes,

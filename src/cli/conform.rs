@@ -121,7 +121,7 @@ pub fn run(a: Args) -> i32 {
     }
 }
 
-fn junit(all: &[(String, Vec<conform::Outcome>)]) -> String {
+fn junit(all: &[(String, Vec<conform::CaseReport>)]) -> String {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let mut report = Report::new("relay-sim conform");
     for (label, outcomes) in all {

@@ -10,7 +10,7 @@ use relay_harness::payload::PayloadSize;
 use relay_harness::report::{self, signal_name};
 use relay_harness::scenario::fresh_seed;
 use relay_harness::script::Script;
-use relay_harness::supervisor::{Action, Milestone, Signals};
+use relay_harness::supervisor::{Milestone, Signals};
 use relay_trace::now_ns;
 
 use crate::relay::inject::Inject;
@@ -171,37 +171,59 @@ fn spec_of(a: &Args) -> Result<RunSpec, RunError> {
     Ok(spec)
 }
 
-/// One stderr line per milestone, for `-v`.
+/// One stderr line per milestone, for `-v` (progress is the bar's).
 fn narrate(m: &Milestone) {
-    match m {
-        Milestone::Forked { role, pid } => eprintln!("relay-sim: forked {role} (pid {pid})"),
-        Milestone::Registered { role } => eprintln!("relay-sim: {role} registered"),
-        Milestone::Released => eprintln!("relay-sim: every client registered; barrier released"),
-        Milestone::PhaseStarted(p) => eprintln!("relay-sim: phase {p} started"),
-        Milestone::Reported { role } => eprintln!("relay-sim: {role} reported"),
-        Milestone::Stopping(e) => eprintln!("relay-sim: stopping early: {e:?}"),
-        Milestone::Nemesis { role, action } => {
-            eprintln!("relay-sim: nemesis: {}", nemesis_words(*action, role))
+    if !matches!(m, Milestone::Progress { .. }) {
+        eprintln!("relay-sim: {m}");
+    }
+}
+
+/// The progress bar on stderr: a reporter of the supervisor's progress milestones. It is
+/// drawn when a milestone comes (indicatif's own ticker thread is never started: the process
+/// forks again on a restart, and must stay single-threaded) and cleared when the run stops.
+#[derive(Default)]
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn show(&mut self, m: &Milestone) {
+        match m {
+            Milestone::Progress {
+                delivered,
+                expected,
+                elapsed,
+            } => {
+                let bar = self.0.get_or_insert_with(|| {
+                    let b = indicatif::ProgressBar::with_draw_target(
+                        Some(*expected),
+                        indicatif::ProgressDrawTarget::stderr_with_hz(10),
+                    );
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "{bar:30} {human_pos}/{human_len} delivered, {msg}",
+                    ) {
+                        b.set_style(style);
+                    }
+                    b
+                });
+                let rate = *delivered as f64 / elapsed.as_secs_f64();
+                let eta = (expected - delivered) as f64 / rate.max(1.0);
+                bar.set_message(format!("{:.2}M msg/s, ETA {eta:.0} s", rate / 1e6));
+                bar.set_position(*delivered);
+            }
+            Milestone::Stopping(_) | Milestone::Exited { .. } => self.clear(),
+            _ => {}
         }
-        Milestone::Exited { role, status } => eprintln!("relay-sim: {role} {status}"),
+    }
+
+    fn clear(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.finish_and_clear();
+        }
     }
 }
 
 /// Runs the harness; returns the exit code.
 pub fn run(a: Args) -> i32 {
     run_narrated(a, false)
-}
-
-/// What the nemesis did, in a few words.
-fn nemesis_words(action: Action, role: &str) -> String {
-    match action {
-        Action::Stop => format!("SIGSTOP {role}"),
-        Action::Cont => format!("SIGCONT {role}"),
-        Action::Kill => format!("SIGKILL {role} (for good)"),
-        Action::Restart => format!("SIGKILL {role} (it will restart)"),
-        Action::Restarted => format!("{role} restarted"),
-        Action::Relay => "SIGKILL the relay".to_string(),
-    }
 }
 
 /// Runs the harness; with `demo`, keeps transcripts and tells the story before the report.
@@ -248,7 +270,9 @@ fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunErr
         verbose: a.verbose,
     };
     let mut story: Vec<(u64, String)> = Vec::new();
+    let mut bar = Bar::default();
     let mut on = |m: Milestone| {
+        bar.show(&m);
         if a.verbose {
             narrate(&m);
         }
@@ -258,7 +282,9 @@ fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunErr
     };
     // SAFETY: relay-sim starts no thread (the progress bar draws from the supervisor's own
     // loop), and the milestone callback above starts none.
-    let ran = unsafe { crate::run::run(&spec, signals, &opts, &mut on) }?;
+    let ran = unsafe { crate::run::run(&spec, signals, &opts, &mut on) };
+    bar.clear();
+    let ran = ran?;
     let r = &ran.report;
     let mut text = String::new();
     if demo {
@@ -374,9 +400,11 @@ fn milestone_story(m: &Milestone) -> String {
         }
         Milestone::Stopping(e) => format!("supervisor: stopping early: {e:?}"),
         Milestone::Nemesis { role, action } => {
-            format!("nemesis: {}", nemesis_words(*action, role))
+            format!("nemesis: {}", action.describe(role))
         }
         Milestone::Exited { role, status } => format!("supervisor reaped {role}: {status}"),
+        // (A demo shows no progress bar, so it hears of no progress.)
+        Milestone::Progress { .. } => format!("supervisor: {m}"),
     }
 }
 

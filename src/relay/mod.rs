@@ -30,7 +30,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::protocol::{self, check_name, ClientFrame, ErrorCode, Violation, DEFAULT_MAX_FRAME};
+use crate::protocol::{self, check_name, ClientFrame, ErrorCode, ProtocolError, DEFAULT_MAX_FRAME};
 use crate::sys::{Listener, Stream};
 use backend::{Backend, Event, Interest, Token};
 use conn::{Conn, ConnId, Phase, Timer};
@@ -677,7 +677,7 @@ impl Relay {
     }
 
     /// Handles one parsed frame from connection `id`.
-    fn route_frame(&mut self, id: ConnId, frame: Result<ClientFrame<'_>, Violation>) -> Routed {
+    fn route_frame(&mut self, id: ConnId, frame: Result<ClientFrame<'_>, ProtocolError>) -> Routed {
         let frame = match frame {
             Ok(f) => f,
             Err(v) => return Routed::Failed(v),
@@ -928,7 +928,7 @@ impl Relay {
     }
 
     /// A protocol violation: send ERROR, free the name, and close after the ERROR is out.
-    fn fail(&mut self, id: ConnId, v: Violation) {
+    fn fail(&mut self, id: ConnId, v: ProtocolError) {
         self.stats.errors += 1;
         self.log(format_args!(
             "error: {}: {v}; closing it",
@@ -1196,7 +1196,7 @@ impl Relay {
 enum Routed {
     Done,
     HeldBack,
-    Failed(Violation),
+    Failed(ProtocolError),
 }
 
 /// The live connection in a slot (a free function so other fields of the relay stay borrowable).
@@ -1204,8 +1204,8 @@ fn slot(conns: &mut [Option<Conn>], id: ConnId) -> Option<&mut Conn> {
     conns.get_mut(id.0).and_then(Option::as_mut)
 }
 
-fn violation(code: ErrorCode, text: &str) -> Violation {
-    Violation {
+fn violation(code: ErrorCode, text: &str) -> ProtocolError {
+    ProtocolError {
         code,
         text: text.to_string(),
     }

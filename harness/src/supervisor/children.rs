@@ -10,7 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::record::{Event, RelayReport};
+use crate::record::{ChildEvent, RelayReport};
 
 /// What a child process is in the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +144,7 @@ pub(super) fn is_runnable(pid: Pid) -> bool {
 }
 
 /// Reads what a child's event pipe holds; returns the whole events and whether it hit EOF.
-pub(super) fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
+pub(super) fn read_events(c: &mut Child) -> (Vec<ChildEvent>, bool) {
     let mut out = Vec::new();
     let mut eof = false;
     if let Some(fd) = &c.events {
@@ -164,8 +164,8 @@ pub(super) fn read_events(c: &mut Child) -> (Vec<Event>, bool) {
     }
     let mut from = 0;
     while let Some(n) = c.buf[from..].iter().position(|&b| b == b'\n') {
-        match serde_json::from_slice::<Event>(&c.buf[from..from + n]) {
-            Ok(Event::RelayDone(r)) => c.relay = Some(*r),
+        match serde_json::from_slice::<ChildEvent>(&c.buf[from..from + n]) {
+            Ok(ChildEvent::RelayDone(r)) => c.relay = Some(*r),
             Ok(e) => out.push(e),
             Err(_) => {}
         }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use crate::blackbox::BlackBox;
-use crate::record::{ClientReport, Event, RelayReport};
+use crate::record::{ChildEvent, ClientReport, RelayReport};
 
 /// Peak resident memory of this process so far, KiB (VmHWM).
 ///
@@ -23,7 +23,7 @@ pub fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-pub(super) fn send_event(fd: &OwnedFd, e: &Event) -> io::Result<()> {
+pub(super) fn send_event(fd: &OwnedFd, e: &ChildEvent) -> io::Result<()> {
     let mut line = serde_json::to_vec(e).map_err(io::Error::other)?;
     line.push(b'\n');
     std::fs::File::from(fd.try_clone()?).write_all(&line)
@@ -55,7 +55,7 @@ impl RelayCtx {
     ) -> io::Result<()> {
         send_event(
             &self.events,
-            &Event::RelayDone(Box::new(RelayReport {
+            &ChildEvent::RelayDone(Box::new(RelayReport {
                 peak_rss_kib: peak_rss_kib(),
                 cpu: crate::record::Cpu::used(),
                 injected,
@@ -96,19 +96,19 @@ impl ClientCtx {
         self.drain.as_ref().map(|d| d.as_fd())
     }
 
-    fn send(&mut self, e: &Event) -> io::Result<()> {
+    fn send(&mut self, e: &ChildEvent) -> io::Result<()> {
         send_event(&self.events, e)
     }
 
     /// Tells the supervisor this client is registered, then waits at the start barrier.
     pub fn ready_and_wait(&mut self) -> io::Result<()> {
-        self.send(&Event::Ready)?;
+        self.send(&ChildEvent::Ready)?;
         self.wait_barrier(0)
     }
 
     /// Tells the supervisor this client finished phase `p`, then waits for phase `p + 1`.
     pub fn phase_done_and_wait(&mut self, p: usize) -> io::Result<()> {
-        self.send(&Event::PhaseDone(p))?;
+        self.send(&ChildEvent::PhaseDone(p))?;
         self.wait_barrier(p + 1)
     }
 
@@ -137,18 +137,18 @@ impl ClientCtx {
     /// Says this client's work is done. It should keep reading until `stop` becomes readable:
     /// a message that still arrives (a duplicate, a misrouted one) is then caught too.
     pub fn complete(&mut self) -> io::Result<()> {
-        self.send(&Event::Complete(self.index))
+        self.send(&ChildEvent::Complete(self.index))
     }
 
     /// Sends the records (adding this process's peak memory).
     pub fn done(&mut self, mut r: ClientReport) -> io::Result<()> {
         r.peak_rss_kib = peak_rss_kib();
         r.cpu = crate::record::Cpu::used();
-        self.send(&Event::Done(Box::new(r)))
+        self.send(&ChildEvent::Done(Box::new(r)))
     }
 
     /// Says why this client could not start.
     pub fn failed(&mut self, why: String) -> io::Result<()> {
-        self.send(&Event::Failed(why))
+        self.send(&ChildEvent::Failed(why))
     }
 }

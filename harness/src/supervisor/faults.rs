@@ -242,8 +242,8 @@ impl Run<'_> {
                 // client to another one within microseconds, and that one accepts the bounce
                 // only for a client that died.
                 let for_good = action == Action::Kill;
-                if let Some(bb) = &self.limits.blackbox {
-                    bb.killed(i, for_good);
+                if let Some(blackbox) = &self.limits.blackbox {
+                    blackbox.killed(i, for_good);
                 }
                 self.strike(k, action, at_ms, if for_good { 0 } else { pause_ms });
                 if for_good {

@@ -34,7 +34,8 @@ use crate::script::FaultLine;
 pub use ctx::{peak_rss_kib, ClientCtx, RelayCtx};
 pub use signals::Signals;
 
-/// Steps of a run, for a caller that narrates it (`-v`) or shows progress.
+/// Steps of a run, for a caller that narrates it (`-v`), tells its story (the demo) or shows
+/// its progress (a bar): the supervisor owns the processes, its caller only hears of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Milestone {
     /// A child was forked.
@@ -67,6 +68,16 @@ pub enum Milestone {
         /// What it did.
         action: Action,
     },
+    /// Every 100 ms once the exchange has run a second, when `Limits::progress` asks for it:
+    /// how far the run is (for a progress bar; not traced).
+    Progress {
+        /// Messages delivered so far.
+        delivered: u64,
+        /// Messages due in all.
+        expected: u64,
+        /// Since the start barrier opened.
+        elapsed: Duration,
+    },
     /// A child was reaped.
     Exited {
         /// relay, c0, ...
@@ -97,8 +108,8 @@ pub struct Limits {
     pub trace: Option<usize>,
     /// Traced events from before the supervisor started (the listening socket's creation).
     pub trace_prelude: Vec<(u64, String)>,
-    /// A progress bar on stderr for runs longer than a second: the messages the clients are
-    /// due to receive in all (None: never).
+    /// Progress milestones for a bar, once the exchange has run a second: the messages the
+    /// clients are due to receive in all (None: none).
     pub progress: Option<u64>,
     /// Where the clients count what arrived and say when they have nothing left to write
     /// (the progress bar and the quiet rule read it).
@@ -134,6 +145,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// What it did to `role`, in a few words: `SIGKILL c3 (it will restart)`.
+    pub fn describe(self, role: &str) -> String {
+        match self {
+            Action::Stop => format!("SIGSTOP {role}"),
+            Action::Cont => format!("SIGCONT {role}"),
+            Action::Kill => format!("SIGKILL {role} (for good)"),
+            Action::Restart => format!("SIGKILL {role} (it will restart)"),
+            Action::Restarted => format!("{role} restarted"),
+            Action::Relay => "SIGKILL the relay".to_string(),
+        }
+    }
+
     /// The word for it (`stop`, `kill`, ...).
     pub fn name(self) -> &'static str {
         match self {
@@ -282,7 +305,30 @@ fn threads() -> usize {
         .unwrap_or(1)
 }
 
-/// A milestone as a line of the trace.
+/// A milestone in a few words (what `-v` prints after "relay-sim: ").
+impl std::fmt::Display for Milestone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Milestone::Forked { role, pid } => write!(f, "forked {role} (pid {pid})"),
+            Milestone::Registered { role } => write!(f, "{role} registered"),
+            Milestone::Released => write!(f, "every client registered; barrier released"),
+            Milestone::PhaseStarted(p) => write!(f, "phase {p} started"),
+            Milestone::Reported { role } => write!(f, "{role} reported"),
+            Milestone::Stopping(e) => write!(f, "stopping early: {e:?}"),
+            Milestone::Nemesis { role, action } => {
+                write!(f, "nemesis: {}", action.describe(role))
+            }
+            Milestone::Progress {
+                delivered,
+                expected,
+                ..
+            } => write!(f, "{delivered} of {expected} messages delivered"),
+            Milestone::Exited { role, status } => write!(f, "{role} {status}"),
+        }
+    }
+}
+
+/// A milestone as a line of the trace: what happened at the level of system calls.
 fn milestone_text(m: &Milestone) -> String {
     match m {
         Milestone::Forked { role, pid } => format!("fork() -> {role} is pid {pid}"),
@@ -297,9 +343,10 @@ fn milestone_text(m: &Milestone) -> String {
             format!("closed barrier {p}'s write end: phase {p} starts everywhere at once")
         }
         Milestone::Reported { role } => format!("{role} sent its records"),
-        Milestone::Stopping(e) => format!("ending the run early: {e:?}"),
-        Milestone::Nemesis { role, action } => format!("nemesis: {} {role}", action.name()),
         Milestone::Exited { role, status } => format!("waitpid(): {role} {status}"),
+        Milestone::Stopping(_) | Milestone::Nemesis { .. } | Milestone::Progress { .. } => {
+            m.to_string()
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! ```text
 //! start:  pipes; fork the relay; fork the clients; one epoll set of their event pipes
 //! loop:   wind_down        every client done? the run over? (break when all have left)
-//!         fire_timers      script conts, the nemesis, the progress bar, the quiet rule,
+//!         fire_timers      script conts, the nemesis, progress, the quiet rule,
 //!                          the deadline
 //!         wait             epoll_wait until the earliest of them
 //!         on_signal        SIGINT/SIGTERM: the run is interrupted
@@ -27,7 +27,7 @@ use super::ctx::{peak_rss_kib, ClientCtx, RelayCtx};
 use super::faults::Faults;
 use super::spawn::{dup_err, pipe, set_nonblocking, spawn, sys};
 use super::{milestone_text, Action, Ending, Limits, Milestone, Outcome, Signals, SuperviseError};
-use crate::record::{ClientReport, Event};
+use crate::record::{ChildEvent, ClientReport};
 
 /// The epoll token of the signal pipe (a child's token is its place in the child table).
 const SIGNAL_TOKEN: u64 = u64::MAX;
@@ -304,7 +304,6 @@ pub(super) struct Run<'a> {
 
     pub(super) faults: Faults,
     pub(super) quiet: Quiet,
-    bar: Option<indicatif::ProgressBar>,
 }
 
 impl<'a> Run<'a> {
@@ -402,7 +401,6 @@ impl<'a> Run<'a> {
             asked_to_stop_at: None,
             faults: Faults::new(limits.nemesis.as_ref().map_or(0, |n| n.seed), n),
             quiet: Quiet::new(),
-            bar: None,
         })
     }
 
@@ -502,7 +500,7 @@ impl<'a> Run<'a> {
     }
 
     /// Fires what is due: a script's stopped clients whose time is up, the nemesis, the
-    /// progress bar, the quiet rule and the deadline. Returns when to wake next, or None when
+    /// progress milestones, the quiet rule and the deadline. Returns when to wake next, or None when
     /// one of them ended the run.
     fn fire_timers(&mut self, now: Instant) -> Result<Option<Instant>, SuperviseError> {
         let mut wake = match (&self.ending, self.asked_to_stop_at) {
@@ -530,9 +528,8 @@ impl<'a> Run<'a> {
         Ok(Some(wake))
     }
 
-    /// The progress bar: shown once the exchange has run a second, redrawn every 100 ms.
-    /// indicatif draws from this thread when asked (no ticker thread), so later forks (a
-    /// restart) still happen in a single-threaded process.
+    /// Progress for a bar: once the exchange has run a second, a milestone every 100 ms.
+    /// (The caller draws it, from this thread: a later fork still happens single-threaded.)
     fn progress(&mut self, now: Instant) -> Option<Instant> {
         let (Some(expected), Some(tally), Some(t0), None) = (
             self.limits.progress,
@@ -542,25 +539,14 @@ impl<'a> Run<'a> {
         ) else {
             return None;
         };
-        let ran = now.duration_since(t0);
-        if ran >= Duration::from_secs(1) {
-            let bar = self.bar.get_or_insert_with(|| {
-                let b = indicatif::ProgressBar::with_draw_target(
-                    Some(expected),
-                    indicatif::ProgressDrawTarget::stderr_with_hz(10),
-                );
-                if let Ok(style) = indicatif::ProgressStyle::with_template(
-                    "{bar:30} {human_pos}/{human_len} delivered, {msg}",
-                ) {
-                    b.set_style(style);
-                }
-                b
+        let elapsed = now.duration_since(t0);
+        if elapsed >= Duration::from_secs(1) {
+            let delivered = tally.total().min(expected);
+            (self.out.on)(Milestone::Progress {
+                delivered,
+                expected,
+                elapsed,
             });
-            let done = tally.total().min(expected);
-            let rate = done as f64 / ran.as_secs_f64();
-            let eta = (expected - done) as f64 / rate.max(1.0);
-            bar.set_message(format!("{:.2}M msg/s, ETA {eta:.0} s", rate / 1e6));
-            bar.set_position(done);
         }
         Some(now + Duration::from_millis(100))
     }
@@ -657,12 +643,12 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    fn on_event(&mut self, k: usize, e: Event) -> Result<(), SuperviseError> {
+    fn on_event(&mut self, k: usize, e: ChildEvent) -> Result<(), SuperviseError> {
         match e {
-            Event::Ready => self.on_ready(k),
-            Event::PhaseDone(p) => self.on_phase_done(p)?,
-            Event::Complete(i) => self.settle(i),
-            Event::Done(r) => {
+            ChildEvent::Ready => self.on_ready(k),
+            ChildEvent::PhaseDone(p) => self.on_phase_done(p)?,
+            ChildEvent::Complete(i) => self.settle(i),
+            ChildEvent::Done(r) => {
                 let i = r.index;
                 self.settle(i);
                 if i < self.n {
@@ -675,8 +661,8 @@ impl<'a> Run<'a> {
                     self.reports[i] = Some(*r);
                 }
             }
-            Event::RelayDone(_) => {}
-            Event::Failed(why) => {
+            ChildEvent::RelayDone(_) => {}
+            ChildEvent::Failed(why) => {
                 if self.ending.is_none() {
                     let name = &self.children.0[k].name;
                     self.end(Ending::StartFailed(format!("{name}: {why}")));
@@ -795,9 +781,6 @@ impl<'a> Run<'a> {
     /// gathers what the run learned.
     fn finish(mut self) -> Outcome {
         let ended_at = Instant::now();
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
         let end_ms = self
             .released_at
             .map_or(0, |t0| ended_at.duration_since(t0).as_millis() as u64);
@@ -873,8 +856,8 @@ impl<'a> Run<'a> {
             traces.push(("relay".to_string(), r));
         }
         for (i, r) in self.reports.iter_mut().enumerate() {
-            if let Some(tr) = r.as_mut().and_then(|r| r.trace.take()) {
-                traces.push((client_name(self.limits, i), tr));
+            if let Some(trace) = r.as_mut().and_then(|r| r.trace.take()) {
+                traces.push((client_name(self.limits, i), trace));
             }
         }
         (relay, Some(crate::trace::merge(traces, cap)))
