@@ -272,288 +272,25 @@ impl Script {
 
     /// Parses script text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Script, ScriptError> {
-        let mut s = Script {
-            names: Vec::new(),
-            clients: 0,
-            phases: vec![Vec::new()],
-            bodies: Vec::new(),
-            seed: None,
-            faults: Vec::new(),
+        let mut p = Parser {
+            file,
+            s: Script {
+                names: Vec::new(),
+                clients: 0,
+                phases: vec![Vec::new()],
+                bodies: Vec::new(),
+                seed: None,
+                faults: Vec::new(),
+            },
+            absent: Vec::new(),
+            raw_sends: Vec::new(),
+            raw_faults: Vec::new(),
+            phase: 0,
         };
-        let mut raw_faults: Vec<RawFault> = Vec::new();
-        let mut absent: Vec<String> = Vec::new();
-        let mut raw_sends: Vec<RawSend> = Vec::new();
-        let mut phase = 0usize;
         for (ln, line) in text.lines().enumerate() {
-            let ln = ln + 1;
-            let err = |col: usize, msg: String| ScriptError {
-                file: file.to_string(),
-                line: ln,
-                col,
-                msg,
-            };
-            let toks = tokenize(line).map_err(|(col, msg)| err(col, msg))?;
-            let Some((col0, first)) = toks.first().cloned() else {
-                continue;
-            };
-            let end_col = line.trim_end().len() + 1;
-            match first {
-                Tok::Word(w) if w == "clients" || w == "absent" => {
-                    if toks.len() < 2 {
-                        return Err(err(
-                            end_col,
-                            format!("expected at least one name after `{w}`"),
-                        ));
-                    }
-                    if w == "clients" && !absent.is_empty() {
-                        return Err(err(
-                            col0,
-                            "`clients` lines must come before `absent` lines".into(),
-                        ));
-                    }
-                    if !raw_sends.is_empty() {
-                        return Err(err(col0, format!("`{w}` must come before the first send")));
-                    }
-                    for (col, t) in &toks[1..] {
-                        let Tok::Word(name) = t else {
-                            return Err(err(*col, format!("expected a name, found {t}")));
-                        };
-                        if !valid_name(name) {
-                            return Err(err(
-                                *col,
-                                format!(
-                                    "`{name}` is not a valid name: 1 to 32 of A-Z a-z 0-9 _ . -"
-                                ),
-                            ));
-                        }
-                        if s.names.contains(name) || absent.contains(name) {
-                            return Err(err(*col, format!("`{name}` is declared twice")));
-                        }
-                        if w == "clients" {
-                            s.names.push(name.clone());
-                        } else {
-                            absent.push(name.clone());
-                        }
-                    }
-                }
-                Tok::Word(w) if w == "seed" => match toks.get(1) {
-                    Some((col, Tok::Word(v))) => {
-                        s.seed = Some(v.parse().map_err(|_| {
-                            err(*col, format!("expected a number after `seed`, found `{v}`"))
-                        })?);
-                    }
-                    Some((col, t)) => {
-                        return Err(err(
-                            *col,
-                            format!("expected a number after `seed`, found {t}"),
-                        ))
-                    }
-                    None => return Err(err(end_col, "expected a number after `seed`".into())),
-                },
-                Tok::Word(w)
-                    if matches!(w.as_str(), "stop" | "cont" | "kill" | "restart")
-                        && !matches!(toks.get(1), Some((_, Tok::Arrow))) =>
-                {
-                    let target = match toks.get(1) {
-                        Some((_, Tok::Word(t))) => t.clone(),
-                        Some((col, t)) => {
-                            return Err(err(
-                                *col,
-                                format!("expected a client name after `{w}`, found {t}"),
-                            ))
-                        }
-                        None => {
-                            return Err(err(end_col, format!("expected a client name after `{w}`")))
-                        }
-                    };
-                    let mut rest = 2;
-                    let dur = match (w.as_str(), toks.get(2)) {
-                        ("stop", Some((col, Tok::Word(d)))) => {
-                            rest = 3;
-                            Some(parse_duration(d).ok_or_else(|| {
-                                err(*col, format!("expected a duration like 200ms or 2s (or nothing, and a later `cont {target}`), found `{d}`"))
-                            })?)
-                        }
-                        _ => None,
-                    };
-                    if let Some((col, t)) = toks.get(rest) {
-                        return Err(err(
-                            *col,
-                            format!("expected the end of the line, found {t}"),
-                        ));
-                    }
-                    raw_faults.push((ln, phase, (toks[1].0, w.clone(), target), dur));
-                    phase += 1;
-                    s.phases.push(Vec::new());
-                }
-                Tok::Word(w) if w == "barrier" || w == "---" => {
-                    if let Some((col, t)) = toks.get(1) {
-                        return Err(err(
-                            *col,
-                            format!("expected the end of the line after `{w}`, found {t}"),
-                        ));
-                    }
-                    phase += 1;
-                    s.phases.push(Vec::new());
-                }
-                Tok::Word(from) => {
-                    // FROM -> TO BODY [xN]
-                    match toks.get(1) {
-                        Some((_, Tok::Arrow)) => {}
-                        Some((col, t)) => return Err(err(*col, format!("expected `->` after `{from}`, found {t}"))),
-                        None => {
-                            return Err(err(
-                                end_col,
-                                format!("expected `->` after `{from}` (or a keyword: clients, absent, seed, barrier)"),
-                            ))
-                        }
-                    }
-                    let (to_col, to) = match toks.get(2) {
-                        Some((col, Tok::Word(to))) => (*col, to.clone()),
-                        Some((col, t)) => {
-                            return Err(err(
-                                *col,
-                                format!("expected a receiver name after `->`, found {t}"),
-                            ))
-                        }
-                        None => {
-                            return Err(err(end_col, "expected a receiver name after `->`".into()))
-                        }
-                    };
-                    let (body, next) = match toks.get(3) {
-                        Some((_, Tok::Text(t))) => (Body::Literal(t.clone()), 4),
-                        Some((col, Tok::Word(size))) => {
-                            match toks.get(4) {
-                                Some((_, Tok::Word(b))) if b == "bytes" || b == "B" => {}
-                                Some((c, t)) => {
-                                    return Err(err(
-                                        *c,
-                                        format!("expected `bytes` after the size, found {t}"),
-                                    ))
-                                }
-                                None => {
-                                    return Err(err(
-                                        end_col,
-                                        "expected `bytes` after the size".into(),
-                                    ))
-                                }
-                            }
-                            let p = PayloadSize::parse(size).map_err(|e| {
-                                err(*col, format!("expected a size or MIN..MAX: {e}"))
-                            })?;
-                            (Body::Sized(p), 5)
-                        }
-                        Some((col, t)) => {
-                            return Err(err(
-                                *col,
-                                format!("expected a payload (\"text\" or SIZE bytes), found {t}"),
-                            ))
-                        }
-                        None => {
-                            return Err(err(
-                                end_col,
-                                "expected a payload (\"text\" or SIZE bytes)".into(),
-                            ))
-                        }
-                    };
-                    let count = match toks.get(next) {
-                        None => 1,
-                        Some((col, Tok::Word(x))) if x.starts_with('x') => x[1..]
-                            .parse::<u64>()
-                            .ok()
-                            .filter(|&n| n >= 1)
-                            .ok_or_else(|| err(*col, format!("expected a repetition like x1000, found `{x}`")))?,
-                        Some((col, t)) => return Err(err(*col, format!("expected a repetition like x1000 or the end of the line, found {t}"))),
-                    };
-                    if let Some((col, t)) = toks.get(next + 1) {
-                        return Err(err(
-                            *col,
-                            format!("expected the end of the line, found {t}"),
-                        ));
-                    }
-                    let bi = match s.bodies.iter().position(|b| *b == body) {
-                        Some(i) => i,
-                        None => {
-                            s.bodies.push(body);
-                            s.bodies.len() - 1
-                        }
-                    };
-                    raw_sends.push((ln, phase, (col0, from), (to_col, to), bi, count));
-                }
-                t => {
-                    return Err(err(
-                        col0,
-                        format!("expected a keyword or a sender name, found {t}"),
-                    ))
-                }
-            }
+            p.line(ln + 1, line)?;
         }
-        if s.names.is_empty() {
-            return Err(ScriptError {
-                file: file.to_string(),
-                line: 1,
-                col: 1,
-                msg: "expected a `clients NAME...` line: a script needs at least one client".into(),
-            });
-        }
-        s.clients = s.names.len();
-        s.names.extend(absent);
-        for (ln, phase, (fcol, from), (tcol, to), body, count) in raw_sends {
-            let err = |col: usize, msg: String| ScriptError {
-                file: file.to_string(),
-                line: ln,
-                col,
-                msg,
-            };
-            let f = s.names.iter().position(|n| *n == from).ok_or_else(|| {
-                err(
-                    fcol,
-                    format!("unknown sender `{from}`; declare it on the `clients` line"),
-                )
-            })?;
-            if f >= s.clients {
-                return Err(err(fcol, format!("`{from}` is absent: it cannot send")));
-            }
-            let t = s.names.iter().position(|n| *n == to).ok_or_else(|| {
-                err(tcol, format!("unknown receiver `{to}`; declare it with `clients` (or `absent`, to expect bounces)"))
-            })?;
-            s.phases[phase].push(Send {
-                from: f,
-                to: t,
-                body,
-                count,
-                line: ln,
-            });
-        }
-        for (ln, after_phase, (col, word, target), dur) in raw_faults {
-            let err = |msg: String| ScriptError {
-                file: file.to_string(),
-                line: ln,
-                col,
-                msg,
-            };
-            let fault = if word == "kill" && target == "relay" && !s.names.contains(&target) {
-                Fault::KillRelay
-            } else {
-                let i = s.names[..s.clients]
-                    .iter()
-                    .position(|n| *n == target)
-                    .ok_or_else(|| err(format!("`{target}` is not a client of this script")))?;
-                match word.as_str() {
-                    "stop" => Fault::Stop(i, dur),
-                    "cont" => Fault::Cont(i),
-                    "kill" => Fault::Kill(i),
-                    _ => Fault::Restart(i),
-                }
-            };
-            s.faults.push(FaultLine {
-                after_phase,
-                fault,
-                line: ln,
-            });
-        }
-        s.check_deaths(file)?;
-        Ok(s)
+        p.finish()
     }
 
     /// Nobody sends to, or as, a client killed for good; nothing happens after `kill relay`.
@@ -646,6 +383,350 @@ impl Script {
             })
             .max()
             .unwrap_or(0)
+    }
+}
+
+/// Where an error is: the file and line, to which a column is added.
+struct At<'f> {
+    file: &'f str,
+    line: usize,
+}
+
+impl At<'_> {
+    fn err(&self, col: usize, msg: String) -> ScriptError {
+        ScriptError {
+            file: self.file.to_string(),
+            line: self.line,
+            col,
+            msg,
+        }
+    }
+}
+
+/// A script being read, line by line. Names are resolved at the end, once every `clients` and
+/// `absent` line is read (absent names join the list after the clients).
+struct Parser<'f> {
+    file: &'f str,
+    /// What is known so far (names of clients, phases, bodies, seed).
+    s: Script,
+    /// Names declared `absent`: sends to them must bounce.
+    absent: Vec<String>,
+    /// Sends and faults, their names still words.
+    raw_sends: Vec<RawSend>,
+    raw_faults: Vec<RawFault>,
+    /// The phase the next send belongs to.
+    phase: usize,
+}
+
+impl Parser<'_> {
+    /// One line: a declaration, a seed, a fault, a barrier or a send.
+    fn line(&mut self, ln: usize, line: &str) -> Result<(), ScriptError> {
+        let at = At {
+            file: self.file,
+            line: ln,
+        };
+        let toks = tokenize(line).map_err(|(col, msg)| at.err(col, msg))?;
+        let Some((col0, first)) = toks.first().cloned() else {
+            return Ok(());
+        };
+        let end_col = line.trim_end().len() + 1;
+        match first {
+            Tok::Word(w) if w == "clients" || w == "absent" => {
+                self.names(&at, &w, &toks, col0, end_col)
+            }
+            Tok::Word(w) if w == "seed" => self.seed(&at, &toks, end_col),
+            Tok::Word(w)
+                if matches!(w.as_str(), "stop" | "cont" | "kill" | "restart")
+                    && !matches!(toks.get(1), Some((_, Tok::Arrow))) =>
+            {
+                self.fault(&at, &w, &toks, end_col)
+            }
+            Tok::Word(w) if w == "barrier" || w == "---" => {
+                if let Some((col, t)) = toks.get(1) {
+                    return Err(at.err(
+                        *col,
+                        format!("expected the end of the line after `{w}`, found {t}"),
+                    ));
+                }
+                self.next_phase();
+                Ok(())
+            }
+            Tok::Word(from) => self.send(&at, from, &toks, col0, end_col),
+            t => Err(at.err(
+                col0,
+                format!("expected a keyword or a sender name, found {t}"),
+            )),
+        }
+    }
+
+    fn next_phase(&mut self) {
+        self.phase += 1;
+        self.s.phases.push(Vec::new());
+    }
+
+    /// `clients NAME...` or `absent NAME...`.
+    fn names(
+        &mut self,
+        at: &At<'_>,
+        w: &str,
+        toks: &[(usize, Tok)],
+        col0: usize,
+        end_col: usize,
+    ) -> Result<(), ScriptError> {
+        if toks.len() < 2 {
+            return Err(at.err(end_col, format!("expected at least one name after `{w}`")));
+        }
+        if w == "clients" && !self.absent.is_empty() {
+            return Err(at.err(
+                col0,
+                "`clients` lines must come before `absent` lines".into(),
+            ));
+        }
+        if !self.raw_sends.is_empty() {
+            return Err(at.err(col0, format!("`{w}` must come before the first send")));
+        }
+        for (col, t) in &toks[1..] {
+            let Tok::Word(name) = t else {
+                return Err(at.err(*col, format!("expected a name, found {t}")));
+            };
+            if !valid_name(name) {
+                return Err(at.err(
+                    *col,
+                    format!("`{name}` is not a valid name: 1 to 32 of A-Z a-z 0-9 _ . -"),
+                ));
+            }
+            if self.s.names.contains(name) || self.absent.contains(name) {
+                return Err(at.err(*col, format!("`{name}` is declared twice")));
+            }
+            if w == "clients" {
+                self.s.names.push(name.clone());
+            } else {
+                self.absent.push(name.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// `seed N`.
+    fn seed(
+        &mut self,
+        at: &At<'_>,
+        toks: &[(usize, Tok)],
+        end_col: usize,
+    ) -> Result<(), ScriptError> {
+        match toks.get(1) {
+            Some((col, Tok::Word(v))) => {
+                self.s.seed = Some(v.parse().map_err(|_| {
+                    at.err(*col, format!("expected a number after `seed`, found `{v}`"))
+                })?);
+            }
+            Some((col, t)) => {
+                return Err(at.err(*col, format!("expected a number after `seed`, found {t}")))
+            }
+            None => return Err(at.err(end_col, "expected a number after `seed`".into())),
+        }
+        Ok(())
+    }
+
+    /// `stop NAME [DUR]`, `cont NAME`, `kill NAME`, `restart NAME`: each ends a phase.
+    fn fault(
+        &mut self,
+        at: &At<'_>,
+        w: &str,
+        toks: &[(usize, Tok)],
+        end_col: usize,
+    ) -> Result<(), ScriptError> {
+        let target = match toks.get(1) {
+            Some((_, Tok::Word(t))) => t.clone(),
+            Some((col, t)) => {
+                return Err(at.err(
+                    *col,
+                    format!("expected a client name after `{w}`, found {t}"),
+                ))
+            }
+            None => return Err(at.err(end_col, format!("expected a client name after `{w}`"))),
+        };
+        let mut rest = 2;
+        let dur = match (w, toks.get(2)) {
+            ("stop", Some((col, Tok::Word(d)))) => {
+                rest = 3;
+                Some(parse_duration(d).ok_or_else(|| {
+                    at.err(*col, format!("expected a duration like 200ms or 2s (or nothing, and a later `cont {target}`), found `{d}`"))
+                })?)
+            }
+            _ => None,
+        };
+        if let Some((col, t)) = toks.get(rest) {
+            return Err(at.err(*col, format!("expected the end of the line, found {t}")));
+        }
+        self.raw_faults
+            .push((at.line, self.phase, (toks[1].0, w.to_string(), target), dur));
+        self.next_phase();
+        Ok(())
+    }
+
+    /// `FROM -> TO BODY [xN]`.
+    fn send(
+        &mut self,
+        at: &At<'_>,
+        from: String,
+        toks: &[(usize, Tok)],
+        col0: usize,
+        end_col: usize,
+    ) -> Result<(), ScriptError> {
+        // FROM -> TO BODY [xN]
+        match toks.get(1) {
+            Some((_, Tok::Arrow)) => {}
+            Some((col, t)) => return Err(at.err(*col, format!("expected `->` after `{from}`, found {t}"))),
+            None => {
+                return Err(at.err(
+                    end_col,
+                    format!("expected `->` after `{from}` (or a keyword: clients, self.absent, seed, barrier)"),
+                ))
+            }
+        }
+        let (to_col, to) = match toks.get(2) {
+            Some((col, Tok::Word(to))) => (*col, to.clone()),
+            Some((col, t)) => {
+                return Err(at.err(
+                    *col,
+                    format!("expected a receiver name after `->`, found {t}"),
+                ))
+            }
+            None => return Err(at.err(end_col, "expected a receiver name after `->`".into())),
+        };
+        let (body, next) = match toks.get(3) {
+            Some((_, Tok::Text(t))) => (Body::Literal(t.clone()), 4),
+            Some((col, Tok::Word(size))) => {
+                match toks.get(4) {
+                    Some((_, Tok::Word(b))) if b == "bytes" || b == "B" => {}
+                    Some((c, t)) => {
+                        return Err(
+                            at.err(*c, format!("expected `bytes` after the size, found {t}"))
+                        )
+                    }
+                    None => return Err(at.err(end_col, "expected `bytes` after the size".into())),
+                }
+                let p = PayloadSize::parse(size)
+                    .map_err(|e| at.err(*col, format!("expected a size or MIN..MAX: {e}")))?;
+                (Body::Sized(p), 5)
+            }
+            Some((col, t)) => {
+                return Err(at.err(
+                    *col,
+                    format!("expected a payload (\"text\" or SIZE bytes), found {t}"),
+                ))
+            }
+            None => {
+                return Err(at.err(
+                    end_col,
+                    "expected a payload (\"text\" or SIZE bytes)".into(),
+                ))
+            }
+        };
+        let count = match toks.get(next) {
+            None => 1,
+            Some((col, Tok::Word(x))) if x.starts_with('x') => x[1..]
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| {
+                    at.err(
+                        *col,
+                        format!("expected a repetition like x1000, found `{x}`"),
+                    )
+                })?,
+            Some((col, t)) => {
+                return Err(at.err(
+                    *col,
+                    format!("expected a repetition like x1000 or the end of the line, found {t}"),
+                ))
+            }
+        };
+        if let Some((col, t)) = toks.get(next + 1) {
+            return Err(at.err(*col, format!("expected the end of the line, found {t}")));
+        }
+        let bi = match self.s.bodies.iter().position(|b| *b == body) {
+            Some(i) => i,
+            None => {
+                self.s.bodies.push(body);
+                self.s.bodies.len() - 1
+            }
+        };
+        self.raw_sends
+            .push((at.line, self.phase, (col0, from), (to_col, to), bi, count));
+        Ok(())
+    }
+
+    /// Resolves every name the sends and faults used, and checks what deaths allow.
+    fn finish(self) -> Result<Script, ScriptError> {
+        let mut s = self.s;
+        if s.names.is_empty() {
+            return Err(ScriptError {
+                file: self.file.to_string(),
+                line: 1,
+                col: 1,
+                msg: "expected a `clients NAME...` line: a script needs at least one client".into(),
+            });
+        }
+        s.clients = s.names.len();
+        s.names.extend(self.absent);
+        for (ln, phase, (fcol, from), (tcol, to), body, count) in self.raw_sends {
+            let err = |col: usize, msg: String| ScriptError {
+                file: self.file.to_string(),
+                line: ln,
+                col,
+                msg,
+            };
+            let f = s.names.iter().position(|n| *n == from).ok_or_else(|| {
+                err(
+                    fcol,
+                    format!("unknown sender `{from}`; declare it on the `clients` line"),
+                )
+            })?;
+            if f >= s.clients {
+                return Err(err(fcol, format!("`{from}` is absent: it cannot send")));
+            }
+            let t = s.names.iter().position(|n| *n == to).ok_or_else(|| {
+                err(tcol, format!("unknown receiver `{to}`; declare it with `clients` (or `absent`, to expect bounces)"))
+            })?;
+            s.phases[phase].push(Send {
+                from: f,
+                to: t,
+                body,
+                count,
+                line: ln,
+            });
+        }
+        for (ln, after_phase, (col, word, target), dur) in self.raw_faults {
+            let err = |msg: String| ScriptError {
+                file: self.file.to_string(),
+                line: ln,
+                col,
+                msg,
+            };
+            let fault = if word == "kill" && target == "relay" && !s.names.contains(&target) {
+                Fault::KillRelay
+            } else {
+                let i = s.names[..s.clients]
+                    .iter()
+                    .position(|n| *n == target)
+                    .ok_or_else(|| err(format!("`{target}` is not a client of this script")))?;
+                match word.as_str() {
+                    "stop" => Fault::Stop(i, dur),
+                    "cont" => Fault::Cont(i),
+                    "kill" => Fault::Kill(i),
+                    _ => Fault::Restart(i),
+                }
+            };
+            s.faults.push(FaultLine {
+                after_phase,
+                fault,
+                line: ln,
+            });
+        }
+        s.check_deaths(self.file)?;
+        Ok(s)
     }
 }
 
