@@ -824,37 +824,87 @@ pub fn verify_with(
     reports: &[Option<ClientReport>],
     deaths: &Deaths<'_>,
 ) -> Verification {
-    let n = names.clients();
-    let mut v = Verification::default();
-    let mut counts = [0u64; Class::ALL.len()];
-    let mut hist = latency_histogram();
-    // (sender, receiver) -> what the receiver counted from the sender.
-    let mut delivered: HashMap<(usize, usize), PeerCounts> = HashMap::new();
-    // (sender, receiver) -> messages sent and not bounced, from the senders' side.
-    let mut owed: HashMap<(usize, usize), u64> = HashMap::new();
-    for r in reports.iter().flatten() {
-        v.totals.sent += r.sent();
-        v.totals.received += r.received();
-        v.totals.bounced += r.bounced();
-        v.totals.bytes_received += r.bytes_received;
-        for &(c, k) in &r.violation_counts {
-            counts[c as usize] += k;
-        }
-        for &(value, count) in &r.latency_ns {
-            let _ = hist.record_n(value, count);
-        }
-        for p in &r.peers {
-            delivered.insert((p.peer, r.index), *p);
-            owed.insert((r.index, p.peer), p.sent.saturating_sub(p.bounced));
-        }
-    }
+    let mut c = Counted::gather(names, reports);
     // Completeness, per pair: what the sender sent and did not get back as a bounce must
     // have been delivered. Pairs that carried nothing are never visited.
-    let mut lost_details = Vec::new();
-    let name = |i: usize| names.name(i).to_string();
-    if let Some(bb) = deaths.blackbox {
-        v.totals = Totals {
-            bytes_received: v.totals.bytes_received,
+    match deaths.blackbox {
+        // With a black box, its counts replace the reports' own.
+        Some(bb) => c.by_blackbox(bb, deaths),
+        None => c.by_reports(deaths),
+    }
+    if deaths.blackbox.is_none() && !deaths.relay_killed {
+        c.excess();
+    }
+    if deaths.blackbox.is_some() || deaths.relay_killed {
+        c.holes(deaths);
+    }
+    c.finish()
+}
+
+/// The verifier at work: what the reports said, and the findings so far.
+struct Counted<'a> {
+    names: &'a Names,
+    reports: &'a [Option<ClientReport>],
+    v: Verification,
+    /// Violations per class, all counted (the details keep the first few).
+    counts: [u64; Class::ALL.len()],
+    hist: Histogram<u64>,
+    /// (sender, receiver) -> what the receiver counted from the sender.
+    delivered: HashMap<(usize, usize), PeerCounts>,
+    /// (sender, receiver) -> messages sent and not bounced, from the senders' side.
+    owed: HashMap<(usize, usize), u64>,
+    /// The pairs' findings, before the receivers' own.
+    details: Vec<Violation>,
+}
+
+impl<'a> Counted<'a> {
+    /// Adds up what every report says: totals, counts, latency, and each pair's numbers.
+    fn gather(names: &'a Names, reports: &'a [Option<ClientReport>]) -> Counted<'a> {
+        let mut c = Counted {
+            names,
+            reports,
+            v: Verification::default(),
+            counts: [0u64; Class::ALL.len()],
+            hist: latency_histogram(),
+            delivered: HashMap::new(),
+            owed: HashMap::new(),
+            details: Vec::new(),
+        };
+        for r in reports.iter().flatten() {
+            c.v.totals.sent += r.sent();
+            c.v.totals.received += r.received();
+            c.v.totals.bounced += r.bounced();
+            c.v.totals.bytes_received += r.bytes_received;
+            for &(class, k) in &r.violation_counts {
+                c.counts[class as usize] += k;
+            }
+            for &(value, count) in &r.latency_ns {
+                let _ = c.hist.record_n(value, count);
+            }
+            for p in &r.peers {
+                c.delivered.insert((p.peer, r.index), *p);
+                c.owed
+                    .insert((r.index, p.peer), p.sent.saturating_sub(p.bounced));
+            }
+        }
+        c
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.names.name(i).to_string()
+    }
+
+    /// One finding: `k` violations of its class, described by `v`.
+    fn found(&mut self, v: Violation, k: u64) {
+        self.counts[v.class as usize] += k;
+        self.details.push(v);
+    }
+
+    /// Runs with deaths: every pair by the shared counters, which outlive a killed client.
+    fn by_blackbox(&mut self, bb: &BlackBox, deaths: &Deaths<'_>) {
+        let n = self.names.clients();
+        self.v.totals = Totals {
+            bytes_received: self.v.totals.bytes_received,
             ..Totals::default()
         };
         for s in 0..n {
@@ -862,147 +912,170 @@ pub fn verify_with(
                 let q = bb.get(s, r, Field::Queued);
                 let b = bb.get(s, r, Field::Bounced);
                 let g = bb.get(s, r, Field::Received);
-                v.totals.sent += q;
-                v.totals.bounced += b;
-                v.totals.received += g;
-                if let Some(x) = pair_check(
-                    (name(s), name(r)),
+                self.v.totals.sent += q;
+                self.v.totals.bounced += b;
+                self.v.totals.received += g;
+                if let Some((v, k)) = pair_check(
+                    (self.name(s), self.name(r)),
                     (q, b, g),
                     bb.deaths(s) + bb.deaths(r) + u64::from(deaths.relay_killed),
                     deaths.in_flight_cap,
                 ) {
-                    counts[x.0.class as usize] += x.1;
-                    lost_details.push(x.0);
+                    self.found(v, k);
                 }
             }
         }
     }
-    // (With a black box, the counts above replace the reports' own.)
-    let counted = if deaths.blackbox.is_some() { 0 } else { n };
-    for (s, sr) in reports.iter().enumerate().take(counted) {
-        let Some(sr) = sr else { continue };
-        for p in sr.peers.iter().filter(|p| p.sent > 0) {
-            let (r, sent, bounced) = (p.peer, p.sent, p.bounced);
-            if r >= n {
-                // A name nobody holds: every send to it must have bounced.
-                let missing = sent.saturating_sub(bounced);
-                if missing > 0 {
-                    counts[Class::Bounce as usize] += missing;
-                    lost_details.push(Violation {
-                        class: Class::Bounce,
-                        sender: name(s),
-                        receiver: name(r),
-                        seq: Some(bounced),
-                        expected: format!("{sent} BOUNCEs (nobody holds {})", name(r)),
-                        got: format!("{bounced}"),
-                    });
+
+    /// Every pair by the reports: sends to a name nobody holds must have bounced; the rest
+    /// must have arrived (all of it, or, when the relay was killed, a prefix).
+    fn by_reports(&mut self, deaths: &Deaths<'_>) {
+        let (n, reports) = (self.names.clients(), self.reports);
+        for (s, sr) in reports.iter().enumerate().take(n) {
+            let Some(sr) = sr else { continue };
+            for p in sr.peers.iter().filter(|p| p.sent > 0) {
+                let r = p.peer;
+                if r >= n {
+                    self.unheld(s, p);
+                } else if reports.get(r).is_none_or(Option::is_none) {
+                    // The receiver never reported: the run's ending says why.
+                } else if deaths.relay_killed {
+                    let got = self.delivered.get(&(s, r)).map_or(0, |c| c.received);
+                    if let Some((v, k)) = pair_check(
+                        (self.name(s), self.name(r)),
+                        (p.sent, p.bounced, got),
+                        1,
+                        deaths.in_flight_cap,
+                    ) {
+                        self.found(v, k);
+                    }
+                } else {
+                    self.lost(s, p);
                 }
-                continue;
-            }
-            if reports.get(r).is_none_or(Option::is_none) {
-                continue; // the receiver never reported: the run's ending says why
-            }
-            let counted = delivered.get(&(s, r)).copied().unwrap_or_default();
-            let got = counted.received;
-            if deaths.relay_killed {
-                if let Some(x) = pair_check(
-                    (name(s), name(r)),
-                    (sent, bounced, got),
-                    1,
-                    deaths.in_flight_cap,
-                ) {
-                    counts[x.0.class as usize] += x.1;
-                    lost_details.push(x.0);
-                }
-                continue;
-            }
-            let due = sent.saturating_sub(bounced);
-            // What is missing by count, or by the holes where they show more: an arrival that
-            // named a later sequence than its own (damage a short payload cannot show) fills
-            // the count but leaves its own hole. (Every counted arrival moves the next
-            // expected sequence past itself or fills a hole, so the holes and where the stream
-            // stopped add up to the count's shortfall whenever they do not exceed it.)
-            let lost = due.saturating_sub(got).max(counted.holes);
-            if lost > 0 {
-                counts[Class::Lost as usize] += lost;
-                let first = first_missing(&counted);
-                let which = match first {
-                    Some(f) => format!("the first seq {f}"),
-                    None => "which ones cannot be told (payloads without a sequence)".into(),
-                };
-                lost_details.push(Violation {
-                    class: Class::Lost,
-                    sender: name(s),
-                    receiver: name(r),
-                    seq: first,
-                    expected: format!("{due} messages delivered"),
-                    got: format!("{got} delivered; {lost} missing, {which}"),
-                });
             }
         }
     }
-    // More delivered than sent on a pair: duplicates (or misrouted or spoofed messages)
-    // that the payloads could not show as such. Counted whatever the payload size.
-    if deaths.blackbox.is_none() && !deaths.relay_killed {
-        let mut excess: Vec<((usize, usize), u64, u64)> = delivered
+
+    /// Sends to a name nobody holds: every one must have bounced.
+    fn unheld(&mut self, s: usize, p: &PeerCounts) {
+        let (r, sent, bounced) = (p.peer, p.sent, p.bounced);
+        let missing = sent.saturating_sub(bounced);
+        if missing > 0 {
+            let v = Violation {
+                class: Class::Bounce,
+                sender: self.name(s),
+                receiver: self.name(r),
+                seq: Some(bounced),
+                expected: format!("{sent} BOUNCEs (nobody holds {})", self.name(r)),
+                got: format!("{bounced}"),
+            };
+            self.found(v, missing);
+        }
+    }
+
+    /// A pair between two clients that reported: what was sent and not bounced must have
+    /// arrived.
+    fn lost(&mut self, s: usize, p: &PeerCounts) {
+        let r = p.peer;
+        let counted = self.delivered.get(&(s, r)).copied().unwrap_or_default();
+        let got = counted.received;
+        let due = p.sent.saturating_sub(p.bounced);
+        // What is missing by count, or by the holes where they show more: an arrival that
+        // named a later sequence than its own (damage a short payload cannot show) fills
+        // the count but leaves its own hole. (Every counted arrival moves the next
+        // expected sequence past itself or fills a hole, so the holes and where the stream
+        // stopped add up to the count's shortfall whenever they do not exceed it.)
+        let lost = due.saturating_sub(got).max(counted.holes);
+        if lost == 0 {
+            return;
+        }
+        let first = first_missing(&counted);
+        let which = match first {
+            Some(f) => format!("the first seq {f}"),
+            None => "which ones cannot be told (payloads without a sequence)".into(),
+        };
+        let v = Violation {
+            class: Class::Lost,
+            sender: self.name(s),
+            receiver: self.name(r),
+            seq: first,
+            expected: format!("{due} messages delivered"),
+            got: format!("{got} delivered; {lost} missing, {which}"),
+        };
+        self.found(v, lost);
+    }
+
+    /// More delivered than sent on a pair: duplicates (or misrouted or spoofed messages)
+    /// that the payloads could not show as such. Counted whatever the payload size.
+    fn excess(&mut self) {
+        let reports = self.reports;
+        let mut excess: Vec<((usize, usize), u64, u64)> = self
+            .delivered
             .iter()
             .filter(|((s, _), _)| reports.get(*s).is_some_and(Option::is_some))
             .filter_map(|(&(s, r), c)| {
-                let sent = owed.get(&(s, r)).copied().unwrap_or(0);
+                let sent = self.owed.get(&(s, r)).copied().unwrap_or(0);
                 (c.received > sent).then_some(((s, r), sent, c.received))
             })
             .collect();
         excess.sort_unstable();
         for ((s, r), sent, got) in excess {
-            counts[Class::Duplicate as usize] += got - sent;
-            lost_details.push(Violation {
+            let v = Violation {
                 class: Class::Duplicate,
-                sender: name(s),
-                receiver: name(r),
+                sender: self.name(s),
+                receiver: self.name(r),
                 seq: None,
                 expected: format!("at most {sent} delivered (as many as were sent)"),
                 got: format!("{got} delivered"),
-            });
+            };
+            self.found(v, got - sent);
         }
     }
-    if deaths.blackbox.is_some() || deaths.relay_killed {
-        // Any stream with a hole lost a message in the middle: no death explains that. (Pairs
-        // without a death were counted exactly above; a hole there is already in that count.)
+
+    /// Runs with deaths: any stream with a hole lost a message in the middle, which no death
+    /// explains. (Pairs without a death were counted exactly; a hole there is already in
+    /// that count.)
+    fn holes(&mut self, deaths: &Deaths<'_>) {
         let slack = |s: usize, r: usize| {
             deaths.relay_killed
                 || deaths
                     .blackbox
                     .is_some_and(|bb| bb.deaths(s) + bb.deaths(r) > 0)
         };
-        for r in reports.iter().flatten() {
+        for r in self.reports.iter().flatten() {
             for p in r
                 .peers
                 .iter()
                 .filter(|p| p.holes > 0 && slack(p.peer, r.index))
             {
-                counts[Class::Lost as usize] += p.holes;
-                lost_details.push(Violation {
+                let v = Violation {
                     class: Class::Lost,
-                    sender: name(p.peer),
-                    receiver: name(r.index),
+                    sender: self.name(p.peer),
+                    receiver: self.name(r.index),
                     seq: None,
                     expected: "a gap-free stream".into(),
                     got: format!("{} sequence(s) skipped and never delivered", p.holes),
-                });
+                };
+                self.found(v, p.holes);
             }
         }
     }
-    v.violations = lost_details;
-    for r in reports.iter().flatten() {
-        v.violations.extend(r.violations.iter().cloned());
+
+    /// The verification: the pairs' findings, then each receiver's own.
+    fn finish(self) -> Verification {
+        let mut v = self.v;
+        v.violations = self.details;
+        for r in self.reports.iter().flatten() {
+            v.violations.extend(r.violations.iter().cloned());
+        }
+        v.counts = Class::ALL
+            .iter()
+            .filter(|c| self.counts[**c as usize] > 0)
+            .map(|&c| (c, self.counts[c as usize]))
+            .collect();
+        v.latency = (!self.hist.is_empty()).then_some(self.hist);
+        v
     }
-    v.counts = Class::ALL
-        .iter()
-        .filter(|c| counts[**c as usize] > 0)
-        .map(|&c| (c, counts[c as usize]))
-        .collect();
-    v.latency = (!hist.is_empty()).then_some(hist);
-    v
 }
 
 /// The first message of a pair that never arrived, when the receiver can name it: the first
