@@ -417,47 +417,14 @@ impl Receiver {
     /// does not count as received (misrouted, spoofed, a duplicate: already reported), else
     /// whether its send time may be trusted (it was found whole).
     fn check_sequenced(&mut self, s: usize, p: &[u8]) -> Option<bool> {
-        let me = self.plan.me;
         let next = self.next[s];
         let (raw, sender, receiver) = match payload::claim(self.plan.seed, p, next) {
             Claim::Blank => {
-                // Nothing in it tells one message from another: FIFO says it is the next, and
-                // its length cannot be checked against that one (a loss before it would make
-                // a loss look like damage). Only where no message may be empty is it damage.
-                let may_be_empty =
-                    matches!(self.expect_at(s, next), Expect::Sized(spec) if spec.size.min == 0);
-                // (Past the sender's last message, it is one too many: the count says so.)
-                if !may_be_empty && next < self.limit[s] {
-                    let name = self.name(s);
-                    self.violation(
-                        Class::Integrity,
-                        name,
-                        Some(next),
-                        "the bytes sent".into(),
-                        "an empty payload".into(),
-                    );
-                } else {
-                    self.unsequenced[s] += 1;
-                }
-                self.advance(s, next);
+                self.blank(s, next);
                 return Some(false);
             }
             Claim::Damaged => {
-                // Its identity cannot be trusted either. FIFO says it was the next one.
-                let how = if p.len() >= payload::HEADER {
-                    "checksum mismatch"
-                } else {
-                    "its filler is not that of the message it names"
-                };
-                let name = self.name(s);
-                self.violation(
-                    Class::Integrity,
-                    name,
-                    Some(next),
-                    "the bytes sent".into(),
-                    format!("different bytes ({how})"),
-                );
-                self.advance(s, next);
+                self.damaged(s, p, next);
                 return Some(false);
             }
             Claim::Names {
@@ -466,26 +433,7 @@ impl Receiver {
                 receiver,
             } => (seq, sender, receiver),
         };
-        if let Some(r) = receiver.filter(|&r| r as usize != me) {
-            let (from, to) = (self.label(sender.unwrap_or(s as u32)), self.label(r));
-            self.violation(
-                Class::Misrouted,
-                from,
-                Some(raw & !payload::RESTART),
-                format!("delivery to {to}"),
-                format!("delivered to {}", self.name(me)),
-            );
-            return None;
-        }
-        if let Some(x) = sender.filter(|&x| x as usize != s) {
-            let from = self.label(x);
-            self.violation(
-                Class::Spoofed,
-                from.clone(),
-                Some(raw & !payload::RESTART),
-                format!("src {from}"),
-                format!("src {}", self.name(s)),
-            );
+        if !self.identity_holds(s, raw, sender, receiver) {
             return None;
         }
         // Runs with deaths: a restarted sender flags its first message to each receiver.
@@ -496,41 +444,126 @@ impl Receiver {
             raw
         };
         if seq >= self.limit[s] {
-            // No such message was ever sent: damage its size could not show as damage.
-            let (name, limit) = (self.name(s), self.limit[s]);
-            self.violation(
-                Class::Integrity,
-                name.clone(),
-                Some(next),
-                format!(
-                    "seq {next} ({name} sends {} at most {limit})",
-                    self.name(me)
-                ),
-                format!("a payload naming seq {seq}"),
-            );
-            self.advance(s, next);
+            self.never_sent(s, next, seq);
             return Some(false);
         }
+        if !self.place(s, seq, next, restarted) {
+            return None;
+        }
+        // Its length (and, under 17 bytes, every byte) against the message it names; the
+        // payload was made from the sequence as sent, flag and all.
+        match self.expect_at(s, seq) {
+            Expect::Sized(spec) => self.integrity(spec, s, seq, raw, p),
+            Expect::Literal(t) => {
+                let name = self.name(s);
+                self.violation(Class::Integrity, name, Some(seq), show(&t), show(p));
+            }
+            Expect::Nothing => {}
+        }
+        Some(true)
+    }
+
+    /// A payload with nothing in it that tells one message from another: FIFO says it is
+    /// the next, and its length cannot be checked against that one (a loss before it would
+    /// make a loss look like damage). Only where no message may be empty is it damage.
+    fn blank(&mut self, s: usize, next: u64) {
+        let may_be_empty =
+            matches!(self.expect_at(s, next), Expect::Sized(spec) if spec.size.min == 0);
+        // (Past the sender's last message, it is one too many: the count says so.)
+        if !may_be_empty && next < self.limit[s] {
+            let name = self.name(s);
+            self.violation(
+                Class::Integrity,
+                name,
+                Some(next),
+                "the bytes sent".into(),
+                "an empty payload".into(),
+            );
+        } else {
+            self.unsequenced[s] += 1;
+        }
+        self.advance(s, next);
+    }
+
+    /// A payload that fails its own check: its identity cannot be trusted either. FIFO says
+    /// it was the next one.
+    fn damaged(&mut self, s: usize, p: &[u8], next: u64) {
+        let how = if p.len() >= payload::HEADER {
+            "checksum mismatch"
+        } else {
+            "its filler is not that of the message it names"
+        };
+        let name = self.name(s);
+        self.violation(
+            Class::Integrity,
+            name,
+            Some(next),
+            "the bytes sent".into(),
+            format!("different bytes ({how})"),
+        );
+        self.advance(s, next);
+    }
+
+    /// Whether the payload was meant for this client and came from the sender the relay
+    /// names; a violation (misrouted, spoofed) when not.
+    fn identity_holds(
+        &mut self,
+        s: usize,
+        raw: u64,
+        sender: Option<u32>,
+        receiver: Option<u32>,
+    ) -> bool {
+        let me = self.plan.me;
+        if let Some(r) = receiver.filter(|&r| r as usize != me) {
+            let (from, to) = (self.label(sender.unwrap_or(s as u32)), self.label(r));
+            self.violation(
+                Class::Misrouted,
+                from,
+                Some(raw & !payload::RESTART),
+                format!("delivery to {to}"),
+                format!("delivered to {}", self.name(me)),
+            );
+            return false;
+        }
+        if let Some(x) = sender.filter(|&x| x as usize != s) {
+            let from = self.label(x);
+            self.violation(
+                Class::Spoofed,
+                from.clone(),
+                Some(raw & !payload::RESTART),
+                format!("src {from}"),
+                format!("src {}", self.name(s)),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// A payload naming a sequence its sender never sent: damage its size could not show as
+    /// damage.
+    fn never_sent(&mut self, s: usize, next: u64, seq: u64) {
+        let (name, limit) = (self.name(s), self.limit[s]);
+        self.violation(
+            Class::Integrity,
+            name.clone(),
+            Some(next),
+            format!(
+                "seq {next} ({name} sends {} at most {limit})",
+                self.name(self.plan.me)
+            ),
+            format!("a payload naming seq {seq}"),
+        );
+        self.advance(s, next);
+    }
+
+    /// Places message `seq` from `s` in its stream (next expected: `next`): late, a
+    /// duplicate, the next one, or ahead (the ones skipped are late or lost). False for a
+    /// duplicate, which is not checked further.
+    fn place(&mut self, s: usize, seq: u64, next: u64, restarted: bool) -> bool {
         let after_late = std::mem::take(&mut self.last_late[s]);
         if seq < next {
             let late = self.gaps.remove(&(s, seq)) || self.gaps_overflowed;
-            if late {
-                // It was skipped over when a later one arrived: overtaken, not lost. The ones
-                // right behind it, late in turn, were overtaken by the same message: one
-                // violation (a sequence damaged to read as a later one would otherwise make
-                // every message up to it a violation of its own).
-                self.last_late[s] = Some(seq);
-                let behind_the_last = after_late.is_some() && after_late == seq.checked_sub(1);
-                if !behind_the_last {
-                    self.violation(
-                        Class::Order,
-                        self.name(s),
-                        Some(seq),
-                        format!("seq {seq} before seq {}", next - 1),
-                        format!("seq {seq} after it"),
-                    );
-                }
-            } else {
+            if !late {
                 self.violation(
                     Class::Duplicate,
                     self.name(s),
@@ -538,7 +571,22 @@ impl Receiver {
                     format!("seq {next} (seq {seq} already arrived)"),
                     format!("seq {seq} again"),
                 );
-                return None;
+                return false;
+            }
+            // It was skipped over when a later one arrived: overtaken, not lost. The ones
+            // right behind it, late in turn, were overtaken by the same message: one
+            // violation (a sequence damaged to read as a later one would otherwise make
+            // every message up to it a violation of its own).
+            self.last_late[s] = Some(seq);
+            let behind_the_last = after_late.is_some() && after_late == seq.checked_sub(1);
+            if !behind_the_last {
+                self.violation(
+                    Class::Order,
+                    self.name(s),
+                    Some(seq),
+                    format!("seq {seq} before seq {}", next - 1),
+                    format!("seq {seq} after it"),
+                );
             }
         } else if !self.restart_skip(s, restarted) {
             // Skipped over (none when it is the next): late (an order violation, reported
@@ -557,17 +605,7 @@ impl Receiver {
         if let Some(f) = self.fresh.get_mut(s) {
             *f = false;
         }
-        // Its length (and, under 17 bytes, every byte) against the message it names; the
-        // payload was made from the sequence as sent, flag and all.
-        match self.expect_at(s, seq) {
-            Expect::Sized(spec) => self.integrity(spec, s, seq, raw, p),
-            Expect::Literal(t) => {
-                let name = self.name(s);
-                self.violation(Class::Integrity, name, Some(seq), show(&t), show(p));
-            }
-            Expect::Nothing => {}
-        }
-        Some(true)
+        true
     }
 
     /// Moves the next expected sequence from `s` past `seq`.
