@@ -370,113 +370,17 @@ enum Mark {
     Fork(usize, String),
 }
 
+/// Width of one lane of the sequence diagram, px.
+const SEQ_LANE_W: u32 = 170;
+
 /// sequence.svg: one vertical lane per process (the relay in the middle), time going down, an
 /// arrow per message from its sender through the relay to its receiver, forks and exits marked
 /// on the lanes. Rows follow the order of events (not their exact times, which crowd).
 pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
-    let clients: Vec<&String> = t
-        .lanes
-        .iter()
-        .filter(|r| *r != "supervisor" && *r != "relay")
-        .collect();
-    if clients.is_empty() {
-        return None;
-    }
-    // Lanes: supervisor, the first half of the clients, the relay, the rest.
-    let half = clients.len().div_ceil(2);
-    let mut lanes: Vec<String> = vec!["supervisor".into()];
-    lanes.extend(clients[..half].iter().map(|s| s.to_string()));
-    lanes.push("relay".into());
-    lanes.extend(clients[half..].iter().map(|s| s.to_string()));
+    let lanes = sequence_lanes(t)?;
+    let (rows, sends) = sequence_rows(t, &lanes, max_messages);
+    let (keep, link) = link_rows(&rows, &lanes);
     let lane = |role: &str| lanes.iter().position(|l| l == role);
-
-    let mut rows: Vec<(u64, Mark)> = Vec::new();
-    let mut sends = 0usize;
-    for l in &t.lines {
-        let Some(me) = lane(&l.role) else { continue };
-        let w = l.what.as_str();
-        let mark = if let Some(rest) = w.strip_prefix("SEND to ") {
-            let (to, label) = rest.split_once(' ').unwrap_or((rest, ""));
-            let label = label.trim_end_matches(": into its write buffer");
-            sends += 1;
-            if sends > max_messages {
-                continue;
-            }
-            Mark::Send(me, to.to_string(), label.to_string())
-        } else if let Some(rest) = w.strip_prefix("SEND from ") {
-            let (from, rest) = rest.split_once(' ').unwrap_or((rest, ""));
-            let to = rest
-                .split_once("-> DELIVER to ")
-                .map(|(_, t)| t.split(' ').next().unwrap_or(""))
-                .unwrap_or("");
-            Mark::Route(from.to_string(), to.to_string())
-        } else if let Some(rest) = w.strip_prefix("DELIVER from ") {
-            let from = rest.split(' ').next().unwrap_or("");
-            Mark::Deliver(me, from.to_string())
-        } else if let Some(rest) = w.strip_prefix("fork() -> ") {
-            let (role, pid) = rest.split_once(" is pid ").unwrap_or((rest, "?"));
-            match lane(role) {
-                Some(k) => Mark::Fork(k, format!("fork(): pid {pid}")),
-                None => continue,
-            }
-        } else if let Some(rest) = w.strip_prefix("waitpid(): ") {
-            let (role, st) = rest.split_once(' ').unwrap_or((rest, ""));
-            match lane(role) {
-                Some(k) => Mark::Note(k, st.to_string()),
-                None => continue,
-            }
-        } else if w.starts_with("socket() + connect(") {
-            Mark::Note(me, "connect, HELLO / WELCOME".into())
-        } else if w.starts_with("closed barrier 0") {
-            Mark::Note(me, "barrier released".into())
-        } else if w.starts_with("register: ") {
-            let name = w.rsplit(" is ").next().unwrap_or("");
-            Mark::Note(me, format!("{name} registered"))
-        } else {
-            continue;
-        };
-        rows.push((l.t_us, mark));
-    }
-
-    // Match each message's three rows (sent, routed, delivered) in FIFO order per (sender,
-    // receiver), and keep only what is drawn: a send the relay's trace never routed (its
-    // events were cut) would leave an empty row.
-    let mut keep = vec![true; rows.len()];
-    let mut link: Vec<Option<usize>> = vec![None; rows.len()];
-    {
-        let mut sent: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-        let mut routed: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-        for (i, (_, m)) in rows.iter().enumerate() {
-            match m {
-                Mark::Send(k, to, _) => {
-                    keep[i] = false;
-                    sent.entry((lanes[*k].clone(), to.clone()))
-                        .or_default()
-                        .push(i);
-                }
-                Mark::Route(from, to) => {
-                    let key = (from.clone(), to.clone());
-                    match sent.get_mut(&key).filter(|v| !v.is_empty()) {
-                        Some(v) => {
-                            let s = v.remove(0);
-                            keep[s] = true;
-                            link[i] = Some(s);
-                            routed.entry(key).or_default().push(i);
-                        }
-                        None => keep[i] = false,
-                    }
-                }
-                Mark::Deliver(k, from) => {
-                    let key = (from.clone(), lanes[*k].clone());
-                    match routed.get_mut(&key).filter(|v| !v.is_empty()) {
-                        Some(v) => link[i] = Some(v.remove(0)),
-                        None => keep[i] = false,
-                    }
-                }
-                Mark::Note(..) | Mark::Fork(..) => {}
-            }
-        }
-    }
     let mut row_of = vec![0u32; rows.len()];
     let mut shown = 0u32;
     for (i, k) in keep.iter().enumerate() {
@@ -486,41 +390,14 @@ pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
         }
     }
 
-    let lane_w = 170u32;
+    let lane_w = SEQ_LANE_W;
     let width = 90 + lane_w * lanes.len() as u32 + 150;
     let row_h = 26u32;
     let top = 70u32;
     let height = top + row_h * (shown + 2);
     let x = |k: usize| 90 + lane_w * k as u32 + lane_w / 2;
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"{FONT}\">\n\
-<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto-start-reverse\"><path d=\"M 0 0 L 10 5 L 0 10 z\" fill=\"#222\"/></marker></defs>\n\
-<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-<text x=\"12\" y=\"18\" font-size=\"15\">Each message goes from its sender through the relay to its receiver.</text>\
-<text x=\"12\" y=\"32\" font-size=\"12\" fill=\"#555\">Time runs down; rows are in event order, with each event's time on the left.</text>"
-    );
-    for (k, name) in lanes.iter().enumerate() {
-        let (fill, dash) = match name.as_str() {
-            "relay" => ("#fde7c8", ""),
-            "supervisor" => ("#eeeeee", " stroke-dasharray=\"4 4\""),
-            _ => ("#dbe9fb", ""),
-        };
-        let _ = writeln!(
-            o,
-            "<rect x=\"{}\" y=\"36\" width=\"{}\" height=\"24\" rx=\"4\" fill=\"{fill}\" stroke=\"#555\"/>\
-<text x=\"{}\" y=\"53\" font-size=\"14\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\
-<line x1=\"{}\" y1=\"60\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"{dash}/>",
-            x(k) - lane_w / 2 + 10,
-            lane_w - 20,
-            x(k),
-            escape(name),
-            x(k),
-            x(k),
-            height - 10
-        );
-    }
+    sequence_head(&mut o, &lanes, width, height);
     let y_of = |i: usize| top + row_h * row_of[i];
     let mut arrows = String::new();
     for (i, (t_us, mark)) in rows.iter().enumerate() {
@@ -593,4 +470,155 @@ pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
     }
     o.push_str("</svg>\n");
     Some(o)
+}
+
+/// The diagram's frame: the title, and a labelled lane per process.
+fn sequence_head(o: &mut String, lanes: &[String], width: u32, height: u32) {
+    let lane_w = SEQ_LANE_W;
+    let x = |k: usize| 90 + lane_w * k as u32 + lane_w / 2;
+    let _ = writeln!(
+        o,
+        "<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"{FONT}\">\n\
+<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto-start-reverse\"><path d=\"M 0 0 L 10 5 L 0 10 z\" fill=\"#222\"/></marker></defs>\n\
+<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+<text x=\"12\" y=\"18\" font-size=\"15\">Each message goes from its sender through the relay to its receiver.</text>\
+<text x=\"12\" y=\"32\" font-size=\"12\" fill=\"#555\">Time runs down; rows are in event order, with each event's time on the left.</text>"
+    );
+    for (k, name) in lanes.iter().enumerate() {
+        let (fill, dash) = match name.as_str() {
+            "relay" => ("#fde7c8", ""),
+            "supervisor" => ("#eeeeee", " stroke-dasharray=\"4 4\""),
+            _ => ("#dbe9fb", ""),
+        };
+        let _ = writeln!(
+            o,
+            "<rect x=\"{}\" y=\"36\" width=\"{}\" height=\"24\" rx=\"4\" fill=\"{fill}\" stroke=\"#555\"/>\
+<text x=\"{}\" y=\"53\" font-size=\"14\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\
+<line x1=\"{}\" y1=\"60\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"{dash}/>",
+            x(k) - lane_w / 2 + 10,
+            lane_w - 20,
+            x(k),
+            escape(name),
+            x(k),
+            x(k),
+            height - 10
+        );
+    }
+}
+
+/// The sequence diagram's lanes: supervisor, the first half of the clients, the relay, the
+/// rest (None without clients).
+fn sequence_lanes(t: &Timeline) -> Option<Vec<String>> {
+    let clients: Vec<&String> = t
+        .lanes
+        .iter()
+        .filter(|r| *r != "supervisor" && *r != "relay")
+        .collect();
+    if clients.is_empty() {
+        return None;
+    }
+    let half = clients.len().div_ceil(2);
+    let mut lanes: Vec<String> = vec!["supervisor".into()];
+    lanes.extend(clients[..half].iter().map(|s| s.to_string()));
+    lanes.push("relay".into());
+    lanes.extend(clients[half..].iter().map(|s| s.to_string()));
+    Some(lanes)
+}
+
+/// The traced events the diagram draws, as marks on lanes, in event order; and how many
+/// messages were traced (only the first `max_messages` are drawn).
+fn sequence_rows(t: &Timeline, lanes: &[String], max_messages: usize) -> (Vec<(u64, Mark)>, usize) {
+    let lane = |role: &str| lanes.iter().position(|l| l == role);
+    let mut rows: Vec<(u64, Mark)> = Vec::new();
+    let mut sends = 0usize;
+    for l in &t.lines {
+        let Some(me) = lane(&l.role) else { continue };
+        let w = l.what.as_str();
+        let mark = if let Some(rest) = w.strip_prefix("SEND to ") {
+            let (to, label) = rest.split_once(' ').unwrap_or((rest, ""));
+            let label = label.trim_end_matches(": into its write buffer");
+            sends += 1;
+            if sends > max_messages {
+                continue;
+            }
+            Mark::Send(me, to.to_string(), label.to_string())
+        } else if let Some(rest) = w.strip_prefix("SEND from ") {
+            let (from, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+            let to = rest
+                .split_once("-> DELIVER to ")
+                .map(|(_, t)| t.split(' ').next().unwrap_or(""))
+                .unwrap_or("");
+            Mark::Route(from.to_string(), to.to_string())
+        } else if let Some(rest) = w.strip_prefix("DELIVER from ") {
+            let from = rest.split(' ').next().unwrap_or("");
+            Mark::Deliver(me, from.to_string())
+        } else if let Some(rest) = w.strip_prefix("fork() -> ") {
+            let (role, pid) = rest.split_once(" is pid ").unwrap_or((rest, "?"));
+            match lane(role) {
+                Some(k) => Mark::Fork(k, format!("fork(): pid {pid}")),
+                None => continue,
+            }
+        } else if let Some(rest) = w.strip_prefix("waitpid(): ") {
+            let (role, st) = rest.split_once(' ').unwrap_or((rest, ""));
+            match lane(role) {
+                Some(k) => Mark::Note(k, st.to_string()),
+                None => continue,
+            }
+        } else if w.starts_with("socket() + connect(") {
+            Mark::Note(me, "connect, HELLO / WELCOME".into())
+        } else if w.starts_with("closed barrier 0") {
+            Mark::Note(me, "barrier released".into())
+        } else if w.starts_with("register: ") {
+            let name = w.rsplit(" is ").next().unwrap_or("");
+            Mark::Note(me, format!("{name} registered"))
+        } else {
+            continue;
+        };
+        rows.push((l.t_us, mark));
+    }
+    (rows, sends)
+}
+
+/// Matches each message's three rows (sent, routed, delivered) in FIFO order per (sender,
+/// receiver), and keeps only what is drawn: a send the relay's trace never routed (its events
+/// were cut) would leave an empty row. Returns which rows to keep, and each routed or
+/// delivered row's earlier row.
+fn link_rows(rows: &[(u64, Mark)], lanes: &[String]) -> (Vec<bool>, Vec<Option<usize>>) {
+    let mut keep = vec![true; rows.len()];
+    let mut link: Vec<Option<usize>> = vec![None; rows.len()];
+    {
+        let mut sent: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        let mut routed: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        for (i, (_, m)) in rows.iter().enumerate() {
+            match m {
+                Mark::Send(k, to, _) => {
+                    keep[i] = false;
+                    sent.entry((lanes[*k].clone(), to.clone()))
+                        .or_default()
+                        .push(i);
+                }
+                Mark::Route(from, to) => {
+                    let key = (from.clone(), to.clone());
+                    match sent.get_mut(&key).filter(|v| !v.is_empty()) {
+                        Some(v) => {
+                            let s = v.remove(0);
+                            keep[s] = true;
+                            link[i] = Some(s);
+                            routed.entry(key).or_default().push(i);
+                        }
+                        None => keep[i] = false,
+                    }
+                }
+                Mark::Deliver(k, from) => {
+                    let key = (from.clone(), lanes[*k].clone());
+                    match routed.get_mut(&key).filter(|v| !v.is_empty()) {
+                        Some(v) => link[i] = Some(v.remove(0)),
+                        None => keep[i] = false,
+                    }
+                }
+                Mark::Note(..) | Mark::Fork(..) => {}
+            }
+        }
+    }
+    (keep, link)
 }
