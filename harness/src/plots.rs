@@ -120,7 +120,6 @@ pub fn latency_svg(
         return note_svg("No latency measured: payloads under 32 bytes carry no send time.");
     };
     let width = bucket_width(reports);
-    let width_ms = width as f64 / 1e6;
     let over_time = buckets(
         reports,
         t0_ns,
@@ -137,118 +136,174 @@ pub fn latency_svg(
             a.2 = a.2.max(max);
         },
     );
+    let axis = LogUs::of(h);
     let mut svg = String::new();
     let r = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
         let root = SVGBackend::with_string(&mut svg, (W, 760)).into_drawing_area();
         root.fill(&WHITE)?;
         let (top, bottom) = root.split_vertically(380);
-        // Latency on a log axis drawn by hand (log10 of µs on a linear axis): one label per
-        // power of ten reads better than plotters' log-scale labels, which crowd.
-        let us = |v: u64| (v as f64 / 1000.0).max(0.01).log10();
-        let lo = us(h.min().max(1)).floor();
-        let hi = us(h.max()).ceil().max(lo + 1.0);
-        let decades = (hi - lo) as usize + 1;
-        let fmt_us = |y: &f64| {
-            let v = 10f64.powf(*y);
-            if v >= 1e6 {
-                format!("{:.0} s", v / 1e6)
-            } else if v >= 1e3 {
-                format!("{:.0} ms", v / 1e3)
-            } else if v >= 1.0 {
-                format!("{v:.0} µs")
-            } else {
-                format!("{v:.2} µs")
-            }
-        };
-        // x = -log10(1 - q): 0 is the median's neighbour 0%, 1 is 90%, 2 is 99%, ...
-        let nines = ((h.len() as f64).log10()).clamp(1.0, 6.0);
-        let mut c = ChartBuilder::on(&top)
-            .caption(
-                format!("Latency by percentile ({what}, {} messages)", h.len()),
-                (FONT, 20),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..nines, lo..hi)?;
-        c.configure_mesh()
-            .x_desc("percentile")
-            .y_desc("latency (log scale)")
-            .y_labels(decades)
-            .y_label_formatter(&fmt_us)
-            .x_labels(nines as usize + 1)
-            .x_label_formatter(&|x| {
-                let p = 100.0 * (1.0 - 10f64.powf(-x));
-                if p < 99.0 {
-                    format!("{p:.0}%")
-                } else {
-                    format!("{p:.*}%", (x.round() as usize).saturating_sub(2))
-                }
-            })
-            .draw()?;
-        let pts: Vec<(f64, f64)> = (0..=(nines * 100.0) as usize)
-            .map(|k| {
-                let x = k as f64 / 100.0;
-                let q = (1.0 - 10f64.powf(-x)).min(1.0);
-                (x, us(h.value_at_quantile(q).max(1)).max(lo))
-            })
-            .collect();
-        c.draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))?;
-        for (q, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
-            let x = -(1.0f64 - q).log10();
-            if x <= nines {
-                let v = h.value_at_quantile(q).max(1);
-                let y = us(v).max(lo);
-                c.draw_series(std::iter::once(Circle::new((x, y), 4, BLUE.filled())))?;
-                c.draw_series(std::iter::once(Text::new(
-                    format!("{label} {:.1} µs", v as f64 / 1000.0),
-                    (x + 0.03, y - (hi - lo) * 0.02),
-                    (FONT, 14).into_font(),
-                )))?;
-            }
-        }
-
-        let end_ms = over_time.keys().last().map_or(1, |b| b + 1) as f64 * width_ms;
-        let mut c = ChartBuilder::on(&bottom)
-            .caption(
-                format!("Latency over the run (per {})", width_label(width)),
-                (FONT, 20),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..end_ms, lo..hi)?;
-        c.configure_mesh()
-            .x_desc("time since the start barrier (ms)")
-            .y_desc("latency (log scale)")
-            .y_labels(decades)
-            .y_label_formatter(&fmt_us)
-            .draw()?;
-        let point = |b: &u64| (*b as f64 + 0.5) * width_ms;
-        c.draw_series(LineSeries::new(
-            over_time
-                .iter()
-                .filter(|(_, a)| a.0 > 0)
-                .map(|(b, a)| (point(b), us(a.2.max(1)).max(lo))),
-            RED.stroke_width(1),
-        ))?
-        .label("max")
-        .legend(line_key(RED));
-        c.draw_series(LineSeries::new(
-            over_time
-                .iter()
-                .filter(|(_, a)| a.0 > 0)
-                .map(|(b, a)| (point(b), us((a.1 / a.0).max(1)).max(lo))),
-            BLUE.stroke_width(2),
-        ))?
-        .label("mean")
-        .legend(line_key(BLUE));
-        legend(&mut c, SeriesLabelPosition::UpperRight)?;
+        latency_by_percentile(&top, h, what, &axis)?;
+        latency_over_time(&bottom, &over_time, width, &axis)?;
         root.present()?;
         Ok(())
     })()
     .map_err(|e| e.to_string());
     or_note(r, svg, "latency.svg")
+}
+
+/// A drawing area of an SVG being made.
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// Latency on a log axis drawn by hand (log10 of µs on a linear axis): one label per power of
+/// ten reads better than plotters' log-scale labels, which crowd.
+struct LogUs {
+    /// The axis's ends, in log10 µs.
+    lo: f64,
+    hi: f64,
+    /// Labels: one per power of ten.
+    decades: usize,
+}
+
+impl LogUs {
+    /// An axis that holds every value of `h`.
+    fn of(h: &Histogram<u64>) -> LogUs {
+        let lo = Self::log(h.min().max(1)).floor();
+        let hi = Self::log(h.max()).ceil().max(lo + 1.0);
+        LogUs {
+            lo,
+            hi,
+            decades: (hi - lo) as usize + 1,
+        }
+    }
+
+    /// log10 of `ns` in µs.
+    fn log(ns: u64) -> f64 {
+        (ns as f64 / 1000.0).max(0.01).log10()
+    }
+
+    /// Where `ns` goes on the axis (at least its bottom).
+    fn y(&self, ns: u64) -> f64 {
+        Self::log(ns.max(1)).max(self.lo)
+    }
+
+    /// A label on the axis.
+    fn label(y: &f64) -> String {
+        let v = 10f64.powf(*y);
+        if v >= 1e6 {
+            format!("{:.0} s", v / 1e6)
+        } else if v >= 1e3 {
+            format!("{:.0} ms", v / 1e3)
+        } else if v >= 1.0 {
+            format!("{v:.0} µs")
+        } else {
+            format!("{v:.2} µs")
+        }
+    }
+}
+
+/// The distribution: latency against percentile, x = -log10(1 - q) (0 is 0%, 1 is 90%, 2 is
+/// 99%, ...), with p50, p99 and p99.9 marked.
+fn latency_by_percentile(
+    area: &Area<'_>,
+    h: &Histogram<u64>,
+    what: &str,
+    axis: &LogUs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (lo, hi) = (axis.lo, axis.hi);
+    let nines = ((h.len() as f64).log10()).clamp(1.0, 6.0);
+    let mut c = ChartBuilder::on(area)
+        .caption(
+            format!("Latency by percentile ({what}, {} messages)", h.len()),
+            (FONT, 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..nines, lo..hi)?;
+    c.configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (log scale)")
+        .y_labels(axis.decades)
+        .y_label_formatter(&LogUs::label)
+        .x_labels(nines as usize + 1)
+        .x_label_formatter(&|x| {
+            let p = 100.0 * (1.0 - 10f64.powf(-x));
+            if p < 99.0 {
+                format!("{p:.0}%")
+            } else {
+                format!("{p:.*}%", (x.round() as usize).saturating_sub(2))
+            }
+        })
+        .draw()?;
+    let pts: Vec<(f64, f64)> = (0..=(nines * 100.0) as usize)
+        .map(|k| {
+            let x = k as f64 / 100.0;
+            let q = (1.0 - 10f64.powf(-x)).min(1.0);
+            (x, axis.y(h.value_at_quantile(q)))
+        })
+        .collect();
+    c.draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))?;
+    for (q, label) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+        let x = -(1.0f64 - q).log10();
+        if x <= nines {
+            let v = h.value_at_quantile(q).max(1);
+            let y = axis.y(v);
+            c.draw_series(std::iter::once(Circle::new((x, y), 4, BLUE.filled())))?;
+            c.draw_series(std::iter::once(Text::new(
+                format!("{label} {:.1} µs", v as f64 / 1000.0),
+                (x + 0.03, y - (hi - lo) * 0.02),
+                (FONT, 14).into_font(),
+            )))?;
+        }
+    }
+    Ok(())
+}
+
+/// Latency over the run: the mean and the max per time bucket.
+fn latency_over_time(
+    area: &Area<'_>,
+    over_time: &BTreeMap<u64, (u64, u64, u64)>,
+    width: u64,
+    axis: &LogUs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let width_ms = width as f64 / 1e6;
+    let end_ms = over_time.keys().last().map_or(1, |b| b + 1) as f64 * width_ms;
+    let mut c = ChartBuilder::on(area)
+        .caption(
+            format!("Latency over the run (per {})", width_label(width)),
+            (FONT, 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..end_ms, axis.lo..axis.hi)?;
+    c.configure_mesh()
+        .x_desc("time since the start barrier (ms)")
+        .y_desc("latency (log scale)")
+        .y_labels(axis.decades)
+        .y_label_formatter(&LogUs::label)
+        .draw()?;
+    let point = |b: &u64| (*b as f64 + 0.5) * width_ms;
+    c.draw_series(LineSeries::new(
+        over_time
+            .iter()
+            .filter(|(_, a)| a.0 > 0)
+            .map(|(b, a)| (point(b), axis.y(a.2))),
+        RED.stroke_width(1),
+    ))?
+    .label("max")
+    .legend(line_key(RED));
+    c.draw_series(LineSeries::new(
+        over_time
+            .iter()
+            .filter(|(_, a)| a.0 > 0)
+            .map(|(b, a)| (point(b), axis.y(a.1 / a.0))),
+        BLUE.stroke_width(2),
+    ))?
+    .label("mean")
+    .legend(line_key(BLUE));
+    legend(&mut c, SeriesLabelPosition::UpperRight)?;
+    Ok(())
 }
 
 /// rate.svg: messages received per second over the run, in all and per client (the busiest
