@@ -10,7 +10,6 @@ use super::*;
 /// pictures (given as file name and title) on one page.
 pub fn html(r: &Report, pictures: &[(&str, &str)], has_trace: bool) -> String {
     use crate::plots::escape;
-    let c = &r.config;
     let mut o = String::new();
     let verdict_color = if r.exit_code == exit::OK {
         "#1a7f37"
@@ -37,57 +36,8 @@ pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}}</style></h
             .as_ref()
             .map_or(String::new(), |f| format!(": {}", escape(f)))
     );
-    let _ = writeln!(o, "<h2>Configuration</h2><table>");
-    let mut row = |k: &str, v: String| {
-        let _ = writeln!(o, "<tr><th>{k}</th><td>{}</td></tr>", escape(&v));
-    };
-    row("clients", c.clients.to_string());
-    row(
-        "messages",
-        format!("{} ({} per client)", c.total_msgs, c.msgs_per_client),
-    );
-    row("payload", format!("{} bytes", c.payload));
-    row("pattern", c.pattern.clone());
-    row("transport", c.transport.clone());
-    row("backend", c.backend.clone());
-    row("relay busy-poll", c.relay_spin.clone());
-    if let Some(b) = c.relay_max_buffer {
-        row("relay output bound", format!("{b} bytes per receiver"));
-    }
-    row("seed", c.seed.to_string());
-    if let Some(s) = &c.scenario {
-        row("scenario", s.clone());
-    }
-    if let Some(n) = &c.nemesis {
-        row("nemesis", n.clone());
-    }
-    if let Some(i) = &c.inject {
-        row("injected fault", format!("{i} (on purpose)"));
-    }
-    row("ending", r.ending.to_string());
-    row("replay", r.replay.clone());
-    let _ = writeln!(o, "</table>");
-    let _ = writeln!(
-        o,
-        "<h2>Checks</h2><table><tr><th>check</th><th>result</th><th>violations</th></tr>"
-    );
-    for ch in &r.checks {
-        let _ = writeln!(
-            o,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ch.name,
-            match (&ch.note, ch.status) {
-                (_, CheckStatus::Failed) => "FAILED".to_string(),
-                (Some(n), CheckStatus::NotCheckable) =>
-                    format!("not checkable: {}", crate::plots::escape(n)),
-                (Some(n), CheckStatus::PartlyCheckable) =>
-                    format!("ok in part: {}", crate::plots::escape(n)),
-                _ => "ok".to_string(),
-            },
-            ch.violations
-        );
-    }
-    let _ = writeln!(o, "</table>");
+    configuration(&mut o, r);
+    checks(&mut o, r);
     if let Some(t) = &r.throughput {
         let _ = writeln!(
             o,
@@ -126,4 +76,65 @@ pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}}</style></h
     let _ = writeln!(o, "<h2>Report</h2><pre>{}</pre>", escape(&human(r)));
     o.push_str("</body></html>\n");
     o
+}
+
+/// The run's settings, one row each.
+fn configuration(o: &mut String, r: &Report) {
+    use crate::plots::escape;
+    let c = &r.config;
+    let _ = writeln!(o, "<h2>Configuration</h2><table>");
+    let mut row = |k: &str, v: String| {
+        let _ = writeln!(o, "<tr><th>{k}</th><td>{}</td></tr>", escape(&v));
+    };
+    row("clients", c.clients.to_string());
+    row(
+        "messages",
+        format!("{} ({} per client)", c.total_msgs, c.msgs_per_client),
+    );
+    row("payload", format!("{} bytes", c.payload));
+    row("pattern", c.pattern.clone());
+    row("transport", c.transport.clone());
+    row("backend", c.backend.clone());
+    row("relay busy-poll", c.relay_spin.clone());
+    if let Some(b) = c.relay_max_buffer {
+        row("relay output bound", format!("{b} bytes per receiver"));
+    }
+    row("seed", c.seed.to_string());
+    if let Some(s) = &c.scenario {
+        row("scenario", s.clone());
+    }
+    if let Some(n) = &c.nemesis {
+        row("nemesis", n.clone());
+    }
+    if let Some(i) = &c.inject {
+        row("injected fault", format!("{i} (on purpose)"));
+    }
+    row("ending", r.ending.to_string());
+    row("replay", r.replay.clone());
+    let _ = writeln!(o, "</table>");
+}
+
+/// Every check, its result and its count.
+fn checks(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "<h2>Checks</h2><table><tr><th>check</th><th>result</th><th>violations</th></tr>"
+    );
+    for ch in &r.checks {
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ch.name,
+            match (&ch.note, ch.status) {
+                (_, CheckStatus::Failed) => "FAILED".to_string(),
+                (Some(n), CheckStatus::NotCheckable) =>
+                    format!("not checkable: {}", crate::plots::escape(n)),
+                (Some(n), CheckStatus::PartlyCheckable) =>
+                    format!("ok in part: {}", crate::plots::escape(n)),
+                _ => "ok".to_string(),
+            },
+            ch.violations
+        );
+    }
+    let _ = writeln!(o, "</table>");
 }
