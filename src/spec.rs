@@ -49,24 +49,9 @@ pub enum Pattern {
     PingPong,
 }
 
-macro_rules! names {
-    ($t:ty { $($v:ident => $s:literal),* }) => {
-        impl $t {
-            /// Its name on the command line and in the report.
-            pub fn name(self) -> &'static str {
-                match self { $(Self::$v => $s),* }
-            }
-        }
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-    };
-}
-names!(Transport { Unix => "unix", Tcp => "tcp" });
-names!(Backend { Select => "select", Poll => "poll", Epoll => "epoll" });
-names!(Pattern { Mesh => "mesh", PingPong => "pingpong" });
+relay_harness::words!(Transport { Unix => "unix", Tcp => "tcp" });
+relay_harness::words!(Backend { Select => "select", Poll => "poll", Epoll => "epoll" });
+relay_harness::words!(Pattern { Mesh => "mesh", PingPong => "pingpong" });
 
 /// How much a random run's clients send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +60,16 @@ pub enum Amount {
     Msgs(u64),
     /// For this long (a soak); end markers then account for every message.
     For(Duration),
+}
+
+impl Amount {
+    /// Messages each client sends: the count, or `when_timed` for a soak (no count).
+    fn each(self, when_timed: u64) -> u64 {
+        match self {
+            Amount::Msgs(m) => m,
+            Amount::For(_) => when_timed,
+        }
+    }
 }
 
 /// What the clients send.
@@ -234,10 +229,7 @@ impl RunSpec {
             } => Some(Scenario {
                 clients: *clients,
                 // --duration: no count; the clock ends the sending.
-                msgs: match amount {
-                    Amount::Msgs(m) => *m,
-                    Amount::For(_) => u64::MAX,
-                },
+                msgs: amount.each(u64::MAX),
                 payload: *payload,
                 seed: self.seed,
             }),
@@ -376,11 +368,7 @@ impl RunSpec {
                 payload,
                 ..
             } => {
-                let each = match amount {
-                    Amount::Msgs(m) => *m,
-                    Amount::For(_) => u64::MAX,
-                };
-                let msgs = each.saturating_mul(*clients as u64) as f64;
+                let msgs = amount.each(u64::MAX).saturating_mul(*clients as u64) as f64;
                 let bytes = msgs * (payload.min + payload.max) as f64 / 2.0;
                 Duration::from_secs_f64((10.0 + msgs / 100_000.0 + bytes / 50e6).ceil())
             }
@@ -509,10 +497,7 @@ impl RunSpec {
                     pattern,
                 } => {
                     // With --duration, what was sent is filled in after the run.
-                    let msgs = match amount {
-                        Amount::Msgs(m) => *m,
-                        Amount::For(_) => 0,
-                    };
+                    let msgs = amount.each(0);
                     (
                         *clients,
                         msgs,

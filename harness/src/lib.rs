@@ -16,3 +16,23 @@ pub mod script;
 pub mod supervisor;
 pub mod trace;
 pub mod verify;
+
+/// Gives a fieldless enum the words it is known by: `name()` and `Display`, from one table
+/// (`words!(Verdict { Pass => "pass", Fail => "fail" })`). The report and the run's spec use it
+/// for the settings and results a person reads and a JSON document spells.
+#[macro_export]
+macro_rules! words {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            /// Its word, as the command line and the JSON report spell it.
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}

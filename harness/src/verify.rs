@@ -938,6 +938,25 @@ impl<'a> Counted<'a> {
         self.details.push(v);
     }
 
+    /// A finding about the pair (sender `s`, receiver `r`) as a whole: `k` violations.
+    fn found_on_pair(
+        &mut self,
+        (class, s, r, seq): (Class, usize, usize, Option<u64>),
+        expected: String,
+        got: String,
+        k: u64,
+    ) {
+        let v = Violation {
+            class,
+            sender: self.name(s),
+            receiver: self.name(r),
+            seq,
+            expected,
+            got,
+        };
+        self.found(v, k);
+    }
+
     /// Runs with deaths: every pair by the shared counters, which outlive a killed client.
     fn by_blackbox(&mut self, bb: &BlackBox, deaths: &Deaths<'_>) {
         let n = self.names.clients();
@@ -999,15 +1018,9 @@ impl<'a> Counted<'a> {
         let (r, sent, bounced) = (p.peer, p.sent, p.bounced);
         let missing = sent.saturating_sub(bounced);
         if missing > 0 {
-            let v = Violation {
-                class: Class::Bounce,
-                sender: self.name(s),
-                receiver: self.name(r),
-                seq: Some(bounced),
-                expected: format!("{sent} BOUNCEs (nobody holds {})", self.name(r)),
-                got: format!("{bounced}"),
-            };
-            self.found(v, missing);
+            let expected = format!("{sent} BOUNCEs (nobody holds {})", self.name(r));
+            let pair = (Class::Bounce, s, r, Some(bounced));
+            self.found_on_pair(pair, expected, format!("{bounced}"), missing);
         }
     }
 
@@ -1032,15 +1045,12 @@ impl<'a> Counted<'a> {
             Some(f) => format!("the first seq {f}"),
             None => "which ones cannot be told (payloads without a sequence)".into(),
         };
-        let v = Violation {
-            class: Class::Lost,
-            sender: self.name(s),
-            receiver: self.name(r),
-            seq: first,
-            expected: format!("{due} messages delivered"),
-            got: format!("{got} delivered; {lost} missing, {which}"),
-        };
-        self.found(v, lost);
+        self.found_on_pair(
+            (Class::Lost, s, r, first),
+            format!("{due} messages delivered"),
+            format!("{got} delivered; {lost} missing, {which}"),
+            lost,
+        );
     }
 
     /// More delivered than sent on a pair: duplicates (or misrouted or spoofed messages)
@@ -1058,15 +1068,12 @@ impl<'a> Counted<'a> {
             .collect();
         excess.sort_unstable();
         for ((s, r), sent, got) in excess {
-            let v = Violation {
-                class: Class::Duplicate,
-                sender: self.name(s),
-                receiver: self.name(r),
-                seq: None,
-                expected: format!("at most {sent} delivered (as many as were sent)"),
-                got: format!("{got} delivered"),
-            };
-            self.found(v, got - sent);
+            self.found_on_pair(
+                (Class::Duplicate, s, r, None),
+                format!("at most {sent} delivered (as many as were sent)"),
+                format!("{got} delivered"),
+                got - sent,
+            );
         }
     }
 
@@ -1080,22 +1087,20 @@ impl<'a> Counted<'a> {
                     .blackbox
                     .is_some_and(|bb| bb.deaths(s) + bb.deaths(r) > 0)
         };
-        for r in self.reports.iter().flatten() {
-            for p in r
-                .peers
-                .iter()
-                .filter(|p| p.holes > 0 && slack(p.peer, r.index))
-            {
-                let v = Violation {
-                    class: Class::Lost,
-                    sender: self.name(p.peer),
-                    receiver: self.name(r.index),
-                    seq: None,
-                    expected: "a gap-free stream".into(),
-                    got: format!("{} sequence(s) skipped and never delivered", p.holes),
-                };
-                self.found(v, p.holes);
-            }
+        let holed: Vec<(usize, usize, u64)> = self
+            .reports
+            .iter()
+            .flatten()
+            .flat_map(|r| r.peers.iter().map(move |p| (p.peer, r.index, p.holes)))
+            .filter(|&(s, r, holes)| holes > 0 && slack(s, r))
+            .collect();
+        for (s, r, holes) in holed {
+            self.found_on_pair(
+                (Class::Lost, s, r, None),
+                "a gap-free stream".into(),
+                format!("{holes} sequence(s) skipped and never delivered"),
+                holes,
+            );
         }
     }
 

@@ -113,24 +113,8 @@ pub enum CheckStatus {
     NotCheckable,
 }
 
-/// The words for each, as the JSON spells them.
-macro_rules! words {
-    ($t:ty { $($v:ident => $s:literal),* }) => {
-        impl $t {
-            /// Its word in the JSON report.
-            pub fn name(self) -> &'static str {
-                match self { $(Self::$v => $s),* }
-            }
-        }
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-    };
-}
-words!(Verdict { Pass => "pass", Fail => "fail" });
-words!(Ended {
+crate::words!(Verdict { Pass => "pass", Fail => "fail" });
+crate::words!(Ended {
     Finished => "finished",
     TimedOut => "timed_out",
     Stalled => "stalled",
@@ -140,7 +124,7 @@ words!(Ended {
     ClientDied => "client_died",
     StartFailed => "start_failed"
 });
-words!(CheckStatus {
+crate::words!(CheckStatus {
     Ok => "ok",
     Failed => "failed",
     PartlyCheckable => "partly_checkable",
