@@ -277,7 +277,7 @@ fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunErr
             narrate(&m);
         }
         if demo {
-            story.push((now_ns(), milestone_story(&m)));
+            story.push((now_ns(), m.story()));
         }
     };
     // SAFETY: relay-sim starts no thread (the progress bar draws from the supervisor's own
@@ -375,37 +375,6 @@ fn write_report_dir(
         report::html(r, &pictures, r.trace.is_some()),
     )?;
     Ok(())
-}
-
-/// A milestone as a sentence of the demo's story.
-fn milestone_story(m: &Milestone) -> String {
-    match m {
-        Milestone::Forked { role, pid } => {
-            format!(
-                "supervisor (pid {}) forked {role} (pid {pid})",
-                std::process::id()
-            )
-        }
-        Milestone::Registered { role } => {
-            format!("{role} connected, sent HELLO, got WELCOME; waits at the barrier")
-        }
-        Milestone::Released => {
-            "supervisor: everyone registered; closes the barrier pipe, and all start at once".into()
-        }
-        Milestone::PhaseStarted(p) => {
-            format!("supervisor: every client finished; phase {p} starts")
-        }
-        Milestone::Reported { role } => {
-            format!("{role} is done: sends its records up its event pipe and exits")
-        }
-        Milestone::Stopping(e) => format!("supervisor: stopping early: {e:?}"),
-        Milestone::Nemesis { role, action } => {
-            format!("nemesis: {}", action.describe(role))
-        }
-        Milestone::Exited { role, status } => format!("supervisor reaped {role}: {status}"),
-        // (A demo shows no progress bar, so it hears of no progress.)
-        Milestone::Progress { .. } => format!("supervisor: {m}"),
-    }
 }
 
 /// The story, in time order, with times from the first event.

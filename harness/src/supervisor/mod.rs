@@ -328,6 +328,37 @@ impl std::fmt::Display for Milestone {
     }
 }
 
+impl Milestone {
+    /// The milestone as a sentence of the demo's story, which explains each step (the
+    /// supervisor's pid is this process's: the story is told by the supervisor's caller).
+    pub fn story(&self) -> String {
+        match self {
+            Milestone::Forked { role, pid } => {
+                format!(
+                    "supervisor (pid {}) forked {role} (pid {pid})",
+                    std::process::id()
+                )
+            }
+            Milestone::Registered { role } => {
+                format!("{role} connected, sent HELLO, got WELCOME; waits at the barrier")
+            }
+            Milestone::Released => {
+                "supervisor: everyone registered; closes the barrier pipe, and all start at once"
+                    .into()
+            }
+            Milestone::PhaseStarted(p) => {
+                format!("supervisor: every client finished; phase {p} starts")
+            }
+            Milestone::Reported { role } => {
+                format!("{role} is done: sends its records up its event pipe and exits")
+            }
+            Milestone::Exited { role, status } => format!("supervisor reaped {role}: {status}"),
+            Milestone::Nemesis { .. } => self.to_string(),
+            Milestone::Stopping(_) | Milestone::Progress { .. } => format!("supervisor: {self}"),
+        }
+    }
+}
+
 /// A milestone as a line of the trace: what happened at the level of system calls.
 fn milestone_text(m: &Milestone) -> String {
     match m {
