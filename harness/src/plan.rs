@@ -151,37 +151,37 @@ pub fn random_plans(sc: &Scenario) -> Vec<ClientPlan> {
     } else {
         sc.expected_in()
     };
-    let names = Arc::new(Names::numbered(sc.clients));
-    (0..sc.clients)
-        .map(|me| ClientPlan {
-            me,
-            names: names.clone(),
-            seed: sc.seed,
-            work: Work::Random(*sc),
-            expect_in: vec![expected[me]],
-            expect_bounces: vec![0],
-            transcript: false,
-        })
-        .collect()
+    one_phase_plans(sc, |me| (Work::Random(*sc), expected[me]))
 }
 
 /// Every client's plan for ping-pong: pairs (c0, c1), (c2, c3), ...; `msgs` round trips each.
 pub fn pingpong_plans(sc: &Scenario) -> Vec<ClientPlan> {
+    one_phase_plans(sc, |me| {
+        let work = Work::PingPong {
+            partner: me ^ 1,
+            rounds: sc.msgs,
+            initiator: me % 2 == 0,
+            size: sc.payload,
+        };
+        (work, sc.msgs)
+    })
+}
+
+/// Plans of one phase for clients c0..c{n-1}: each one's work and how many it receives.
+fn one_phase_plans(sc: &Scenario, each: impl Fn(usize) -> (Work, u64)) -> Vec<ClientPlan> {
     let names = Arc::new(Names::numbered(sc.clients));
     (0..sc.clients)
-        .map(|me| ClientPlan {
-            me,
-            names: names.clone(),
-            seed: sc.seed,
-            work: Work::PingPong {
-                partner: me ^ 1,
-                rounds: sc.msgs,
-                initiator: me % 2 == 0,
-                size: sc.payload,
-            },
-            expect_in: vec![sc.msgs],
-            expect_bounces: vec![0],
-            transcript: false,
+        .map(|me| {
+            let (work, expected) = each(me);
+            ClientPlan {
+                me,
+                names: names.clone(),
+                seed: sc.seed,
+                work,
+                expect_in: vec![expected],
+                expect_bounces: vec![0],
+                transcript: false,
+            }
         })
         .collect()
 }
