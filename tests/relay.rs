@@ -735,6 +735,17 @@ fn quiet(backend: &str) -> relay_sim::relay::Config {
     }
 }
 
+/// The frame timeout of the frame-timeout tests.
+const FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// In-process, with a frame timeout of [`FRAME_TIMEOUT`].
+fn frame_timed(backend: &str) -> relay_sim::relay::Relay {
+    in_process(relay_sim::relay::Config {
+        frame_timeout: FRAME_TIMEOUT,
+        ..quiet(backend)
+    })
+}
+
 /// In-process: a relay with no listener, driven by the test through `adopt` and `step`.
 fn in_process(cfg: relay_sim::relay::Config) -> relay_sim::relay::Relay {
     relay_sim::relay::Relay::new(None, None, cfg).expect("relay")
@@ -1097,14 +1108,9 @@ fn a_steady_stream_whose_reads_end_mid_frame_is_not_timed_out() {
     let _fds = few_fds();
     use relay_sim::client::Message;
     use relay_sim::protocol::{put_send, Decoder};
-    use relay_sim::relay::Config;
     use std::time::{Duration, Instant};
-    const TIMEOUT: Duration = Duration::from_millis(100);
     for backend in BACKENDS {
-        let mut relay = in_process(Config {
-            frame_timeout: TIMEOUT,
-            ..quiet(backend)
-        });
+        let mut relay = frame_timed(backend);
         let mut a = peer(&mut relay, b"a");
         let mut b = peer(&mut relay, b"b");
         let mut frame = Vec::new();
@@ -1115,7 +1121,7 @@ fn a_steady_stream_whose_reads_end_mid_frame_is_not_timed_out() {
         let started = Instant::now();
         // Each write completes the last frame and starts the next: no read ends on a boundary.
         a.write_all(&frame[..half]).expect("a writes");
-        while started.elapsed() < TIMEOUT * 4 {
+        while started.elapsed() < FRAME_TIMEOUT * 4 {
             a.write_all(&frame[half..]).expect("a writes");
             a.write_all(&frame[..half]).expect("a writes");
             sent += 1;
@@ -1618,14 +1624,9 @@ fn the_frame_timeout_counts_from_a_frames_first_byte_and_spares_an_idle_client()
     let _fds = few_fds();
     use relay_sim::client::Message;
     use relay_sim::protocol::{put_send, Decoder};
-    use relay_sim::relay::Config;
     use std::time::{Duration, Instant};
-    const TIMEOUT: Duration = Duration::from_millis(100);
     for backend in BACKENDS {
-        let mut relay = in_process(Config {
-            frame_timeout: TIMEOUT,
-            ..quiet(backend)
-        });
+        let mut relay = frame_timed(backend);
         let mut idle = peer(&mut relay, b"idle");
         let mut slow = peer(&mut relay, b"slow");
         let mut dec = Decoder::new(u32::MAX);
@@ -1636,7 +1637,7 @@ fn the_frame_timeout_counts_from_a_frames_first_byte_and_spares_an_idle_client()
         let (mut sent, mut closed) = (0, None);
         // A byte, read at once, then a wait of 10 ms with nothing to read: the frame but its
         // last byte takes 34 turns, at least 340 ms.
-        while closed.is_none() && started.elapsed() < TIMEOUT * 10 {
+        while closed.is_none() && started.elapsed() < FRAME_TIMEOUT * 10 {
             if sent + 1 < frame.len() {
                 let _ = slow.write_all(&frame[sent..sent + 1]); // EPIPE once it is closed
                 sent += 1;
@@ -1648,7 +1649,10 @@ fn the_frame_timeout_counts_from_a_frames_first_byte_and_spares_an_idle_client()
             }
         }
         let (after, sent) = closed.expect("the trickled frame is timed out");
-        assert!(after >= TIMEOUT, "{backend}: closed after only {after:?}");
+        assert!(
+            after >= FRAME_TIMEOUT,
+            "{backend}: closed after only {after:?}"
+        );
         assert!(
             sent + 1 < frame.len(),
             "{backend}: closed {after:?} after the frame's first byte, once the trickle was over: \
@@ -1660,7 +1664,7 @@ fn the_frame_timeout_counts_from_a_frames_first_byte_and_spares_an_idle_client()
         ));
         // The idle client outlives two more timeouts untouched.
         let quiet = Instant::now();
-        while quiet.elapsed() < TIMEOUT * 2 {
+        while quiet.elapsed() < FRAME_TIMEOUT * 2 {
             relay.step(Some(Duration::from_millis(10))).expect("step");
         }
         drop(slow);
