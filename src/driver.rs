@@ -538,7 +538,7 @@ impl Run<'_> {
                         ping_sent_at = payload::send_ns(payload).unwrap_or(0);
                     }
                     if let Some(e) = take_frame(rx, f, now_ns()) {
-                        relay_error.get_or_insert(e);
+                        relay_error = Some(e); // the last one, as before
                     }
                 });
                 after_read(read, &mut relay_error)?;
@@ -668,7 +668,7 @@ impl Run<'_> {
                 RelayFrame::Error { .. } | RelayFrame::Welcome(_) => {}
             }
             if let Some(e) = take_frame(rx, f, at) {
-                relay_error.get_or_insert(e);
+                relay_error = Some(e); // the last one, as before
             }
         });
         if let (Some(t), Ok(Progress::Read(_))) = (&self.tally, &read) {

@@ -577,13 +577,15 @@ impl Parser<'_> {
         // FROM -> TO BODY [xN]
         match toks.get(1) {
             Some((_, Tok::Arrow)) => {}
-            Some((col, t)) => return Err(at.err(*col, format!("expected `->` after `{from}`, found {t}"))),
-            None => {
-                return Err(at.err(
-                    end_col,
-                    format!("expected `->` after `{from}` (or a keyword: clients, self.absent, seed, barrier)"),
-                ))
+            Some((col, t)) => {
+                return Err(at.err(*col, format!("expected `->` after `{from}`, found {t}")))
             }
+            None => return Err(at.err(
+                end_col,
+                format!(
+                    "expected `->` after `{from}` (or a keyword: clients, absent, seed, barrier)"
+                ),
+            )),
         }
         let (to_col, to) = match toks.get(2) {
             Some((col, Tok::Word(to))) => (*col, to.clone()),

@@ -294,7 +294,7 @@ pub unsafe fn supervise(
 }
 
 /// Threads in this process (/proc/self/status), 1 if it cannot be read.
-fn threads() -> usize {
+pub fn threads() -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -375,9 +375,9 @@ fn milestone_text(m: &Milestone) -> String {
         }
         Milestone::Reported { role } => format!("{role} sent its records"),
         Milestone::Exited { role, status } => format!("waitpid(): {role} {status}"),
-        Milestone::Stopping(_) | Milestone::Nemesis { .. } | Milestone::Progress { .. } => {
-            m.to_string()
-        }
+        Milestone::Stopping(e) => format!("ending the run early: {e:?}"),
+        Milestone::Nemesis { role, action } => format!("nemesis: {} {role}", action.name()),
+        Milestone::Progress { .. } => m.to_string(),
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! start:  pipes; fork the relay; fork the clients; one epoll set of their event pipes
-//! loop:   wind_down        every client done? the run over? (break when all have left)
+//! loop:   wind_down        every client done? the run over? (break once it is, and the
+//!                          clients have reported or the grace time is up)
 //!         fire_timers      script conts, the nemesis, progress, the quiet rule,
 //!                          the deadline
 //!         wait             epoll_wait until the earliest of them
@@ -229,8 +230,8 @@ unsafe fn fork_relay(
 }
 
 /// Every event pipe and the signal pipe in one epoll set: a wait costs in proportion to the
-/// pipes that are ready, not to the thousands that may be open. (Made after the last fork, so
-/// no child holds it.) A pipe leaves the set when its fd is closed.
+/// pipes that are ready, not to the thousands that may be open. (Every child closes it with
+/// the other fds it does not own, restarted ones too.) A pipe leaves the set when its fd is closed.
 fn watch(
     out: &mut Narrator<'_>,
     signals: &Signals,
@@ -429,7 +430,8 @@ impl<'a> Run<'a> {
         Ok(self.finish())
     }
 
-    /// Ends the run (if nothing has yet) and asks every client for its records now.
+    /// Ends the run as `e` and asks every client for its records now. (Callers check that
+    /// nothing has ended it yet: the first ending is the one reported.)
     pub(super) fn end(&mut self, e: Ending) {
         self.ending = Some(e);
         self.clients_stop = None;
@@ -746,6 +748,11 @@ impl<'a> Run<'a> {
 
     /// A new process for client `i` (a restart), starting at phase `p`.
     pub(super) fn respawn(&mut self, i: usize, p: usize) -> Result<(), SuperviseError> {
+        // The contract holds for the whole run: a thread the caller started since is caught.
+        let threads = super::threads();
+        if threads > 1 {
+            return Err(SuperviseError::Threads(threads));
+        }
         let incarnation = self.faults.next_incarnation(i);
         let (r, w) = pipe().map_err(sys("pipe"))?;
         let forked_at = now_ns();

@@ -29,8 +29,9 @@ pub(super) unsafe fn spawn(keep: &[RawFd], body: impl FnOnce() -> i32) -> nix::R
             // A process group of its own: a terminal's Ctrl-C reaches only the supervisor,
             // which then stops every child itself, in order, and reports what happened.
             let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
-            crate::janitor::announce_self(); // before the parent can: see there
-                                             // The supervisor's SIGINT/SIGTERM handlers write to its self-pipe: not ours.
+            // Tell the janitor of this group before the parent can (see announce_self).
+            crate::janitor::announce_self();
+            // The supervisor's SIGINT/SIGTERM handlers write to its self-pipe: not ours.
             for sig in [Signal::SIGINT, Signal::SIGTERM] {
                 // SAFETY: restoring the default disposition installs no Rust handler.
                 let _ = unsafe { signal(sig, SigHandler::SigDfl) };
