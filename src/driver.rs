@@ -330,7 +330,8 @@ fn connect(
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) && std::time::Instant::now() < until =>
+                ) && std::time::Instant::now() < until
+                    && !stopped() =>
             {
                 std::thread::sleep(Duration::from_millis(5));
             }

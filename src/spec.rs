@@ -243,6 +243,11 @@ impl RunSpec {
         if self.relay_cmd.is_some() && self.inject.is_some() {
             return Err(RunError::usage("--inject needs the built-in relay: another program cannot be told to break its promises"));
         }
+        if let Some(cmd) = self.relay_cmd.as_deref().filter(|c| !c.contains("{addr}")) {
+            return Err(RunError::usage(format!(
+                "--relay-cmd {cmd:?} has no {{addr}}: it is replaced by the address the relay must listen on, e.g. --relay-cmd 'python3 fixtures/relays/minimal.py {{addr}}'"
+            )));
+        }
         if self.relay_cmd.is_some() && self.max_buffer.is_some() {
             return Err(RunError::usage("--max-buffer sets the built-in relay's bound; give your relay its own in --relay-cmd"));
         }

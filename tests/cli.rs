@@ -84,6 +84,9 @@ fn bad_flags_give_one_line_and_exit_2() {
         &["client"],
         &["client", "--name", "bad name"],
         &["frobnicate"],
+        &["--clients", "0"],
+        &["--msgs", "-5"],
+        &["run", "--clients", "-1"],
     ] {
         let out = Cmd::new(bin()).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -94,6 +97,23 @@ fn bad_flags_give_one_line_and_exit_2() {
             "{args:?}: one line, got:\n{err}"
         );
         assert!(err.starts_with("relay-sim"), "{args:?}: {err}");
+    }
+}
+
+/// The one line names what is wrong and what to give: the missing flag, a count.
+#[test]
+fn a_bad_flag_says_what_to_give() {
+    for (args, words) in [
+        (&["client"][..], &["--name"][..]),
+        (&["--msgs", "-5"], &["'-5'", "--msgs", "number of messages"]),
+        (&["--clients", "0"], &["--clients", "at least 1 client"]),
+        (&["--clients", "x"], &["number of clients"]),
+    ] {
+        let out = Cmd::new(bin()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_mentions(&err, words);
+        assert!(!err.contains("For more information"), "{err}");
     }
 }
 

@@ -582,14 +582,16 @@ fn a_foreign_relay_that_never_listens_or_cannot_start_is_reported() {
         "--timeout",
         "2s",
         "--relay-cmd",
-        "sleep 30",
+        "sleep 30 # never listens on {addr}",
         "-v",
     ]);
     assert_eq!(code, Some(3), "{r:#}");
     let failure = r["failure"].as_str().unwrap();
     assert!(failure.contains("nothing listened there"), "{failure}");
     assert_clean(&tmp, &forked_pids(&err));
-    // Cannot start: the relay's own words come back in the report.
+    // Cannot start: exit 3 (the environment), at once, and the relay's own words come back
+    // in the report.
+    let started = std::time::Instant::now();
     let (code, r, err, tmp) = run_json(&[
         "--clients",
         "2",
@@ -599,8 +601,16 @@ fn a_foreign_relay_that_never_listens_or_cannot_start_is_reported() {
         "no-such-relay-program {addr}",
         "-v",
     ]);
-    assert_eq!(code, Some(1));
-    assert_eq!(r["ending"], "relay_died");
+    assert_eq!(code, Some(3), "{r:#}");
+    assert_eq!(r["ending"], "start_failed");
+    let failure = r["failure"].as_str().unwrap();
+    assert!(failure.contains("the relay exited before"), "{failure}");
+    // (Not the clients' 10 s wait for a relay that is slow to listen, nor the 2 s grace.)
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         r["relay_log_tail"]
             .as_str()
@@ -1331,4 +1341,79 @@ fn a_busy_polling_relay_verifies_the_same() {
             }
         }
     }
+}
+
+/// `--report DIR` is checked before anything runs: a file, or a folder of other things, is
+/// refused at once (exit 2, one line, nothing forked); an earlier report's folder is reused
+/// with none of its old files left behind (a run without --trace leaves no trace.txt).
+#[test]
+fn the_report_folder_is_checked_before_the_run_and_reused_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let other = tmp.path().join("notes");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.md"), "mine").unwrap();
+    for (dir, words) in [
+        (&file, &["a-file", "not a folder"][..]),
+        (&other, &["notes.md", "not a relay-sim report"]),
+    ] {
+        let out = Command::new(bin())
+            .args(["--clients", "2", "--msgs", "10", "-v", "--report"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(words.iter().all(|w| err.contains(w)), "{err}");
+        assert!(out.stdout.is_empty(), "nothing ran");
+    }
+    assert_eq!(
+        std::fs::read_to_string(other.join("notes.md")).unwrap(),
+        "mine"
+    );
+    let report = tmp.path().join("report");
+    let run = |trace: bool| {
+        let mut c = Command::new(bin());
+        c.args(["--clients", "2", "--msgs", "10", "--seed", "1", "--report"])
+            .arg(&report);
+        if trace {
+            c.arg("--trace");
+        }
+        assert_eq!(c.output().unwrap().status.code(), Some(0));
+    };
+    run(true);
+    assert!(report.join("trace.txt").exists() && report.join("sequence.svg").exists());
+    run(false);
+    assert!(
+        !report.join("trace.txt").exists(),
+        "an earlier run's trace was left"
+    );
+    assert!(!report.join("sequence.svg").exists());
+    assert!(report.join("report.json").exists() && report.join("index.html").exists());
+}
+
+/// A relay command without `{addr}` cannot be told where to listen: refused before the run.
+/// A scenario file that cannot be read is named, without a made-up line and column.
+#[test]
+fn a_relay_command_without_addr_and_a_missing_script_are_refused_first() {
+    let out = Command::new(bin())
+        .args(["--relay-cmd", "python3 fixtures/relays/minimal.py"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("{addr}") && out.stdout.is_empty(), "{err}");
+    let out = Command::new(bin())
+        .args(["--scenario", "no/such.scn"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("relay-sim: no/such.scn: cannot read"),
+        "{err}"
+    );
+    assert!(!err.contains(":0:0"), "{err}");
 }

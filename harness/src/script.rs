@@ -114,7 +114,11 @@ pub struct ScriptError {
 
 impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+        match self.line {
+            // Not a place in the file: the file itself (it could not be read).
+            0 => write!(f, "{}: {}", self.file, self.msg),
+            _ => write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg),
+        }
     }
 }
 
@@ -580,12 +584,14 @@ impl Parser<'_> {
             Some((col, t)) => {
                 return Err(at.err(*col, format!("expected `->` after `{from}`, found {t}")))
             }
-            None => return Err(at.err(
-                end_col,
-                format!(
+            None => {
+                return Err(at.err(
+                    end_col,
+                    format!(
                     "expected `->` after `{from}` (or a keyword: clients, absent, seed, barrier)"
                 ),
-            )),
+                ))
+            }
         }
         let (to_col, to) = match toks.get(2) {
             Some((col, Tok::Word(to))) => (*col, to.clone()),

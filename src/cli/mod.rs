@@ -121,6 +121,24 @@ fn demo(d: DemoArgs) -> i32 {
     run::run_narrated(args, true)
 }
 
+/// A parse error in one line: clap's first line, with what it lists under it (the flags a
+/// command needs) joined on, and without its usage and tip lines.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("bad arguments");
+    let mut out = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let listed: Vec<&str> = lines
+        .take_while(|l| {
+            !l.starts_with("Usage:") && !l.starts_with("tip:") && !l.starts_with("For more")
+        })
+        .collect();
+    if !listed.is_empty() {
+        out = format!("{out} {}", listed.join(", "));
+    }
+    out
+}
+
 /// Help and version print as clap renders them; any other parse error becomes one line.
 fn usage_error(e: clap::Error) -> i32 {
     use clap::error::ErrorKind;
@@ -136,10 +154,7 @@ fn usage_error(e: clap::Error) -> i32 {
             }
         }
         _ => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("relay-sim: {first} (see relay-sim --help)");
+            eprintln!("relay-sim: {} (see relay-sim --help)", one_line(&e));
             exit::USAGE
         }
     }

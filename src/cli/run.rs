@@ -25,10 +25,10 @@ use crate::spec::{
 #[derive(ClapArgs, Debug, Clone)]
 pub struct Args {
     /// Number of client processes, named c0..c{N-1}.
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 8, allow_hyphen_values = true, value_parser = parse_clients)]
     pub clients: usize,
     /// Messages each client sends (the total is N times this).
-    #[arg(long, value_name = "M", default_value_t = 1000)]
+    #[arg(long, value_name = "M", default_value_t = 1000, allow_hyphen_values = true, value_parser = parse_msgs)]
     pub msgs: u64,
     /// Send for this long (e.g. 30s, 10m) instead of --msgs, then verify: a soak in one
     /// command. End markers account for every message, as in runs with deaths.
@@ -62,8 +62,10 @@ pub struct Args {
     /// Print the report as one JSON document (docs/report.md) instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Also write DIR/report.json, DIR/report.txt and DIR/junit.xml (one test case per check),
-    /// for a CI job to archive. DIR is created if needed.
+    /// Also write a results folder for a CI job to archive: report.json, report.txt,
+    /// junit.xml (one test case per check), latency.svg, rate.svg, index.html (open it in a
+    /// browser), and with --trace trace.txt and sequence.svg. DIR is created if needed; an
+    /// earlier report's folder is reused (its files replaced), any other non-empty one refused.
     #[arg(long, value_name = "DIR")]
     pub report: Option<std::path::PathBuf>,
     /// Narrate on stderr: every fork (with pids), the barrier, each report, each exit.
@@ -113,6 +115,21 @@ pub struct Args {
     /// A script given as text (name, text), for `demo`.
     #[arg(skip)]
     pub inline_script: Option<(String, String)>,
+}
+
+/// `--clients`: one client at least (a count, not a flag that starts with `-`).
+fn parse_clients(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a run needs at least 1 client".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("give a number of clients, 1 or more (e.g. --clients 8)".into()),
+    }
+}
+
+/// `--msgs`: a count of messages per client, 0 or more.
+fn parse_msgs(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .map_err(|_| "give a number of messages per client, 0 or more (e.g. --msgs 1000)".into())
 }
 
 /// `--quiet-period`: a duration, or `off` (zero).
@@ -249,6 +266,9 @@ pub fn run_narrated(a: Args, demo: bool) -> i32 {
 
 fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunError> {
     let spec = spec_of(a)?;
+    if let Some(folder) = &a.report {
+        prepare_report_folder(folder)?;
+    }
     if !a.json && !demo {
         // The seed first, so even a run that never ends can be replayed.
         let how_much = match spec.sending_for() {
@@ -326,6 +346,50 @@ fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunErr
         return Ok(exit::interrupted(sig));
     }
     Ok(r.exit_code)
+}
+
+/// What a results folder holds (a run writes some of them).
+const REPORT_FILES: [&str; 9] = [
+    "report.json",
+    "report.txt",
+    "junit.xml",
+    "index.html",
+    "latency.svg",
+    "rate.svg",
+    "sequence.svg",
+    "trace.txt",
+    "relay.log",
+];
+
+/// `--report DIR`, checked before anything runs: a new folder, or an earlier report's (whose
+/// files are removed, so none of them is left from another run), that this process can write
+/// to. Anything else is refused with one line, before a long run is wasted.
+fn prepare_report_folder(folder: &std::path::Path) -> Result<(), RunError> {
+    let shown = folder.display();
+    if folder.exists() && !folder.is_dir() {
+        return Err(RunError::usage(format!(
+            "--report {shown}: exists and is not a folder; give a new folder, or an earlier report's"
+        )));
+    }
+    std::fs::create_dir_all(folder)
+        .map_err(|e| RunError::env(format!("--report {shown}: cannot create it: {e}")))?;
+    let entries: Vec<String> = std::fs::read_dir(folder)
+        .map_err(|e| RunError::env(format!("--report {shown}: cannot read it: {e}")))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    if let Some(other) = entries.iter().find(|n| !REPORT_FILES.contains(&n.as_str())) {
+        return Err(RunError::usage(format!(
+            "--report {shown}: holds {other:?}, so it is not a relay-sim report; give a new folder, or an earlier report's (its files are replaced)"
+        )));
+    }
+    for name in &entries {
+        std::fs::remove_file(folder.join(name))
+            .map_err(|e| RunError::env(format!("--report {shown}: cannot replace {name}: {e}")))?;
+    }
+    // Writable? Better to know now than after the run.
+    tempfile::NamedTempFile::new_in(folder)
+        .map(drop)
+        .map_err(|e| RunError::env(format!("--report {shown}: cannot write there: {e}")))
 }
 
 /// The results folder: the reports, the pictures and index.html.

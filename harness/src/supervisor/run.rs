@@ -738,6 +738,11 @@ impl<'a> Run<'a> {
         }
         match client {
             None if killed => self.end(Ending::RelayKilled(status)),
+            // Before every client could register: the relay could not start (a command that
+            // does not exist, or exits at once), which is the environment's failure.
+            None if self.released_at.is_none() => self.end(Ending::StartFailed(format!(
+                "the relay exited before every client had registered ({status}); see its output"
+            ))),
             None => self.end(Ending::RelayDied(status)),
             Some(i) if !killed && self.reports[i].is_none() => {
                 self.end(Ending::ClientDied(i, status))
