@@ -1417,3 +1417,28 @@ fn a_relay_command_without_addr_and_a_missing_script_are_refused_first() {
     );
     assert!(!err.contains(":0:0"), "{err}");
 }
+
+/// A nemesis that had no time to act says so, instead of passing as a run that survived it.
+#[test]
+fn a_nemesis_that_did_not_act_says_why() {
+    let out = Command::new(bin())
+        .args([
+            "--clients",
+            "2",
+            "--msgs",
+            "10",
+            "--nemesis",
+            "stop",
+            "--seed",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("stop every 200ms: it did not act")
+            && text.contains("shorter --nemesis-interval"),
+        "{text}"
+    );
+}

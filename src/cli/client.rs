@@ -133,7 +133,8 @@ fn interact(client: &mut Client) -> Result<(), ClientError> {
     })
 }
 
-/// `DST text...` -> SEND. A line with no text sends an empty payload.
+/// `DST text...` -> SEND. A line that cannot be one (no text after DST, or a DST that is not
+/// a valid name) is not sent: the person is told why on stderr and nothing goes to the relay.
 fn queue_line(client: &mut Client, line: &[u8]) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = String::from_utf8_lossy(line);
@@ -141,10 +142,26 @@ fn queue_line(client: &mut Client, line: &[u8]) {
     if text.is_empty() {
         return;
     }
-    let (dst, msg) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
-    client.queue(dst, msg.as_bytes());
+    match parse_line(text) {
+        Ok((dst, msg)) => client.queue(dst, msg.as_bytes()),
+        Err(why) => eprintln!("! not sent: {why}"),
+    }
 }
 
+/// A typed line as (DST, text), or why it cannot be sent.
+fn parse_line(text: &str) -> Result<(&str, &str), String> {
+    let (dst, msg) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    if let Err(v) = crate::protocol::check_name(dst.as_bytes()) {
+        return Err(format!(
+            "{dst:?} is not a name a client can hold: {}",
+            v.text
+        ));
+    }
+    if msg.trim().is_empty() {
+        return Err(format!("no text after {dst}: type `{dst} your message`"));
+    }
+    Ok((dst, msg))
+}
 /// Prints one frame from the relay; returns the error that ends the session, if any.
 fn show(f: RelayFrame<'_>) -> Option<ClientError> {
     let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -170,4 +187,23 @@ fn show(f: RelayFrame<'_>) -> Option<ClientError> {
     let _ = out.flush();
     let _ = code_name;
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_line;
+
+    #[test]
+    fn a_typed_line_is_a_name_and_some_text_or_it_is_not_sent() {
+        assert_eq!(parse_line("ClientB 1"), Ok(("ClientB", "1")));
+        assert_eq!(
+            parse_line("ClientB two words"),
+            Ok(("ClientB", "two words"))
+        );
+        let e = parse_line("bad!name x").unwrap_err();
+        assert!(e.contains("\"bad!name\" is not a name"), "{e}");
+        let e = parse_line("ClientB").unwrap_err();
+        assert!(e.contains("no text after ClientB"), "{e}");
+        assert!(parse_line("ClientB   ").is_err());
+    }
 }

@@ -28,7 +28,7 @@ pub fn human(r: &Report) -> String {
     checks(&mut o, r);
     rates(&mut o, r);
     if let Some(n) = &r.nemesis {
-        nemesis(&mut o, n);
+        nemesis(&mut o, n, r.phases.exchange_ms);
     }
     resources(&mut o, r);
     if let Some(l) = &loud {
@@ -187,7 +187,7 @@ fn rates(o: &mut String, r: &Report) {
 }
 
 /// What the nemesis (or a script's fault lines) did, and what it did to delivery.
-fn nemesis(o: &mut String, n: &NemesisReport) {
+fn nemesis(o: &mut String, n: &NemesisReport, exchange_ms: f64) {
     use crate::supervisor::Action;
     let first: Vec<String> = n
         .events
@@ -222,6 +222,17 @@ fn nemesis(o: &mut String, n: &NemesisReport) {
             ),
             _ => rates,
         };
+    if n.events.is_empty() && n.what.contains(" every ") {
+        // Say why, or the reader takes the run for one that survived its faults.
+        let _ = writeln!(
+            o,
+            "nemesis:    {}: it did not act: the exchange took {exchange_ms:.0} ms, less than its first \
+             interval (it strikes once an interval after the start barrier, in the first half of \
+             --timeout); give more --msgs or a shorter --nemesis-interval",
+            n.what
+        );
+        return;
+    }
     let _ = writeln!(
         o,
         "nemesis:    {}: {} action(s) ({}{more}){held}{rates}",
