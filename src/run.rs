@@ -461,6 +461,7 @@ fn verify_run(
         &Deaths {
             blackbox: limits.blackbox.as_deref(),
             relay_killed: matches!(outcome.ending, Ending::RelayKilled(_)),
+            interrupted: matches!(outcome.ending, Ending::Interrupted(_)),
             in_flight_cap: in_flight_cap(
                 spec.transport == Transport::Tcp,
                 // Another relay's buffering is unknown: assume 1 MiB per receiver.

@@ -348,6 +348,13 @@ fn ctrl_c_mid_run_stops_everyone_and_cleans_up() {
             "SIGTERM"
         };
         assert_eq!(r["failure"], format!("interrupted by {name}"));
+        // What was done up to the signal is counted (the clients report before they go), and
+        // no check claims to be "ok".
+        let t = &r["totals"];
+        assert!(t["received"].as_u64() <= t["sent"].as_u64(), "{r:#}");
+        for c in r["checks"].as_array().unwrap() {
+            assert_eq!(c["status"], "not_finished", "{c}");
+        }
         assert_clean(&tmp, &pids);
     }
 }

@@ -24,7 +24,8 @@ pub fn build(
     verify_time: Duration,
 ) -> Report {
     let clients = client_rows(&config, names, outcome);
-    let checks = checks(&config, v);
+    let interrupted = matches!(outcome.ending, Ending::Interrupted(_));
+    let checks = checks(&config, v, interrupted);
     let (throughput, latency_us) = rates(outcome, v);
     let exchange = outcome.released_at.map_or(Duration::ZERO, |t| {
         outcome.ended_at.saturating_duration_since(t)
@@ -110,8 +111,9 @@ fn client_rows(config: &RunConfig, names: &[String], outcome: &Outcome) -> Vec<C
         .collect()
 }
 
-/// Each check: its violations, and whether the run's payload sizes could show them.
-fn checks(config: &RunConfig, v: &Verification) -> Vec<Check> {
+/// Each check: its violations, and whether the run's payload sizes could show them (and, for
+/// a run a signal stopped, that it is not finished).
+fn checks(config: &RunConfig, v: &Verification, interrupted: bool) -> Vec<Check> {
     let check_names = [
         "completeness",
         "duplicates",
@@ -131,6 +133,14 @@ fn checks(config: &RunConfig, v: &Verification) -> Vec<Check> {
             let can = config.sizes.checkable(name);
             let (status, note) = match can {
                 _ if k > 0 => (CheckStatus::Failed, None),
+                _ if interrupted => (
+                    CheckStatus::NotFinished,
+                    Some(
+                        "the run was interrupted: every message that arrived was checked, \
+                         not those still to come"
+                            .to_string(),
+                    ),
+                ),
                 Checkable::Yes => (CheckStatus::Ok, None),
                 Checkable::Partly(why) => (CheckStatus::PartlyCheckable, Some(why)),
                 Checkable::No(why) => (CheckStatus::NotCheckable, Some(why)),

@@ -129,6 +129,8 @@ fn checks(o: &mut String, r: &Report) {
                 (_, CheckStatus::Failed) => "FAILED".to_string(),
                 (Some(n), CheckStatus::NotCheckable) =>
                     format!("not checkable: {}", crate::plots::escape(n)),
+                (Some(n), CheckStatus::NotFinished) =>
+                    format!("not finished: {}", crate::plots::escape(n)),
                 (Some(n), CheckStatus::PartlyCheckable) =>
                     format!("ok in part: {}", crate::plots::escape(n)),
                 _ => "ok".to_string(),

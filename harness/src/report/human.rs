@@ -117,8 +117,10 @@ fn checks(o: &mut String, r: &Report) {
     let checks: Vec<String> = r.checks.iter().map(Check::phrase).collect();
     let _ = writeln!(o, "checks:     {}", checks.join(", "));
     for k in &r.checks {
-        if let (Some(note), CheckStatus::NotCheckable | CheckStatus::PartlyCheckable) =
-            (&k.note, k.status)
+        if let (
+            Some(note),
+            CheckStatus::NotCheckable | CheckStatus::PartlyCheckable | CheckStatus::NotFinished,
+        ) = (&k.note, k.status)
         {
             let _ = writeln!(o, "            {}: {note}", k.phrase());
         }
@@ -147,6 +149,12 @@ fn rates(o: &mut String, r: &Report) {
                 group(tp.msgs_per_s as u64),
                 tp.mb_per_s,
                 tp.exchange_s * 1000.0
+            );
+        }
+        None if r.phases.exchange_ms > 0.0 => {
+            let _ = writeln!(
+                o,
+                "throughput: not measured (no client reported when it finished)"
             );
         }
         None => {

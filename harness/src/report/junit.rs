@@ -15,11 +15,15 @@ pub fn junit(r: &Report) -> String {
         s
     };
     for c in &r.checks {
-        let status = if c.status == CheckStatus::NotCheckable {
-            // Not run: JUnit's word for a test that could not be made is "skipped".
+        let status = if matches!(
+            c.status,
+            CheckStatus::NotCheckable | CheckStatus::NotFinished
+        ) {
+            // Not run (in full): JUnit's word for a test that could not be made is "skipped".
             let mut s = TestCaseStatus::skipped();
             s.set_message(format!(
-                "not checkable: {}",
+                "{}: {}",
+                c.status.name().replace('_', " "),
                 c.note.clone().unwrap_or_default()
             ));
             s

@@ -111,6 +111,9 @@ pub enum CheckStatus {
     PartlyCheckable,
     /// No payload of the run could show it.
     NotCheckable,
+    /// No violation in what arrived, but a signal stopped the run before the check could be
+    /// made for every message.
+    NotFinished,
 }
 
 crate::words!(Verdict { Pass => "pass", Fail => "fail" });
@@ -128,7 +131,8 @@ crate::words!(CheckStatus {
     Ok => "ok",
     Failed => "failed",
     PartlyCheckable => "partly_checkable",
-    NotCheckable => "not_checkable"
+    NotCheckable => "not_checkable",
+    NotFinished => "not_finished"
 });
 
 /// One check and how many violations it found.
@@ -155,6 +159,7 @@ impl Check {
             CheckStatus::Failed => format!("{} FAILED ({})", self.name, group(self.violations)),
             CheckStatus::NotCheckable => format!("{} not checkable", self.name),
             CheckStatus::PartlyCheckable => format!("{} ok in part", self.name),
+            CheckStatus::NotFinished => format!("{} not finished", self.name),
             CheckStatus::Ok => format!("{} ok", self.name),
         }
     }

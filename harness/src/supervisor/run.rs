@@ -30,6 +30,9 @@ use super::spawn::{dup_err, pipe, set_nonblocking, spawn, sys};
 use super::{milestone_text, Action, Ending, Limits, Milestone, Outcome, Signals, SuperviseError};
 use crate::record::{ChildEvent, ClientReport};
 
+/// How long an interrupted run waits for the clients' records.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+
 /// The epoll token of the signal pipe (a child's token is its place in the child table).
 const SIGNAL_TOKEN: u64 = u64::MAX;
 
@@ -423,9 +426,6 @@ impl<'a> Run<'a> {
                 }
                 self.on_child(token as usize)?;
             }
-            if matches!(self.ending, Some(Ending::Interrupted(_))) {
-                break;
-            }
         }
         Ok(self.finish())
     }
@@ -435,6 +435,16 @@ impl<'a> Run<'a> {
     pub(super) fn end(&mut self, e: Ending) {
         self.ending = Some(e);
         self.clients_stop = None;
+    }
+
+    /// How long a run that is ending waits for the clients' records: the grace, or at most a
+    /// second after a signal (the person wants it to stop; what the clients counted by then
+    /// still makes the report's numbers).
+    fn stop_grace(&self) -> Duration {
+        match self.ending {
+            Some(Ending::Interrupted(_)) => self.limits.grace.min(INTERRUPT_GRACE),
+            _ => self.limits.grace,
+        }
     }
 
     /// Counts client `i` as done with its work.
@@ -493,12 +503,21 @@ impl<'a> Run<'a> {
         // Clients still at the barrier go on to find the stop pipe closed.
         self.clients_stop = None;
         self.barriers.iter_mut().for_each(|b| *b = None);
+        if matches!(ending, Ending::Interrupted(_)) && self.relay_stop.is_some() {
+            // Stop the relay first: the clients then read its close and report what they
+            // counted, and none leaves while the others still send to it (which would come
+            // back as BOUNCEs for clients that were there a moment ago).
+            self.out.note(|| {
+                "interrupted: closed the relay's stop pipe, then the clients'; each reports what it counted".into()
+            });
+            self.relay_stop = None;
+        }
         // Stopping: wait for the clients' last reports or exits, within the grace time.
         if self.clients_open == 0 {
             return true;
         }
         let since = *self.asked_to_stop_at.get_or_insert_with(Instant::now);
-        since.elapsed() >= self.limits.grace
+        since.elapsed() >= self.stop_grace()
     }
 
     /// Fires what is due: a script's stopped clients whose time is up, the nemesis, the
@@ -506,7 +525,7 @@ impl<'a> Run<'a> {
     /// one of them ended the run.
     fn fire_timers(&mut self, now: Instant) -> Result<Option<Instant>, SuperviseError> {
         let mut wake = match (&self.ending, self.asked_to_stop_at) {
-            (Some(_), Some(t)) => t + self.limits.grace,
+            (Some(_), Some(t)) => t + self.stop_grace(),
             _ => self.deadline,
         };
         if let Some(next) = self.script_conts(now) {
@@ -805,10 +824,12 @@ impl<'a> Run<'a> {
         self.barriers.clear();
 
         // Stop the relay by closing its stop pipe, then make sure everyone is gone.
-        self.out.note(|| {
-            "closed the relay's stop pipe: its select() sees it readable, and it shuts down".into()
-        });
-        self.relay_stop = None;
+        if self.relay_stop.take().is_some() {
+            self.out.note(|| {
+                "closed the relay's stop pipe: its select() sees it readable, and it shuts down"
+                    .into()
+            });
+        }
         let interrupted = matches!(self.ending, Some(Ending::Interrupted(_)));
         stop_all(
             &mut self.children.0,
