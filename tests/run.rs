@@ -1449,3 +1449,18 @@ fn a_nemesis_that_did_not_act_says_why() {
         "{text}"
     );
 }
+
+/// A script that kills its relay: no row is called incomplete (no client can finish, by the
+/// run's design), and the relay's figures say why they are missing.
+#[test]
+fn a_killed_relay_is_explained_not_blamed_in_the_human_report() {
+    let out = Command::new(bin())
+        .args(["--scenario", "fixtures/relay-crash.scn", "--seed", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("(incomplete)"), "{text}");
+    assert!(text.contains("relay not reported (killed)"), "{text}");
+    assert!(!text.contains("relay ?"), "{text}");
+}

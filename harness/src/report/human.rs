@@ -91,7 +91,12 @@ fn clients(o: &mut String, r: &Report) {
         "client", "sent", "received", "bounced"
     );
     for row in &r.clients {
-        let mark = if row.complete { "" } else { "  (incomplete)" };
+        // (With the relay killed on purpose, no client can finish: that is the run's design.)
+        let mark = if row.complete || r.ending == Ended::RelayKilled {
+            ""
+        } else {
+            "  (incomplete)"
+        };
         let _ = writeln!(
             o,
             "  {:<8} {:>12} {:>12} {:>8}{mark}",
@@ -252,9 +257,18 @@ fn nemesis(o: &mut String, n: &NemesisReport, exchange_ms: f64) {
 
 /// Peak memory and CPU per role; on a failed run, every process that did not exit 0.
 fn resources(o: &mut String, r: &Report) {
+    // A process that did not report its figures: say why, where it can be told.
+    let unreported = if r.ending == Ended::RelayKilled {
+        "not reported (killed)".to_string()
+    } else {
+        "?".to_string()
+    };
     let m = &r.memory;
-    let kib =
-        |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    let kib = |k: Option<u64>| {
+        k.map_or(unreported.clone(), |k| {
+            format!("{:.1} MiB", k as f64 / 1024.0)
+        })
+    };
     let _ = writeln!(
         o,
         "memory:     peak RSS supervisor {}, relay {}, largest client {}",
@@ -264,7 +278,7 @@ fn resources(o: &mut String, r: &Report) {
     );
     let c = &r.cpu;
     let secs = |c: &Cpu| format!("{:.2} s", c.total_us() as f64 / 1e6);
-    let relay = c.relay.as_ref().map_or("?".to_string(), |rc| {
+    let relay = c.relay.as_ref().map_or(unreported.clone(), |rc| {
         format!(
             "{} (user {:.2}, system {:.2}{})",
             secs(rc),
