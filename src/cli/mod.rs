@@ -51,7 +51,16 @@ enum Command {
     Client(client::Args),
 }
 
-/// Parses the command line, runs the command, returns the exit code.
+/// Whether `args` (the words after `relay-sim`) parse as a command line, as `main` would
+/// read them: Err with clap's words when not. (tests/readme.rs checks the docs' commands.)
+pub fn parses(args: &[&str]) -> Result<(), String> {
+    let argv = std::iter::once("relay-sim").chain(args.iter().copied());
+    Cli::try_parse_from(argv)
+        .map(drop)
+        .map_err(|e| one_line(&e))
+}
+
+/// The command line's entry: parses the arguments, runs the command, returns the exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
