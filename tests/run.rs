@@ -1464,3 +1464,31 @@ fn a_killed_relay_is_explained_not_blamed_in_the_human_report() {
     assert!(text.contains("relay not reported (killed)"), "{text}");
     assert!(!text.contains("relay ?"), "{text}");
 }
+
+/// With another relay (stopped by SIGTERM at the end, having no stop pipe), clients that are
+/// done get the grace to exit on their own first: none is listed as killed.
+#[test]
+fn with_a_foreign_relay_done_clients_exit_on_their_own() {
+    let minimal = format!(
+        "python3 {}/fixtures/relays/minimal.py {{addr}}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    for seed in ["1", "2", "3"] {
+        let (code, r, _, _tmp) = run_json(&[
+            "--clients",
+            "8",
+            "--msgs",
+            "200",
+            "--seed",
+            seed,
+            "--relay-cmd",
+            &minimal,
+        ]);
+        assert_eq!(code, Some(0), "{r:#}");
+        for p in r["processes"].as_array().unwrap() {
+            if p["role"] != "relay" {
+                assert_eq!(p["status"], "exited 0", "{p}");
+            }
+        }
+    }
+}

@@ -150,7 +150,7 @@ fn rates(o: &mut String, r: &Report) {
         Some(tp) => {
             let _ = writeln!(
                 o,
-                "throughput: {} msg/s, {:.1} MB/s over the exchange phase ({:.1} ms)",
+                "throughput: {} msg/s, {:.1} MB/s from the start barrier to the last client done ({:.1} ms)",
                 group(tp.msgs_per_s as u64),
                 tp.mb_per_s,
                 tp.exchange_s * 1000.0
@@ -194,7 +194,7 @@ fn rates(o: &mut String, r: &Report) {
     let p = &r.phases;
     let _ = writeln!(
         o,
-        "phases:     fork+register {:.1} ms, exchange {:.1} ms, verify {:.1} ms",
+        "phases:     fork+register {:.1} ms, exchange {:.1} ms (to the last report), verify {:.1} ms",
         p.fork_register_ms, p.exchange_ms, p.verify_ms
     );
 }

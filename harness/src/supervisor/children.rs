@@ -210,7 +210,7 @@ pub(super) fn stop_all(children: &mut [Child], grace: Duration, no_waiting: bool
 }
 
 /// Waits up to `grace` for children to exit (their event pipes reach EOF), reaping them.
-fn wait_exits(children: &mut [Child], grace: Duration) {
+pub(super) fn wait_exits(children: &mut [Child], grace: Duration) {
     let until = Instant::now() + grace;
     loop {
         for c in children.iter_mut().filter(|c| c.status.is_none()) {

@@ -23,7 +23,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use relay_trace::{now_ns, Tracer};
 
-use super::children::{is_runnable, read_events, stop_all, Child, Children, Role};
+use super::children::{is_runnable, read_events, stop_all, wait_exits, Child, Children, Role};
 use super::ctx::{peak_rss_kib, ClientCtx, RelayCtx};
 use super::faults::Faults;
 use super::spawn::{dup_err, pipe, set_nonblocking, spawn, sys};
@@ -831,6 +831,11 @@ impl<'a> Run<'a> {
             });
         }
         let interrupted = matches!(self.ending, Some(Ending::Interrupted(_)));
+        if self.limits.foreign_relay && !interrupted {
+            // Another relay gets SIGTERM at once (it has no stop pipe), but clients that are
+            // done exit on their own: they get the grace first, and are never listed killed.
+            wait_exits(&mut self.children.0[1..], self.limits.grace);
+        }
         stop_all(
             &mut self.children.0,
             self.limits.grace,
