@@ -1492,3 +1492,31 @@ fn with_a_foreign_relay_done_clients_exit_on_their_own() {
         }
     }
 }
+
+/// Past a screenful of clients the human report summarises the rows and shows those that
+/// stand out; --all-clients (and report.txt, and the JSON) list every one.
+#[test]
+fn a_large_run_summarises_its_client_rows() {
+    let rows = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("  c") && l.as_bytes()[3].is_ascii_digit())
+            .count()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(bin())
+            .args(["--clients", "40", "--msgs", "20", "--seed", "3"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let report = tmp.path().join("r");
+    let short = run(&["--report", report.to_str().unwrap()]);
+    assert!(short.contains("(40 clients, received min"), "{short}");
+    assert!((1..=16).contains(&rows(&short)), "{short}");
+    assert_eq!(rows(&run(&["--all-clients"])), 40);
+    let txt = std::fs::read_to_string(report.join("report.txt")).unwrap();
+    assert_eq!(rows(&txt), 40, "{txt}");
+}

@@ -112,6 +112,7 @@ fn demo(d: DemoArgs) -> i32 {
         backend: crate::spec::Backend::Select,
         timeout: None,
         json: false,
+        all_clients: false,
         verbose: false,
         write_chunks: None,
         scenario: None,

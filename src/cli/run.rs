@@ -68,6 +68,10 @@ pub struct Args {
     /// earlier report's folder is reused (its files replaced), any other non-empty one refused.
     #[arg(long, value_name = "DIR")]
     pub report: Option<std::path::PathBuf>,
+    /// List every client's row in the report, however many (past 32 clients the table shows a
+    /// summary and the rows that stand out; report.txt and the JSON always have them all).
+    #[arg(long)]
+    pub all_clients: bool,
     /// Narrate on stderr: every fork (with pids), the barrier, each report, each exit.
     #[arg(long, short)]
     pub verbose: bool,
@@ -326,7 +330,11 @@ fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunErr
     text.push_str(&if a.json {
         report::json(r)
     } else {
-        report::human(r)
+        if a.all_clients {
+            report::human_full(r)
+        } else {
+            report::human(r)
+        }
     });
     // A closed stdout (a pager that quit) is not an error worth a message.
     let mut out = std::io::stdout().lock();
@@ -403,7 +411,7 @@ fn write_report_dir(
     use relay_harness::plots;
     std::fs::create_dir_all(folder)?;
     std::fs::write(folder.join("report.json"), report::json(r))?;
-    std::fs::write(folder.join("report.txt"), report::human(r))?;
+    std::fs::write(folder.join("report.txt"), report::human_full(r))?;
     std::fs::write(folder.join("junit.xml"), report::junit(r))?;
     let what = if r.config.pattern == "pingpong" {
         "round trip"

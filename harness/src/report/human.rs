@@ -8,8 +8,18 @@ use crate::record::Cpu;
 use super::*;
 
 /// The human report: the run's settings, a table per client, the checks and what they
-/// found, rates, faults, resources, and the verdict with the command that replays it.
+/// found, rates, faults, resources, and the verdict with the command that replays it. Past
+/// [`CLIENT_ROWS`] clients, the table shows the ones that stand out.
 pub fn human(r: &Report) -> String {
+    human_with(r, false)
+}
+
+/// [`human`] with every client's row, however many (report.txt, `--all-clients`).
+pub fn human_full(r: &Report) -> String {
+    human_with(r, true)
+}
+
+fn human_with(r: &Report, all_clients: bool) -> String {
     let mut o = String::new();
     settings(&mut o, r);
     let loud = r.inject.as_ref().map(|i| {
@@ -23,7 +33,7 @@ pub fn human(r: &Report) -> String {
         let _ = writeln!(o, "{l}");
     }
     let _ = writeln!(o);
-    clients(&mut o, r);
+    clients(&mut o, r, all_clients);
     let _ = writeln!(o);
     checks(&mut o, r);
     rates(&mut o, r);
@@ -84,13 +94,17 @@ fn settings(o: &mut String, r: &Report) {
 }
 
 /// Sent, received and bounced, per client and in all.
-fn clients(o: &mut String, r: &Report) {
+/// Client rows shown in full up to this many clients; past it, a summary and the rows that
+/// stand out (the full table: `human_full`, report.txt, and the JSON).
+pub const CLIENT_ROWS: usize = 32;
+
+fn clients(o: &mut String, r: &Report, all: bool) {
     let _ = writeln!(
         o,
         "  {:<8} {:>12} {:>12} {:>8}",
         "client", "sent", "received", "bounced"
     );
-    for row in &r.clients {
+    let row_line = |o: &mut String, row: &ClientRow| {
         // (With the relay killed on purpose, no client can finish: that is the run's design.)
         let mark = if row.complete || r.ending == Ended::RelayKilled {
             ""
@@ -105,6 +119,13 @@ fn clients(o: &mut String, r: &Report) {
             group(row.received),
             group(row.bounced)
         );
+    };
+    if all || r.clients.len() <= CLIENT_ROWS {
+        for row in &r.clients {
+            row_line(o, row);
+        }
+    } else {
+        standouts(o, r, &row_line);
     }
     let t = &r.totals;
     let _ = writeln!(
@@ -115,6 +136,38 @@ fn clients(o: &mut String, r: &Report) {
         group(t.received),
         group(t.bounced)
     );
+}
+
+/// Past [`CLIENT_ROWS`] clients: what received looks like across them, then the rows that
+/// stand out: every incomplete one (up to 10), and the three that received least and most.
+fn standouts(o: &mut String, r: &Report, row_line: &dyn Fn(&mut String, &ClientRow)) {
+    let mut by_received: Vec<&ClientRow> = r.clients.iter().collect();
+    by_received.sort_by_key(|c| c.received);
+    let median = by_received[by_received.len() / 2].received;
+    let (least, most) = (
+        by_received[0].received,
+        by_received[by_received.len() - 1].received,
+    );
+    let _ = writeln!(
+        o,
+        "  ({} clients, received min {} / median {} / max {}; these stand out, and \
+         --all-clients or the JSON lists every one)",
+        group(r.clients.len() as u64),
+        group(least),
+        group(median),
+        group(most)
+    );
+    let mut shown: Vec<&ClientRow> = r.clients.iter().filter(|c| !c.complete).take(10).collect();
+    let n = by_received.len();
+    for c in by_received[..3].iter().chain(&by_received[n - 3..]) {
+        if !shown.iter().any(|s| s.name == c.name) {
+            shown.push(c);
+        }
+    }
+    shown.sort_by_key(|c| c.received);
+    for row in shown {
+        row_line(o, row);
+    }
 }
 
 /// Each check in a phrase, why one could not be made in full, and the first violations.

@@ -17,7 +17,7 @@ mod model;
 
 pub use build::build;
 pub use html::html;
-pub use human::human;
+pub use human::{human, human_full, CLIENT_ROWS};
 pub use junit::junit;
 pub use model::*;
 
