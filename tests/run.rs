@@ -1520,3 +1520,28 @@ fn a_large_run_summarises_its_client_rows() {
     let txt = std::fs::read_to_string(report.join("report.txt")).unwrap();
     assert_eq!(rows(&txt), 40, "{txt}");
 }
+
+/// When latency covers fewer messages than arrived, the report says why.
+#[test]
+fn latency_says_which_messages_it_could_not_time() {
+    let out = Command::new(bin())
+        .args([
+            "--clients",
+            "4",
+            "--msgs",
+            "500",
+            "--payload",
+            "0..4096",
+            "--seed",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("latency:")).unwrap();
+    assert!(
+        line.contains("were under 32 bytes, with no room for a send time"),
+        "{line}"
+    );
+}

@@ -25,7 +25,8 @@ use rand::{RngCore, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use serde::{Deserialize, Serialize};
 
-/// Payload sizes: fixed or a uniform range (inclusive).
+/// Payload sizes: fixed, or a range (inclusive) drawn uniformly with both edges pinned now and
+/// then (see [`Spec::len`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayloadSize {
     /// Smallest payload, bytes.

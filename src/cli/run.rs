@@ -37,7 +37,8 @@ pub struct Args {
     /// Seed for destinations, sizes and payload bytes (default: a fresh one, always printed).
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// Payload bytes: SIZE, or MIN..MAX for sizes drawn uniformly between them.
+    /// Payload bytes: SIZE, or MIN..MAX for seeded sizes in that range: uniform, except that one
+    /// message in 16 is MIN and one in 16 is MAX, so both edges always occur.
     #[arg(long, value_name = "SIZE|MIN..MAX", default_value = "64", value_parser = PayloadSize::parse)]
     pub payload: PayloadSize,
     /// How clients reach the relay.

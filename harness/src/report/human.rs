@@ -223,7 +223,7 @@ fn rates(o: &mut String, r: &Report) {
         Some(l) => {
             let _ = writeln!(
                 o,
-                "latency:    p50 {}, p90 {}, p99 {}, p99.9 {}, max {} ({}, {} messages)",
+                "latency:    p50 {}, p90 {}, p99 {}, p99.9 {}, max {} ({}, {} messages{})",
                 us(l.p50),
                 us(l.p90),
                 us(l.p99),
@@ -234,7 +234,16 @@ fn rates(o: &mut String, r: &Report) {
                 } else {
                     "send to delivery"
                 },
-                group(l.count)
+                group(l.count),
+                // Why not all: a payload under 32 bytes has no room for its send time.
+                if l.count < r.totals.received && c.sizes.min < 32 {
+                    format!(
+                        "; the other {} were under 32 bytes, with no room for a send time",
+                        group(r.totals.received - l.count)
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         None => {
