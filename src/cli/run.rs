@@ -17,8 +17,8 @@ use crate::relay::inject::Inject;
 use crate::relay::Spin;
 use crate::run::Options;
 use crate::spec::{
-    duration_flag, nemesis_kinds, Amount, Backend, NemesisKinds, NemesisSpec, Pattern, RunError,
-    RunSpec, Traffic, Transport,
+    nemesis_kinds, Amount, Backend, NemesisKinds, NemesisSpec, Pattern, RunError, RunSpec, Traffic,
+    Transport,
 };
 
 /// Flags of `relay-sim run` (also accepted with no subcommand).
@@ -275,15 +275,12 @@ fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunErr
         prepare_report_folder(folder)?;
     }
     if !a.json && !demo {
-        // The seed first, so even a run that never ends can be replayed.
-        let how_much = match spec.sending_for() {
-            Some(d) => format!("sending for {}", duration_flag(d)),
-            None => format!("{} messages", spec.config().total_msgs),
-        };
+        // The seed first, so even a run that never ends can be replayed. (What the run is
+        // comes in the report's first line: this one says only what is happening now.)
         println!(
-            "relay-sim: starting {} clients, {how_much}, seed {}",
-            spec.clients(),
-            spec.seed
+            "relay-sim: seed {}; forking the relay and {} clients",
+            spec.seed,
+            spec.clients()
         );
         let _ = std::io::stdout().flush();
     }
