@@ -100,6 +100,14 @@ fn bad_flags_give_one_line_and_exit_2() {
     }
 }
 
+/// `run --help` ends with run's exit codes, and its --report names the results folder's files.
+#[test]
+fn run_help_gives_exit_codes_and_the_report_files() {
+    let help = help_of(&["run"]);
+    assert_mentions(&help, &["Exit codes: 0", "2 usage error", "130", "143"]);
+    assert_mentions(&help, &["index.html", "latency.svg", "sequence.svg"]);
+}
+
 /// The one line names what is wrong and what to give: the missing flag, a count.
 #[test]
 fn a_bad_flag_says_what_to_give() {

@@ -35,9 +35,15 @@ struct Cli {
     run: run::Args,
 }
 
+/// `run`'s exit codes, at the end of `relay-sim run --help`.
+const RUN_EXIT_CODES: &str = "Exit codes: 0 every message verified; 1 a violation, a stall, a \
+    timeout, a process that died or a relay error; 2 usage error; 3 the environment failed \
+    (cannot fork, listen, or start the relay); 130 interrupted by SIGINT, 143 by SIGTERM.";
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Fork the relay and N clients, exchange messages, verify every one, report (the default).
+    #[command(after_help = RUN_EXIT_CODES)]
     Run(Box<run::Args>),
     /// Run the 2005 article's example (fixtures/article-example.scn) and tell what happened:
     /// who forked whom, who registered, who sent what, who got what, and the verdict.
