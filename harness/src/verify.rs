@@ -471,14 +471,7 @@ impl Receiver {
             matches!(self.expect_at(s, next), Expect::Sized(spec) if spec.size.min == 0);
         // (Past the sender's last message, it is one too many: the count says so.)
         if !may_be_empty && next < self.limit[s] {
-            let name = self.name(s);
-            self.violation(
-                Class::Integrity,
-                name,
-                Some(next),
-                "the bytes sent".into(),
-                "an empty payload".into(),
-            );
+            self.next_is_damaged(s, next, "an empty payload".into());
         } else {
             self.unsequenced[s] += 1;
         }
@@ -493,15 +486,20 @@ impl Receiver {
         } else {
             "its filler is not that of the message it names"
         };
+        self.next_is_damaged(s, next, format!("different bytes ({how})"));
+        self.advance(s, next);
+    }
+
+    /// The message FIFO says came next from `s` arrived as `got`, not the bytes sent.
+    fn next_is_damaged(&mut self, s: usize, next: u64, got: String) {
         let name = self.name(s);
         self.violation(
             Class::Integrity,
             name,
             Some(next),
             "the bytes sent".into(),
-            format!("different bytes ({how})"),
+            got,
         );
-        self.advance(s, next);
     }
 
     /// Whether the payload was meant for this client and came from the sender the relay
