@@ -1163,7 +1163,7 @@ fn well_formed(path: &std::path::Path) -> String {
 }
 
 #[test]
-fn the_traced_demo_prints_a_timeline_and_writes_a_folder_with_every_picture() {
+fn the_traced_demo_prints_a_timeline_and_writes_a_folder_with_the_pictures_it_can_draw() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("out");
     let out = Command::new(bin())
@@ -1210,32 +1210,104 @@ fn the_traced_demo_prints_a_timeline_and_writes_a_folder_with_every_picture() {
         &std::fs::read_to_string(dir.join("junit.xml")).unwrap(),
     )
     .expect("valid JUnit");
-    for svg in ["latency.svg", "rate.svg", "sequence.svg"] {
-        let s = well_formed(&dir.join(svg));
-        assert!(s.starts_with("<svg"), "{svg}");
-    }
-    let seq = std::fs::read_to_string(dir.join("sequence.svg")).unwrap();
+    let seq = well_formed(&dir.join("sequence.svg"));
     for label in [
         ">relay<",
         ">ClientA<",
         ">ClientB<",
         "SEND ClientB",
         "DELIVER from ClientA",
+        "HELLO ClientA: registered",
+        "WELCOME: connected",
         "fork(): pid",
     ] {
         assert!(seq.contains(label), "sequence.svg lacks {label}");
     }
+    // The relay is the middle lane: ClientA's box left of it, ClientB's right.
+    let lane_x = |name: &str| seq.find(&format!(">{name}<")).unwrap();
+    assert!(lane_x("ClientA") < lane_x("relay") && lane_x("relay") < lane_x("ClientB"));
+    // Two one-byte messages have no latency and no rate over time: the page says why.
+    assert!(!dir.join("latency.svg").exists() && !dir.join("rate.svg").exists());
     let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
     for part in [
         "PASS",
         "seed",
-        "sequence.svg",
-        "latency.svg",
-        "rate.svg",
+        "<img src=\"sequence.svg\"",
+        "latency.svg is not drawn for this run: no latency was measured",
+        "rate.svg is not drawn for this run: all 2 deliveries came within 10 ms",
         "trace.txt",
     ] {
         assert!(html.contains(part), "index.html lacks {part}");
     }
+}
+
+/// `demo --report` traces for the folder (the sequence diagram) without printing the timeline.
+#[test]
+fn the_demo_report_has_its_sequence_diagram_without_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let out = Command::new(bin())
+        .args(["demo", "--report"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("trace:"), "{text}");
+    assert!(dir.join("sequence.svg").is_file() && dir.join("trace.txt").is_file());
+}
+
+/// A run long enough for a rate over time draws every chart; one with many messages shows a
+/// window of the sequence diagram and says so; counts are grouped, latencies in one unit.
+#[test]
+fn a_longer_run_draws_every_chart_and_windows_the_sequence_diagram() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    let out = Command::new(bin())
+        .args([
+            "--clients",
+            "3",
+            "--duration",
+            "150ms",
+            "--seed",
+            "5",
+            "--trace",
+            "--payload",
+            "64",
+            "--report",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seq = well_formed(&dir.join("sequence.svg"));
+    assert!(
+        seq.contains("Showing the first 12 of"),
+        "no window note in sequence.svg"
+    );
+    assert_eq!(seq.matches(">SEND ").count(), 12, "{seq}");
+    let latency = well_formed(&dir.join("latency.svg"));
+    let count = latency
+        .split("send to delivery, ")
+        .nth(1)
+        .and_then(|t| t.split(" messages").next())
+        .unwrap();
+    assert!(
+        count.len() > 3 && count.contains(','),
+        "not grouped: {count}"
+    );
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(!html.contains("not drawn"), "{html}");
+    let rate = well_formed(&dir.join("rate.svg"));
+    assert!(
+        rate.contains("all clients") && rate.contains("\nc2\n"),
+        "{rate}"
+    );
 }
 
 #[test]

@@ -15,16 +15,85 @@ use crate::verify::RATE_BUCKET_NS;
 const W: u32 = 900;
 const FONT: &str = "sans-serif";
 
-/// A count for an axis label: 950, 12k, 3.4M.
+/// A count for an axis label: 950, 1.5k, 12k, 3.4M, 12M (no ".0": 2k, not 2.0k).
 pub fn si(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
+    let (x, unit) = if v >= 1e6 {
+        (v / 1e6, "M")
     } else if v >= 1e3 {
-        format!("{:.0}k", v / 1e3)
+        (v / 1e3, "k")
     } else {
-        format!("{v:.0}")
+        (v, "")
+    };
+    let digits = if x < 10.0 && !unit.is_empty() { 1 } else { 0 };
+    format!("{}{unit}", trim(format!("{x:.digits$}")))
+}
+
+/// A number for an axis tick, without a trailing ".0": 20, 2.5.
+pub fn tick(v: f64) -> String {
+    trim(format!("{v:.2}"))
+}
+
+/// "20.00" to "20", "2.50" to "2.5".
+fn trim(s: String) -> String {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }
+
+/// A duration in the unit a person reads it in, three significant digits: 850 µs, 13.6 ms.
+pub fn duration(ns: u64) -> String {
+    let us = ns as f64 / 1e3;
+    let (x, unit) = if us >= 1e6 {
+        (us / 1e6, "s")
+    } else if us >= 1e3 {
+        (us / 1e3, "ms")
+    } else {
+        (us, "µs")
+    };
+    let digits = if x >= 100.0 {
+        0
+    } else if x >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{x:.digits$} {unit}")
+}
+
+/// The size of axis labels and of axis titles (plotters draws text at 0.8 of the size given:
+/// these come out at 13 and 14 px; its default, under 10 px, is hard to read).
+const TICK_PX: u32 = 16;
+const AXIS_PX: u32 = 17;
+
+/// Colours for per-client lines: saturated, each distinct on white (no pale yellow or cyan).
+const LINE_COLORS: [RGBColor; 12] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x37, 0xa2),
+    RGBColor(0x55, 0x55, 0x55),
+    RGBColor(0x0b, 0x7a, 0x75),
+    RGBColor(0xb8, 0x86, 0x0b),
+    RGBColor(0x00, 0x00, 0x80),
+    RGBColor(0x7f, 0x00, 0x00),
+];
+
+/// A picture of the results folder, or why it is left out.
+#[derive(Debug)]
+pub enum Picture {
+    /// The SVG to write.
+    Svg(String),
+    /// Not drawn, and why (index.html says so in its place).
+    NotDrawn(String),
+}
+
+/// The fewest time buckets a line over the run is drawn from: one or two are a dot, not a line.
+const MIN_BUCKETS: u64 = 3;
 
 /// The legend every chart here draws: a box at `at`, on translucent white, with a black border.
 pub fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
@@ -33,6 +102,7 @@ pub fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     c.configure_series_labels()
         .position(at)
+        .label_font((FONT, TICK_PX))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -49,6 +119,14 @@ pub fn or_note(r: Result<(), String>, svg: String, what: &str) -> String {
     match r {
         Ok(()) => svg,
         Err(e) => note_svg(&format!("{what}: could not be drawn ({e})")),
+    }
+}
+
+/// A chart drawn, or the error that stopped it as the reason it is missing.
+fn drawn(r: Result<(), String>, svg: String) -> Picture {
+    match r {
+        Ok(()) => Picture::Svg(svg),
+        Err(e) => Picture::NotDrawn(format!("it could not be drawn ({e})")),
     }
 }
 
@@ -115,9 +193,13 @@ pub fn latency_svg(
     reports: &[Option<ClientReport>],
     t0_ns: u64,
     what: &str,
-) -> String {
+) -> Picture {
     let Some(h) = hist.filter(|h| !h.is_empty()) else {
-        return note_svg("No latency measured: payloads under 32 bytes carry no send time.");
+        return Picture::NotDrawn(
+            "no latency was measured: a payload under 32 bytes (a script's short text, or a \
+             --payload under 32) has no room for its send time"
+                .into(),
+        );
     };
     let width = bucket_width(reports);
     let over_time = buckets(
@@ -136,19 +218,34 @@ pub fn latency_svg(
             a.2 = a.2.max(max);
         },
     );
+    let span = over_time.keys().last().map_or(0, |b| b + 1);
     let axis = LogUs::of(h);
     let mut svg = String::new();
     let r = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
-        let root = SVGBackend::with_string(&mut svg, (W, 760)).into_drawing_area();
+        let tall = if span >= MIN_BUCKETS { 760 } else { 420 };
+        let root = SVGBackend::with_string(&mut svg, (W, tall)).into_drawing_area();
         root.fill(&WHITE)?;
         let (top, bottom) = root.split_vertically(380);
         latency_by_percentile(&top, h, what, &axis)?;
-        latency_over_time(&bottom, &over_time, width, &axis)?;
+        if span >= MIN_BUCKETS {
+            latency_over_time(&bottom, &over_time, width, &axis)?;
+        } else {
+            bottom.draw_text(
+                &format!(
+                    "Latency over the run is not drawn: every message arrived within {} \
+                     (a line needs {MIN_BUCKETS} buckets of {}).",
+                    width_label(span.max(1) * width),
+                    width_label(width)
+                ),
+                &(FONT, AXIS_PX).into_text_style(&bottom),
+                (20, 10),
+            )?;
+        }
         root.present()?;
         Ok(())
     })()
     .map_err(|e| e.to_string());
-    or_note(r, svg, "latency.svg")
+    drawn(r, svg)
 }
 
 /// A drawing area of an SVG being made.
@@ -213,14 +310,19 @@ fn latency_by_percentile(
     let nines = ((h.len() as f64).log10()).clamp(1.0, 6.0);
     let mut c = ChartBuilder::on(area)
         .caption(
-            format!("Latency by percentile ({what}, {} messages)", h.len()),
+            format!(
+                "Latency by percentile ({what}, {} messages)",
+                crate::report::group(h.len())
+            ),
             (FONT, 20),
         )
         .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
+        .x_label_area_size(44)
+        .y_label_area_size(80)
         .build_cartesian_2d(0f64..nines, lo..hi)?;
     c.configure_mesh()
+        .label_style((FONT, TICK_PX))
+        .axis_desc_style((FONT, AXIS_PX))
         .x_desc("percentile")
         .y_desc("latency (log scale)")
         .y_labels(axis.decades)
@@ -250,9 +352,9 @@ fn latency_by_percentile(
             let y = axis.y(v);
             c.draw_series(std::iter::once(Circle::new((x, y), 4, BLUE.filled())))?;
             c.draw_series(std::iter::once(Text::new(
-                format!("{label} {:.1} µs", v as f64 / 1000.0),
+                format!("{label} {}", duration(v)),
                 (x + 0.03, y - (hi - lo) * 0.02),
-                (FONT, 14).into_font(),
+                (FONT, 17).into_font(),
             )))?;
         }
     }
@@ -274,14 +376,17 @@ fn latency_over_time(
             (FONT, 20),
         )
         .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
+        .x_label_area_size(44)
+        .y_label_area_size(80)
         .build_cartesian_2d(0f64..end_ms, axis.lo..axis.hi)?;
     c.configure_mesh()
+        .label_style((FONT, TICK_PX))
+        .axis_desc_style((FONT, AXIS_PX))
         .x_desc("time since the start barrier (ms)")
         .y_desc("latency (log scale)")
         .y_labels(axis.decades)
         .y_label_formatter(&LogUs::label)
+        .x_label_formatter(&|x| tick(*x))
         .draw()?;
     let point = |b: &u64| (*b as f64 + 0.5) * width_ms;
     c.draw_series(LineSeries::new(
@@ -306,107 +411,157 @@ fn latency_over_time(
     Ok(())
 }
 
-/// rate.svg: messages received per second over the run, in all and per client (the busiest
-/// dozen, when there are more).
-pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) -> String {
+/// One line of a rate panel: its name, its points and its colour and width.
+type RateLine = (String, Vec<(f64, f64)>, RGBColor, u32);
+
+/// rate.svg: messages received per second over the run: all clients in one panel, and each
+/// client (the busiest dozen, when there are more) on its own scale in a second.
+pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) -> Picture {
     let width = bucket_width(reports);
     let (width_ms, per_s) = (width as f64 / 1e6, 1e9 / width as f64);
-    let total = buckets(
-        reports,
-        t0_ns,
-        width,
-        |r| r.rate.clone(),
-        |a: &mut u64, n| *a += u64::from(n),
-    );
-    if total.is_empty() {
-        return note_svg("No deliveries to plot.");
+    let sum = |of: &[Option<ClientReport>]| {
+        buckets(
+            of,
+            t0_ns,
+            width,
+            |r| r.rate.clone(),
+            |a: &mut u64, n| *a += u64::from(n),
+        )
+    };
+    let total = sum(reports);
+    let span = total.keys().last().map_or(0, |b| b + 1);
+    let delivered: u64 = total.values().sum();
+    if delivered == 0 {
+        return Picture::NotDrawn("no message was delivered".into());
     }
-    let mut per: Vec<(String, BTreeMap<u64, u64>, u64)> = reports
+    if span < MIN_BUCKETS {
+        return Picture::NotDrawn(format!(
+            "all {} deliveries came within {} of the start: a rate over time needs \
+             {MIN_BUCKETS} buckets of {} or more (with --trace, sequence.svg and trace.txt \
+             show when each message moved)",
+            crate::report::group(delivered),
+            width_label(span * width),
+            width_label(width)
+        ));
+    }
+    // Every bucket from start to end, zeros included, so a stall shows as a drop.
+    let series = |m: &BTreeMap<u64, u64>| -> Vec<(f64, f64)> {
+        (0..span)
+            .map(|b| {
+                (
+                    (b as f64 + 0.5) * width_ms,
+                    *m.get(&b).unwrap_or(&0) as f64 * per_s,
+                )
+            })
+            .collect()
+    };
+    // Each client's line, and what it received (to pick the busiest).
+    let mut per: Vec<(RateLine, u64)> = reports
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            let r = r.as_ref()?;
-            let one = std::slice::from_ref(reports.get(i)?);
-            let m = buckets(
-                one,
-                t0_ns,
-                width,
-                |r| r.rate.clone(),
-                |a: &mut u64, n| *a += u64::from(n),
-            );
+            let received = r.as_ref()?.received();
+            let m = sum(std::slice::from_ref(reports.get(i)?));
             let name = names.get(i).cloned().unwrap_or_else(|| format!("c{i}"));
-            Some((name, m, r.received()))
+            Some(((name, series(&m), BLACK, 2), received))
         })
         .collect();
     let clients = per.len();
-    per.sort_by_key(|p| std::cmp::Reverse(p.2));
-    per.truncate(12);
-    per.sort_by(|a, b| a.0.cmp(&b.0)); // the legend in name order
+    per.sort_by_key(|p| std::cmp::Reverse(p.1));
+    per.truncate(LINE_COLORS.len());
+    per.sort_by(|a, b| a.0 .0.cmp(&b.0 .0)); // the key in name order
+    let shown = if clients > per.len() {
+        format!("the {} busiest of {clients} clients", per.len())
+    } else {
+        "each client".to_string()
+    };
+    let lines: Vec<RateLine> = per
+        .into_iter()
+        .zip(LINE_COLORS)
+        .map(|(((name, pts, _, w), _), color)| (name, pts, color, w))
+        .collect();
+    let end_ms = span as f64 * width_ms;
     let mut svg = String::new();
     let r = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
-        let root = SVGBackend::with_string(&mut svg, (W, 440)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (W, 760)).into_drawing_area();
         root.fill(&WHITE)?;
-        let end_ms = total.keys().last().map_or(1, |b| b + 1) as f64 * width_ms;
-        let peak = total.values().copied().max().unwrap_or(1) as f64 * per_s;
-        let shown = if clients > per.len() {
-            format!(", the {} busiest of {clients} clients", per.len())
-        } else {
-            String::new()
-        };
-        let mut c = ChartBuilder::on(&root)
-            .caption(
-                format!(
-                    "Messages received per second (per {}{shown})",
-                    width_label(width)
-                ),
-                (FONT, 20),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(80)
-            .build_cartesian_2d(0f64..end_ms, 0f64..peak * 1.5)?;
-        c.configure_mesh()
-            .x_desc("time since the start barrier (ms)")
-            .y_desc("messages / s")
-            .y_label_formatter(&|y| si(*y))
-            .draw()?;
-        // Every bucket from start to end, zeros included, so a stall shows as a drop.
-        let series = |m: &BTreeMap<u64, u64>| -> Vec<(f64, f64)> {
-            let last = *total.keys().last().unwrap_or(&0);
-            (0..=last)
-                .map(|b| {
-                    (
-                        (b as f64 + 0.5) * width_ms,
-                        *m.get(&b).unwrap_or(&0) as f64 * per_s,
-                    )
-                })
-                .collect()
-        };
-        for (k, (name, m, _)) in per.iter().enumerate() {
-            let color = Palette99::pick(k).mix(0.9);
-            c.draw_series(LineSeries::new(series(m), color.stroke_width(1)))?
-                .label(name.clone())
-                .legend(line_key(color));
-        }
-        c.draw_series(LineSeries::new(series(&total), BLACK.stroke_width(3)))?
-            .label("all clients")
-            .legend(line_key(BLACK.stroke_width(3)));
-        legend(&mut c, SeriesLabelPosition::UpperRight)?;
+        let (top, bottom) = root.split_vertically(380);
+        let all = [("all clients".to_string(), series(&total), BLACK, 3)];
+        let caption = format!(
+            "Messages received per second, all clients (per {})",
+            width_label(width)
+        );
+        rate_panel(&top, &caption, end_ms, &all)?;
+        rate_panel(&bottom, &format!("The same, {shown}"), end_ms, &lines)?;
         root.present()?;
         Ok(())
     })()
     .map_err(|e| e.to_string());
-    or_note(r, svg, "rate.svg")
+    drawn(r, svg)
 }
 
-/// A labelled arrow from `(x0, y0)` to `(x1, y1)` in the sequence diagram.
-fn arrow(out: &mut String, (x0, y0): (u32, u32), (x1, y1): (u32, u32), color: &str, text: &str) {
+/// One panel of rate.svg: its lines on a scale from zero to a little over their peak.
+fn rate_panel(
+    area: &Area<'_>,
+    caption: &str,
+    end_ms: f64,
+    lines: &[RateLine],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let peak = lines
+        .iter()
+        .flat_map(|l| l.1.iter().map(|p| p.1))
+        .fold(1.0, f64::max);
+    let (area, key) = area.split_horizontally(W - 110);
+    let mut c = ChartBuilder::on(&area)
+        .caption(caption, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..end_ms, 0f64..peak * 1.25)?;
+    c.configure_mesh()
+        .label_style((FONT, TICK_PX))
+        .axis_desc_style((FONT, AXIS_PX))
+        .x_desc("time since the start barrier (ms)")
+        .y_desc("messages / s")
+        .y_label_formatter(&|y| si(*y))
+        .x_label_formatter(&|x| tick(*x))
+        .draw()?;
+    for (_, pts, color, w) in lines {
+        c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(*w)))?;
+    }
+    // The key, beside the plot rather than over its lines.
+    for (k, (name, _, color, w)) in lines.iter().enumerate() {
+        let y = 50 + 20 * k as i32;
+        key.draw(&PathElement::new(
+            vec![(4, y), (28, y)],
+            color.stroke_width(*w),
+        ))?;
+        key.draw(&Text::new(
+            name.clone(),
+            (34, y - 8),
+            (FONT, TICK_PX).into_font(),
+        ))?;
+    }
+    Ok(())
+}
+
+/// An arrow from `(x0, y0)` to `(x1, y1)` in the sequence diagram; `dash` for the handshake.
+fn arrow(out: &mut String, (x0, y0): (u32, u32), (x1, y1): (u32, u32), color: &str, dash: bool) {
     let _ = writeln!(
         out,
-        "<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y1}\" stroke=\"{color}\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\
-<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{color}\" text-anchor=\"middle\">{}</text>",
-        (x0 + x1) / 2,
-        (y0 + y1) / 2 - 4,
+        "<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y1}\" stroke=\"{color}\" stroke-width=\"1.5\"{} marker-end=\"url(#head{})\"/>",
+        if dash { " stroke-dasharray=\"3 3\"" } else { "" },
+        &color[1..]
+    );
+}
+
+/// A label in the sequence diagram, on a white halo so that a line under it does not hide it.
+fn label(out: &mut String, (x, anchor): (u32, &str), y: u32, color: &str, text: &str) {
+    let _ = writeln!(
+        out,
+        "<text x=\"{x}\" y=\"{}\" font-size=\"12\" fill=\"{color}\" text-anchor=\"{anchor}\" \
+paint-order=\"stroke\" stroke=\"white\" stroke-width=\"4\" stroke-linejoin=\"round\">{}</text>",
+        y + 4,
         escape(text)
     );
 }
@@ -419,23 +574,42 @@ enum Mark {
     Route(String, String),
     /// A message arrives (receiver lane, sender).
     Deliver(usize, String),
-    /// A note on a lane (fork, registration, barrier, exit).
+    /// The relay registers a client's name (relay lane, name): its HELLO arrived.
+    Register(usize, String),
+    /// A client has its WELCOME (its lane): it is connected and registered.
+    Welcome(usize),
+    /// A note on a lane (barrier, exit).
     Note(usize, String),
     /// The supervisor forks the process of a lane.
     Fork(usize, String),
 }
 
+/// The colours of the diagram's arrows (each has its own arrowhead): SEND, DELIVER, the
+/// handshake, fork().
+const ARROW_COLORS: [&str; 4] = [SEND_COLOR, DELIVER_COLOR, "#777", "#888"];
+const SEND_COLOR: &str = "#1f5fbf";
+const DELIVER_COLOR: &str = "#1a8a3a";
+
 /// Width of one lane of the sequence diagram, px.
 const SEQ_LANE_W: u32 = 170;
+/// Room left of the first lane (for the times) and right of the last (for its labels), px.
+const SEQ_LEFT: u32 = 90;
+const SEQ_RIGHT: u32 = 230;
+
+/// The most messages sequence.svg draws: past a dozen, concurrent arrows cross into a tangle,
+/// so the diagram shows the run's beginning and says so (trace.txt has every event).
+pub const SEQ_MAX_MESSAGES: usize = 12;
 
 /// sequence.svg: one vertical lane per process (the relay in the middle), time going down, an
-/// arrow per message from its sender through the relay to its receiver, forks and exits marked
-/// on the lanes. Rows follow the order of events (not their exact times, which crowd).
+/// arrow per message from its sender to the relay and from the relay to its receiver, forks,
+/// handshakes and exits marked on the lanes. Rows follow the order of events (not their exact
+/// times, which crowd); each label sits beside its own lane, on the side away from the relay,
+/// so it is clear of the arrows it names.
 pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
     let lanes = sequence_lanes(t)?;
     let (rows, sends) = sequence_rows(t, &lanes, max_messages);
     let (keep, link) = link_rows(&rows, &lanes);
-    let lane = |role: &str| lanes.iter().position(|l| l == role);
+    let relay = lanes.iter().position(|l| l == "relay")?;
     let mut row_of = vec![0u32; rows.len()];
     let mut shown = 0u32;
     for (i, k) in keep.iter().enumerate() {
@@ -444,100 +618,124 @@ pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
             row_of[i] = shown;
         }
     }
-
-    let lane_w = SEQ_LANE_W;
-    let width = 90 + lane_w * lanes.len() as u32 + 150;
+    let windowed = sends > max_messages;
+    let top = if windowed { 100 } else { 86 };
     let row_h = 26u32;
-    let top = 70u32;
+    let width = SEQ_LEFT + SEQ_LANE_W * lanes.len() as u32 + SEQ_RIGHT;
     let height = top + row_h * (shown + 2);
-    let x = |k: usize| 90 + lane_w * k as u32 + lane_w / 2;
-    let mut o = String::new();
-    sequence_head(&mut o, &lanes, width, height);
+    let x = |k: usize| SEQ_LEFT + SEQ_LANE_W * k as u32 + SEQ_LANE_W / 2;
+    // Beside lane k, on the side away from the relay (the relay's own: right).
+    let beside = |k: usize| {
+        if k < relay && k > 0 {
+            (x(k) - 8, "end")
+        } else {
+            (x(k) + 8, "start")
+        }
+    };
     let y_of = |i: usize| top + row_h * row_of[i];
-    let mut arrows = String::new();
+    let mut o = String::new();
+    sequence_head(&mut o, &lanes, width, height, top - 36);
+    if windowed {
+        let _ = writeln!(
+            o,
+            "<text x=\"12\" y=\"46\" font-size=\"12\" fill=\"#b35900\">Showing the first {max_messages} of {sends} traced messages: more arrows cross into a tangle. trace.txt has every event.</text>"
+        );
+    }
+    let (mut lines, mut labels) = (String::new(), String::new());
     for (i, (t_us, mark)) in rows.iter().enumerate() {
         if !keep[i] {
             continue;
         }
         let y = y_of(i);
         let _ = writeln!(
-            o,
+            labels,
             "<text x=\"8\" y=\"{}\" font-size=\"11\" fill=\"#666\">{:.3} ms</text>",
             y + 4,
             *t_us as f64 / 1000.0
         );
+        let dot = |lines: &mut String, k: usize, fill: &str| {
+            let _ = writeln!(
+                lines,
+                "<circle cx=\"{}\" cy=\"{y}\" r=\"3.5\" fill=\"{fill}\"/>",
+                x(k)
+            );
+        };
         match mark {
             Mark::Note(k, text) => {
-                let _ = writeln!(
-                    o,
-                    "<circle cx=\"{}\" cy=\"{y}\" r=\"4\" fill=\"#555\"/><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#333\">{}</text>",
-                    x(*k),
-                    x(*k) + 7,
-                    y + 4,
-                    escape(text)
-                );
+                dot(&mut lines, *k, "#555");
+                label(&mut labels, beside(*k), y, "#333", text);
+            }
+            Mark::Register(k, name) => {
+                dot(&mut lines, *k, "#555");
+                let text = format!("HELLO {name}: registered");
+                label(&mut labels, (x(*k) + 8, "start"), y, "#333", &text);
+            }
+            Mark::Welcome(k) => {
+                if let Some(r) = link[i] {
+                    arrow(&mut lines, (x(relay), y_of(r)), (x(*k), y), "#777", true);
+                }
+                label(&mut labels, beside(*k), y, "#333", "WELCOME: connected");
             }
             Mark::Fork(k, text) => {
-                let _ = writeln!(
-                    o,
-                    "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#888\" stroke-dasharray=\"3 3\" marker-end=\"url(#arrow)\"/>\
-<text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#333\">{}</text>",
-                    x(0),
-                    x(*k),
-                    x(*k) + 7,
-                    y + 4,
-                    escape(text)
-                );
+                arrow(&mut lines, (x(0), y), (x(*k), y), "#888", true);
+                label(&mut labels, (x(*k) + 8, "start"), y, "#333", text);
             }
-            Mark::Send(..) => {}
-            Mark::Route(from, to) => {
+            Mark::Send(k, to, text) => {
+                dot(&mut lines, *k, SEND_COLOR);
+                let text = format!("SEND {to} {text}");
+                label(&mut labels, beside(*k), y, SEND_COLOR, &text);
+            }
+            Mark::Route(..) => {
                 let Some(s) = link[i] else { continue };
-                let Mark::Send(_, _, label) = &rows[s].1 else {
+                let Mark::Send(a, ..) = &rows[s].1 else {
                     continue;
                 };
-                if let (Some(a), Some(r)) = (lane(from), lane("relay")) {
-                    let text = format!("SEND {to} {label}");
-                    arrow(&mut arrows, (x(a), y_of(s)), (x(r), y), "#1f5fbf", &text);
-                }
+                arrow(
+                    &mut lines,
+                    (x(*a), y_of(s)),
+                    (x(relay), y),
+                    SEND_COLOR,
+                    false,
+                );
             }
             Mark::Deliver(k, from) => {
                 let Some(r_row) = link[i] else { continue };
-                if let Some(r) = lane("relay") {
-                    let text = format!("DELIVER from {from}");
-                    arrow(
-                        &mut arrows,
-                        (x(r), y_of(r_row)),
-                        (x(*k), y),
-                        "#1a8a3a",
-                        &text,
-                    );
-                }
+                arrow(
+                    &mut lines,
+                    (x(relay), y_of(r_row)),
+                    (x(*k), y),
+                    DELIVER_COLOR,
+                    false,
+                );
+                let text = format!("DELIVER from {from}");
+                label(&mut labels, beside(*k), y, DELIVER_COLOR, &text);
             }
         }
     }
-    o.push_str(&arrows);
-    if sends > max_messages {
-        let _ = writeln!(
-            o,
-            "<text x=\"12\" y=\"{}\" font-size=\"13\">(the first {max_messages} of {sends} traced messages)</text>",
-            height - 6
-        );
-    }
+    o.push_str(&lines);
+    o.push_str(&labels);
     o.push_str("</svg>\n");
     Some(o)
 }
 
-/// The diagram's frame: the title, and a labelled lane per process.
-fn sequence_head(o: &mut String, lanes: &[String], width: u32, height: u32) {
+/// The diagram's frame: the title, and a labelled lane per process, its box at `box_y`.
+fn sequence_head(o: &mut String, lanes: &[String], width: u32, height: u32, box_y: u32) {
     let lane_w = SEQ_LANE_W;
-    let x = |k: usize| 90 + lane_w * k as u32 + lane_w / 2;
+    let x = |k: usize| SEQ_LEFT + lane_w * k as u32 + lane_w / 2;
     let _ = writeln!(
         o,
         "<svg width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"{FONT}\">\n\
-<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto-start-reverse\"><path d=\"M 0 0 L 10 5 L 0 10 z\" fill=\"#222\"/></marker></defs>\n\
+<defs>{}</defs>\n\
 <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-<text x=\"12\" y=\"18\" font-size=\"15\">Each message goes from its sender through the relay to its receiver.</text>\
-<text x=\"12\" y=\"32\" font-size=\"12\" fill=\"#555\">Time runs down; rows are in event order, with each event's time on the left.</text>"
+<text x=\"12\" y=\"18\" font-size=\"15\">Each message goes from its sender (blue, SEND) to the relay, and from the relay to its receiver (green, DELIVER).</text>\
+<text x=\"12\" y=\"32\" font-size=\"12\" fill=\"#555\">Time runs down; rows are in event order, with each event's time on the left. Dashed: fork() and the HELLO / WELCOME handshake.</text>",
+        ARROW_COLORS
+            .iter()
+            .map(|c| format!(
+                "<marker id=\"head{}\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto-start-reverse\"><path d=\"M 0 0 L 10 5 L 0 10 z\" fill=\"{c}\"/></marker>",
+                &c[1..]
+            ))
+            .collect::<String>()
     );
     for (k, name) in lanes.iter().enumerate() {
         let (fill, dash) = match name.as_str() {
@@ -547,22 +745,24 @@ fn sequence_head(o: &mut String, lanes: &[String], width: u32, height: u32) {
         };
         let _ = writeln!(
             o,
-            "<rect x=\"{}\" y=\"36\" width=\"{}\" height=\"24\" rx=\"4\" fill=\"{fill}\" stroke=\"#555\"/>\
-<text x=\"{}\" y=\"53\" font-size=\"14\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\
-<line x1=\"{}\" y1=\"60\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"{dash}/>",
+            "<rect x=\"{}\" y=\"{box_y}\" width=\"{}\" height=\"24\" rx=\"4\" fill=\"{fill}\" stroke=\"#555\"/>\
+<text x=\"{}\" y=\"{}\" font-size=\"14\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\
+<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"{dash}/>",
             x(k) - lane_w / 2 + 10,
             lane_w - 20,
             x(k),
+            box_y + 17,
             escape(name),
             x(k),
+            box_y + 24,
             x(k),
             height - 10
         );
     }
 }
 
-/// The sequence diagram's lanes: supervisor, the first half of the clients, the relay, the
-/// rest (None without clients).
+/// The sequence diagram's lanes: the supervisor, the first half of the clients (rounded
+/// down), the relay, the rest: the relay is the middle lane (None without clients).
 fn sequence_lanes(t: &Timeline) -> Option<Vec<String>> {
     let clients: Vec<&String> = t
         .lanes
@@ -572,7 +772,7 @@ fn sequence_lanes(t: &Timeline) -> Option<Vec<String>> {
     if clients.is_empty() {
         return None;
     }
-    let half = clients.len().div_ceil(2);
+    let half = clients.len() / 2;
     let mut lanes: Vec<String> = vec!["supervisor".into()];
     lanes.extend(clients[..half].iter().map(|s| s.to_string()));
     lanes.push("relay".into());
@@ -620,12 +820,12 @@ fn sequence_rows(t: &Timeline, lanes: &[String], max_messages: usize) -> (Vec<(u
                 None => continue,
             }
         } else if w.starts_with("socket() + connect(") {
-            Mark::Note(me, "connect, HELLO / WELCOME".into())
+            Mark::Welcome(me)
         } else if w.starts_with("closed barrier 0") {
             Mark::Note(me, "barrier released".into())
         } else if w.starts_with("register: ") {
             let name = w.rsplit(" is ").next().unwrap_or("");
-            Mark::Note(me, format!("{name} registered"))
+            Mark::Register(me, name.to_string())
         } else {
             continue;
         };
@@ -635,44 +835,45 @@ fn sequence_rows(t: &Timeline, lanes: &[String], max_messages: usize) -> (Vec<(u
 }
 
 /// Matches each message's three rows (sent, routed, delivered) in FIFO order per (sender,
-/// receiver), and keeps only what is drawn: a send the relay's trace never routed (its events
-/// were cut) would leave an empty row. Returns which rows to keep, and each routed or
-/// delivered row's earlier row.
+/// receiver), and each WELCOME with its registration; keeps only what is drawn: a send the
+/// relay's trace never routed (its events were cut) would leave an empty row. Returns which
+/// rows to keep, and each routed, delivered or welcomed row's earlier row.
 fn link_rows(rows: &[(u64, Mark)], lanes: &[String]) -> (Vec<bool>, Vec<Option<usize>>) {
     let mut keep = vec![true; rows.len()];
     let mut link: Vec<Option<usize>> = vec![None; rows.len()];
-    {
-        let mut sent: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-        let mut routed: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-        for (i, (_, m)) in rows.iter().enumerate() {
-            match m {
-                Mark::Send(k, to, _) => {
-                    keep[i] = false;
-                    sent.entry((lanes[*k].clone(), to.clone()))
-                        .or_default()
-                        .push(i);
-                }
-                Mark::Route(from, to) => {
-                    let key = (from.clone(), to.clone());
-                    match sent.get_mut(&key).filter(|v| !v.is_empty()) {
-                        Some(v) => {
-                            let s = v.remove(0);
-                            keep[s] = true;
-                            link[i] = Some(s);
-                            routed.entry(key).or_default().push(i);
-                        }
-                        None => keep[i] = false,
-                    }
-                }
-                Mark::Deliver(k, from) => {
-                    let key = (from.clone(), lanes[*k].clone());
-                    match routed.get_mut(&key).filter(|v| !v.is_empty()) {
-                        Some(v) => link[i] = Some(v.remove(0)),
-                        None => keep[i] = false,
-                    }
-                }
-                Mark::Note(..) | Mark::Fork(..) => {}
+    let mut sent: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    let mut routed: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    let mut registered: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, (_, m)) in rows.iter().enumerate() {
+        match m {
+            Mark::Send(k, to, _) => {
+                keep[i] = false;
+                sent.entry((&lanes[*k], to)).or_default().push(i);
             }
+            Mark::Route(from, to) => {
+                let key = (from.as_str(), to.as_str());
+                match sent.get_mut(&key).filter(|v| !v.is_empty()) {
+                    Some(v) => {
+                        let s = v.remove(0);
+                        keep[s] = true;
+                        link[i] = Some(s);
+                        routed.entry(key).or_default().push(i);
+                    }
+                    None => keep[i] = false,
+                }
+            }
+            Mark::Deliver(k, from) => {
+                let key = (from.as_str(), lanes[*k].as_str());
+                match routed.get_mut(&key).filter(|v| !v.is_empty()) {
+                    Some(v) => link[i] = Some(v.remove(0)),
+                    None => keep[i] = false,
+                }
+            }
+            Mark::Register(_, name) => {
+                registered.insert(name, i);
+            }
+            Mark::Welcome(k) => link[i] = registered.get(lanes[*k].as_str()).copied(),
+            Mark::Note(..) | Mark::Fork(..) => {}
         }
     }
     (keep, link)

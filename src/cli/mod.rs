@@ -93,7 +93,7 @@ struct DemoArgs {
     #[arg(long)]
     trace: bool,
     /// Also write the results folder: report.json, report.txt, junit.xml, trace.txt, the
-    /// pictures and index.html.
+    /// sequence diagram and index.html (the run is traced for it, without --trace printing).
     #[arg(long, value_name = "DIR")]
     report: Option<std::path::PathBuf>,
 }
@@ -123,6 +123,7 @@ fn demo(d: DemoArgs) -> i32 {
         write_chunks: None,
         scenario: None,
         inject: None,
+        trace_quietly: d.report.is_some(),
         report: d.report,
         trace: d.trace,
         relay_spin: crate::relay::Spin::Auto,

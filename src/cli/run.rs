@@ -120,6 +120,10 @@ pub struct Args {
     /// A script given as text (name, text), for `demo`.
     #[arg(skip)]
     pub inline_script: Option<(String, String)>,
+    /// Trace for the results folder (trace.txt, sequence.svg) without printing the timeline:
+    /// `demo --report`.
+    #[arg(skip)]
+    pub trace_quietly: bool,
 }
 
 /// `--clients`: one client at least (a count, not a flag that starts with `-`).
@@ -187,7 +191,7 @@ fn spec_of(a: &Args) -> Result<RunSpec, RunError> {
             kinds: kinds.clone(),
             interval: a.nemesis_interval,
         }),
-        trace: a.trace,
+        trace: a.trace || a.trace_quietly,
     };
     spec.check()?;
     Ok(spec)
@@ -321,7 +325,7 @@ fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunErr
         }
         text.push_str(&tell(story));
     }
-    if let (Some(t), false) = (&ran.outcome.timeline, a.json) {
+    if let (Some(t), true, false) = (&ran.outcome.timeline, a.trace, a.json) {
         text.push_str(&t.render());
         text.push('\n');
     }
@@ -406,7 +410,7 @@ fn write_report_dir(
     v: &relay_harness::verify::Verification,
     names: &[String],
 ) -> std::io::Result<()> {
-    use relay_harness::plots;
+    use relay_harness::plots::{self, Picture};
     std::fs::create_dir_all(folder)?;
     std::fs::write(folder.join("report.json"), report::json(r))?;
     std::fs::write(folder.join("report.txt"), report::human_full(r))?;
@@ -416,28 +420,29 @@ fn write_report_dir(
     } else {
         "send to delivery"
     };
-    std::fs::write(
-        folder.join("latency.svg"),
-        plots::latency_svg(
-            v.latency.as_ref(),
-            &outcome.reports,
-            outcome.released_ns,
-            what,
-        ),
-    )?;
-    std::fs::write(
-        folder.join("rate.svg"),
-        plots::rate_svg(&outcome.reports, names, outcome.released_ns),
-    )?;
-    let mut pictures = vec![
-        ("latency.svg", "Latency"),
-        ("rate.svg", "Messages per second"),
-    ];
+    let mut pictures = Vec::new();
     if let Some(t) = &r.trace {
         std::fs::write(folder.join("trace.txt"), t.render())?;
-        if let Some(svg) = plots::sequence_svg(t, 40) {
-            std::fs::write(folder.join("sequence.svg"), svg)?;
-            pictures.insert(0, ("sequence.svg", "Sequence diagram (traced)"));
+        if let Some(svg) = plots::sequence_svg(t, plots::SEQ_MAX_MESSAGES) {
+            pictures.push((
+                "sequence.svg",
+                "Sequence diagram (traced)",
+                Picture::Svg(svg),
+            ));
+        }
+    }
+    let latency = plots::latency_svg(
+        v.latency.as_ref(),
+        &outcome.reports,
+        outcome.released_ns,
+        what,
+    );
+    pictures.push(("latency.svg", "Latency", latency));
+    let rate = plots::rate_svg(&outcome.reports, names, outcome.released_ns);
+    pictures.push(("rate.svg", "Messages per second", rate));
+    for (file, _, picture) in &pictures {
+        if let Picture::Svg(svg) = picture {
+            std::fs::write(folder.join(file), svg)?;
         }
     }
     std::fs::write(

@@ -7,8 +7,13 @@ use crate::exit;
 use super::*;
 
 /// index.html of a results folder: the configuration, seed and verdict, every check, and the
-/// pictures (given as file name and title) on one page.
-pub fn html(r: &Report, pictures: &[(&str, &str)], has_trace: bool) -> String {
+/// pictures (given as file name, title and picture: one not drawn is named with its reason)
+/// on one page.
+pub fn html(
+    r: &Report,
+    pictures: &[(&str, &str, crate::plots::Picture)],
+    has_trace: bool,
+) -> String {
     use crate::plots::escape;
     let mut o = String::new();
     let verdict_color = if r.exit_code == exit::OK {
@@ -23,7 +28,7 @@ pub fn html(r: &Report, pictures: &[(&str, &str)], has_trace: bool) -> String {
 <style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}}\
 table{{border-collapse:collapse}}td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}}\
 .verdict{{font-size:1.4em;font-weight:bold;color:{verdict_color}}}img{{max-width:100%;border:1px solid #ddd;margin:.5em 0}}\
-pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}}</style></head><body>\n",
+.missing{{color:#555;font-style:italic}}pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}}</style></head><body>\n",
         r.verdict,
         escape(&r.replay)
     );
@@ -54,13 +59,21 @@ pre{{background:#f6f8fa;padding:1em;overflow-x:auto;font-size:.85em}}</style></h
             l.p50, l.p99, l.p999, l.max
         );
     }
-    for (file, title) in pictures {
-        let _ = writeln!(
-            o,
-            "<h2>{}</h2><a href=\"{file}\"><img src=\"{file}\" alt=\"{}\"></a>",
-            escape(title),
-            escape(title)
-        );
+    for (file, title, picture) in pictures {
+        let _ = match picture {
+            crate::plots::Picture::Svg(_) => writeln!(
+                o,
+                "<h2>{}</h2><a href=\"{file}\"><img src=\"{file}\" alt=\"{}\"></a>",
+                escape(title),
+                escape(title)
+            ),
+            crate::plots::Picture::NotDrawn(why) => writeln!(
+                o,
+                "<h2>{}</h2><p class=\"missing\">{file} is not drawn for this run: {}.</p>",
+                escape(title),
+                escape(why)
+            ),
+        };
     }
     let _ = writeln!(
         o,
