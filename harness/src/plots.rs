@@ -15,6 +15,19 @@ use crate::verify::RATE_BUCKET_NS;
 const W: u32 = 900;
 const FONT: &str = "sans-serif";
 
+/// A count with thousands separators: 1,234,567.
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
 /// A count for an axis label: 950, 1.5k, 12k, 3.4M, 12M (no ".0": 2k, not 2.0k).
 pub fn si(v: f64) -> String {
     let (x, unit) = if v >= 1e6 {
@@ -312,7 +325,7 @@ fn latency_by_percentile(
         .caption(
             format!(
                 "Latency by percentile ({what}, {} messages)",
-                crate::report::group(h.len())
+                group(h.len())
             ),
             (FONT, 20),
         )
@@ -439,7 +452,7 @@ pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) 
             "all {} deliveries came within {} of the start: a rate over time needs \
              {MIN_BUCKETS} buckets of {} or more (with --trace, sequence.svg and trace.txt \
              show when each message moved)",
-            crate::report::group(delivered),
+            group(delivered),
             width_label(span * width),
             width_label(width)
         ));

@@ -42,18 +42,7 @@ pub fn signal_name(sig: i32) -> String {
     }
 }
 
-/// A count with thousands separators: 1,234,567.
-pub(crate) fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
+pub(crate) use crate::plots::group;
 
 /// Microseconds, or milliseconds from 1,000 us on.
 pub(crate) fn us(x: f64) -> String {
