@@ -115,6 +115,7 @@ pub unsafe fn run(
     opts: &Options,
     on: &mut dyn FnMut(Milestone),
 ) -> Result<Ran, RunError> {
+    crate::spec::raise_fd_limit();
     spec.check()?;
     // Before the first fork (the janitor's), as `supervise` checks before its own.
     let threads = relay_harness::supervisor::threads();
@@ -310,6 +311,7 @@ fn limits(
         quiet: spec.quiet.filter(|q| !q.is_zero()),
         blackbox,
         deadline: spec.deadline(),
+        setup: spec.setup_bound(),
         grace: Duration::from_secs(2),
     })
 }

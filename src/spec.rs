@@ -167,15 +167,91 @@ impl RunError {
 pub const MAX_PAYLOAD: usize = DEFAULT_MAX_FRAME as usize - 2 - 32;
 /// Clients a select() relay can hold next to its own fds, below FD_SETSIZE.
 const MAX_CLIENTS_SELECT: usize = 1000;
-/// Clients with poll or epoll (each is a process, with a pipe to the supervisor).
-const MAX_CLIENTS: usize = 8000;
+/// Client names are `c` and up to five digits.
+const MAX_CLIENTS_NAMES: usize = 99_999;
+/// Descriptors the relay and the supervisor need besides one per client (listener, pipes,
+/// epoll, stdio, the janitor's).
+const FD_RESERVE: u64 = 64;
+/// Processes left for everything else: the relay, the janitor, a shell's.
+const PROC_RESERVE: u64 = 256;
+
+/// The most clients this machine lets a run have with poll or epoll, and the limit that sets
+/// it, worded with how to raise it. Each client is a socket in the relay and a pipe in the
+/// supervisor (the open-file limit, whose soft value a run raises to the hard one:
+/// `raise_fd_limit`), and a process of the same user (the process limit, and the kernel's
+/// pid_max).
+pub fn machine_cap() -> (usize, String) {
+    use nix::sys::resource::{getrlimit, Resource};
+    use relay_harness::plots::group;
+    let hard_fds = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
+    let mut cap = (
+        hard_fds.saturating_sub(FD_RESERVE),
+        format!(
+            "the open-file limit is {} (each client is a socket in the relay and a pipe in the \
+             supervisor); raise the hard limit (ulimit -Hn as root, or /etc/security/limits.conf)",
+            group(hard_fds)
+        ),
+    );
+    let root = nix::unistd::geteuid().is_root();
+    if let (Ok((procs, _)), false) = (getrlimit(Resource::RLIMIT_NPROC), root) {
+        if procs.saturating_sub(PROC_RESERVE) < cap.0 {
+            cap = (
+                procs.saturating_sub(PROC_RESERVE),
+                format!(
+                    "the process limit is {} for this user, and each client is a process; \
+                     raise it with ulimit -u",
+                    group(procs)
+                ),
+            );
+        }
+    }
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(32_768);
+    if pid_max.saturating_sub(PROC_RESERVE * 4) < cap.0 {
+        cap = (
+            pid_max.saturating_sub(PROC_RESERVE * 4),
+            format!(
+                "the kernel's pid_max is {} (each client is a process); raise \
+                 /proc/sys/kernel/pid_max as root",
+                group(pid_max)
+            ),
+        );
+    }
+    let clients = usize::try_from(cap.0).unwrap_or(usize::MAX);
+    if clients >= MAX_CLIENTS_NAMES {
+        return (
+            MAX_CLIENTS_NAMES,
+            "client names have at most five digits".into(),
+        );
+    }
+    (clients, cap.1)
+}
+
+/// Raises this process's soft open-file limit to its hard one (children inherit it), as a
+/// server that holds a socket per client does: the default soft limit (often 1,024) is a
+/// guard for programs that do not expect many files, not a limit of the machine.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
 
 impl Backend {
-    /// The most clients a relay on this backend is given.
-    pub fn max_clients(self) -> usize {
+    /// The most clients a relay on this backend is given, and why no more.
+    pub fn max_clients(self) -> (usize, String) {
+        let (machine, why) = machine_cap();
         match self {
-            Backend::Select => MAX_CLIENTS_SELECT,
-            Backend::Poll | Backend::Epoll => MAX_CLIENTS,
+            Backend::Select if MAX_CLIENTS_SELECT <= machine => (
+                MAX_CLIENTS_SELECT,
+                "select() cannot watch fds past 1023 (FD_SETSIZE); --backend poll or epoll can"
+                    .into(),
+            ),
+            _ => (machine, why),
         }
     }
 }
@@ -251,7 +327,7 @@ impl RunSpec {
         if self.relay_cmd.is_some() && self.max_buffer.is_some() {
             return Err(RunError::usage("--max-buffer sets the built-in relay's bound; give your relay its own in --relay-cmd"));
         }
-        let most = self.backend.max_clients();
+        let (most, why) = self.backend.max_clients();
         match &self.traffic {
             Traffic::Script { path, script } => {
                 if script.max_payload() > MAX_PAYLOAD {
@@ -263,8 +339,10 @@ impl RunSpec {
                 }
                 if script.clients > most {
                     return Err(RunError::usage(format!(
-                        "{}: at most {most} clients with --backend {}",
+                        "{}: {} clients, and at most {} fit with --backend {}: {why}",
                         path.display(),
+                        script.clients,
+                        relay_harness::plots::group(most as u64),
                         self.backend
                     )));
                 }
@@ -275,10 +353,15 @@ impl RunSpec {
                 pattern,
                 ..
             } => {
-                if *clients == 0 || *clients > most {
+                if *clients == 0 {
+                    return Err(RunError::usage(
+                        "--clients 0: a run needs one client at least",
+                    ));
+                }
+                if *clients > most {
                     return Err(RunError::usage(format!(
-                        "--clients {clients}: must be 1..={most} with --backend {} (select cannot watch fds past 1023; \
-                         poll and epoll can)",
+                        "--clients {clients}: at most {} fit with --backend {}: {why}",
+                        relay_harness::plots::group(most as u64),
                         self.backend
                     )));
                 }
@@ -350,7 +433,8 @@ impl RunSpec {
         }
     }
 
-    /// The deadline: the one given, or 10 s plus time for the volume of work at a
+    /// The deadline, counted from the start barrier (the set-up has its own bound,
+    /// [`RunSpec::setup_bound`]): the one given, or 10 s plus time for the volume of work at a
     /// pessimistic rate (a soak: its sending, then as long again, at least 10 s, for the end
     /// markers and the reports).
     pub fn deadline(&self) -> Duration {
@@ -378,6 +462,12 @@ impl RunSpec {
                 Duration::from_secs_f64((10.0 + msgs / 100_000.0 + bytes / 50e6).ceil())
             }
         }
+    }
+
+    /// The set-up's bound (every fork, and every client registered): 10 s, plus 5 ms per
+    /// client (about five times what a loaded 2-core machine needs at 10,000 clients).
+    pub fn setup_bound(&self) -> Duration {
+        Duration::from_secs(10) + Duration::from_millis(5) * self.clients() as u32
     }
 
     /// What each client process does, in order.

@@ -47,7 +47,9 @@ pub struct Args {
     /// The relay's readiness backend.
     #[arg(long, value_name = "NAME", value_enum, default_value_t = Backend::Select)]
     pub backend: Backend,
-    /// End a stuck run after this long (e.g. 30s, 2m); default scales with the work, at least 10s.
+    /// End a stuck run this long after the start barrier (e.g. 30s, 2m); default scales with
+    /// the work, at least 10s. Forking and registering the clients has its own bound (10 s
+    /// plus 5 ms per client), so a slow set-up never eats the work's time.
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
     /// The quiet rule: once every client has written all it had to send, a run in which

@@ -196,7 +196,7 @@ fn ending(
         Ending::TimedOut => (
             Ended::TimedOut,
             Some(format!(
-                "timed out after {:.1} s: {} of {} message(s) were sent{}",
+                "timed out {:.1} s after the start barrier: {} of {} message(s) were sent{}",
                 config.timeout_s,
                 group(v.totals.sent),
                 group(config.total_msgs),
@@ -204,6 +204,17 @@ fn ending(
                     0 => "; every one sent arrived, the rest was never sent (--timeout sets the deadline)".to_string(),
                     k => format!(", and {} of them are missing", group(k)),
                 }
+            )),
+        ),
+        Ending::SetupTimedOut(registered, bound) => (
+            Ended::TimedOut,
+            Some(format!(
+                "timed out while setting up: {} of {} client(s) registered in {:.1} s (forking and \
+                 registering are given 10 s plus 5 ms per client; a machine this slow needs \
+                 fewer --clients)",
+                group(*registered as u64),
+                group(config.clients as u64),
+                bound.as_secs_f64()
             )),
         ),
         Ending::Stalled(q) => (

@@ -44,14 +44,14 @@ pub(super) struct Child {
 
 impl Child {
     /// A child just forked: running, its event pipe open.
-    pub fn new(role: Role, name: String, pid: Pid, events: OwnedFd) -> Child {
+    pub fn new(role: Role, name: String, pid: Pid, events: Option<OwnedFd>) -> Child {
         Child {
             role,
             name,
             killed: false,
             ready_at: None,
             pid,
-            events: Some(events),
+            events,
             buf: Vec::new(),
             status: None,
             relay: None,

@@ -166,7 +166,7 @@ impl Run<'_> {
         let due = t0 + nem.interval * (self.faults.actions + 1);
         // The nemesis rests in the second half of the deadline, so every process gets the
         // time to finish (restarts could otherwise go on until the deadline).
-        let resting = now >= self.start + limits.deadline / 2;
+        let resting = now >= t0 + limits.deadline / 2;
         if self.faults.stopped.is_none()
             && !self.faults.relay_killed
             && !resting

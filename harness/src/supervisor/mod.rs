@@ -120,8 +120,11 @@ pub struct Limits {
     /// The relay is another program (it cannot be asked to stop through its pipe: it gets
     /// SIGTERM at once when the run is over).
     pub foreign_relay: bool,
-    /// From the first fork until every client has reported.
+    /// From the start barrier until every client has reported: the work's bound.
     pub deadline: Duration,
+    /// From the first fork until every client has registered: the set-up's own bound (see
+    /// `setup_bound`), so a slow set-up never eats the work's time.
+    pub setup: Duration,
     /// How long stopped children get to report or exit before SIGTERM, and SIGTERM before SIGKILL.
     pub grace: Duration,
 }
@@ -204,6 +207,8 @@ pub enum Ending {
     Finished,
     /// The deadline passed first.
     TimedOut,
+    /// The set-up's bound (given) passed before every client registered (how many had).
+    SetupTimedOut(usize, Duration),
     /// Every client had written all it had to send, and nothing arrived anywhere for this
     /// long (the quiet rule): what had not arrived was not coming.
     Stalled(Duration),
@@ -403,6 +408,7 @@ mod tests {
             quiet: None,
             foreign_relay: false,
             deadline: Duration::from_secs(1),
+            setup: Duration::from_secs(1),
             grace: Duration::from_secs(1),
         };
         let signals = Signals::install().unwrap();

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 use relay_trace::{now_ns, Tracer};
 
@@ -77,10 +78,22 @@ pub(super) struct Forker<'a> {
     barriers: Vec<OwnedFd>,
     stop: OwnedFd,
     drain: Option<OwnedFd>,
+    /// While the first clients are forked: the children's end of the socket on which each
+    /// sends back the read end of the event pipe it made (see `first`).
+    send_back: Option<OwnedFd>,
+}
+
+/// Where a new client process's event pipe comes from.
+pub(super) enum Events {
+    /// The supervisor made it and keeps the read end (a restart: one fork).
+    Given(OwnedFd),
+    /// The child makes it and sends the read end back over this socket (the first forks:
+    /// the supervisor then holds no client's pipe while it forks the others).
+    SendBack(std::os::fd::RawFd),
 }
 
 impl Forker<'_> {
-    /// Forks a process of client `i` that writes its events to `events`.
+    /// Forks a process of client `i` that writes its events to a pipe as `events` says.
     ///
     /// # Safety
     /// The process must be single-threaded (`supervise`'s contract).
@@ -89,53 +102,72 @@ impl Forker<'_> {
         i: usize,
         incarnation: u32,
         start_phase: usize,
-        events: OwnedFd,
+        events: Events,
     ) -> Result<Pid, SuperviseError> {
-        let ctx = ClientCtx {
-            index: i,
-            events,
-            barriers: self
-                .barriers
-                .iter()
-                .map(|b| b.try_clone().map(Some))
-                .collect::<Result<_, _>>()
-                .map_err(dup_err)?,
-            stop: self.stop.try_clone().map_err(dup_err)?,
-            incarnation,
-            start_phase,
-            trace: self.limits.trace,
-            tally: self.limits.tally.clone(),
-            blackbox: self.limits.blackbox.clone(),
-            drain: self
-                .drain
-                .as_ref()
-                .map(|d| d.try_clone())
-                .transpose()
-                .map_err(dup_err)?,
-        };
-        let mut keep = vec![ctx.events.as_raw_fd(), ctx.stop.as_raw_fd()];
-        keep.extend(ctx.barriers.iter().flatten().map(|b| b.as_raw_fd()));
-        keep.extend(ctx.drain.as_ref().map(|d| d.as_raw_fd()));
+        let barriers: Vec<Option<OwnedFd>> = self
+            .barriers
+            .iter()
+            .map(|b| b.try_clone().map(Some))
+            .collect::<Result<_, _>>()
+            .map_err(dup_err)?;
+        let stop = self.stop.try_clone().map_err(dup_err)?;
+        let drain = self
+            .drain
+            .as_ref()
+            .map(|d| d.try_clone())
+            .transpose()
+            .map_err(dup_err)?;
+        let mut keep = vec![stop.as_raw_fd()];
+        keep.extend(barriers.iter().flatten().map(|b| b.as_raw_fd()));
+        keep.extend(drain.as_ref().map(|d| d.as_raw_fd()));
+        keep.push(match &events {
+            Events::Given(w) => w.as_raw_fd(),
+            Events::SendBack(sock) => *sock,
+        });
+        let limits = self.limits;
         let client = &mut *self.client;
+        let body = move || {
+            let events = match events {
+                Events::Given(w) => w,
+                Events::SendBack(sock) => match make_and_send_back(sock, i) {
+                    Ok(w) => w,
+                    Err(_) => return crate::exit::ENV,
+                },
+            };
+            client(ClientCtx {
+                index: i,
+                events,
+                barriers,
+                stop,
+                incarnation,
+                start_phase,
+                trace: limits.trace,
+                tally: limits.tally.clone(),
+                blackbox: limits.blackbox.clone(),
+                drain,
+            })
+        };
         // SAFETY: single-threaded (this function's contract).
-        unsafe { spawn(&keep, || client(ctx)) }.map_err(sys("fork"))
+        unsafe { spawn(&keep, body) }.map_err(sys("fork"))
     }
-}
 
-impl Forker<'_> {
-    /// Forks the first process of client `i`, with its event pipe.
+    /// Forks the first process of client `i`; its event pipe's read end comes later, over
+    /// the send-back socket (`collect_event_pipes`).
     ///
     /// # Safety
     /// The process must be single-threaded (`supervise`'s contract).
-    unsafe fn first(
-        &mut self,
-        out: &mut Narrator<'_>,
-        i: usize,
-        (events_r, events_w): (OwnedFd, OwnedFd),
-    ) -> Result<Child, SuperviseError> {
+    unsafe fn first(&mut self, out: &mut Narrator<'_>, i: usize) -> Result<Child, SuperviseError> {
         let forked_at = now_ns();
+        let sock = self
+            .send_back
+            .as_ref()
+            .map(|s| s.as_raw_fd())
+            .ok_or(SuperviseError::Sys {
+                what: "socketpair",
+                source: nix::Error::EBADF,
+            })?;
         // SAFETY: single-threaded (this function's contract).
-        let pid = unsafe { self.client(i, 0, 0, events_w) }?;
+        let pid = unsafe { self.client(i, 0, 0, Events::SendBack(sock)) }?;
         let name = client_name(self.limits, i);
         out.milestone_at(
             Milestone::Forked {
@@ -144,13 +176,106 @@ impl Forker<'_> {
             },
             forked_at,
         );
-        set_nonblocking(&events_r).map_err(sys("fcntl"))?;
         let role = Role::Client {
             index: i,
             incarnation: 0,
         };
-        Ok(Child::new(role, name, pid, events_r))
+        Ok(Child::new(role, name, pid, None))
     }
+}
+
+/// In a new client process: makes its event pipe and sends the read end to the supervisor
+/// (SCM_RIGHTS, with the client's index), keeping the write end. Had the supervisor made every
+/// pipe, each fork would copy all the earlier clients' read ends and each child would close
+/// them: quadratic in the clients (half the CPU of a 6,000-client run went to it).
+fn make_and_send_back(sock: std::os::fd::RawFd, i: usize) -> nix::Result<OwnedFd> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let (r, w) = pipe()?;
+    let index = (i as u64).to_le_bytes();
+    let iov = [std::io::IoSlice::new(&index)];
+    let fds = [r.as_raw_fd()];
+    sendmsg::<()>(
+        sock,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    drop(r);
+    // SAFETY: the socket is this process's own copy, used by nothing else from here on.
+    drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) });
+    Ok(w)
+}
+
+/// Receives every first client's event pipe read end (see `make_and_send_back`) until each
+/// has sent one or exited (end of file: every copy of the children's end is closed), or the
+/// set-up's bound passes. A client that sent none gets a pipe already at end of file: the
+/// run sees it exit, as it would have.
+fn collect_event_pipes(
+    children: &mut Children,
+    sock: OwnedFd,
+    until: Instant,
+) -> Result<(), SuperviseError> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut index = [0u8; 8];
+    let mut missing = children.0.iter().filter(|c| c.events.is_none()).count();
+    while missing > 0 {
+        let left = until.saturating_duration_since(Instant::now());
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [nix::poll::PollFd::new(
+            sock.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(sys("poll")(e)),
+        }
+        let mut iov = [std::io::IoSliceMut::new(&mut index)];
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(sys("recvmsg")(e)),
+        };
+        if msg.bytes == 0 {
+            break; // every child has sent its pipe or exited
+        }
+        let fd = msg
+            .cmsgs()
+            .ok()
+            .into_iter()
+            .flatten()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            });
+        let i = u64::from_le_bytes(index) as usize;
+        if let (Some(fd), Some(c)) = (fd, children.0.get_mut(i + 1)) {
+            // SAFETY: the kernel just installed this fd in this process for us alone.
+            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            set_nonblocking(&fd).map_err(sys("fcntl"))?;
+            if c.events.is_none() {
+                c.events = Some(fd);
+                missing -= 1;
+            }
+        }
+    }
+    for c in children.0.iter_mut().filter(|c| c.events.is_none()) {
+        let (r, _) = pipe().map_err(sys("pipe"))?;
+        set_nonblocking(&r).map_err(sys("fcntl"))?;
+        c.events = Some(r);
+    }
+    Ok(())
 }
 
 /// The name of client `i`.
@@ -170,11 +295,10 @@ struct Pipes {
     clients_stop: (OwnedFd, OwnedFd),
     relay_stop: (OwnedFd, OwnedFd),
     relay_events: (OwnedFd, OwnedFd),
-    client_events: Vec<(OwnedFd, OwnedFd)>,
 }
 
 impl Pipes {
-    fn new(phases: usize, n: usize) -> Result<Pipes, SuperviseError> {
+    fn new(phases: usize) -> Result<Pipes, SuperviseError> {
         let mut barriers = (Vec::with_capacity(phases), Vec::with_capacity(phases));
         for _ in 0..phases {
             let (r, w) = pipe().map_err(sys("pipe"))?;
@@ -184,15 +308,11 @@ impl Pipes {
         let clients_stop = pipe().map_err(sys("pipe"))?;
         let relay_stop = pipe().map_err(sys("pipe"))?;
         let relay_events = pipe().map_err(sys("pipe"))?;
-        let client_events = (0..n)
-            .map(|_| pipe().map_err(sys("pipe")))
-            .collect::<Result<_, _>>()?;
         Ok(Pipes {
             barriers,
             clients_stop,
             relay_stop,
             relay_events,
-            client_events,
         })
     }
 }
@@ -229,7 +349,7 @@ unsafe fn fork_relay(
     );
     out.note(|| "closed its copies of the relay's ends (the event pipe's write end, the stop pipe's read end) and of the listening socket".into());
     set_nonblocking(&events_r).map_err(sys("fcntl"))?;
-    Ok(Child::new(Role::Relay, "relay".into(), pid, events_r))
+    Ok(Child::new(Role::Relay, "relay".into(), pid, Some(events_r)))
 }
 
 /// Every event pipe and the signal pipe in one epoll set: a wait costs in proportion to the
@@ -334,10 +454,10 @@ impl<'a> Run<'a> {
             }
         }
         let phases = limits.phases.max(1);
-        let pipes = Pipes::new(phases, n)?;
+        let pipes = Pipes::new(phases)?;
         out.note(|| format!(
-            "pipe() x {}: a start barrier per phase, a stop pipe for the clients, one for the relay, an event pipe per child",
-            phases + 3 + n
+            "pipe() x {}: a start barrier per phase, a stop pipe for the clients, one for the relay, the relay's event pipe; socketpair(): each client sends back the read end of the event pipe it makes",
+            phases + 3
         ));
         // The relay first: the clients connect to it.
         // SAFETY: single-threaded (this function's contract).
@@ -364,15 +484,24 @@ impl<'a> Run<'a> {
             barriers: pipes.barriers.0,
             stop: pipes.clients_stop.0,
             drain: drain_r,
+            send_back: None,
         };
+        let (back_r, back_w) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(sys("socketpair"))?;
+        forker.send_back = Some(back_w);
         let mut children = Children(Vec::with_capacity(n + 1));
         children.0.push(relay);
-        for (i, events) in pipes.client_events.into_iter().enumerate() {
+        for i in 0..n {
             // SAFETY: single-threaded (this function's contract).
-            children
-                .0
-                .push(unsafe { forker.first(&mut out, i, events) }?);
+            children.0.push(unsafe { forker.first(&mut out, i) }?);
         }
+        forker.send_back = None; // now only the children hold it: end of file once all have sent
+        collect_event_pipes(&mut children, back_r, start + limits.setup)?;
         let ep = watch(&mut out, signals, &children)?;
         Ok(Run {
             limits,
@@ -384,7 +513,7 @@ impl<'a> Run<'a> {
             fired: vec![EpollEvent::empty(); 256],
             n,
             start,
-            deadline: start + limits.deadline,
+            deadline: start + limits.setup,
             barriers: pipes.barriers.1,
             clients_stop: Some(pipes.clients_stop.1),
             relay_stop: Some(pipes.relay_stop.1),
@@ -543,7 +672,10 @@ impl<'a> Run<'a> {
             QuietSays::Stalled => return Ok(None),
         }
         if self.ending.is_none() && now >= self.deadline {
-            self.end(Ending::TimedOut);
+            self.end(match self.released_at {
+                Some(_) => Ending::TimedOut,
+                None => Ending::SetupTimedOut(self.ready, self.limits.setup),
+            });
             return Ok(None);
         }
         Ok(Some(wake))
@@ -639,7 +771,10 @@ impl<'a> Run<'a> {
     fn on_signal(&mut self) {
         let mut b = [0u8; 16];
         let _ = std::io::Read::read(&mut &self.signals.read, &mut b);
-        if self.ending.is_none() || self.ending == Some(Ending::TimedOut) {
+        if matches!(
+            self.ending,
+            None | Some(Ending::TimedOut | Ending::SetupTimedOut(..))
+        ) {
             self.ending = Some(Ending::Interrupted(
                 self.signals.caught().unwrap_or(signal_hook::consts::SIGINT),
             ));
@@ -714,6 +849,8 @@ impl<'a> Run<'a> {
             self.register = self.start.elapsed();
             self.released_ns = now_ns();
             self.released_at = Some(Instant::now());
+            // The work's deadline starts now: forks and registration had their own bound.
+            self.deadline = Instant::now() + self.limits.deadline;
             self.quiet.since = Instant::now();
             self.barriers[0] = None; // closing the barrier starts every client at once
             self.out.milestone_at(Milestone::Released, self.released_ns);
@@ -781,7 +918,7 @@ impl<'a> Run<'a> {
         let (r, w) = pipe().map_err(sys("pipe"))?;
         let forked_at = now_ns();
         // SAFETY: single-threaded: `supervise`'s contract holds for the whole run.
-        let pid = unsafe { self.forker.client(i, incarnation, p, w) }?;
+        let pid = unsafe { self.forker.client(i, incarnation, p, Events::Given(w)) }?;
         set_nonblocking(&r).map_err(sys("fcntl"))?;
         let k = self.children.0.len();
         self.ep
@@ -803,7 +940,7 @@ impl<'a> Run<'a> {
             index: i,
             incarnation,
         };
-        self.children.0.push(Child::new(role, name, pid, r));
+        self.children.0.push(Child::new(role, name, pid, Some(r)));
         self.clients_open += 1;
         Ok(())
     }
