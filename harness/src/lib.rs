@@ -7,6 +7,7 @@ pub mod blackbox;
 pub mod exit;
 pub mod janitor;
 pub mod payload;
+pub mod peers;
 pub mod plan;
 pub mod plots;
 pub mod record;

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::peers::PerPeer;
+
 use crate::payload::PayloadSize;
 use crate::payload::{self, Spec};
 use crate::scenario::{client_index, client_name, Destinations, Scenario};
@@ -254,9 +256,10 @@ pub struct Outbox<'a> {
     run: usize,
     left: u64,
     random: Option<(Destinations, u64)>,
-    seq_to: Vec<u64>,
-    /// Per receiver: flag the next message to it as a restart's first ([`payload::RESTART`]).
-    restart: Vec<bool>,
+    seq_to: PerPeer<u64>,
+    /// A restarted sender: its first message to each receiver carries the restart flag
+    /// ([`payload::RESTART`]); the receivers it has flagged one to.
+    restart: Option<PerPeer<bool>>,
 }
 
 impl<'a> Outbox<'a> {
@@ -272,8 +275,8 @@ impl<'a> Outbox<'a> {
             run: 0,
             left: 0,
             random,
-            seq_to: vec![0; plan.names.all().len()],
-            restart: Vec::new(),
+            seq_to: PerPeer::new(plan.names.all().len(), |_| 0),
+            restart: None,
         };
         o.start_phase(0);
         o
@@ -282,7 +285,7 @@ impl<'a> Outbox<'a> {
     /// A restarted sender, past what its predecessor queued: its first message to each
     /// receiver carries the restart flag.
     pub fn mark_restart(&mut self) {
-        self.restart = vec![true; self.seq_to.len()];
+        self.restart = Some(PerPeer::new(self.plan.names.all().len(), |_| false));
     }
 
     /// Moves to phase `p`.
@@ -337,11 +340,14 @@ impl<'a> Outbox<'a> {
                 (r.peer, b)
             }
         };
-        let mut seq = self.seq_to[to];
-        self.seq_to[to] += 1;
-        if let Some(flag) = self.restart.get_mut(to).filter(|f| **f) {
-            *flag = false;
-            seq |= payload::RESTART;
+        let next = self.seq_to.at(to, |_| 0);
+        let mut seq = *next;
+        *next += 1;
+        if let Some(flagged) = self.restart.as_mut().map(|r| r.at(to, |_| false)) {
+            if !*flagged {
+                *flagged = true;
+                seq |= payload::RESTART;
+            }
         }
         let Some(out) = out else { return Some(to) };
         match body {

@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 
 use crate::blackbox::{BlackBox, Field};
 use crate::payload::{self, Claim, Damage, Spec};
+use crate::peers::PerPeer;
 use crate::plan::{ClientPlan, Names, Work};
 use crate::record::{Class, ClientReport, PeerCounts, Violation, VIOLATIONS_KEPT};
 use crate::script::Body;
@@ -34,22 +35,11 @@ pub fn latency_histogram() -> Histogram<u64> {
 /// What one receiving client checks as messages arrive.
 pub struct Receiver {
     plan: ClientPlan,
-    /// Per peer: sent, received, bounced.
-    sent: Vec<u64>,
-    received: Vec<u64>,
-    bounced: Vec<u64>,
-    /// Per sender: the next sequence expected (random) or messages so far (script).
-    next: Vec<u64>,
-    /// Per sender, scripts only: the run of its messages here that holds the next expected
-    /// one, and that run's first sequence.
-    cursor: Vec<(usize, u64)>,
-    /// Per sender: how many messages it sends here in all (a payload naming a later sequence
-    /// names no message at all).
-    limit: Vec<u64>,
-    /// Per sender: the last arrival, if it was late (filled a gap).
-    last_late: Vec<Option<u64>>,
-    /// Per sender: arrivals that carried no sequence (empty payloads), taken as the next.
-    unsequenced: Vec<u64>,
+    /// What it knows of each peer it has met (all of them, in a small run).
+    peers: PerPeer<Peer>,
+    /// A restarted process: a sender's first arrival may skip what died with its
+    /// predecessor (each peer starts `fresh`).
+    restarted: bool,
     gaps: HashSet<(usize, u64)>,
     /// More gaps than GAPS_KEPT: a late arrival outside the set is then called late, not a
     /// duplicate.
@@ -70,11 +60,33 @@ pub struct Receiver {
     hist: Histogram<u64>,
     /// Runs with deaths: the shared counters, kept up to date as messages go.
     bb: Option<Arc<BlackBox>>,
-    /// Per sender, for a restarted receiver: nothing has arrived from it yet in this
-    /// incarnation (the first arrival may skip what was in flight to the dead one).
-    fresh: Vec<bool>,
-    /// Per sender: its end-of-run marker arrived.
-    fin: Vec<bool>,
+}
+
+/// What a receiver knows of one peer: as the sender of what arrives, and as the receiver of
+/// what this client sends.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    /// Messages this client sent it, received from it, and had bounced on their way to it.
+    sent: u64,
+    received: u64,
+    bounced: u64,
+    /// The next sequence expected from it (random) or its messages so far (script).
+    next: u64,
+    /// Scripts only: the run of its messages here that holds the next expected one, and that
+    /// run's first sequence.
+    cursor: (usize, u64),
+    /// How many messages it sends here in all (a payload naming a later sequence names no
+    /// message at all).
+    limit: u64,
+    /// The last arrival from it, if it was late (filled a gap).
+    last_late: Option<u64>,
+    /// Arrivals that carried no sequence (empty payloads), taken as the next.
+    unsequenced: u64,
+    /// For a restarted receiver: nothing has arrived from it yet in this incarnation (the
+    /// first arrival may skip what was in flight to the dead one).
+    fresh: bool,
+    /// Its end-of-run marker arrived.
+    fin: bool,
 }
 
 /// What a sender should have sent as one message.
@@ -125,17 +137,14 @@ impl Receiver {
     pub fn new(plan: ClientPlan) -> Receiver {
         let n = plan.names.all().len();
         let me = plan.me;
-        let limit = (0..n).map(|s| sends_here(&plan, s)).collect();
+        let peers = PerPeer::new(n, |s| Peer {
+            limit: sends_here(&plan, s),
+            ..Peer::default()
+        });
         Receiver {
             plan,
-            sent: vec![0; n],
-            received: vec![0; n],
-            bounced: vec![0; n],
-            next: vec![0; n],
-            cursor: vec![(0, 0); n],
-            limit,
-            unsequenced: vec![0; n],
-            last_late: vec![None; n],
+            peers,
+            restarted: false,
             gaps: HashSet::new(),
             gaps_overflowed: false,
             report: ClientReport {
@@ -152,22 +161,34 @@ impl Receiver {
             bounced_total: 0,
             hist: latency_histogram(),
             bb: None,
-            fresh: Vec::new(),
-            fin: vec![false; n],
         }
+    }
+
+    /// Peer `s`'s record (made when first met).
+    fn peer(&mut self, s: usize) -> &mut Peer {
+        let (plan, fresh) = (&self.plan, self.restarted);
+        self.peers.at(s, |s| Peer {
+            limit: sends_here(plan, s),
+            fresh,
+            ..Peer::default()
+        })
     }
 
     /// The checker for a run with deaths: it keeps the black box up to date. A restarted
     /// incarnation (`restarted`) picks up where the dead one's counters stopped.
     pub fn with_blackbox(plan: ClientPlan, bb: Arc<BlackBox>, restarted: bool) -> Receiver {
         let mut rx = Receiver::new(plan);
-        let n = rx.next.len();
         if restarted {
             let me = rx.plan.me;
-            for s in 0..n {
-                rx.next[s] = bb.get(s, me, Field::Next);
+            rx.restarted = true;
+            for s in 0..rx.plan.names.all().len() {
+                let next = bb.get(s, me, Field::Next);
+                if next > 0 || matches!(rx.peers, PerPeer::Dense(_)) {
+                    let p = rx.peer(s);
+                    p.next = next;
+                    p.fresh = true;
+                }
             }
-            rx.fresh = vec![true; n];
         }
         rx.bb = Some(bb);
         rx
@@ -183,9 +204,10 @@ impl Receiver {
             return;
         };
         // (The cursor stays at the first run: the first lookup walks forward from there.)
-        for (s, &k) in upto.iter().enumerate() {
-            self.next[s] = k;
-            self.received[s] += k;
+        for (s, k) in upto.clone().into_iter().enumerate().filter(|&(_, k)| k > 0) {
+            let peer = self.peer(s);
+            peer.next = k;
+            peer.received += k;
         }
         let before = p.checked_sub(1);
         self.received_total = before.map_or(0, |q| self.plan.expect_in[q]);
@@ -194,8 +216,8 @@ impl Receiver {
     /// A script's restarted process: a send of its predecessor's to an absent name, which
     /// bounced before its phase ended.
     pub fn bounced_earlier(&mut self, d: usize) {
-        if let Some(b) = self.bounced.get_mut(d) {
-            *b += 1;
+        if d < self.plan.names.all().len() {
+            self.peer(d).bounced += 1;
             self.bounced_total += 1;
         }
     }
@@ -207,7 +229,7 @@ impl Receiver {
         match &self.bb {
             None => Vec::new(),
             Some(bb) => (0..clients)
-                .filter(|&s| s != me && !self.fin[s] && bb.alive(s))
+                .filter(|&s| s != me && !self.fin_from(s) && bb.alive(s))
                 .map(|s| self.name(s))
                 .collect(),
         }
@@ -219,7 +241,12 @@ impl Receiver {
         let clients = self.plan.names.clients();
         self.bb
             .as_ref()
-            .is_none_or(|bb| (0..clients).all(|s| s == me || self.fin[s] || !bb.alive(s)))
+            .is_none_or(|bb| (0..clients).all(|s| s == me || self.fin_from(s) || !bb.alive(s)))
+    }
+
+    /// Whether `s`'s end-of-run marker has arrived.
+    fn fin_from(&self, s: usize) -> bool {
+        self.peers.get(s).is_some_and(|p| p.fin)
     }
 
     /// Starts the delivery-rate clock (when the exchange starts).
@@ -245,7 +272,7 @@ impl Receiver {
 
     /// Notes a message this client sent (for matching bounces and the final count).
     pub fn sent(&mut self, receiver: usize) {
-        self.sent[receiver] += 1;
+        self.peer(receiver).sent += 1;
         if let Some(bb) = &self.bb {
             bb.bump(self.plan.me, receiver, Field::Queued);
         }
@@ -307,7 +334,7 @@ impl Receiver {
             return;
         };
         if self.bb.is_some() && p == FIN {
-            self.fin[s] = true;
+            self.peer(s).fin = true;
             return;
         }
         let checked = match &self.plan.work {
@@ -319,11 +346,13 @@ impl Receiver {
             }
         };
         let Some(timed) = checked else { return };
+        let peer = self.peer(s);
+        peer.received += 1;
+        let next = peer.next;
         if let Some(bb) = &self.bb {
             bb.bump(s, self.plan.me, Field::Received);
-            bb.set(s, self.plan.me, Field::Next, self.next[s]);
+            bb.set(s, self.plan.me, Field::Next, next);
         }
-        self.received[s] += 1;
         self.report.bytes_received += p.len() as u64;
         self.received_total += 1;
         if timed {
@@ -390,15 +419,18 @@ impl Receiver {
                 let runs = &incoming[s];
                 // Walk from the cursor (the run that holds the next expected sequence) when
                 // `seq` is not behind it; from the start otherwise (a late message).
-                let (mut run, mut start) = self.cursor[s];
+                let cursor = self.peers.get(s).map_or((0, 0), |p| p.cursor);
+                let (mut run, mut start) = cursor;
                 if seq < start {
                     (run, start) = (0, 0);
                 }
                 while let Some(r) = runs.get(run) {
                     let end = start.saturating_add(r.count);
                     if seq < end {
-                        if start >= self.cursor[s].1 {
-                            self.cursor[s] = (run, start);
+                        if start >= cursor.1 {
+                            if let Some(p) = self.peers.get_mut(s) {
+                                p.cursor = (run, start);
+                            }
                         }
                         return match &bodies[r.body] {
                             Body::Literal(t) => Expect::Literal(t.clone()),
@@ -417,7 +449,7 @@ impl Receiver {
     /// does not count as received (misrouted, spoofed, a duplicate: already reported), else
     /// whether its send time may be trusted (it was found whole).
     fn check_sequenced(&mut self, s: usize, p: &[u8]) -> Option<bool> {
-        let next = self.next[s];
+        let next = self.peer(s).next;
         let (raw, sender, receiver) = match payload::claim(self.plan.seed, p, next) {
             Claim::Blank => {
                 self.blank(s, next);
@@ -443,7 +475,7 @@ impl Receiver {
         } else {
             raw
         };
-        if seq >= self.limit[s] {
+        if seq >= self.peer(s).limit {
             self.never_sent(s, next, seq);
             return Some(false);
         }
@@ -470,10 +502,10 @@ impl Receiver {
         let may_be_empty =
             matches!(self.expect_at(s, next), Expect::Sized(spec) if spec.size.min == 0);
         // (Past the sender's last message, it is one too many: the count says so.)
-        if !may_be_empty && next < self.limit[s] {
+        if !may_be_empty && next < self.peer(s).limit {
             self.next_is_damaged(s, next, "an empty payload".into());
         } else {
-            self.unsequenced[s] += 1;
+            self.peer(s).unsequenced += 1;
         }
         self.advance(s, next);
     }
@@ -540,7 +572,7 @@ impl Receiver {
     /// A payload naming a sequence its sender never sent: damage its size could not show as
     /// damage.
     fn never_sent(&mut self, s: usize, next: u64, seq: u64) {
-        let (name, limit) = (self.name(s), self.limit[s]);
+        let (name, limit) = (self.name(s), self.peer(s).limit);
         self.violation(
             Class::Integrity,
             name.clone(),
@@ -558,7 +590,7 @@ impl Receiver {
     /// duplicate, the next one, or ahead (the ones skipped are late or lost). False for a
     /// duplicate, which is not checked further.
     fn place(&mut self, s: usize, seq: u64, next: u64, restarted: bool) -> bool {
-        let after_late = std::mem::take(&mut self.last_late[s]);
+        let after_late = self.peer(s).last_late.take();
         if seq < next {
             let late = self.gaps.remove(&(s, seq)) || self.gaps_overflowed;
             if !late {
@@ -575,7 +607,7 @@ impl Receiver {
             // right behind it, late in turn, were overtaken by the same message: one
             // violation (a sequence damaged to read as a later one would otherwise make
             // every message up to it a violation of its own).
-            self.last_late[s] = Some(seq);
+            self.peer(s).last_late = Some(seq);
             let behind_the_last = after_late.is_some() && after_late == seq.checked_sub(1);
             if !behind_the_last {
                 self.violation(
@@ -600,15 +632,13 @@ impl Receiver {
         if seq >= next {
             self.advance(s, seq);
         }
-        if let Some(f) = self.fresh.get_mut(s) {
-            *f = false;
-        }
+        self.peer(s).fresh = false;
         true
     }
 
     /// Moves the next expected sequence from `s` past `seq`.
     fn advance(&mut self, s: usize, seq: u64) {
-        self.next[s] = seq.saturating_add(1);
+        self.peer(s).next = seq.saturating_add(1);
     }
 
     /// Runs with deaths: a skip over messages that died with a process is not a gap. A
@@ -619,7 +649,7 @@ impl Receiver {
         if self.bb.is_none() {
             return false;
         }
-        flagged || self.fresh.get(s).copied().unwrap_or(false)
+        flagged || self.peers.get(s).map_or(self.restarted, |p| p.fresh)
     }
 
     /// The length and bytes of message `seq` (sent as `raw`) from `s`, once its payload was
@@ -638,10 +668,10 @@ impl Receiver {
 
     /// Scripts: each arrival against the next message the script sends on this pair.
     fn check_scripted(&mut self, s: usize, p: &[u8]) -> Option<bool> {
-        let seq = self.next[s];
+        let seq = self.peer(s).next;
         match self.expect_at(s, seq) {
             Expect::Literal(t) => {
-                self.unsequenced[s] += 1;
+                self.peer(s).unsequenced += 1;
                 if t != p {
                     self.violation(Class::Integrity, self.name(s), Some(seq), show(&t), show(p));
                 }
@@ -699,17 +729,19 @@ impl Receiver {
         };
         let real = match d {
             // (Its sequence is not checked: an incarnation's start where its predecessor's ended.)
-            Some(d) if self.bounced[d] < self.sent[d] && absent(d) => match (&self.plan.work, id) {
-                (Work::Random(_), Some(id)) => {
-                    id.sender as usize == me && id.receiver as usize == d
+            Some(d) if self.peers.get(d).is_some_and(|p| p.bounced < p.sent) && absent(d) => {
+                match (&self.plan.work, id) {
+                    (Work::Random(_), Some(id)) => {
+                        id.sender as usize == me && id.receiver as usize == d
+                    }
+                    _ => true,
                 }
-                _ => true,
-            },
+            }
             _ => false,
         };
         match (real, d) {
             (true, Some(d)) => {
-                self.bounced[d] += 1;
+                self.peer(d).bounced += 1;
                 self.bounced_total += 1;
                 if let Some(bb) = &self.bb {
                     bb.bump(me, d, Field::Bounced);
@@ -749,24 +781,30 @@ impl Receiver {
             .iter_recorded()
             .map(|v| (v.value_iterated_to(), v.count_at_value()))
             .collect();
-        let mut holes = vec![(0u64, None::<u64>); self.sent.len()];
+        let mut holes: HashMap<usize, (u64, Option<u64>)> = HashMap::new();
         for &(s, seq) in &self.gaps {
-            let h = &mut holes[s];
+            let h = holes.entry(s).or_default();
             h.0 += 1;
             h.1 = Some(h.1.map_or(seq, |f| f.min(seq)));
         }
-        self.report.peers = (0..self.sent.len())
+        self.report.peers = self
+            .peers
+            .sorted()
+            .into_iter()
             // (A hole is only ever left by a later arrival: a peer with one has received.)
-            .filter(|&i| self.sent[i] + self.received[i] + self.bounced[i] > 0)
-            .map(|i| PeerCounts {
-                peer: i,
-                sent: self.sent[i],
-                received: self.received[i],
-                bounced: self.bounced[i],
-                holes: holes[i].0,
-                first_hole: holes[i].1,
-                next: self.next[i],
-                unsequenced: self.unsequenced[i],
+            .filter(|(_, p)| p.sent + p.received + p.bounced > 0)
+            .map(|(i, p)| {
+                let (holes, first_hole) = holes.get(&i).copied().unwrap_or_default();
+                PeerCounts {
+                    peer: i,
+                    sent: p.sent,
+                    received: p.received,
+                    bounced: p.bounced,
+                    holes,
+                    first_hole,
+                    next: p.next,
+                    unsequenced: p.unsequenced,
+                }
             })
             .collect();
         self.report.rate_clock0_ns = self.clock0;
@@ -1208,9 +1246,21 @@ mod tests {
         p
     }
 
+    /// The same checks whether a receiver keeps a table per peer (a small run) or a map of the
+    /// peers it met (past DENSE_PEERS names).
     #[test]
     fn in_order_passes_and_each_fault_gets_its_class() {
-        let mut rx = Receiver::new(random_plans(&sc()).remove(2));
+        for clients in [3, crate::peers::DENSE_PEERS + 100] {
+            each_fault_gets_its_class(Scenario { clients, ..sc() });
+        }
+    }
+
+    fn each_fault_gets_its_class(sc: Scenario) {
+        let mut rx = Receiver::new(random_plans(&sc).remove(2));
+        assert_eq!(
+            matches!(rx.peers, PerPeer::Sparse(_)),
+            sc.clients > crate::peers::DENSE_PEERS
+        );
         rx.deliver(b"c0", &msg(0, 2, 0), 20);
         rx.deliver(b"c0", &msg(0, 2, 1), 20);
         assert_eq!(rx.received_total(), 2);
