@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use relay_harness::blackbox::{BlackBox, Tally};
 use relay_harness::exit;
 use relay_harness::janitor;
-use relay_harness::plan::{ClientPlan, Names};
+use relay_harness::plan::{Names, Plans};
 use relay_harness::report::{self, signal_name, Report};
 use relay_harness::supervisor::{
     supervise, Ending, Limits, Milestone, Nemesis, Outcome, RelayCtx, Signals,
@@ -160,6 +160,7 @@ pub unsafe fn run(
     janitor::dir(dir.path());
     let _ = sys::raise_nofile_limit();
     let plans = spec.plans(opts.transcripts);
+    relay_harness::payload::warm();
     let mut prelude = Vec::new();
     let (relay_side, addr) = relay_side(spec, dir.path(), opts, &mut prelude)?;
     let limits = limits(spec, opts, &plans, &relay_side, prelude)?;
@@ -267,7 +268,7 @@ fn foreign_addr(addr: Addr) -> std::io::Result<Addr> {
 fn limits(
     spec: &RunSpec,
     opts: &Options,
-    plans: &[ClientPlan],
+    plans: &Plans,
     relay_side: &RelaySide,
     prelude: Vec<(u64, String)>,
 ) -> Result<Limits, RunError> {
@@ -285,7 +286,11 @@ fn limits(
     Ok(Limits {
         clients: n,
         phases: spec.phases(),
-        names: spec.names(),
+        // (A random run's are c0.., made when needed: a list of 10,000 is memory every fork copies.)
+        names: match &spec.traffic {
+            crate::spec::Traffic::Script { .. } => spec.names(),
+            crate::spec::Traffic::Random { .. } => Vec::new(),
+        },
         relay_fds: match relay_side {
             RelaySide::Builtin(l) => vec![l.as_fd().as_raw_fd()],
             RelaySide::Foreign { .. } => Vec::new(),
@@ -302,10 +307,7 @@ fn limits(
         trace_prelude: prelude,
         // (Not with --duration: no count to fill the bar up to.)
         progress: (opts.progress && spec.sending_for().is_none()).then(|| {
-            plans
-                .iter()
-                .map(|p| p.expect_in.last().copied().unwrap_or(0))
-                .sum()
+            plans.expected_total()
         }),
         tally: Tally::new(n).ok().map(Arc::new),
         quiet: spec.quiet.filter(|q| !q.is_zero()),
@@ -332,7 +334,7 @@ unsafe fn supervise_run(
     signals: &Signals,
     relay_side: RelaySide,
     addr: &Addr,
-    plans: &[ClientPlan],
+    plans: &Plans,
     on: &mut dyn FnMut(Milestone),
 ) -> Result<Outcome, RunError> {
     let relay_cfg = relay::Config {
@@ -366,8 +368,10 @@ unsafe fn supervise_run(
                 RelaySide::Foreign { command, log } => exec_relay(&ctx, &command, &log),
             },
             |ctx| {
-                let plan = &plans[ctx.index];
-                crate::driver::client_main(addr, plan, write_chunks, connect_wait, duration, ctx)
+                let Some(plan) = plans.get(ctx.index) else {
+                    return exit::ENV;
+                };
+                crate::driver::client_main(addr, &plan, write_chunks, connect_wait, duration, ctx)
             },
             on,
         )
@@ -441,13 +445,13 @@ fn exec_relay(ctx: &RelayCtx, command: &str, log: &Path) -> i32 {
 fn verify_run(
     spec: &RunSpec,
     limits: &Limits,
-    plans: &[ClientPlan],
+    plans: &Plans,
     outcome: &Outcome,
 ) -> Verification {
     let names = Names::given(
         plans
-            .first()
-            .map(|p| p.names.all().to_vec())
+            .names()
+            .map(|n| n.all().to_vec())
             .unwrap_or_default(),
         plans.len(),
     );

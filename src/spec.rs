@@ -8,7 +8,7 @@ use std::time::Duration;
 use relay_harness::blackbox;
 use relay_harness::exit;
 use relay_harness::payload::{self, PayloadSize, Sizes};
-use relay_harness::plan::{pingpong_plans, random_plans, script_plans, ClientPlan};
+use relay_harness::plan::{script_plans, Plans};
 use relay_harness::report::RunConfig;
 use relay_harness::scenario::{client_name, Scenario};
 use relay_harness::script::{FaultLine, Script};
@@ -471,19 +471,17 @@ impl RunSpec {
     }
 
     /// What each client process does, in order.
-    pub fn plans(&self, transcripts: bool) -> Vec<ClientPlan> {
-        let mut plans = match (&self.traffic, self.scenario()) {
-            (Traffic::Script { script, .. }, _) => script_plans(script, self.seed),
+    pub fn plans(&self, transcripts: bool) -> Plans {
+        let plans = match (&self.traffic, self.scenario()) {
+            (Traffic::Script { script, .. }, _) => Plans::listed(script_plans(script, self.seed)),
             (Traffic::Random { pattern, .. }, Some(sc)) => match pattern {
-                Pattern::PingPong => pingpong_plans(&sc),
-                Pattern::Mesh => random_plans(&sc),
+                Pattern::PingPong => Plans::pingpong(&sc),
+                Pattern::Mesh => Plans::random(&sc),
             },
-            (Traffic::Random { .. }, None) => Vec::new(), // a random run always has one
+            // (A random run always has a scenario.)
+            (Traffic::Random { .. }, None) => Plans::listed(Vec::new()),
         };
-        for p in &mut plans {
-            p.transcript = transcripts;
-        }
-        plans
+        plans.with_transcripts(transcripts)
     }
 
     /// The clients' names, in order.

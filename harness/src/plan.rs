@@ -146,46 +146,152 @@ impl ClientPlan {
 
 /// Every client's plan for a random scenario (see [`Scenario::expected_in`]).
 pub fn random_plans(sc: &Scenario) -> Vec<ClientPlan> {
-    // A run that sends for a while (--duration: msgs is unbounded) cannot know the counts in
-    // advance; its end markers settle what arrives.
-    let expected = if sc.msgs == u64::MAX {
-        vec![0; sc.clients]
-    } else {
-        sc.expected_in()
-    };
-    one_phase_plans(sc, |me| (Work::Random(*sc), expected[me]))
+    Plans::random(sc).to_vec()
 }
 
 /// Every client's plan for ping-pong: pairs (c0, c1), (c2, c3), ...; `msgs` round trips each.
 pub fn pingpong_plans(sc: &Scenario) -> Vec<ClientPlan> {
-    one_phase_plans(sc, |me| {
-        let work = Work::PingPong {
-            partner: me ^ 1,
-            rounds: sc.msgs,
-            initiator: me % 2 == 0,
-            size: sc.payload,
-        };
-        (work, sc.msgs)
-    })
+    Plans::pingpong(sc).to_vec()
 }
 
-/// Plans of one phase for clients c0..c{n-1}: each one's work and how many it receives.
-fn one_phase_plans(sc: &Scenario, each: impl Fn(usize) -> (Work, u64)) -> Vec<ClientPlan> {
-    let names = Arc::new(Names::numbered(sc.clients));
-    (0..sc.clients)
-        .map(|me| {
-            let (work, expected) = each(me);
-            ClientPlan {
-                me,
-                names: names.clone(),
-                seed: sc.seed,
-                work,
-                expect_in: vec![expected],
-                expect_bounces: vec![0],
-                transcript: false,
+/// Every client's plan, made when asked for. A random or ping-pong run's are made from its
+/// scenario and what each client receives: a table of ten thousand plans would be memory the
+/// supervisor holds while it forks, and every fork copies the page tables of what it holds.
+#[derive(Debug, Clone)]
+pub struct Plans {
+    kind: PlansKind,
+    /// Every plan keeps a transcript (for `demo`).
+    transcript: bool,
+}
+
+#[derive(Debug, Clone)]
+enum PlansKind {
+    /// Made in advance (a script's: few clients, each with its own runs).
+    Listed(Vec<ClientPlan>),
+    /// Made from a scenario: each client's messages in, and whether it is ping-pong.
+    OnePhase {
+        sc: Scenario,
+        names: Arc<Names>,
+        expected: Vec<u64>,
+        pingpong: bool,
+    },
+}
+
+impl Plans {
+    /// Plans made in advance.
+    pub fn listed(plans: Vec<ClientPlan>) -> Plans {
+        Plans {
+            kind: PlansKind::Listed(plans),
+            transcript: false,
+        }
+    }
+
+    /// A random scenario's plans.
+    pub fn random(sc: &Scenario) -> Plans {
+        // A run that sends for a while (--duration: msgs is unbounded) cannot know the counts
+        // in advance; its end markers settle what arrives.
+        let expected = if sc.msgs == u64::MAX {
+            vec![0; sc.clients]
+        } else {
+            sc.expected_in()
+        };
+        Plans::one_phase(sc, expected, false)
+    }
+
+    /// Ping-pong's plans: pairs (c0, c1), (c2, c3), ...; `msgs` round trips each.
+    pub fn pingpong(sc: &Scenario) -> Plans {
+        Plans::one_phase(sc, vec![sc.msgs; sc.clients], true)
+    }
+
+    fn one_phase(sc: &Scenario, expected: Vec<u64>, pingpong: bool) -> Plans {
+        Plans {
+            kind: PlansKind::OnePhase {
+                sc: *sc,
+                names: Arc::new(Names::numbered(sc.clients)),
+                expected,
+                pingpong,
+            },
+            transcript: false,
+        }
+    }
+
+    /// The same plans, keeping transcripts or not.
+    pub fn with_transcripts(mut self, on: bool) -> Plans {
+        self.transcript = on;
+        self
+    }
+
+    /// How many clients.
+    pub fn len(&self) -> usize {
+        match &self.kind {
+            PlansKind::Listed(v) => v.len(),
+            PlansKind::OnePhase { expected, .. } => expected.len(),
+        }
+    }
+
+    /// No client at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Client `i`'s plan (None past the last client).
+    pub fn get(&self, i: usize) -> Option<ClientPlan> {
+        let mut plan = match &self.kind {
+            PlansKind::Listed(v) => v.get(i)?.clone(),
+            PlansKind::OnePhase {
+                sc,
+                names,
+                expected,
+                pingpong,
+            } => {
+                let work = if *pingpong {
+                    Work::PingPong {
+                        partner: i ^ 1,
+                        rounds: sc.msgs,
+                        initiator: i % 2 == 0,
+                        size: sc.payload,
+                    }
+                } else {
+                    Work::Random(*sc)
+                };
+                ClientPlan {
+                    me: i,
+                    names: names.clone(),
+                    seed: sc.seed,
+                    work,
+                    expect_in: vec![*expected.get(i)?],
+                    expect_bounces: vec![0],
+                    transcript: false,
+                }
             }
-        })
-        .collect()
+        };
+        plan.transcript = self.transcript;
+        Some(plan)
+    }
+
+    /// Every plan, made now.
+    pub fn to_vec(&self) -> Vec<ClientPlan> {
+        (0..self.len()).filter_map(|i| self.get(i)).collect()
+    }
+
+    /// The run's names.
+    pub fn names(&self) -> Option<Arc<Names>> {
+        match &self.kind {
+            PlansKind::Listed(v) => v.first().map(|p| p.names.clone()),
+            PlansKind::OnePhase { names, .. } => Some(names.clone()),
+        }
+    }
+
+    /// The messages the clients are due to receive, in all.
+    pub fn expected_total(&self) -> u64 {
+        match &self.kind {
+            PlansKind::Listed(v) => v
+                .iter()
+                .map(|p| p.expect_in.last().copied().unwrap_or(0))
+                .sum(),
+            PlansKind::OnePhase { expected, .. } => expected.iter().sum(),
+        }
+    }
 }
 
 /// Every client's plan for a script.

@@ -39,7 +39,7 @@ pub(super) struct Child {
     /// How it ended, once reaped.
     pub status: Option<String>,
     /// The relay's last word (clients send theirs as events).
-    pub relay: Option<RelayReport>,
+    pub relay: Option<Box<RelayReport>>,
 }
 
 impl Child {
@@ -165,7 +165,7 @@ pub(super) fn read_events(c: &mut Child) -> (Vec<ChildEvent>, bool) {
     let mut from = 0;
     while let Some(n) = c.buf[from..].iter().position(|&b| b == b'\n') {
         match serde_json::from_slice::<ChildEvent>(&c.buf[from..from + n]) {
-            Ok(ChildEvent::RelayDone(r)) => c.relay = Some(*r),
+            Ok(ChildEvent::RelayDone(r)) => c.relay = Some(r),
             Ok(e) => out.push(e),
             Err(_) => {}
         }

@@ -995,7 +995,7 @@ impl<'a> Run<'a> {
                 status: status.clone(),
             });
         }
-        let relay = self.children.relay().relay.take();
+        let relay = self.children.relay().relay.take().map(|r| *r);
         let (relay, timeline) = self.merge_traces(relay);
         Outcome {
             timeline,
