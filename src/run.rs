@@ -306,9 +306,7 @@ fn limits(
         trace: trace_cap(spec, n),
         trace_prelude: prelude,
         // (Not with --duration: no count to fill the bar up to.)
-        progress: (opts.progress && spec.sending_for().is_none()).then(|| {
-            plans.expected_total()
-        }),
+        progress: (opts.progress && spec.sending_for().is_none()).then(|| plans.expected_total()),
         tally: Tally::new(n).ok().map(Arc::new),
         quiet: spec.quiet.filter(|q| !q.is_zero()),
         blackbox,
@@ -442,17 +440,9 @@ fn exec_relay(ctx: &RelayCtx, command: &str, log: &Path) -> i32 {
 
 /// Checks every client's records against the plans (and, in runs with deaths, the shared
 /// counters).
-fn verify_run(
-    spec: &RunSpec,
-    limits: &Limits,
-    plans: &Plans,
-    outcome: &Outcome,
-) -> Verification {
+fn verify_run(spec: &RunSpec, limits: &Limits, plans: &Plans, outcome: &Outcome) -> Verification {
     let names = Names::given(
-        plans
-            .names()
-            .map(|n| n.all().to_vec())
-            .unwrap_or_default(),
+        plans.names().map(|n| n.all().to_vec()).unwrap_or_default(),
         plans.len(),
     );
     let min_payload = match &spec.traffic {

@@ -425,7 +425,9 @@ impl RunSpec {
             ))
         } else if *clients > blackbox::MAX_CLIENTS {
             Some(format!(
-                "{flag} supports up to {} clients",
+                "{flag} supports up to {} clients: its shared counters are a table of clients x clients, \
+                 and every client sends an end marker to every other at the end (a sparse design is \
+                 future work)",
                 blackbox::MAX_CLIENTS
             ))
         } else {
