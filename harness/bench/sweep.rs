@@ -30,6 +30,9 @@ struct Point {
     p50_us: f64,
     p99_us: f64,
     relay_kib: f64,
+    /// Forking the processes and registering every client, and the exchange, ms.
+    fork_ms: f64,
+    exchange_ms: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -38,8 +41,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs relay-sim `reps` times with `args`; the medians, or why it could not.
-fn measure(bin: &Path, args: &[String], reps: usize) -> Result<[f64; 5], String> {
-    let mut cols: [Vec<f64>; 5] = Default::default();
+fn measure(bin: &Path, args: &[String], reps: usize) -> Result<[f64; 7], String> {
+    let mut cols: [Vec<f64>; 7] = Default::default();
     for rep in 0..reps {
         let out = Command::new(bin)
             .args(args)
@@ -61,6 +64,8 @@ fn measure(bin: &Path, args: &[String], reps: usize) -> Result<[f64; 5], String>
         cols[2].push(f(&r["latency_us"]["p50"]));
         cols[3].push(f(&r["latency_us"]["p99"]));
         cols[4].push(f(&r["memory"]["relay_kib"]));
+        cols[5].push(f(&r["phases"]["fork_register_ms"]));
+        cols[6].push(f(&r["phases"]["exchange_ms"]));
     }
     Ok(cols.map(median))
 }
@@ -99,7 +104,7 @@ fn main() {
         std::process::exit(2);
     }
     let mut points: Vec<Point> = Vec::new();
-    let mut push = |sweep, series: String, x: f64, m: [f64; 5]| {
+    let mut push = |sweep, series: String, x: f64, m: [f64; 7]| {
         eprintln!(
             "  {sweep} {series} {x}: {:.0} msg/s, {:.1} MB/s, p50 {:.1} us, p99 {:.1} us",
             m[0], m[1], m[2], m[3]
@@ -113,6 +118,8 @@ fn main() {
             p50_us: m[2],
             p99_us: m[3],
             relay_kib: m[4],
+            fork_ms: m[5],
+            exchange_ms: m[6],
         });
     };
     let mut failed = Vec::new();
@@ -121,8 +128,9 @@ fn main() {
     let clients: &[usize] = if quick {
         &[2, 8]
     } else {
-        &[2, 8, 64, 256, 1000, 4000]
+        &[2, 8, 64, 256, 1000, 4000, 10_000]
     };
+    let _ = raise_nofile();
     for backend in ["select", "poll", "epoll"] {
         for &n in clients {
             if backend == "select" && n > 1000 {
@@ -141,6 +149,34 @@ fn main() {
             ]);
             match measure(&bin, &a, reps) {
                 Ok(m) => push("clients", backend.to_string(), n as f64, m),
+                Err(e) => failed.push(e),
+            }
+        }
+    }
+    // C10K: the same 20 messages per client from 500 to 10,000 clients, per backend: the set-up
+    // and the exchange per client should stay flat (every phase linear in the clients).
+    let c10k: &[usize] = if quick {
+        &[100, 400]
+    } else {
+        &[500, 1000, 2000, 4000, 7000, 10_000]
+    };
+    for backend in ["select", "poll", "epoll"] {
+        for &n in c10k {
+            if backend == "select" && n > 1000 {
+                continue;
+            }
+            let a = args(&[
+                "--clients",
+                &n.to_string(),
+                "--msgs",
+                "20",
+                "--payload",
+                "64",
+                "--backend",
+                backend,
+            ]);
+            match measure(&bin, &a, reps) {
+                Ok(m) => push("c10k", backend.to_string(), n as f64, m),
                 Err(e) => failed.push(e),
             }
         }
@@ -196,7 +232,7 @@ fn main() {
                     "idle",
                     backend.to_string(),
                     idle as f64,
-                    [0.0, 0.0, median(p50), median(p99), 0.0],
+                    [0.0, 0.0, median(p50), median(p99), 0.0, 0.0, 0.0],
                 );
             }
         }
@@ -258,6 +294,24 @@ fn main() {
         let cells = per_backend("clients", n as f64, |p| format!("{:.0}", p.msgs_per_s));
         let _ = writeln!(md, "| {n} | {cells} |");
     }
+    let _ = writeln!(
+        md,
+        "\n| clients (20 msgs each) | fork+register per client (us): select / poll / epoll | exchange per client (us): select / poll / epoll |\n|---:|---|---|"
+    );
+    for &n in c10k {
+        let fork = per_backend("c10k", n as f64, |p| {
+            format!("{:.0}", 1e3 * p.fork_ms / p.x)
+        });
+        let exchange = per_backend("c10k", n as f64, |p| {
+            format!("{:.0}", 1e3 * p.exchange_ms / p.x)
+        });
+        let _ = writeln!(
+            md,
+            "| {n} | {} | {} |",
+            fork.replace(" | ", " / "),
+            exchange.replace(" | ", " / ")
+        );
+    }
     let _ = writeln!(md, "\n| payload (bytes) | msg/s | MB/s | p50 (us) | relay RSS (KiB) |\n|---:|---:|---:|---:|---:|");
     for p in points.iter().filter(|p| p.sweep == "payload") {
         // Payloads under 32 bytes carry no send time: no latency.
@@ -296,6 +350,7 @@ fn main() {
     write("sweep.csv", &csv);
     write("sweep.md", &md);
     write("clients.svg", &chart_clients(&points));
+    write("c10k.svg", &chart_c10k(&points));
     write("payload.svg", &chart_payload(&points));
     write("pingpong.svg", &chart_pingpong(&points));
     write("idle.svg", &chart_idle(&points));
@@ -308,6 +363,59 @@ fn main() {
 }
 
 type Res = Result<(), Box<dyn std::error::Error>>;
+
+/// c10k.svg: fork+register and the exchange per client, against clients, per backend: flat
+/// lines are linear phases.
+fn chart_c10k(points: &[Point]) -> String {
+    let mut svg = String::new();
+    let r = (|| -> Res {
+        let root = SVGBackend::with_string(&mut svg, (900, 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let pts: Vec<&Point> = points.iter().filter(|p| p.sweep == "c10k").collect();
+        let per_client = |p: &Point, v: f64| 1e3 * v / p.x;
+        let top = pts
+            .iter()
+            .flat_map(|p| [per_client(p, p.fork_ms), per_client(p, p.exchange_ms)])
+            .fold(1.0, f64::max);
+        let xmax = pts.iter().map(|p| p.x).fold(1000.0, f64::max);
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                "C10K: time per client, 20 messages each (flat = linear)",
+                ("sans-serif", 22),
+            )
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(80)
+            .build_cartesian_2d((100f64..xmax * 1.2).log_scale(), 0f64..top * 1.2)?;
+        c.configure_mesh()
+            .label_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 17))
+            .x_desc("clients (log scale)")
+            .y_desc("µs per client")
+            .x_label_formatter(&|x| si(*x))
+            .draw()?;
+        for (k, b) in ["select", "poll", "epoll"].iter().enumerate() {
+            let color = Palette99::pick(k * 3).mix(1.0);
+            let series: Vec<&&Point> = pts.iter().filter(|p| p.series == *b).collect();
+            c.draw_series(LineSeries::new(
+                series.iter().map(|p| (p.x, per_client(p, p.fork_ms))),
+                color.stroke_width(3),
+            ))?
+            .label(format!("{b}: fork+register"))
+            .legend(line_key(color.stroke_width(3)));
+            c.draw_series(LineSeries::new(
+                series.iter().map(|p| (p.x, per_client(p, p.exchange_ms))),
+                color.stroke_width(1),
+            ))?
+            .label(format!("{b}: exchange"))
+            .legend(line_key(color.stroke_width(1)));
+        }
+        legend(&mut c, SeriesLabelPosition::UpperLeft)?;
+        root.present()?;
+        Ok(())
+    })();
+    or_note(r.map_err(|e| e.to_string()), svg, "c10k.svg")
+}
 
 fn chart_clients(points: &[Point]) -> String {
     let mut svg = String::new();

@@ -248,7 +248,7 @@ impl Plans {
                     Work::PingPong {
                         partner: i ^ 1,
                         rounds: sc.msgs,
-                        initiator: i % 2 == 0,
+                        initiator: i.is_multiple_of(2),
                         size: sc.payload,
                     }
                 } else {
