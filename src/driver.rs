@@ -83,7 +83,7 @@ pub fn client_main(
     let name = plan.names.name(plan.me).to_string();
     let mut tracer = ctx.trace.map(Tracer::new);
     note(&mut tracer, || {
-        "started: kept its event pipe, the stop pipe and the barrier pipes; closed every other fd it inherited".into()
+        "started: kept the stop pipe and the barrier pipes, closed every other fd it inherited; made its event pipe and sent the read end to the supervisor (sendmsg, SCM_RIGHTS)".into()
     });
     let blackbox = ctx.blackbox.clone();
     let restarted = ctx.incarnation > 0;

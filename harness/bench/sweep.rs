@@ -386,16 +386,21 @@ fn chart_c10k(points: &[Point]) -> String {
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(80)
-            .build_cartesian_2d((100f64..xmax * 1.2).log_scale(), 0f64..top * 1.2)?;
+            .build_cartesian_2d((300f64..xmax * 1.3).log_scale(), 0f64..top * 1.2)?;
         c.configure_mesh()
             .label_style(("sans-serif", 16))
             .axis_desc_style(("sans-serif", 17))
             .x_desc("clients (log scale)")
             .y_desc("µs per client")
             .x_label_formatter(&|x| si(*x))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()?;
-        for (k, b) in ["select", "poll", "epoll"].iter().enumerate() {
-            let color = Palette99::pick(k * 3).mix(1.0);
+        let colors = [
+            RGBColor(0xd6, 0x27, 0x28),
+            RGBColor(0x1f, 0x77, 0xb4),
+            RGBColor(0x2c, 0xa0, 0x2c),
+        ];
+        for (b, color) in ["select", "poll", "epoll"].iter().zip(colors) {
             let series: Vec<&&Point> = pts.iter().filter(|p| p.series == *b).collect();
             c.draw_series(LineSeries::new(
                 series.iter().map(|p| (p.x, per_client(p, p.fork_ms))),

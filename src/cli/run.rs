@@ -24,7 +24,9 @@ use crate::spec::{
 /// Flags of `relay-sim run` (also accepted with no subcommand).
 #[derive(ClapArgs, Debug, Clone)]
 pub struct Args {
-    /// Number of client processes, named c0..c{N-1}.
+    /// Number of client processes, named c0..c{N-1}: up to 1,000 with select (FD_SETSIZE);
+    /// with poll and epoll, as many as the open-file, process and pid limits allow (a run
+    /// raises its soft open-file limit to the hard one; 10,000 pass in under 15 s).
     #[arg(long, value_name = "N", default_value_t = 8, allow_hyphen_values = true, value_parser = parse_clients)]
     pub clients: usize,
     /// Messages each client sends (the total is N times this).

@@ -502,6 +502,9 @@ impl<'a> Run<'a> {
         }
         forker.send_back = None; // now only the children hold it: end of file once all have sent
         collect_event_pipes(&mut children, back_r, start + limits.setup)?;
+        out.note(|| {
+            format!("recvmsg() x {n}: each client's event pipe read end (SCM_RIGHTS), taken only after the last fork")
+        });
         let ep = watch(&mut out, signals, &children)?;
         Ok(Run {
             limits,
