@@ -415,7 +415,7 @@ fn chart_c10k(points: &[Point]) -> String {
             .label(format!("{b}: exchange"))
             .legend(line_key(color.stroke_width(1)));
         }
-        legend(&mut c, SeriesLabelPosition::UpperLeft)?;
+        legend(&mut c, SeriesLabelPosition::LowerRight)?;
         root.present()?;
         Ok(())
     })();

@@ -209,9 +209,9 @@ fn ending(
         Ending::SetupTimedOut(registered, bound) => (
             Ended::TimedOut,
             Some(format!(
-                "timed out while setting up: {} of {} client(s) registered in {:.1} s (forking and \
-                 registering are given 10 s plus 5 ms per client; a machine this slow needs \
-                 fewer --clients)",
+                "timed out while setting up: {} of {} client(s) registered within {:.1} s (the \
+                 bound for forking and registering: 10 s plus 5 ms per client; the rows below \
+                 show which clients never did)",
                 group(*registered as u64),
                 group(config.clients as u64),
                 bound.as_secs_f64()

@@ -208,25 +208,29 @@ fn make_and_send_back(sock: std::os::fd::RawFd, i: usize) -> nix::Result<OwnedFd
 }
 
 /// Receives every first client's event pipe read end (see `make_and_send_back`) until each
-/// has sent one or exited (end of file: every copy of the children's end is closed), or the
-/// set-up's bound passes. A client that sent none gets a pipe already at end of file: the
-/// run sees it exit, as it would have.
+/// has sent one or exited (end of file: every copy of the children's end is closed), the
+/// set-up's bound passes, or a signal comes (the event loop then sees it). A client that sent
+/// none is killed and gets a pipe already at end of file: the run sees it exit, and ends
+/// as the bound or the signal says.
 fn collect_event_pipes(
     children: &mut Children,
     sock: OwnedFd,
+    signals: &Signals,
     until: Instant,
 ) -> Result<(), SuperviseError> {
+    use nix::poll::{PollFd, PollFlags};
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let mut index = [0u8; 8];
     let mut missing = children.0.iter().filter(|c| c.events.is_none()).count();
-    while missing > 0 {
+    while missing > 0 && Instant::now() < until {
+        // (Rounded up, as the event loop's wait: the bound has passed when this returns 0.)
         let left = until.saturating_duration_since(Instant::now());
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        let mut fds = [nix::poll::PollFd::new(
-            sock.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let mut fds = [
+            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.read.as_fd(), PollFlags::POLLIN),
+        ];
         match nix::poll::poll(
             &mut fds,
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
@@ -235,6 +239,9 @@ fn collect_event_pipes(
             Ok(_) => {}
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(sys("poll")(e)),
+        }
+        if fds[1].any().unwrap_or(false) {
+            break; // SIGINT or SIGTERM: the event loop ends the run
         }
         let mut iov = [std::io::IoSliceMut::new(&mut index)];
         let msg = match recvmsg::<()>(
@@ -259,10 +266,10 @@ fn collect_event_pipes(
                 ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
                 _ => None,
             });
+        // SAFETY: the kernel just installed this fd in this process for us alone.
+        let fd = fd.map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
         let i = u64::from_le_bytes(index) as usize;
         if let (Some(fd), Some(c)) = (fd, children.0.get_mut(i + 1)) {
-            // SAFETY: the kernel just installed this fd in this process for us alone.
-            let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
             set_nonblocking(&fd).map_err(sys("fcntl"))?;
             if c.events.is_none() {
                 c.events = Some(fd);
@@ -271,6 +278,7 @@ fn collect_event_pipes(
         }
     }
     for c in children.0.iter_mut().filter(|c| c.events.is_none()) {
+        super::children::signal_group(c.pid, Signal::SIGKILL);
         let (r, _) = pipe().map_err(sys("pipe"))?;
         set_nonblocking(&r).map_err(sys("fcntl"))?;
         c.events = Some(r);
@@ -501,7 +509,7 @@ impl<'a> Run<'a> {
             children.0.push(unsafe { forker.first(&mut out, i) }?);
         }
         forker.send_back = None; // now only the children hold it: end of file once all have sent
-        collect_event_pipes(&mut children, back_r, start + limits.setup)?;
+        collect_event_pipes(&mut children, back_r, signals, start + limits.setup)?;
         out.note(|| {
             format!("recvmsg() x {n}: each client's event pipe read end (SCM_RIGHTS), taken only after the last fork")
         });
