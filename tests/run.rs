@@ -199,6 +199,53 @@ fn thousands_of_clients_pass_on_epoll_and_the_cap_names_the_machine_limit() {
     assert!(out.stdout.is_empty(), "nothing ran");
 }
 
+/// The black box (kill/restart) takes more than the 512 clients it once stopped at, and a
+/// count past its table is refused before any fork, saying why.
+#[test]
+fn kill_and_restart_run_past_512_clients_and_the_black_box_cap_says_why() {
+    let (code, r, err, tmp) = run_json(&[
+        "--clients",
+        "700",
+        "--msgs",
+        "40",
+        "--backend",
+        "epoll",
+        "--seed",
+        "3",
+        "--nemesis",
+        "kill,restart",
+        "-v",
+    ]);
+    assert_eq!(code, Some(0), "{}", r["failure"]);
+    assert_eq!(r["verdict"], "pass");
+    assert_clean(&tmp, &forked_pids(&err));
+    let mut c = Command::new(bin());
+    c.args([
+        "--clients",
+        "3000",
+        "--backend",
+        "epoll",
+        "--nemesis",
+        "kill",
+    ]);
+    // Room for 3,000 clients whatever this machine's limit, so the black box is what refuses.
+    // SAFETY: setrlimit is async-signal-safe; the child calls nothing else before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            let fds = nix::sys::resource::Resource::RLIMIT_NOFILE;
+            nix::sys::resource::setrlimit(fds, 8192, 8192).map_err(std::io::Error::from)
+        });
+    }
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("supports up to 2048 clients") && err.contains("clients x clients"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing ran");
+}
+
 #[test]
 fn the_subcommand_word_is_optional_and_the_human_report_is_complete() {
     let out = Command::new(bin())
