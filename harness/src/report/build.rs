@@ -72,6 +72,7 @@ pub fn build(
         latency_us,
         phases: Phases {
             fork_register_ms: ms(outcome.register),
+            forks_ms: ms(outcome.forks),
             exchange_ms: ms(exchange),
             verify_ms: ms(verify_time),
         },

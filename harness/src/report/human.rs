@@ -256,8 +256,8 @@ fn rates(o: &mut String, r: &Report) {
     let p = &r.phases;
     let _ = writeln!(
         o,
-        "phases:     fork+register {:.1} ms, exchange {:.1} ms (to the last report), verify {:.1} ms",
-        p.fork_register_ms, p.exchange_ms, p.verify_ms
+        "phases:     fork+register {:.1} ms (the forks {:.1} ms), exchange {:.1} ms (to the last report), verify {:.1} ms",
+        p.fork_register_ms, p.forks_ms, p.exchange_ms, p.verify_ms
     );
 }
 

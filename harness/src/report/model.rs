@@ -198,6 +198,9 @@ pub struct Latency {
 pub struct Phases {
     /// First fork until every client registered.
     pub fork_register_ms: f64,
+    /// Of that, first fork until the last client was forked (the rest is registering: most
+    /// clients register after the last fork).
+    pub forks_ms: f64,
     /// Barrier release until the last report.
     pub exchange_ms: f64,
     /// Verification.

@@ -235,6 +235,8 @@ pub struct Outcome {
     pub statuses: Vec<(String, String)>,
     /// From the first fork until all clients were registered.
     pub register: Duration,
+    /// From the first fork until the last client was forked (part of `register`).
+    pub forks: Duration,
     /// CLOCK_MONOTONIC ns at which the barrier was released (0 if never).
     pub released_ns: u64,
     /// Instant the barrier was released.

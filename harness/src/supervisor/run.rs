@@ -426,6 +426,8 @@ pub(super) struct Run<'a> {
     clients_open: usize,
     phase_done: Vec<usize>,
     register: Duration,
+    /// From the start until the last client was forked.
+    forks: Duration,
     released_ns: u64,
     pub(super) released_at: Option<Instant>,
 
@@ -508,6 +510,7 @@ impl<'a> Run<'a> {
             // SAFETY: single-threaded (this function's contract).
             children.0.push(unsafe { forker.first(&mut out, i) }?);
         }
+        let forks = start.elapsed();
         forker.send_back = None; // now only the children hold it: end of file once all have sent
         collect_event_pipes(&mut children, back_r, signals, start + limits.setup)?;
         out.note(|| {
@@ -538,6 +541,7 @@ impl<'a> Run<'a> {
             clients_open: n,
             phase_done: vec![0; phases],
             register: Duration::ZERO,
+            forks,
             released_ns: 0,
             released_at: None,
             ending: None,
@@ -1014,6 +1018,7 @@ impl<'a> Run<'a> {
             reports: self.reports,
             statuses,
             register: self.register,
+            forks: self.forks,
             released_ns: self.released_ns,
             released_at: self.released_at,
             ended_at,
