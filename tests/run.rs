@@ -134,29 +134,27 @@ fn every_backend_runs_the_front_door_and_poll_and_epoll_go_past_fd_setsize() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("poll"));
 }
 
+/// Runs the binary with `args` under an open-file limit of `soft` and `hard`.
+fn with_fds(soft: u64, hard: u64, args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(bin());
+    c.args(args);
+    // SAFETY: setrlimit is async-signal-safe; the child calls nothing else before exec.
+    unsafe {
+        c.pre_exec(move || {
+            let fds = nix::sys::resource::Resource::RLIMIT_NOFILE;
+            nix::sys::resource::setrlimit(fds, soft, hard).map_err(std::io::Error::from)
+        });
+    }
+    c.output().unwrap()
+}
+
 /// The client cap follows the machine: a run raises its soft open-file limit to the hard one
 /// (2,500 clients pass under a soft limit of 1,024), and a count past the hard limit is refused
 /// before any fork, naming the limit and how to raise it. C10K's proof in small: thousands of
 /// processes through one epoll relay, in bounded time.
 #[test]
 fn thousands_of_clients_pass_on_epoll_and_the_cap_names_the_machine_limit() {
-    use std::os::unix::process::CommandExt;
-    let with_fds = |soft: u64, hard: u64, args: &[&str]| {
-        let mut c = Command::new(bin());
-        c.args(args);
-        // SAFETY: setrlimit is async-signal-safe; the child calls nothing else before exec.
-        unsafe {
-            c.pre_exec(move || {
-                nix::sys::resource::setrlimit(
-                    nix::sys::resource::Resource::RLIMIT_NOFILE,
-                    soft,
-                    hard,
-                )
-                .map_err(std::io::Error::from)
-            });
-        }
-        c.output().unwrap()
-    };
     let started = std::time::Instant::now();
     let out = with_fds(
         1024,
@@ -219,24 +217,19 @@ fn kill_and_restart_run_past_512_clients_and_the_black_box_cap_says_why() {
     assert_eq!(code, Some(0), "{}", r["failure"]);
     assert_eq!(r["verdict"], "pass");
     assert_clean(&tmp, &forked_pids(&err));
-    let mut c = Command::new(bin());
-    c.args([
-        "--clients",
-        "3000",
-        "--backend",
-        "epoll",
-        "--nemesis",
-        "kill",
-    ]);
     // Room for 3,000 clients whatever this machine's limit, so the black box is what refuses.
-    // SAFETY: setrlimit is async-signal-safe; the child calls nothing else before exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
-            let fds = nix::sys::resource::Resource::RLIMIT_NOFILE;
-            nix::sys::resource::setrlimit(fds, 8192, 8192).map_err(std::io::Error::from)
-        });
-    }
-    let out = c.output().unwrap();
+    let out = with_fds(
+        8192,
+        8192,
+        &[
+            "--clients",
+            "3000",
+            "--backend",
+            "epoll",
+            "--nemesis",
+            "kill",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

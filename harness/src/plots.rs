@@ -264,6 +264,17 @@ pub fn latency_svg(
 /// A drawing area of an SVG being made.
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
+/// A chart of this folder's pictures on `area`: its caption, margins and room for the axis
+/// labels, alike in every panel.
+fn chart<'a, 'b>(area: &'a Area<'b>, caption: &str) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut c = ChartBuilder::on(area);
+    c.caption(caption, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(80);
+    c
+}
+
 /// Latency on a log axis drawn by hand (log10 of µs on a linear axis): one label per power of
 /// ten reads better than plotters' log-scale labels, which crowd.
 struct LogUs {
@@ -321,18 +332,11 @@ fn latency_by_percentile(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (lo, hi) = (axis.lo, axis.hi);
     let nines = ((h.len() as f64).log10()).clamp(1.0, 6.0);
-    let mut c = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "Latency by percentile ({what}, {} messages)",
-                group(h.len())
-            ),
-            (FONT, 20),
-        )
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..nines, lo..hi)?;
+    let caption = format!(
+        "Latency by percentile ({what}, {} messages)",
+        group(h.len())
+    );
+    let mut c = chart(area, &caption).build_cartesian_2d(0f64..nines, lo..hi)?;
     c.configure_mesh()
         .label_style((FONT, TICK_PX))
         .axis_desc_style((FONT, AXIS_PX))
@@ -383,15 +387,8 @@ fn latency_over_time(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let width_ms = width as f64 / 1e6;
     let end_ms = over_time.keys().last().map_or(1, |b| b + 1) as f64 * width_ms;
-    let mut c = ChartBuilder::on(area)
-        .caption(
-            format!("Latency over the run (per {})", width_label(width)),
-            (FONT, 20),
-        )
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..end_ms, axis.lo..axis.hi)?;
+    let caption = format!("Latency over the run (per {})", width_label(width));
+    let mut c = chart(area, &caption).build_cartesian_2d(0f64..end_ms, axis.lo..axis.hi)?;
     c.configure_mesh()
         .label_style((FONT, TICK_PX))
         .axis_desc_style((FONT, AXIS_PX))
@@ -525,12 +522,7 @@ fn rate_panel(
         .flat_map(|l| l.1.iter().map(|p| p.1))
         .fold(1.0, f64::max);
     let (area, key) = area.split_horizontally(W - 110);
-    let mut c = ChartBuilder::on(&area)
-        .caption(caption, (FONT, 22))
-        .margin(12)
-        .x_label_area_size(44)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..end_ms, 0f64..peak * 1.25)?;
+    let mut c = chart(&area, caption).build_cartesian_2d(0f64..end_ms, 0f64..peak * 1.25)?;
     c.configure_mesh()
         .label_style((FONT, TICK_PX))
         .axis_desc_style((FONT, AXIS_PX))

@@ -21,13 +21,7 @@ pub(super) fn stop_rates(outcome: &Outcome, names: &[String]) -> (Option<f64>, O
     if windows.is_empty() || t0 == 0 {
         return (None, None);
     }
-    let end = outcome
-        .reports
-        .iter()
-        .flatten()
-        .map(|r| r.finished_ns)
-        .max()
-        .unwrap_or(t0);
+    let end = outcome.last_finished_ns().unwrap_or(t0);
     let (mut during, mut between) = (0u64, 0u64);
     for (i, r) in outcome.reports.iter().enumerate() {
         let Some(r) = r else { continue };

@@ -115,14 +115,9 @@ fn client_rows(config: &RunConfig, names: &[String], outcome: &Outcome) -> Vec<C
 /// Each check: its violations, and whether the run's payload sizes could show them (and, for
 /// a run a signal stopped, that it is not finished).
 fn checks(config: &RunConfig, v: &Verification, interrupted: bool) -> Vec<Check> {
-    let check_names = [
-        "completeness",
-        "duplicates",
-        "order",
-        "integrity",
-        "routing",
-        "bounces",
-    ];
+    // One check per class, in report order (misrouted and spoofed share "routing").
+    let mut check_names: Vec<&str> = Class::ALL.iter().map(|c| c.check()).collect();
+    check_names.dedup();
     check_names
         .iter()
         .map(|&name| {
@@ -159,13 +154,7 @@ fn checks(config: &RunConfig, v: &Verification, interrupted: bool) -> Vec<Check>
 
 /// Throughput over the exchange phase, and latency, when there was one.
 fn rates(outcome: &Outcome, v: &Verification) -> (Option<Throughput>, Option<Latency>) {
-    let last_finish = outcome
-        .reports
-        .iter()
-        .flatten()
-        .map(|r| r.finished_ns)
-        .max()
-        .unwrap_or(0);
+    let last_finish = outcome.last_finished_ns().unwrap_or(0);
     let throughput = (outcome.released_ns > 0 && last_finish > outcome.released_ns).then(|| {
         let s = (last_finish - outcome.released_ns) as f64 / 1e9;
         Throughput {

@@ -200,6 +200,13 @@ pub struct NemesisEvent {
     pub for_ms: u64,
 }
 
+impl Outcome {
+    /// When the last client to report had finished (CLOCK_MONOTONIC ns), if any reported.
+    pub fn last_finished_ns(&self) -> Option<u64> {
+        self.reports.iter().flatten().map(|r| r.finished_ns).max()
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {

@@ -87,9 +87,9 @@ pub(super) struct Forker<'a> {
 pub(super) enum Events {
     /// The supervisor made it and keeps the read end (a restart: one fork).
     Given(OwnedFd),
-    /// The child makes it and sends the read end back over this socket (the first forks:
-    /// the supervisor then holds no client's pipe while it forks the others).
-    SendBack(std::os::fd::RawFd),
+    /// The child makes it and sends the read end back over the send-back socket (the first
+    /// forks: the supervisor then holds no client's pipe while it forks the others).
+    SendBack,
 }
 
 impl Forker<'_> {
@@ -117,19 +117,27 @@ impl Forker<'_> {
             .map(|d| d.try_clone())
             .transpose()
             .map_err(dup_err)?;
-        let mut keep = vec![stop.as_raw_fd()];
+        let events_fd = match &events {
+            Events::Given(w) => w.as_raw_fd(),
+            Events::SendBack => {
+                self.send_back
+                    .as_ref()
+                    .map(|s| s.as_raw_fd())
+                    .ok_or(SuperviseError::Sys {
+                        what: "socketpair",
+                        source: nix::Error::EBADF,
+                    })?
+            }
+        };
+        let mut keep = vec![stop.as_raw_fd(), events_fd];
         keep.extend(barriers.iter().flatten().map(|b| b.as_raw_fd()));
         keep.extend(drain.as_ref().map(|d| d.as_raw_fd()));
-        keep.push(match &events {
-            Events::Given(w) => w.as_raw_fd(),
-            Events::SendBack(sock) => *sock,
-        });
         let limits = self.limits;
         let client = &mut *self.client;
         let body = move || {
             let events = match events {
                 Events::Given(w) => w,
-                Events::SendBack(sock) => match make_and_send_back(sock, i) {
+                Events::SendBack => match make_and_send_back(events_fd, i) {
                     Ok(w) => w,
                     Err(_) => return crate::exit::ENV,
                 },
@@ -158,16 +166,8 @@ impl Forker<'_> {
     /// The process must be single-threaded (`supervise`'s contract).
     unsafe fn first(&mut self, out: &mut Narrator<'_>, i: usize) -> Result<Child, SuperviseError> {
         let forked_at = now_ns();
-        let sock = self
-            .send_back
-            .as_ref()
-            .map(|s| s.as_raw_fd())
-            .ok_or(SuperviseError::Sys {
-                what: "socketpair",
-                source: nix::Error::EBADF,
-            })?;
         // SAFETY: single-threaded (this function's contract).
-        let pid = unsafe { self.client(i, 0, 0, Events::SendBack(sock)) }?;
+        let pid = unsafe { self.client(i, 0, 0, Events::SendBack) }?;
         let name = client_name(self.limits, i);
         out.milestone_at(
             Milestone::Forked {
