@@ -191,8 +191,10 @@ fn resume(
     blackbox: &relay_harness::blackbox::BlackBox,
 ) {
     let me = plan.me;
-    let n = plan.names.clients();
-    let done: u64 = (0..n).map(|r| blackbox.get(me, r, Field::Queued)).sum();
+    let done: u64 = blackbox
+        .receivers_of(me)
+        .map(|r| blackbox.get(me, r, Field::Queued))
+        .sum();
     for _ in 0..done {
         if outbox.skip().is_none() {
             break;
@@ -378,8 +380,8 @@ fn leave(client: &mut Client, rx: &mut Receiver, complete: bool) {
 
 /// Runs with deaths: done with its work, a client keeps reading until every client is done
 /// and no process will die any more (the drain starts), then sends an end marker to every
-/// live client and reads until one has come from each. FIFO per pair: when a sender's marker
-/// arrives, everything it sent here before has arrived too.
+/// live client it sent to and reads until one has come from each live client that sent to it.
+/// FIFO per pair: when a sender's marker arrives, everything it sent here before has arrived too.
 fn drain(
     client: &mut Client,
     plan: &ClientPlan,
@@ -410,12 +412,18 @@ fn drain(
             break;
         }
     }
+    rx.await_fins();
     if let Some(blackbox) = &ctx.blackbox {
-        let clients = plan.names.clients();
-        for (r, name) in plan.names.all().iter().enumerate().take(clients) {
-            if r != plan.me && blackbox.alive(r) {
-                client.queue(name, relay_harness::verify::FIN);
-            }
+        // Only to the live clients it sent to (they wait for it): linear in the traffic.
+        let mut to: Vec<usize> = blackbox
+            .receivers_of(plan.me)
+            .filter(|&r| {
+                r != plan.me && blackbox.alive(r) && blackbox.get(plan.me, r, Field::Queued) > 0
+            })
+            .collect();
+        to.sort_unstable();
+        for r in to {
+            client.queue(plan.names.name(r), relay_harness::verify::FIN);
         }
     }
     loop {

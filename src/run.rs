@@ -173,6 +173,13 @@ pub unsafe fn run(
     let t = Instant::now();
     let v = verify_run(spec, &limits, &plans, &outcome);
     let verify_time = t.elapsed();
+    if let Some(bb) = limits.blackbox.as_ref().filter(|bb| bb.overflowed()) {
+        return Err(RunError::env(format!(
+            "no verdict: the shared counters had room for {} receivers per sender, and a client \
+             sent to more: only a relay that makes up deliveries gets here; check the relay",
+            relay_harness::plots::group(bb.capacity() as u64)
+        )));
+    }
     let names = spec.names();
     let mut config = spec.config();
     if spec.sending_for().is_some() {
@@ -274,7 +281,7 @@ fn limits(
 ) -> Result<Limits, RunError> {
     let n = plans.len();
     let blackbox = if spec.has_deaths() || spec.sending_for().is_some() {
-        let b = BlackBox::new(n).map_err(|e| {
+        let b = BlackBox::new(n, spec.traffic_pairs()).map_err(|e| {
             RunError::env(format!(
                 "cannot map the shared counters (for --nemesis kill/restart or --duration): {e}"
             ))

@@ -285,6 +285,21 @@ impl RunSpec {
         }
     }
 
+    /// Most ordered pairs of clients that can carry traffic: what the shared counters make
+    /// room for. A count bounds them (each client sends to at most `--msgs` others); a
+    /// `--duration` cannot, so it has room for every pair (up to
+    /// [`blackbox::DURATION_CLIENTS`] clients).
+    pub fn traffic_pairs(&self) -> usize {
+        let n = self.clients();
+        match &self.traffic {
+            Traffic::Random {
+                amount: Amount::Msgs(m),
+                ..
+            } => n.saturating_mul(usize::try_from(*m).unwrap_or(usize::MAX).min(n)),
+            _ => n.saturating_mul(n),
+        }
+    }
+
     /// A nemesis that kills clients: the run ends with a drain of end markers.
     pub fn has_deaths(&self) -> bool {
         self.nemesis.as_ref().is_some_and(|n| {
@@ -403,7 +418,8 @@ impl RunSpec {
 
     /// Why a run that needs end markers and the shared counters (`flag`: kill/restart or
     /// --duration) cannot have them, if it cannot: a receiver must tell each payload's sender
-    /// from the payload (`why_ident` says why), and the counter table has clients² entries.
+    /// from the payload (`why_ident` says why). The counters are sparse: with --msgs, any client
+    /// count; a --duration has room for every pair, so it stops at [`blackbox::DURATION_CLIENTS`].
     fn shared_counters_refused(&self, flag: &str, why_ident: &str) -> Option<String> {
         let Traffic::Random {
             clients,
@@ -423,12 +439,12 @@ impl RunSpec {
                 "{flag} needs payloads of at least {} bytes (--payload), {why_ident}",
                 payload::IDENT
             ))
-        } else if *clients > blackbox::MAX_CLIENTS {
+        } else if self.sending_for().is_some() && *clients > blackbox::DURATION_CLIENTS {
             Some(format!(
-                "{flag} supports up to {} clients: its shared counters are a table of clients x clients, \
-                 and every client sends an end marker to every other at the end (a sparse design is \
-                 future work)",
-                blackbox::MAX_CLIENTS
+                "--duration supports up to {} clients: with no message count, the shared counters \
+                 keep room for every pair of clients (clients x clients); give --msgs for more \
+                 (the counters then keep room only for the receivers each client sends to)",
+                relay_harness::plots::group(blackbox::DURATION_CLIENTS as u64)
             ))
         } else {
             None

@@ -184,7 +184,7 @@ fuzz_target!(|input: Input| {
         size,
     };
     let bb = if input.deaths {
-        BlackBox::new(n).ok().map(Arc::new)
+        BlackBox::new(n, n * n).ok().map(Arc::new)
     } else {
         None
     };

@@ -4,7 +4,15 @@
 //! The supervisor maps it (anonymous, `MAP_SHARED`) before the first fork; every child
 //! inherits the same pages. Clients add to their counters as they go (a relaxed atomic add per
 //! message); the verifier reads them at the end, whoever died on the way. Only runs with the
-//! `kill` or `restart` nemesis make one: a run without deaths has every client's own report.
+//! `kill` or `restart` nemesis, or a `--duration`, make one: a run without deaths has every
+//! client's own report.
+//!
+//! It is sparse, so it fits any client count the run accepts (C10K): each sender has a small
+//! hash table of its own, with an entry only for each receiver it dealt with, sized from the
+//! run's bound on a sender's receivers (10,000 clients sending 20 messages each touch at most
+//! 200,000 of the 10⁸ pairs). A sender's entries sit together, as in a row of a clients x
+//! clients table; each entry is also on its receiver's list, so a client finds its senders
+//! without looking at every client: what keeps the end-of-run drain linear in the traffic.
 
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
@@ -17,26 +25,42 @@ use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 pub enum Field {
     /// Messages the sender queued for the receiver, over all its incarnations (the next
     /// sequence it would use).
-    Queued = 0,
+    Queued = 1,
     /// Of those, how many came back as BOUNCE (counted by the sender).
-    Bounced = 1,
+    Bounced = 2,
     /// Messages the receiver took in, over all its incarnations.
-    Received = 2,
+    Received = 3,
     /// The next sequence the receiver expects from the sender.
-    Next = 3,
+    Next = 4,
 }
 
-const FIELDS: usize = 4;
+/// An entry's words: its receiver (`r + 1`; 0 while the slot is free), the four fields, and
+/// the next entry (slot + 1; 0 ends the list) on the receiver's list. Eight words: one cache
+/// line per pair.
+const KEY: usize = 0;
+const NEXT_OF_RECEIVER: usize = 5;
+const ENTRY: usize = 8;
+
 /// Per client: 1 while it is meant to be alive at the end (0 once killed for good).
 const ALIVE: usize = 0;
 /// Per client: how many times it was killed.
 const DEATHS: usize = 1;
-const PER_CLIENT: usize = 2;
+/// Per client: the first entry (slot + 1) of the pairs it received on.
+const RECEIVED_HEAD: usize = 2;
+/// Per client: entries in its own table (as sender).
+const USED: usize = 3;
+const PER_CLIENT: usize = 4;
 
-/// Most clients a black box is made for: its size grows with clients² (128 MiB of shared
-/// address space at 2,048, of which only the pages of pairs that carried traffic are touched
-/// while the run lasts; the verifier reads them all at the end).
-pub const MAX_CLIENTS: usize = 2048;
+/// After the clients' words: whether an entry could not be made, and when sending stops in a
+/// run with a duration (0 until set).
+const OVERFLOW: usize = 0;
+const SEND_UNTIL: usize = 1;
+const GLOBAL: usize = 2;
+
+/// Most clients a `--duration` run takes: with no message count to bound a sender's
+/// receivers, its tables keep room for every pair (clients² x 64 bytes of address space,
+/// 1 GiB at 4,096, touched only where pairs carry traffic).
+pub const DURATION_CLIENTS: usize = 4096;
 
 /// Messages received so far, one counter per client (each on its own cache line), shared by
 /// every process of the run: what the supervisor's progress bar reads.
@@ -124,10 +148,18 @@ impl std::fmt::Debug for Tally {
     }
 }
 
+/// Where one pair's counters are, in the [`BlackBox`] it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry(usize);
+
 /// The shared counters of one run.
 pub struct BlackBox {
     mem: Words,
     clients: usize,
+    /// Slots in each sender's table: a power of two.
+    slots: usize,
+    /// Most entries a sender's table takes (three quarters of its slots: probes stay short).
+    limit: usize,
 }
 
 /// Zeroed u64 words in an anonymous MAP_SHARED mapping: every process forked after it is made
@@ -152,7 +184,8 @@ impl Words {
                 None,
                 bytes,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
+                // NORESERVE: a table sized for the bound on pairs is mostly never touched.
+                MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE,
             )?
         };
         Ok(Words {
@@ -176,16 +209,20 @@ impl Drop for Words {
 }
 
 impl BlackBox {
-    /// Maps a zeroed black box for `clients` clients, all alive.
-    pub fn new(clients: usize) -> nix::Result<BlackBox> {
+    /// Maps a zeroed black box for `clients` clients, all alive, with room for `pairs` pairs
+    /// that carry traffic in all, spread evenly over the senders (a sender that needs more is
+    /// refused and makes [`BlackBox::overflowed`] true).
+    pub fn new(clients: usize, pairs: usize) -> nix::Result<BlackBox> {
+        let each = pairs.div_ceil(clients.max(1)).clamp(1, clients.max(1));
+        let slots = (each + each / 3 + 1).next_power_of_two();
         let b = BlackBox {
-            // The last word: when sending stops in a run with a duration (0 until set).
-            mem: Words::new(clients * clients * FIELDS + clients * PER_CLIENT + 1)?,
+            mem: Words::new(clients * slots * ENTRY + clients * PER_CLIENT + GLOBAL)?,
             clients,
+            slots,
+            limit: (slots / 4 * 3).max(each),
         };
         for i in 0..clients {
-            b.word(clients * clients * FIELDS + i * PER_CLIENT + ALIVE)
-                .store(1, Ordering::Relaxed);
+            b.client(i, ALIVE).store(1, Ordering::Relaxed);
         }
         Ok(b)
     }
@@ -194,12 +231,115 @@ impl BlackBox {
         self.mem.word(k)
     }
 
-    fn pair(&self, s: usize, r: usize, f: Field) -> &AtomicU64 {
-        self.word((s * self.clients + r) * FIELDS + f as usize)
+    fn client(&self, i: usize, k: usize) -> &AtomicU64 {
+        self.word(self.clients * self.slots * ENTRY + i * PER_CLIENT + k)
     }
 
-    fn client(&self, i: usize, k: usize) -> &AtomicU64 {
-        self.word(self.clients * self.clients * FIELDS + i * PER_CLIENT + k)
+    fn global(&self, k: usize) -> &AtomicU64 {
+        self.word(self.clients * self.slots * ENTRY + self.clients * PER_CLIENT + k)
+    }
+
+    /// Word `k` of the entry in `slot` (numbered over all senders' tables).
+    fn at(&self, slot: usize, k: usize) -> &AtomicU64 {
+        self.word(slot * ENTRY + k)
+    }
+
+    /// The slot of a pair's entry, if it has one; with `make`, one is made when there is none
+    /// (None only when the sender's table is full).
+    fn slot(&self, s: usize, r: usize, make: bool) -> Option<usize> {
+        if s >= self.clients || r >= self.clients {
+            return None;
+        }
+        let key = r as u64 + 1;
+        let mask = self.slots - 1;
+        // Fibonacci hashing: the key's high bits after a multiply spread consecutive receivers.
+        let start = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
+        for i in 0..self.slots {
+            let slot = s * self.slots + ((start + i) & mask);
+            let k = self.at(slot, KEY);
+            // Looked at with a compare-and-swap that changes nothing (a locked cmpxchg always
+            // writes): a process's first touch of a page is then a write fault. A read fault
+            // maps the 15 pages around it too (fault-around), and with thousands of processes
+            // each mapping and, at exit, unmapping pages it never uses, that cost more than
+            // the run's messages (2,000 clients with kill,restart: 1.6x the CPU). (A
+            // `fetch_or(0)` would not do: the compiler makes it a plain load.)
+            let (Ok(seen) | Err(seen)) =
+                k.compare_exchange(0, 0, Ordering::AcqRel, Ordering::Acquire);
+            match seen {
+                found if found == key => return Some(slot),
+                0 if !make => return None,
+                0 => {
+                    let used = self.client(s, USED);
+                    if used.load(Ordering::Relaxed) >= self.limit as u64 {
+                        self.global(OVERFLOW).store(1, Ordering::Relaxed);
+                        return None;
+                    }
+                    match k.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => {
+                            used.fetch_add(1, Ordering::Relaxed);
+                            self.push(self.client(r, RECEIVED_HEAD), slot);
+                            return Some(slot);
+                        }
+                        Err(won) if won == key => return Some(slot), // another process made it
+                        Err(_) => {}                                 // taken by another pair
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.global(OVERFLOW).store(1, Ordering::Relaxed);
+        None
+    }
+
+    /// Puts `slot` at the front of a receiver's list (others may push at the same time: a CAS
+    /// loop).
+    fn push(&self, head: &AtomicU64, slot: usize) {
+        let mut first = head.load(Ordering::Acquire);
+        loop {
+            self.at(slot, NEXT_OF_RECEIVER)
+                .store(first, Ordering::Relaxed);
+            match head.compare_exchange_weak(
+                first,
+                slot as u64 + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(now) => first = now,
+            }
+        }
+    }
+
+    /// The (sender, receiver) of the pair in `slot`.
+    fn pair_at(&self, slot: usize) -> (usize, usize) {
+        let r = self.at(slot, KEY).load(Ordering::Acquire).saturating_sub(1) as usize;
+        (slot / self.slots, r)
+    }
+
+    /// The used slots of sender `s`'s table.
+    fn row(&self, s: usize) -> impl Iterator<Item = usize> + '_ {
+        let slots = if s < self.clients {
+            s * self.slots..(s + 1) * self.slots
+        } else {
+            0..0
+        };
+        slots.filter(|&slot| self.at(slot, KEY).load(Ordering::Acquire) != 0)
+    }
+
+    /// A pair's entry, made if it has none (None when its sender's table is full): a handle
+    /// a client keeps, so each message costs an atomic add and no lookup.
+    pub fn entry(&self, s: usize, r: usize) -> Option<Entry> {
+        self.slot(s, r, true).map(Entry)
+    }
+
+    /// Adds one to a counter of the entry `e`.
+    pub fn add(&self, e: Entry, f: Field) {
+        self.at(e.0, f as usize).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets a counter of the entry `e`.
+    pub fn put(&self, e: Entry, f: Field, v: u64) {
+        self.at(e.0, f as usize).store(v, Ordering::Relaxed);
     }
 
     /// Number of clients.
@@ -207,26 +347,65 @@ impl BlackBox {
         self.clients
     }
 
-    /// A pair's counter.
+    /// A pair's counter (0 for a pair that never carried traffic).
     pub fn get(&self, s: usize, r: usize, f: Field) -> u64 {
-        if s >= self.clients || r >= self.clients {
-            return 0;
-        }
-        self.pair(s, r, f).load(Ordering::Relaxed)
+        self.slot(s, r, false)
+            .map_or(0, |slot| self.at(slot, f as usize).load(Ordering::Relaxed))
     }
 
     /// Adds one to a pair's counter.
     pub fn bump(&self, s: usize, r: usize, f: Field) {
-        if s < self.clients && r < self.clients {
-            self.pair(s, r, f).fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.slot(s, r, true) {
+            self.at(slot, f as usize).fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Sets a pair's counter.
     pub fn set(&self, s: usize, r: usize, f: Field, v: u64) {
-        if s < self.clients && r < self.clients {
-            self.pair(s, r, f).store(v, Ordering::Relaxed);
+        if let Some(slot) = self.slot(s, r, true) {
+            self.at(slot, f as usize).store(v, Ordering::Relaxed);
         }
+    }
+
+    /// The clients `s` sent to (or that were counted as receiving from it), in no set order.
+    pub fn receivers_of(&self, s: usize) -> impl Iterator<Item = usize> + '_ {
+        self.row(s).map(move |slot| self.pair_at(slot).1)
+    }
+
+    /// The clients that sent to `r` (or were counted as its senders), in no set order.
+    pub fn senders_to(&self, r: usize) -> impl Iterator<Item = usize> + '_ {
+        let mut next = if r < self.clients {
+            self.client(r, RECEIVED_HEAD).load(Ordering::Acquire)
+        } else {
+            0
+        };
+        std::iter::from_fn(move || {
+            let slot = usize::try_from(next.checked_sub(1)?).ok()?;
+            next = self.at(slot, NEXT_OF_RECEIVER).load(Ordering::Acquire);
+            Some(self.pair_at(slot).0)
+        })
+    }
+
+    /// Every pair with an entry, in order of (sender, receiver): what the verifier reads.
+    pub fn pairs(&self) -> Vec<(usize, usize)> {
+        let mut all = Vec::new();
+        for s in 0..self.clients {
+            let row = all.len();
+            all.extend(self.receivers_of(s).map(|r| (s, r)));
+            all[row..].sort_unstable();
+        }
+        all
+    }
+
+    /// Whether a pair found its sender's table full (its counts are then missing: the verdict
+    /// cannot stand on them). Only a relay that invents traffic gets here.
+    pub fn overflowed(&self) -> bool {
+        self.global(OVERFLOW).load(Ordering::Relaxed) != 0
+    }
+
+    /// How many receivers each sender has room for.
+    pub fn capacity(&self) -> usize {
+        self.limit
     }
 
     /// Whether client `i` is meant to be alive at the end.
@@ -248,7 +427,7 @@ impl BlackBox {
     /// past the start barrier sets it to `candidate`; everyone (a restarted client too) gets
     /// that same instant.
     pub fn send_until(&self, candidate: u64) -> u64 {
-        let w = self.word(self.clients * self.clients * FIELDS + self.clients * PER_CLIENT);
+        let w = self.global(SEND_UNTIL);
         match w.compare_exchange(0, candidate, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => candidate,
             Err(set) => set,
@@ -276,7 +455,7 @@ mod tests {
 
     #[test]
     fn counters_are_shared_with_a_forked_child() {
-        let b = BlackBox::new(3).unwrap();
+        let b = BlackBox::new(3, 9).unwrap();
         assert!(b.alive(2));
         b.bump(0, 2, Field::Queued);
         // A child process writes; the parent reads after reaping it. Fork safety: a test
@@ -303,7 +482,7 @@ mod tests {
     #[test]
     fn every_pair_and_client_has_its_own_counters_and_out_of_range_is_ignored() {
         let n = 4;
-        let b = BlackBox::new(n).unwrap();
+        let b = BlackBox::new(n, n * n).unwrap();
         assert_eq!(b.clients(), n);
         let fields = [Field::Queued, Field::Bounced, Field::Received, Field::Next];
         // Out of range first: reads as zero or dead, writes go nowhere (none may land on
@@ -348,7 +527,7 @@ mod tests {
     /// The mapping goes when the black box does: a run leaves no shared memory behind.
     #[test]
     fn dropping_the_black_box_unmaps_all_of_it() {
-        let b = BlackBox::new(100).unwrap(); // 320 KiB of counters: many pages
+        let b = BlackBox::new(100, 10_000).unwrap(); // 1 MiB of counters: many pages
         let start = b.mem.base.as_ptr() as usize;
         // /proc/self/maps: (start, inode) of each mapping. A shared anonymous mapping is a
         // file of its own, with an inode no other mapping has: what is left of ours, if
@@ -376,6 +555,100 @@ mod tests {
             left.is_empty(),
             "still mapped, in part, after drop: {left:?}"
         );
+    }
+
+    /// C10K: at 10,000 clients the tables have room for the pairs that carry traffic, not for
+    /// 10⁸; each client finds its peers, and the verifier every pair in order.
+    #[test]
+    fn a_sparse_table_lists_each_clients_peers_and_refuses_past_its_room() {
+        let n = 10_000;
+        let b = BlackBox::new(n, 3 * n).unwrap();
+        assert!(b.capacity() >= 3, "{}", b.capacity());
+        assert!(
+            b.mem.len * 8 < 8 << 20,
+            "room for 3 receivers a sender, not clients²: {} bytes",
+            b.mem.len * 8
+        );
+        // Senders 0..3,000 each send to 3 receivers spread over all clients.
+        let sent: Vec<(usize, usize)> = (0..3 * 3_000)
+            .map(|k| (k / 3, (k * 7919 + 1) % n))
+            .collect();
+        for &(s, r) in &sent {
+            b.bump(s, r, Field::Queued);
+            b.bump(s, r, Field::Queued);
+            b.set(s, r, Field::Next, 2);
+        }
+        b.bump(9_999, 0, Field::Received);
+        let mut want: Vec<(usize, usize)> = sent.clone();
+        want.push((9_999, 0));
+        want.sort_unstable();
+        assert_eq!(b.pairs(), want, "every pair with an entry, in order");
+        for &(s, r) in &sent {
+            assert_eq!(b.get(s, r, Field::Queued), 2);
+            assert!(
+                b.receivers_of(s).any(|x| x == r),
+                "{r} among {s}'s receivers"
+            );
+            assert!(b.senders_to(r).any(|x| x == s), "{s} on {r}'s list");
+        }
+        let mut to0: Vec<usize> = b.senders_to(0).collect();
+        to0.sort_unstable();
+        let want0: Vec<usize> = want.iter().filter(|p| p.1 == 0).map(|p| p.0).collect();
+        assert_eq!(to0, want0, "each sender once");
+        assert_eq!(
+            b.get(1, 2, Field::Queued),
+            0,
+            "a pair without traffic reads as zero"
+        );
+        assert!(b.receivers_of(5_000).next().is_none() && b.receivers_of(n).next().is_none());
+        assert!(!b.overflowed());
+        // Past a sender's room: refused, said, and nothing else is disturbed.
+        for r in 0..b.capacity() {
+            b.bump(5_000, r, Field::Queued);
+        }
+        assert!(!b.overflowed(), "its room is all there");
+        b.bump(5_000, 9_000, Field::Queued);
+        assert!(b.overflowed(), "more pairs than room must be said");
+        assert_eq!(b.get(5_000, 9_000, Field::Queued), 0);
+        assert_eq!(b.get(sent[0].0, sent[0].1, Field::Next), 2);
+        assert_eq!(b.receivers_of(5_000).count(), b.capacity());
+    }
+
+    /// Processes that make the same pair's entry at once share one entry, and every entry is
+    /// on its lists once.
+    #[test]
+    fn concurrent_processes_share_one_entry_per_pair() {
+        let n = 64;
+        let b = BlackBox::new(n, n * n).unwrap();
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                // Fork safety: as above, the child only touches the mapping and leaves with _exit.
+                // SAFETY: the child does atomic work on the mapping and _exits.
+                match unsafe { nix::unistd::fork() }.unwrap() {
+                    nix::unistd::ForkResult::Child => {
+                        for s in 0..n {
+                            for r in 0..n {
+                                b.bump(s, r, Field::Queued);
+                            }
+                        }
+                        // SAFETY: ends the child at once.
+                        unsafe { nix::libc::_exit(0) }
+                    }
+                    nix::unistd::ForkResult::Parent { child } => child,
+                }
+            })
+            .collect();
+        for c in children {
+            nix::sys::wait::waitpid(c, None).unwrap();
+        }
+        assert_eq!(b.pairs().len(), n * n);
+        for s in 0..n {
+            assert_eq!(b.receivers_of(s).count(), n, "{s}'s list");
+            assert_eq!(b.senders_to(s).count(), n);
+            for r in 0..n {
+                assert_eq!(b.get(s, r, Field::Queued), 4);
+            }
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 
-use crate::blackbox::{BlackBox, Field};
+use crate::blackbox::{BlackBox, Entry, Field};
 use crate::payload::{self, Claim, Damage, Spec};
 use crate::peers::PerPeer;
 use crate::plan::{ClientPlan, Names, Work};
@@ -60,6 +60,8 @@ pub struct Receiver {
     hist: Histogram<u64>,
     /// Runs with deaths: the shared counters, kept up to date as messages go.
     bb: Option<Arc<BlackBox>>,
+    /// Runs with deaths, in the drain: end-of-run markers still awaited.
+    fins_owed: usize,
 }
 
 /// What a receiver knows of one peer: as the sender of what arrives, and as the receiver of
@@ -87,6 +89,12 @@ struct Peer {
     fresh: bool,
     /// Its end-of-run marker arrived.
     fin: bool,
+    /// Runs with deaths: the drain waits for its end-of-run marker (it sent here).
+    owes_fin: bool,
+    /// Runs with deaths: where the black box counts this client's messages to it, and its
+    /// messages to this client (found once, then kept).
+    out_entry: Option<Entry>,
+    in_entry: Option<Entry>,
 }
 
 /// What a sender should have sent as one message.
@@ -161,6 +169,7 @@ impl Receiver {
             bounced_total: 0,
             hist: latency_histogram(),
             bb: None,
+            fins_owed: 0,
         }
     }
 
@@ -181,13 +190,12 @@ impl Receiver {
         if restarted {
             let me = rx.plan.me;
             rx.restarted = true;
-            for s in 0..rx.plan.names.all().len() {
+            // (A peer without an entry starts fresh when first met: `peer` sees `restarted`.)
+            for s in bb.senders_to(me) {
                 let next = bb.get(s, me, Field::Next);
-                if next > 0 || matches!(rx.peers, PerPeer::Dense(_)) {
-                    let p = rx.peer(s);
-                    p.next = next;
-                    p.fresh = true;
-                }
+                let p = rx.peer(s);
+                p.next = next;
+                p.fresh = true;
             }
         }
         rx.bb = Some(bb);
@@ -222,31 +230,40 @@ impl Receiver {
         }
     }
 
-    /// The live clients whose end-of-run marker has not arrived.
-    pub fn missing_fins(&self) -> Vec<String> {
+    /// The drain starts (no process will die or send any more): from now on it awaits an
+    /// end-of-run marker from each live client that sent here, and no other, so the drain is
+    /// linear in the pairs that carried traffic, not in clients².
+    pub fn await_fins(&mut self) {
+        let Some(bb) = self.bb.clone() else { return };
         let me = self.plan.me;
-        let clients = self.plan.names.clients();
-        match &self.bb {
-            None => Vec::new(),
-            Some(bb) => (0..clients)
-                .filter(|&s| s != me && !self.fin_from(s) && bb.alive(s))
-                .map(|s| self.name(s))
-                .collect(),
+        for s in bb.senders_to(me) {
+            if s != me && bb.alive(s) && bb.get(s, me, Field::Queued) > 0 {
+                let p = self.peer(s);
+                if !p.owes_fin && !p.fin {
+                    p.owes_fin = true;
+                    self.fins_owed += 1;
+                }
+            }
         }
     }
 
-    /// True when every client meant to be alive has sent its end-of-run marker.
-    pub fn all_fins(&self) -> bool {
-        let me = self.plan.me;
-        let clients = self.plan.names.clients();
-        self.bb
-            .as_ref()
-            .is_none_or(|bb| (0..clients).all(|s| s == me || self.fin_from(s) || !bb.alive(s)))
+    /// The live clients that sent here and whose end-of-run marker has not arrived (as of
+    /// [`Receiver::await_fins`]).
+    pub fn missing_fins(&self) -> Vec<String> {
+        let mut left: Vec<usize> = match &self.bb {
+            Some(bb) => bb
+                .senders_to(self.plan.me)
+                .filter(|&s| self.peers.get(s).is_some_and(|p| p.owes_fin && !p.fin))
+                .collect(),
+            None => Vec::new(),
+        };
+        left.sort_unstable();
+        left.into_iter().map(|s| self.name(s)).collect()
     }
 
-    /// Whether `s`'s end-of-run marker has arrived.
-    fn fin_from(&self, s: usize) -> bool {
-        self.peers.get(s).is_some_and(|p| p.fin)
+    /// True when every marker [`Receiver::await_fins`] asked for has arrived.
+    pub fn all_fins(&self) -> bool {
+        self.fins_owed == 0
     }
 
     /// Starts the delivery-rate clock (when the exchange starts).
@@ -272,9 +289,18 @@ impl Receiver {
 
     /// Notes a message this client sent (for matching bounces and the final count).
     pub fn sent(&mut self, receiver: usize) {
-        self.peer(receiver).sent += 1;
+        let me = self.plan.me;
+        let peer = self.peer(receiver);
+        peer.sent += 1;
+        let kept = peer.out_entry;
         if let Some(bb) = &self.bb {
-            bb.bump(self.plan.me, receiver, Field::Queued);
+            let e = kept.or_else(|| bb.entry(me, receiver));
+            if let Some(e) = e {
+                bb.add(e, Field::Queued);
+            }
+            if kept.is_none() {
+                self.peer(receiver).out_entry = e;
+            }
         }
     }
 
@@ -334,7 +360,10 @@ impl Receiver {
             return;
         };
         if self.bb.is_some() && p == FIN {
-            self.peer(s).fin = true;
+            let peer = self.peer(s);
+            let owed = peer.owes_fin && !peer.fin;
+            peer.fin = true;
+            self.fins_owed -= usize::from(owed);
             return;
         }
         let checked = match &self.plan.work {
@@ -346,12 +375,19 @@ impl Receiver {
             }
         };
         let Some(timed) = checked else { return };
+        let me = self.plan.me;
         let peer = self.peer(s);
         peer.received += 1;
-        let next = peer.next;
+        let (next, kept) = (peer.next, peer.in_entry);
         if let Some(bb) = &self.bb {
-            bb.bump(s, self.plan.me, Field::Received);
-            bb.set(s, self.plan.me, Field::Next, next);
+            let e = kept.or_else(|| bb.entry(s, me));
+            if let Some(e) = e {
+                bb.add(e, Field::Received);
+                bb.put(e, Field::Next, next);
+            }
+            if kept.is_none() {
+                self.peer(s).in_entry = e;
+            }
         }
         self.report.bytes_received += p.len() as u64;
         self.received_total += 1;
@@ -999,30 +1035,28 @@ impl<'a> Counted<'a> {
 
     /// Runs with deaths: every pair by the shared counters, which outlive a killed client.
     fn by_blackbox(&mut self, bb: &BlackBox, deaths: &Deaths<'_>) {
-        let n = self.names.clients();
         self.v.totals = Totals {
             bytes_received: self.v.totals.bytes_received,
             ..Totals::default()
         };
-        for s in 0..n {
-            for r in 0..n {
-                let q = bb.get(s, r, Field::Queued);
-                let b = bb.get(s, r, Field::Bounced);
-                let g = bb.get(s, r, Field::Received);
-                self.v.totals.sent += q;
-                self.v.totals.bounced += b;
-                self.v.totals.received += g;
-                if deaths.interrupted {
-                    continue; // counted, not compared: see Deaths::interrupted
-                }
-                if let Some((v, k)) = pair_check(
-                    (self.name(s), self.name(r)),
-                    (q, b, g),
-                    bb.deaths(s) + bb.deaths(r) + u64::from(deaths.relay_killed),
-                    deaths.in_flight_cap,
-                ) {
-                    self.found(v, k);
-                }
+        // (A pair without an entry carried nothing: every count 0, nothing to find.)
+        for (s, r) in bb.pairs() {
+            let q = bb.get(s, r, Field::Queued);
+            let b = bb.get(s, r, Field::Bounced);
+            let g = bb.get(s, r, Field::Received);
+            self.v.totals.sent += q;
+            self.v.totals.bounced += b;
+            self.v.totals.received += g;
+            if deaths.interrupted {
+                continue; // counted, not compared: see Deaths::interrupted
+            }
+            if let Some((v, k)) = pair_check(
+                (self.name(s), self.name(r)),
+                (q, b, g),
+                bb.deaths(s) + bb.deaths(r) + u64::from(deaths.relay_killed),
+                deaths.in_flight_cap,
+            ) {
+                self.found(v, k);
             }
         }
     }
@@ -1309,7 +1343,7 @@ mod tests {
 
     #[test]
     fn across_a_death_only_the_restart_skip_is_accepted() {
-        let bb = Arc::new(BlackBox::new(3).unwrap());
+        let bb = Arc::new(BlackBox::new(3, 9).unwrap());
         let plans = random_plans(&sc());
         // c0 queued 5 to c2 and died (0..3 were written); its restart flags seq 5, its first.
         for _ in 0..5 {
@@ -1715,17 +1749,29 @@ mod tests {
     }
 
     #[test]
-    fn end_markers_are_awaited_from_every_live_client() {
-        let bb = Arc::new(BlackBox::new(3).unwrap());
+    fn end_markers_are_awaited_from_every_live_client_that_sent_here() {
+        let bb = Arc::new(BlackBox::new(4, 16).unwrap());
         let mut rx = Receiver::with_blackbox(random_plans(&sc()).remove(2), bb.clone(), false);
+        rx.await_fins();
+        assert!(rx.all_fins(), "nobody sent here: nothing to wait for");
+        bb.bump(0, 2, Field::Queued);
+        bb.bump(1, 2, Field::Queued);
+        bb.bump(3, 1, Field::Queued); // not to c2: no marker owed to it
+        rx.await_fins();
         assert!(!rx.all_fins());
         assert_eq!(rx.missing_fins(), vec!["c0".to_string(), "c1".to_string()]);
         rx.deliver(b"c0", FIN, 1);
+        rx.deliver(b"c0", FIN, 1); // a second marker from c0 stands for nobody else's
         assert_eq!(rx.missing_fins(), vec!["c1".to_string()]);
         assert!(!rx.all_fins());
-        bb.killed(1, true); // gone for good: nothing more to wait for
+        rx.deliver(b"c1", FIN, 1);
         assert!(rx.missing_fins().is_empty());
         assert!(rx.all_fins());
+        // A sender gone for good owes nothing.
+        bb.killed(1, true);
+        let mut rx = Receiver::with_blackbox(random_plans(&sc()).remove(2), bb.clone(), false);
+        rx.await_fins();
+        assert_eq!(rx.missing_fins(), vec!["c0".to_string()]);
         // Without a black box there is no drain.
         let plain = Receiver::new(random_plans(&sc()).remove(2));
         assert!(plain.all_fins() && plain.missing_fins().is_empty());
@@ -1778,7 +1824,7 @@ mod tests {
         assert_eq!(r.violations[1].got, "BOUNCE for \"ghost\"");
 
         // With deaths, a client that died may not hold its name when a message comes for it.
-        let bb = Arc::new(BlackBox::new(3).unwrap());
+        let bb = Arc::new(BlackBox::new(3, 9).unwrap());
         bb.killed(1, false);
         let mut rx = Receiver::with_blackbox(random_plans(&sc()).remove(2), bb.clone(), false);
         for _ in 0..5 {
@@ -1855,7 +1901,7 @@ mod tests {
 
     #[test]
     fn with_deaths_the_black_box_counts_and_a_hole_is_lost_wherever_it_is() {
-        let bb = BlackBox::new(3).unwrap();
+        let bb = BlackBox::new(3, 9).unwrap();
         for _ in 0..4 {
             bb.bump(0, 1, Field::Queued);
         }
@@ -2014,7 +2060,7 @@ mod tests {
         assert_eq!(v.counts, vec![(Class::Bounce, 1)]);
         assert_eq!(v.violations[0].expected, "2 BOUNCEs (nobody holds ghost)");
 
-        let bb = BlackBox::new(2).unwrap();
+        let bb = BlackBox::new(2, 4).unwrap();
         for _ in 0..5 {
             bb.bump(0, 1, Field::Queued);
         }
@@ -2083,7 +2129,7 @@ mod tests {
         assert_eq!(v.counts, vec![(Class::Duplicate, 1)], "{:?}", v.violations);
 
         // A restarted receiver's hole, from a sender that never died, is still a loss.
-        let bb = BlackBox::new(3).unwrap();
+        let bb = BlackBox::new(3, 9).unwrap();
         bb.killed(1, false);
         for _ in 0..3 {
             bb.bump(0, 1, Field::Queued);
