@@ -184,6 +184,12 @@ impl Forker<'_> {
     }
 }
 
+/// Clients per send-back socket. A socket's send buffer (212,992 bytes by default) holds 278
+/// messages with one fd; past that a client would block in `sendmsg` until the supervisor reads,
+/// and every blocked client is woken each time room is made (not one: all of them), which at
+/// 10,000 clients made the set-up quadratic. With a socket per 128, no client ever waits.
+const SEND_BACK_GROUP: usize = 128;
+
 /// In a new client process: makes its event pipe and sends the read end to the supervisor
 /// (SCM_RIGHTS, with the client's index), keeping the write end. Had the supervisor made every
 /// pipe, each fork would copy all the earlier clients' read ends and each child would close
@@ -207,14 +213,14 @@ fn make_and_send_back(sock: std::os::fd::RawFd, i: usize) -> nix::Result<OwnedFd
     Ok(w)
 }
 
-/// Receives every first client's event pipe read end (see `make_and_send_back`) until each
-/// has sent one or exited (end of file: every copy of the children's end is closed), the
-/// set-up's bound passes, or a signal comes (the event loop then sees it). A client that sent
-/// none is killed and gets a pipe already at end of file: the run sees it exit, and ends
-/// as the bound or the signal says.
+/// Receives every first client's event pipe read end (see `make_and_send_back`), from each
+/// group's send-back socket, until each client has sent one or exited (end of file on every
+/// socket: every copy of the children's ends is closed), the set-up's bound passes, or a signal
+/// comes (the event loop then sees it). A client that sent none is killed and gets a pipe
+/// already at end of file: the run sees it exit, and ends as the bound or the signal says.
 fn collect_event_pipes(
     children: &mut Children,
-    sock: OwnedFd,
+    mut socks: Vec<OwnedFd>,
     signals: &Signals,
     until: Instant,
 ) -> Result<(), SuperviseError> {
@@ -223,14 +229,15 @@ fn collect_event_pipes(
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let mut index = [0u8; 8];
     let mut missing = children.0.iter().filter(|c| c.events.is_none()).count();
-    while missing > 0 && Instant::now() < until {
+    while missing > 0 && !socks.is_empty() && Instant::now() < until {
         // (Rounded up, as the event loop's wait: the bound has passed when this returns 0.)
         let left = until.saturating_duration_since(Instant::now());
         let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let mut fds = [
-            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
-            PollFd::new(signals.read.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds: Vec<PollFd> = socks
+            .iter()
+            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(signals.read.as_fd(), PollFlags::POLLIN));
         match nix::poll::poll(
             &mut fds,
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
@@ -240,41 +247,57 @@ fn collect_event_pipes(
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(sys("poll")(e)),
         }
-        if fds[1].any().unwrap_or(false) {
+        if fds[socks.len()].any().unwrap_or(false) {
             break; // SIGINT or SIGTERM: the event loop ends the run
         }
-        let mut iov = [std::io::IoSliceMut::new(&mut index)];
-        let msg = match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(m) => m,
-            Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(sys("recvmsg")(e)),
-        };
-        if msg.bytes == 0 {
-            break; // every child has sent its pipe or exited
-        }
-        let fd = msg
-            .cmsgs()
-            .ok()
-            .into_iter()
-            .flatten()
-            .find_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                _ => None,
-            });
-        // SAFETY: the kernel just installed this fd in this process for us alone.
-        let fd = fd.map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-        let i = u64::from_le_bytes(index) as usize;
-        if let (Some(fd), Some(c)) = (fd, children.0.get_mut(i + 1)) {
-            set_nonblocking(&fd).map_err(sys("fcntl"))?;
-            if c.events.is_none() {
-                c.events = Some(fd);
-                missing -= 1;
+        let ready: Vec<usize> = (0..socks.len())
+            .filter(|&k| fds[k].any().unwrap_or(false))
+            .collect();
+        drop(fds);
+        let mut ended = Vec::new();
+        for k in ready {
+            // Every message this socket holds now (its clients have all been forked).
+            loop {
+                let mut iov = [std::io::IoSliceMut::new(&mut index)];
+                let msg = match recvmsg::<()>(
+                    socks[k].as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(m) => m,
+                    Err(nix::Error::EINTR) => continue,
+                    Err(nix::Error::EAGAIN) => break,
+                    Err(e) => return Err(sys("recvmsg")(e)),
+                };
+                if msg.bytes == 0 {
+                    ended.push(k); // every child of this group has sent its pipe or exited
+                    break;
+                }
+                let fd = msg
+                    .cmsgs()
+                    .ok()
+                    .into_iter()
+                    .flatten()
+                    .find_map(|c| match c {
+                        ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                        _ => None,
+                    });
+                // SAFETY: the kernel just installed this fd in this process for us alone.
+                let fd =
+                    fd.map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+                let i = u64::from_le_bytes(index) as usize;
+                if let (Some(fd), Some(c)) = (fd, children.0.get_mut(i + 1)) {
+                    set_nonblocking(&fd).map_err(sys("fcntl"))?;
+                    if c.events.is_none() {
+                        c.events = Some(fd);
+                        missing -= 1;
+                    }
+                }
             }
+        }
+        for k in ended.into_iter().rev() {
+            socks.swap_remove(k);
         }
     }
     for c in children.0.iter_mut().filter(|c| c.events.is_none()) {
@@ -466,7 +489,7 @@ impl<'a> Run<'a> {
         let phases = limits.phases.max(1);
         let pipes = Pipes::new(phases)?;
         out.note(|| format!(
-            "pipe() x {}: a start barrier per phase, a stop pipe for the clients, one for the relay, the relay's event pipe; socketpair(): each client sends back the read end of the event pipe it makes",
+            "pipe() x {}: a start barrier per phase, a stop pipe for the clients, one for the relay, the relay's event pipe; socketpair() per 128 clients: each client sends back the read end of the event pipe it makes",
             phases + 3
         ));
         // The relay first: the clients connect to it.
@@ -496,23 +519,29 @@ impl<'a> Run<'a> {
             drain: drain_r,
             send_back: None,
         };
-        let (back_r, back_w) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(sys("socketpair"))?;
-        forker.send_back = Some(back_w);
+        let mut backs = Vec::with_capacity(n.div_ceil(SEND_BACK_GROUP));
         let mut children = Children(Vec::with_capacity(n + 1));
         children.0.push(relay);
         for i in 0..n {
+            if i % SEND_BACK_GROUP == 0 {
+                let (back_r, back_w) = socketpair(
+                    AddressFamily::Unix,
+                    SockType::SeqPacket,
+                    None,
+                    SockFlag::SOCK_CLOEXEC,
+                )
+                .map_err(sys("socketpair"))?;
+                backs.push(back_r);
+                // (The group before's end is now only its children's: end of file once all
+                // of them have sent.)
+                forker.send_back = Some(back_w);
+            }
             // SAFETY: single-threaded (this function's contract).
             children.0.push(unsafe { forker.first(&mut out, i) }?);
         }
         let forks = start.elapsed();
-        forker.send_back = None; // now only the children hold it: end of file once all have sent
-        collect_event_pipes(&mut children, back_r, signals, start + limits.setup)?;
+        forker.send_back = None;
+        collect_event_pipes(&mut children, backs, signals, start + limits.setup)?;
         out.note(|| {
             format!("recvmsg() x {n}: each client's event pipe read end (SCM_RIGHTS), taken only after the last fork")
         });
