@@ -167,6 +167,9 @@ impl RunError {
 pub const MAX_PAYLOAD: usize = DEFAULT_MAX_FRAME as usize - 2 - 32;
 /// Clients a select() relay can hold next to its own fds, below FD_SETSIZE.
 const MAX_CLIENTS_SELECT: usize = 1000;
+/// A pessimistic rate for a soak's end markers, for its deadline (a loaded 2-core machine
+/// moves about a million a second).
+const MARKERS_PER_S: f64 = 200_000.0;
 /// Client names are `c` and up to five digits.
 const MAX_CLIENTS_NAMES: usize = 99_999;
 /// Descriptors the relay and the supervisor need besides one per client (listener, pipes,
@@ -453,14 +456,19 @@ impl RunSpec {
 
     /// The deadline, counted from the start barrier (the set-up has its own bound,
     /// [`RunSpec::setup_bound`]): the one given, or 10 s plus time for the volume of work at a
-    /// pessimistic rate (a soak: its sending, then as long again, at least 10 s, for the end
-    /// markers and the reports).
+    /// pessimistic rate (a soak: its sending, then as long again, at least 10 s, for what it
+    /// left queued and the reports, and time for an end marker on every pair of clients).
     pub fn deadline(&self) -> Duration {
         if let Some(t) = self.timeout {
             return t;
         }
         if let Some(d) = self.sending_for() {
-            return d + d.max(Duration::from_secs(10));
+            // A soak's clients send to nearly every other by the end, so its drain carries up
+            // to clients² markers: 2,000 clients sending for 2 s needed 14 s after the barrier,
+            // and the bare 12 s failed a correct relay as "timed out".
+            let n = self.clients() as f64;
+            let markers = Duration::from_secs_f64(n * (n - 1.0).max(0.0) / MARKERS_PER_S);
+            return d + d.max(Duration::from_secs(10)) + markers;
         }
         match &self.traffic {
             Traffic::Script { script, .. } => {

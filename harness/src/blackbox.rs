@@ -35,11 +35,10 @@ pub enum Field {
 }
 
 /// An entry's words: its receiver (`r + 1`; 0 while the slot is free), the four fields, and
-/// the next entry (slot + 1; 0 ends the list) on the receiver's list. Eight words: one cache
-/// line per pair.
+/// the next entry (slot + 1; 0 ends the list) on the receiver's list: six words, 48 bytes.
 const KEY: usize = 0;
 const NEXT_OF_RECEIVER: usize = 5;
-const ENTRY: usize = 8;
+const ENTRY: usize = 6;
 
 /// Per client: 1 while it is meant to be alive at the end (0 once killed for good).
 const ALIVE: usize = 0;
@@ -148,6 +147,16 @@ impl std::fmt::Debug for Tally {
     }
 }
 
+/// Reads a word of the table with a compare-and-swap that changes nothing (a locked cmpxchg
+/// always writes), so a process's first touch of a page is a write fault. A read fault maps the
+/// 15 pages around it too (fault-around), and thousands of processes each mapping, and at exit
+/// unmapping, pages they never use cost more than the run's messages (2,000 clients with
+/// kill,restart: 1.6x the CPU). (A `fetch_or(0)` would not do: the compiler makes it a load.)
+fn peek(w: &AtomicU64) -> u64 {
+    let (Ok(v) | Err(v)) = w.compare_exchange(0, 0, Ordering::AcqRel, Ordering::Acquire);
+    v
+}
+
 /// Where one pair's counters are, in the [`BlackBox`] it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry(usize);
@@ -156,7 +165,7 @@ pub struct Entry(usize);
 pub struct BlackBox {
     mem: Words,
     clients: usize,
-    /// Slots in each sender's table: a power of two.
+    /// Slots in each sender's table: a power of two, or the clients (a full row).
     slots: usize,
     /// Most entries a sender's table takes (three quarters of its slots: probes stay short).
     limit: usize,
@@ -214,12 +223,23 @@ impl BlackBox {
     /// refused and makes [`BlackBox::overflowed`] true).
     pub fn new(clients: usize, pairs: usize) -> nix::Result<BlackBox> {
         let each = pairs.div_ceil(clients.max(1)).clamp(1, clients.max(1));
-        let slots = (each + each / 3 + 1).next_power_of_two();
+        let hashed = (each + each / 3 + 1).next_power_of_two();
+        // A row that would hold most clients anyway holds them all, each at its own index: no
+        // hashing, no probing, and less room than the hash table's.
+        let slots = if hashed >= clients {
+            clients.max(1)
+        } else {
+            hashed
+        };
         let b = BlackBox {
             mem: Words::new(clients * slots * ENTRY + clients * PER_CLIENT + GLOBAL)?,
             clients,
             slots,
-            limit: (slots / 4 * 3).max(each),
+            limit: if slots == clients {
+                slots
+            } else {
+                slots / 4 * 3
+            },
         };
         for i in 0..clients {
             b.client(i, ALIVE).store(1, Ordering::Relaxed);
@@ -251,21 +271,17 @@ impl BlackBox {
             return None;
         }
         let key = r as u64 + 1;
-        let mask = self.slots - 1;
-        // Fibonacci hashing: the key's high bits after a multiply spread consecutive receivers.
-        let start = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize;
+        // Fibonacci hashing: the key's high bits after a multiply spread consecutive
+        // receivers. (A full row has every receiver at its own index.)
+        let start = if self.slots == self.clients {
+            r
+        } else {
+            (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
+        };
         for i in 0..self.slots {
-            let slot = s * self.slots + ((start + i) & mask);
+            let slot = s * self.slots + (start + i) % self.slots;
             let k = self.at(slot, KEY);
-            // Looked at with a compare-and-swap that changes nothing (a locked cmpxchg always
-            // writes): a process's first touch of a page is then a write fault. A read fault
-            // maps the 15 pages around it too (fault-around), and with thousands of processes
-            // each mapping and, at exit, unmapping pages it never uses, that cost more than
-            // the run's messages (2,000 clients with kill,restart: 1.6x the CPU). (A
-            // `fetch_or(0)` would not do: the compiler makes it a plain load.)
-            let (Ok(seen) | Err(seen)) =
-                k.compare_exchange(0, 0, Ordering::AcqRel, Ordering::Acquire);
-            match seen {
+            match peek(k) {
                 found if found == key => return Some(slot),
                 0 if !make => return None,
                 0 => {
@@ -312,7 +328,7 @@ impl BlackBox {
 
     /// The (sender, receiver) of the pair in `slot`.
     fn pair_at(&self, slot: usize) -> (usize, usize) {
-        let r = self.at(slot, KEY).load(Ordering::Acquire).saturating_sub(1) as usize;
+        let r = peek(self.at(slot, KEY)).saturating_sub(1) as usize;
         (slot / self.slots, r)
     }
 
@@ -323,7 +339,7 @@ impl BlackBox {
         } else {
             0..0
         };
-        slots.filter(|&slot| self.at(slot, KEY).load(Ordering::Acquire) != 0)
+        slots.filter(|&slot| peek(self.at(slot, KEY)) != 0)
     }
 
     /// A pair's entry, made if it has none (None when its sender's table is full): a handle
@@ -381,17 +397,26 @@ impl BlackBox {
         };
         std::iter::from_fn(move || {
             let slot = usize::try_from(next.checked_sub(1)?).ok()?;
-            next = self.at(slot, NEXT_OF_RECEIVER).load(Ordering::Acquire);
+            next = peek(self.at(slot, NEXT_OF_RECEIVER));
             Some(self.pair_at(slot).0)
         })
     }
 
-    /// Every pair with an entry, in order of (sender, receiver): what the verifier reads.
-    pub fn pairs(&self) -> Vec<(usize, usize)> {
+    /// Every pair with an entry, in order of (sender, receiver), with its counters (queued,
+    /// bounced, received): what the verifier reads, once, at the end. (Plain loads: one process
+    /// reads it all, and mapping the pages around each fault helps it.)
+    pub fn pairs(&self) -> Vec<((usize, usize), [u64; 3])> {
         let mut all = Vec::new();
         for s in 0..self.clients {
             let row = all.len();
-            all.extend(self.receivers_of(s).map(|r| (s, r)));
+            for slot in s * self.slots..(s + 1) * self.slots {
+                let key = self.at(slot, KEY).load(Ordering::Acquire);
+                if key != 0 {
+                    let f = |f: Field| self.at(slot, f as usize).load(Ordering::Relaxed);
+                    let counts = [f(Field::Queued), f(Field::Bounced), f(Field::Received)];
+                    all.push(((s, key as usize - 1), counts));
+                }
+            }
             all[row..].sort_unstable();
         }
         all
@@ -582,7 +607,9 @@ mod tests {
         let mut want: Vec<(usize, usize)> = sent.clone();
         want.push((9_999, 0));
         want.sort_unstable();
-        assert_eq!(b.pairs(), want, "every pair with an entry, in order");
+        let pairs: Vec<(usize, usize)> = b.pairs().into_iter().map(|p| p.0).collect();
+        assert_eq!(pairs, want, "every pair with an entry, in order");
+        assert_eq!(b.pairs()[0].1, [2, 0, 0], "queued, bounced, received");
         for &(s, r) in &sent {
             assert_eq!(b.get(s, r, Field::Queued), 2);
             assert!(
