@@ -57,8 +57,8 @@ const SEND_UNTIL: usize = 1;
 const GLOBAL: usize = 2;
 
 /// Most clients a `--duration` run takes: with no message count to bound a sender's
-/// receivers, its tables keep room for every pair (clients² x 64 bytes of address space,
-/// 1 GiB at 4,096, touched only where pairs carry traffic).
+/// receivers, its tables keep room for every pair (clients² x 48 bytes of address space,
+/// 768 MiB at 4,096, touched only where pairs carry traffic).
 pub const DURATION_CLIENTS: usize = 4096;
 
 /// Messages received so far, one counter per client (each on its own cache line), shared by
