@@ -301,9 +301,10 @@ fn nemesis(o: &mut String, n: &NemesisReport, exchange_ms: f64) {
         // Say why, or the reader takes the run for one that survived its faults.
         let _ = writeln!(
             o,
-            "nemesis:    {}: it did not act: the exchange took {exchange_ms:.0} ms, less than its first \
-             interval (it strikes once an interval after the start barrier, in the first half of \
-             --timeout); give more --msgs or a shorter --nemesis-interval",
+            "nemesis:    {}: it did not act: the exchange took {exchange_ms:.0} ms, and at none of its \
+             turns (one an interval, from the start barrier, in the first half of --timeout) was there a \
+             client to strike (still at work; for kill and restart, registered an interval before); \
+             give more --msgs or a shorter --nemesis-interval",
             n.what
         );
         return;
