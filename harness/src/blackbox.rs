@@ -287,8 +287,17 @@ impl BlackBox {
                 0 => {
                     let used = self.client(s, USED);
                     if used.load(Ordering::Relaxed) >= self.limit as u64 {
-                        self.global(OVERFLOW).store(1, Ordering::Relaxed);
-                        return None;
+                        // Full, or filled since the look above: by this pair's own entry,
+                        // made by another process meanwhile (then it is ours too), or by
+                        // another pair's (look further).
+                        match peek(k) {
+                            found if found == key => return Some(slot),
+                            0 => {
+                                self.global(OVERFLOW).store(1, Ordering::Relaxed);
+                                return None;
+                            }
+                            _ => continue,
+                        }
                     }
                     match k.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
                         Ok(_) => {
