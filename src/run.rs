@@ -71,6 +71,8 @@ pub struct Ran {
 
 /// How long clients keep trying to reach a foreign relay that is not listening yet.
 const FOREIGN_LISTEN_WAIT: Duration = Duration::from_secs(10);
+/// How long a client retries a refused connection to a relay already running elsewhere.
+const ELSEWHERE_LISTEN_WAIT: Duration = Duration::from_secs(1);
 
 impl RunSpec {
     /// A mesh of 8 clients sending 1,000 64-byte messages each over a Unix socket to the
@@ -91,6 +93,7 @@ impl RunSpec {
             max_buffer: None,
             inject: None,
             relay_cmd: None,
+            relay_addr: None,
             timeout: None,
             quiet: Some(Duration::from_secs(1)),
             write_chunks: None,
@@ -166,7 +169,7 @@ pub unsafe fn run(
     let limits = limits(spec, opts, &plans, &relay_side, prelude)?;
     let relay_log = match &relay_side {
         RelaySide::Foreign { log, .. } => Some(log.clone()),
-        RelaySide::Builtin(_) => None,
+        RelaySide::Builtin(_) | RelaySide::Elsewhere => None,
     };
     // SAFETY: single-threaded (this function's contract).
     let outcome = unsafe { supervise_run(spec, &limits, signals, relay_side, &addr, &plans, on) }?;
@@ -210,10 +213,12 @@ pub unsafe fn run(
     })
 }
 
-/// The relay of a run: ours (its listener bound before the forks), or another program.
+/// The relay of a run: ours (its listener bound before the forks), another program, or one
+/// already running elsewhere (`--relay-addr`: nothing is started).
 enum RelaySide {
     Builtin(Listener),
     Foreign { command: String, log: PathBuf },
+    Elsewhere,
 }
 
 /// Where the relay listens, and which relay: ours, bound now (clients may connect the moment
@@ -224,6 +229,9 @@ fn relay_side(
     opts: &Options,
     prelude: &mut Vec<(u64, String)>,
 ) -> Result<(RelaySide, Addr), RunError> {
+    if let Some(addr) = &spec.relay_addr {
+        return Ok((RelaySide::Elsewhere, addr.clone()));
+    }
     let addr = match spec.transport {
         Transport::Tcp => Addr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         Transport::Unix => Addr::Unix(dir.join("relay.sock")),
@@ -300,9 +308,10 @@ fn limits(
         },
         relay_fds: match relay_side {
             RelaySide::Builtin(l) => vec![l.as_fd().as_raw_fd()],
-            RelaySide::Foreign { .. } => Vec::new(),
+            RelaySide::Foreign { .. } | RelaySide::Elsewhere => Vec::new(),
         },
         foreign_relay: spec.relay_cmd.is_some(),
+        relay_elsewhere: spec.relay_addr.as_ref().map(|a| a.to_string()),
         nemesis: spec.nemesis.as_ref().map(|n| Nemesis {
             kinds: n.kinds.clone(),
             interval: n.interval,
@@ -356,9 +365,12 @@ unsafe fn supervise_run(
         max_buffer: spec.relay_max_buffer(),
         ..relay::Config::default()
     };
-    // A foreign relay listens when it is ready; ours already does when the clients start.
+    // A foreign relay listens when it is ready; ours already does when the clients start, and
+    // one elsewhere should (a second covers a burst of connections it has not accepted yet).
     let connect_wait = if spec.relay_cmd.is_some() {
         FOREIGN_LISTEN_WAIT.min(spec.deadline() / 2)
+    } else if spec.relay_addr.is_some() {
+        ELSEWHERE_LISTEN_WAIT
     } else {
         Duration::ZERO
     };
@@ -371,6 +383,8 @@ unsafe fn supervise_run(
             move |ctx| match relay_side {
                 RelaySide::Builtin(listener) => builtin_relay(ctx, listener, relay_cfg),
                 RelaySide::Foreign { command, log } => exec_relay(&ctx, &command, &log),
+                // (Never forked: `Limits::relay_elsewhere` says so.)
+                RelaySide::Elsewhere => exit::ENV,
             },
             |ctx| {
                 let Some(plan) = plans.get(ctx.index) else {
@@ -468,7 +482,7 @@ fn verify_run(spec: &RunSpec, limits: &Limits, plans: &Plans, outcome: &Outcome)
             in_flight_cap: in_flight_cap(
                 spec.transport == Transport::Tcp,
                 // Another relay's buffering is unknown: assume 1 MiB per receiver.
-                if spec.relay_cmd.is_some() {
+                if spec.relay_cmd.is_some() || spec.relay_addr.is_some() {
                     1 << 20
                 } else {
                     spec.relay_max_buffer()

@@ -123,6 +123,9 @@ pub struct RunSpec {
     pub inject: Option<Inject>,
     /// Another relay program, `sh -c CMD` with `{addr}` replaced (None: the built-in relay).
     pub relay_cmd: Option<String>,
+    /// A relay already running, on this machine or another (`--relay-addr`): the run starts
+    /// none, and its clients connect here.
+    pub relay_addr: Option<crate::sys::Addr>,
     /// The deadline (None: one that scales with the work, see [`RunSpec::deadline`]).
     pub timeout: Option<Duration>,
     /// The quiet rule's period (None: off).
@@ -334,6 +337,9 @@ impl RunSpec {
     /// Checks what the command line's parser cannot: every combination and limit. Returns
     /// the first problem, worded for the person who gave the flags.
     pub fn check(&self) -> Result<(), RunError> {
+        if let Some(why) = self.elsewhere_refused() {
+            return Err(RunError::usage(why));
+        }
         if self.relay_cmd.is_some() && self.inject.is_some() {
             return Err(RunError::usage("--inject needs the built-in relay: another program cannot be told to break its promises"));
         }
@@ -417,6 +423,33 @@ impl RunSpec {
             }
         }
         Ok(())
+    }
+
+    /// What a run against a relay that is already running (`--relay-addr`) cannot have: the
+    /// relay's process is not the run's, so nothing can start, configure, stop or kill it.
+    fn elsewhere_refused(&self) -> Option<String> {
+        let addr = self.relay_addr.as_ref()?;
+        let kills_relay = self
+            .nemesis
+            .as_ref()
+            .is_some_and(|n| n.kinds.contains(&Action::Relay));
+        let script_kills_relay = self
+            .script_faults()
+            .iter()
+            .any(|f| matches!(f.fault, relay_harness::script::Fault::KillRelay));
+        if self.relay_cmd.is_some() {
+            Some(format!("--relay-addr {addr} and --relay-cmd: give one (--relay-cmd starts a relay; --relay-addr uses one already running)"))
+        } else if self.inject.is_some() {
+            Some("--inject needs the built-in relay started by the run; the relay at --relay-addr is not".into())
+        } else if self.max_buffer.is_some() {
+            Some("--max-buffer sets the built-in relay's bound; the relay at --relay-addr has its own".into())
+        } else if kills_relay || script_kills_relay {
+            Some(format!(
+                "--relay-addr {addr}: killing the relay needs its process, and the run did not start this one; drop `relay` from the faults"
+            ))
+        } else {
+            None
+        }
     }
 
     /// Why a run that needs end markers and the shared counters (`flag`: kill/restart or
@@ -573,6 +606,9 @@ impl RunSpec {
         if let Some(cmd) = &self.relay_cmd {
             r.push_str(&format!(" --relay-cmd '{}'", cmd.replace('\'', "'\\''")));
         }
+        if let Some(addr) = &self.relay_addr {
+            r.push_str(&format!(" --relay-addr {addr}"));
+        }
         if let Some(c) = self.write_chunks {
             r.push_str(&format!(" --write-chunks {}..{}", c.min, c.max));
         }
@@ -594,7 +630,7 @@ impl RunSpec {
 
     /// The run's settings as the report records them.
     pub fn config(&self) -> RunConfig {
-        let foreign = self.relay_cmd.is_some();
+        let foreign = self.relay_cmd.is_some() || self.relay_addr.is_some();
         let (clients, msgs_per_client, total_msgs, payload, scenario, pattern, sizes) =
             match &self.traffic {
                 Traffic::Script { path, script } => {
@@ -652,6 +688,7 @@ impl RunSpec {
             phases: self.phases(),
             inject: self.inject.map(|i| i.to_string()),
             relay_cmd: self.relay_cmd.clone(),
+            relay_addr: self.relay_addr.as_ref().map(|a| a.to_string()),
             nemesis: match &self.nemesis {
                 Some(n) => Some(format!(
                     "{} every {}",

@@ -97,7 +97,8 @@ fn every_command_the_docs_show_parses_as_written() {
 /// The README's quick examples run as written (from the repository's root, where their
 /// paths point) and pass. The rest are checked by parsing above, and by their own tests: the
 /// two-terminal relay and clients (tests/cli.rs), conform against minimal.py
-/// (tests/conform.rs); a ten-minute soak is not a test.
+/// (tests/conform.rs), a relay already running at --relay-addr (tests/run.rs); a ten-minute
+/// soak is not a test.
 #[test]
 fn the_readmes_quick_examples_run_and_pass() {
     let quick = [

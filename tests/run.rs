@@ -1743,3 +1743,110 @@ fn latency_says_which_messages_it_could_not_time() {
         "{line}"
     );
 }
+
+/// A relay that is already running, started by someone else (here `relay-sim relay`, told apart
+/// by the line it prints when it listens): `--relay-addr` tests it over Unix sockets and TCP,
+/// run after run, with no relay process of the run's own; what needs the relay's process is
+/// refused, and an address where nothing listens fails saying so.
+#[test]
+fn a_relay_already_running_elsewhere_is_tested_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("deployed.sock");
+    for listen in [sock.display().to_string(), "127.0.0.1:0".to_string()] {
+        let mut relay = Command::new(bin())
+            .args(["relay", "--listen", &listen])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Readiness: the relay says where it listens once it does.
+        let mut line = String::new();
+        BufReader::new(relay.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
+        for seed in ["1", "2"] {
+            let (code, r, err, tmp) = run_json(&[
+                "--relay-addr",
+                &addr,
+                "--clients",
+                "4",
+                "--msgs",
+                "300",
+                "--seed",
+                seed,
+                "-v",
+            ]);
+            assert_eq!(code, Some(0), "{addr}: {}", r["failure"]);
+            assert_eq!(r["verdict"], "pass");
+            assert_eq!(r["totals"]["received"], 1200);
+            assert_eq!(r["config"]["relay_addr"], addr.as_str());
+            let tcp = !addr.starts_with("unix:");
+            assert_eq!(r["config"]["transport"], if tcp { "tcp" } else { "unix" });
+            let relay_row = r["processes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["role"] == "relay")
+                .unwrap();
+            assert!(
+                relay_row["status"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not started by this run"),
+                "{relay_row}"
+            );
+            assert!(
+                !err.contains("forked relay"),
+                "nothing forked for it: {err}"
+            );
+            let pids = forked_pids(&err);
+            assert_eq!(pids.len(), 5, "the janitor and 4 clients: {err}");
+            assert_clean(&tmp, &pids);
+            assert!(
+                r["replay"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("--relay-addr {addr}")),
+                "{}",
+                r["replay"]
+            );
+        }
+        // The relay is someone else's: the run may not kill it, nor change what it does.
+        for (flags, words) in [
+            (
+                &["--nemesis", "relay"][..],
+                "killing the relay needs its process",
+            ),
+            (
+                &["--inject", "drop:0.01"][..],
+                "--inject needs the built-in relay",
+            ),
+        ] {
+            let out = Command::new(bin())
+                .args(["--relay-addr", &addr])
+                .args(flags)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{flags:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(words), "{flags:?}: {err}");
+        }
+        assert!(relay.try_wait().unwrap().is_none(), "the relay is still up");
+        relay.kill().unwrap();
+        relay.wait().unwrap();
+    }
+    // Nothing listens there: the clients cannot register, and the report says where.
+    let gone = dir.path().join("nobody.sock").display().to_string();
+    let (code, r, _, _) = run_json(&["--relay-addr", &gone, "--clients", "2", "--msgs", "5"]);
+    assert_ne!(code, Some(0));
+    let failure = r["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("could not register") && failure.contains("nothing listened there"),
+        "{failure}"
+    );
+}

@@ -121,6 +121,11 @@ pub struct Args {
     /// relay.log (in --report DIR when given); it is stopped with SIGTERM, then SIGKILL.
     #[arg(long, value_name = "CMD")]
     pub relay_cmd: Option<String>,
+    /// Test a relay that is already running, on this machine or another: `unix:PATH`, a path,
+    /// or HOST:PORT (TCP; --transport follows it). The run starts no relay; its clients connect
+    /// there. Faults that need the relay's process (`--nemesis relay`) are refused.
+    #[arg(long, value_name = "ADDR", value_parser = crate::sys::Addr::parse, conflicts_with = "relay_cmd")]
+    pub relay_addr: Option<crate::sys::Addr>,
     /// A script given as text (name, text), for `demo`.
     #[arg(skip)]
     pub inline_script: Option<(String, String)>,
@@ -182,12 +187,17 @@ fn spec_of(a: &Args) -> Result<RunSpec, RunError> {
     let spec = RunSpec {
         traffic,
         seed,
-        transport: a.transport,
+        transport: match &a.relay_addr {
+            Some(crate::sys::Addr::Tcp(_)) => Transport::Tcp,
+            Some(crate::sys::Addr::Unix(_)) => Transport::Unix,
+            None => a.transport,
+        },
         backend: a.backend,
         relay_spin: a.relay_spin,
         max_buffer: a.max_buffer,
         inject: a.inject,
         relay_cmd: a.relay_cmd.clone(),
+        relay_addr: a.relay_addr.clone(),
         timeout: a.timeout,
         quiet: (!a.quiet_period.is_zero()).then_some(a.quiet_period),
         write_chunks: a.write_chunks,
@@ -285,11 +295,18 @@ fn run_and_render(a: &Args, demo: bool, signals: &Signals) -> Result<i32, RunErr
     if !a.json && !demo {
         // The seed first, so even a run that never ends can be replayed. (What the run is
         // comes in the report's first line: this one says only what is happening now.)
-        println!(
-            "relay-sim: seed {}; forking the relay and {} clients",
-            spec.seed,
-            spec.clients()
-        );
+        match &spec.relay_addr {
+            Some(addr) => println!(
+                "relay-sim: seed {}; forking {} clients for the relay at {addr}",
+                spec.seed,
+                spec.clients()
+            ),
+            None => println!(
+                "relay-sim: seed {}; forking the relay and {} clients",
+                spec.seed,
+                spec.clients()
+            ),
+        }
         let _ = std::io::stdout().flush();
     }
     let opts = Options {

@@ -51,42 +51,43 @@ fn human_with(r: &Report, all_clients: bool) -> String {
 /// The first line: what ran.
 fn settings(o: &mut String, r: &Report) {
     let c = &r.config;
+    let backend = match &c.relay_addr {
+        Some(addr) => format!("the relay at {addr}"),
+        None => format!("backend {}", c.backend),
+    };
     match &c.scenario {
         None if c.duration_s.is_some() => {
             let _ = writeln!(
                 o,
-                "relay-sim: {} clients sending for {:.1} s: {} messages, payload {} B, {} socket, backend {}, seed {}",
+                "relay-sim: {} clients sending for {:.1} s: {} messages, payload {} B, {} socket, {backend}, seed {}",
                 c.clients,
                 c.duration_s.unwrap_or_default(),
                 group(c.total_msgs),
                 c.payload,
                 c.transport,
-                c.backend,
                 c.seed
             );
         }
         None => {
             let _ = writeln!(
                 o,
-                "relay-sim: {} clients x {} messages = {} messages, payload {} B, {} socket, backend {}, seed {}",
+                "relay-sim: {} clients x {} messages = {} messages, payload {} B, {} socket, {backend}, seed {}",
                 c.clients,
                 group(c.msgs_per_client),
                 group(c.total_msgs),
                 c.payload,
                 c.transport,
-                c.backend,
                 c.seed
             );
         }
         Some(file) => {
             let _ = writeln!(
                 o,
-                "relay-sim: scenario {file}: {} clients, {} messages in {} phase(s), {} socket, backend {}, seed {}",
+                "relay-sim: scenario {file}: {} clients, {} messages in {} phase(s), {} socket, {backend}, seed {}",
                 c.clients,
                 group(c.total_msgs),
                 c.phases,
                 c.transport,
-                c.backend,
                 c.seed
             );
         }
@@ -323,6 +324,8 @@ fn resources(o: &mut String, r: &Report) {
     // A process that did not report its figures: say why, where it can be told.
     let unreported = if r.ending == Ended::RelayKilled {
         "not reported (killed)".to_string()
+    } else if r.config.relay_addr.is_some() {
+        "not measured (it runs elsewhere)".to_string()
     } else {
         "?".to_string()
     };

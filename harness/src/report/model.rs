@@ -36,6 +36,8 @@ pub struct RunConfig {
     pub inject: Option<String>,
     /// The relay program, when it is not the built-in relay.
     pub relay_cmd: Option<String>,
+    /// The address of a relay already running elsewhere (`--relay-addr`): the run started none.
+    pub relay_addr: Option<String>,
     /// The nemesis, when one ran (e.g. `stop every 200ms`).
     pub nemesis: Option<String>,
     /// `mesh`, `pingpong` or `script`.

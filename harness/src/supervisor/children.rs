@@ -58,6 +58,17 @@ impl Child {
         }
     }
 
+    /// The relay's place when it runs elsewhere (`--relay-addr`): no process, already "ended"
+    /// so that nothing waits for it, signals it or reaps it. (Its pid is past any pid_max, so
+    /// even a stray signal reaches nobody.)
+    pub fn elsewhere(addr: &str) -> Child {
+        let mut c = Child::new(Role::Relay, "relay".into(), Pid::from_raw(i32::MAX), None);
+        c.status = Some(format!(
+            "not started by this run: it runs elsewhere, at {addr}"
+        ));
+        c
+    }
+
     /// The client this process runs (None for the relay).
     pub fn client(&self) -> Option<usize> {
         match self.role {

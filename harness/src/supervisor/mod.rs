@@ -120,6 +120,9 @@ pub struct Limits {
     /// The relay is another program (it cannot be asked to stop through its pipe: it gets
     /// SIGTERM at once when the run is over).
     pub foreign_relay: bool,
+    /// The relay is already running elsewhere (`--relay-addr`, this address): no process is
+    /// forked for it, and nothing here can stop, kill or measure it.
+    pub relay_elsewhere: Option<String>,
     /// From the start barrier until every client has reported: the work's bound.
     pub deadline: Duration,
     /// From the first fork until every client has registered: the set-up's own bound (see
@@ -416,6 +419,7 @@ mod tests {
             tally: None,
             quiet: None,
             foreign_relay: false,
+            relay_elsewhere: None,
             deadline: Duration::from_secs(1),
             setup: Duration::from_secs(1),
             grace: Duration::from_secs(1),

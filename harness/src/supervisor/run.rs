@@ -228,7 +228,9 @@ fn collect_event_pipes(
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let mut index = [0u8; 8];
-    let mut missing = children.0.iter().filter(|c| c.events.is_none()).count();
+    // (The clients': a relay elsewhere has no pipe, and none is coming.)
+    let awaited = |c: &Child| c.events.is_none() && c.client().is_some();
+    let mut missing = children.0.iter().filter(|c| awaited(c)).count();
     while missing > 0 && !socks.is_empty() && Instant::now() < until {
         // (Rounded up, as the event loop's wait: the bound has passed when this returns 0.)
         let left = until.saturating_duration_since(Instant::now());
@@ -300,7 +302,7 @@ fn collect_event_pipes(
             socks.swap_remove(k);
         }
     }
-    for c in children.0.iter_mut().filter(|c| c.events.is_none()) {
+    for c in children.0.iter_mut().filter(|c| awaited(c)) {
         super::children::signal_group(c.pid, Signal::SIGKILL);
         let (r, _) = pipe().map_err(sys("pipe"))?;
         set_nonblocking(&r).map_err(sys("fcntl"))?;
@@ -493,16 +495,22 @@ impl<'a> Run<'a> {
             phases + 3
         ));
         // The relay first: the clients connect to it.
-        // SAFETY: single-threaded (this function's contract).
-        let relay = unsafe {
-            fork_relay(
-                &mut out,
-                limits,
-                relay,
-                pipes.relay_stop.0,
-                pipes.relay_events,
-            )
-        }?;
+        let relay = match &limits.relay_elsewhere {
+            Some(addr) => {
+                out.note(|| format!("the relay runs elsewhere ({addr}): nothing is forked for it"));
+                Child::elsewhere(addr)
+            }
+            // SAFETY: single-threaded (this function's contract).
+            None => unsafe {
+                fork_relay(
+                    &mut out,
+                    limits,
+                    relay,
+                    pipes.relay_stop.0,
+                    pipes.relay_events,
+                )
+            }?,
+        };
         // Runs with deaths end with a drain: every client, done and alive, sends end markers.
         let (drain_r, drain_w) = match &limits.blackbox {
             Some(_) => {
