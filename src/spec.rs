@@ -351,7 +351,13 @@ impl RunSpec {
         if self.relay_cmd.is_some() && self.max_buffer.is_some() {
             return Err(RunError::usage("--max-buffer sets the built-in relay's bound; give your relay its own in --relay-cmd"));
         }
-        let (most, why) = self.backend.max_clients();
+        // (Another relay's limits are its own: only the machine's apply to the run.)
+        let builtin = self.relay_cmd.is_none() && self.relay_addr.is_none();
+        let (most, why) = if builtin {
+            self.backend.max_clients()
+        } else {
+            Backend::Epoll.max_clients()
+        };
         match &self.traffic {
             Traffic::Script { path, script } => {
                 if script.max_payload() > MAX_PAYLOAD {
@@ -474,6 +480,16 @@ impl RunSpec {
             Some(format!(
                 "{flag} needs payloads of at least {} bytes (--payload), {why_ident}",
                 payload::IDENT
+            ))
+        } else if blackbox::bytes_for(*clients, self.traffic_pairs()) > blackbox::MAX_BYTES {
+            Some(format!(
+                "{flag} with --clients {clients}: the shared counters would need {} MiB (a row per \
+                 client with room for each receiver it can have, 48 bytes each), more than {} MiB; \
+                 give fewer --msgs or --clients",
+                relay_harness::plots::group(
+                    (blackbox::bytes_for(*clients, self.traffic_pairs()) >> 20) as u64
+                ),
+                relay_harness::plots::group((blackbox::MAX_BYTES >> 20) as u64)
             ))
         } else if self.sending_for().is_some() && *clients > blackbox::DURATION_CLIENTS {
             Some(format!(
@@ -607,7 +623,10 @@ impl RunSpec {
             r.push_str(&format!(" --relay-cmd '{}'", cmd.replace('\'', "'\\''")));
         }
         if let Some(addr) = &self.relay_addr {
-            r.push_str(&format!(" --relay-addr {addr}"));
+            r.push_str(&format!(
+                " --relay-addr '{}'",
+                addr.to_string().replace('\'', "'\\''")
+            ));
         }
         if let Some(c) = self.write_chunks {
             r.push_str(&format!(" --write-chunks {}..{}", c.min, c.max));

@@ -1811,7 +1811,7 @@ fn a_relay_already_running_elsewhere_is_tested_as_it_is() {
                 r["replay"]
                     .as_str()
                     .unwrap()
-                    .contains(&format!("--relay-addr {addr}")),
+                    .contains(&format!("--relay-addr '{addr}'")),
                 "{}",
                 r["replay"]
             );

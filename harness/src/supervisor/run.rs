@@ -651,8 +651,16 @@ impl<'a> Run<'a> {
     fn wind_down(&mut self) -> bool {
         let n = self.n;
         if self.ending.is_none() && self.settled_count == n && self.reported + self.gone < n {
-            if self.limits.blackbox.is_some() {
-                self.drain = None; // everyone is done and nobody dies any more: send end markers
+            if let Some(bb) = &self.limits.blackbox {
+                if self.drain.is_some() {
+                    // A client killed between making a pair's entry and listing it left it off
+                    // its receiver's list, which tells the receiver whose end markers to await.
+                    let fixed = bb.relist();
+                    if fixed > 0 {
+                        self.out.note(|| format!("put {fixed} shared counter(s) a killed client had left unlisted on their receivers' lists"));
+                    }
+                    self.drain = None; // everyone is done and nobody dies any more: send end markers
+                }
             } else if self.clients_stop.is_some() {
                 self.out.note(|| {
                     "every client is done: closed the clients' stop pipe, so each reads 0 and reports".into()
@@ -1013,7 +1021,7 @@ impl<'a> Run<'a> {
         self.barriers.clear();
 
         // Stop the relay by closing its stop pipe, then make sure everyone is gone.
-        if self.relay_stop.take().is_some() {
+        if self.relay_stop.take().is_some() && self.limits.relay_elsewhere.is_none() {
             self.out.note(|| {
                 "closed the relay's stop pipe: its select() sees it readable, and it shuts down"
                     .into()
