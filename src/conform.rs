@@ -1,7 +1,8 @@
 //! The conformance suite: short, deterministic checks of docs/protocol.md, one clause each,
 //! against any relay program that speaks protocol v1 (ours on each backend, or yours through
-//! `--relay-cmd`). Each case gets a fresh relay process and a deadline: a relay that hangs
-//! fails that case, not the suite.
+//! `--relay-cmd`), or one already running (`--relay-addr`). Each case gets a fresh relay
+//! process (or, at an address, names of its own) and a deadline: a relay that hangs fails that
+//! case, not the suite.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -67,12 +68,15 @@ pub struct Peer {
     stream: Stream,
     dec: Decoder,
     deadline: Instant,
+    /// Put before every name it sends to or registers, and taken off the names that come
+    /// back (see [`Ctx`]).
+    prefix: Vec<u8>,
 }
 
 type CaseResult = Result<(), String>;
 
 impl Peer {
-    fn connect(addr: &Addr, deadline: Instant) -> Result<Peer, String> {
+    fn connect(addr: &Addr, deadline: Instant, prefix: &str) -> Result<Peer, String> {
         let stream = Stream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         let left = deadline
             .saturating_duration_since(Instant::now())
@@ -83,6 +87,7 @@ impl Peer {
             stream,
             dec: Decoder::new(u32::MAX),
             deadline,
+            prefix: prefix.as_bytes().to_vec(),
         })
     }
 
@@ -140,8 +145,25 @@ impl Peer {
 
     fn send(&mut self, dst: &[u8], payload: &[u8]) -> CaseResult {
         let mut b = Vec::new();
-        protocol::put_send(&mut b, dst, payload);
+        protocol::put_send(&mut b, &self.named(dst), payload);
         self.write(&b)
+    }
+
+    /// `name` as this case's relay knows it (with the case's prefix).
+    fn named(&self, name: &[u8]) -> Vec<u8> {
+        [&self.prefix[..], name].concat()
+    }
+
+    /// A name that came back, as the case wrote it. One without the case's prefix is no name
+    /// the case used: it comes back marked (`!a`), so it matches nothing the case expects.
+    fn unnamed(&self, name: Vec<u8>) -> Vec<u8> {
+        if self.prefix.is_empty() {
+            return name;
+        }
+        match name.strip_prefix(&self.prefix[..]) {
+            Some(n) => n.to_vec(),
+            None => [&b"!"[..], &name].concat(),
+        }
     }
 
     /// The next frame or end of stream; an error when the deadline passes first.
@@ -149,10 +171,16 @@ impl Peer {
         loop {
             match self.dec.next_frame() {
                 Ok(Some(f)) => {
-                    return f
+                    let got = f
                         .relay()
                         .map(Got::from)
-                        .map_err(|v| format!("the relay sent a bad frame: {v}"))
+                        .map_err(|v| format!("the relay sent a bad frame: {v}"))?;
+                    return Ok(match got {
+                        Got::Welcome(n) => Got::Welcome(self.unnamed(n)),
+                        Got::Deliver(src, p) => Got::Deliver(self.unnamed(src), p),
+                        Got::Bounce(dst, p) => Got::Bounce(self.unnamed(dst), p),
+                        other => other,
+                    });
                 }
                 Ok(None) => {}
                 Err(v) => return Err(format!("the relay sent a bad frame: {v}")),
@@ -201,20 +229,28 @@ impl Peer {
     }
 }
 
-/// What a case can use: the relay's address and the case's deadline.
+/// What a case can use: the relay's address and the case's deadline. Against a relay that
+/// runs on (`--relay-addr`), each case's names carry a prefix of their own (`k3-alice`), so a
+/// name the case before still held, or has only just given up, is not in the way.
 pub struct Ctx {
     addr: Addr,
     deadline: Instant,
+    prefix: String,
 }
 
 impl Ctx {
     fn peer(&self) -> Result<Peer, String> {
-        Peer::connect(&self.addr, self.deadline)
+        Peer::connect(&self.addr, self.deadline, &self.prefix)
+    }
+
+    /// `name` with this case's prefix, for frames a case writes by hand.
+    fn name(&self, name: &[u8]) -> Vec<u8> {
+        [self.prefix.as_bytes(), name].concat()
     }
 
     fn registered(&self, name: &str) -> Result<Peer, String> {
         let mut p = self.peer()?;
-        match p.hello(name.as_bytes())? {
+        match p.hello(&self.name(name.as_bytes()))? {
             Got::Welcome(n) if n == name.as_bytes() => Ok(p),
             other => Err(format!("HELLO {name:?}: expected WELCOME, got {other}")),
         }
@@ -224,7 +260,7 @@ impl Ctx {
     fn reregistered(&self, name: &str) -> Result<Peer, String> {
         while Instant::now() < self.deadline {
             let mut p = self.peer()?;
-            match p.hello(name.as_bytes())? {
+            match p.hello(&self.name(name.as_bytes()))? {
                 Got::Welcome(_) => return Ok(p),
                 Got::Error(c, _) if c == ErrorCode::NameTaken as u16 => continue,
                 other => {
@@ -296,7 +332,7 @@ pub fn cases() -> Vec<Case> {
             let mut holder = c.registered("alice")?;
             let mut thief = c.peer()?;
             let mut b = Vec::new();
-            protocol::put_hello(&mut b, b"alice");
+            protocol::put_hello(&mut b, &c.name(b"alice"));
             thief.write(&b)?;
             thief.expect_error(ErrorCode::NameTaken)?;
             let mut bob = c.registered("bob")?;
@@ -339,7 +375,7 @@ pub fn cases() -> Vec<Case> {
             let mut tx = c.registered("tx")?;
             let mut burst = Vec::new();
             for i in 0u32..10_000 {
-                burst.extend(send_bytes(b"rx", &i.to_be_bytes()));
+                burst.extend(send_bytes(&c.name(b"rx"), &i.to_be_bytes()));
             }
             let writer = std::thread::spawn(move || tx.write(&burst));
             for i in 0u32..10_000 {
@@ -352,8 +388,8 @@ pub fn cases() -> Vec<Case> {
             let mut dst = c.registered("dst")?;
             let mut drip = c.peer()?;
             let mut bytes = Vec::new();
-            protocol::put_hello(&mut bytes, b"drip");
-            bytes.extend(send_bytes(b"dst", b"slow but whole"));
+            protocol::put_hello(&mut bytes, &c.name(b"drip"));
+            bytes.extend(send_bytes(&c.name(b"dst"), b"slow but whole"));
             for b in &bytes {
                 drip.write(std::slice::from_ref(b))?;
             }
@@ -362,7 +398,7 @@ pub fn cases() -> Vec<Case> {
         }},
         Case { name: "others flow past a half-sent frame", clause: "the relay never blocks on one client", run: |c| {
             let mut slow = c.registered("slow")?;
-            let frame = send_bytes(b"slow", &[7u8; 100]);
+            let frame = send_bytes(&c.name(b"slow"), &[7u8; 100]);
             slow.write(&frame[..10])?;
             let (mut a, mut b) = (c.registered("a")?, c.registered("b")?);
             for i in 0u32..100 {
@@ -376,7 +412,7 @@ pub fn cases() -> Vec<Case> {
             let mut other = c.registered("other")?;
             {
                 let mut t = c.registered("trunc")?;
-                t.write(&send_bytes(b"other", &[1u8; 100])[..20])?;
+                t.write(&send_bytes(&c.name(b"other"), &[1u8; 100])[..20])?;
             }
             c.reregistered("trunc")?;
             other.send(b"other", b"still here")?;
@@ -398,7 +434,7 @@ pub fn cases() -> Vec<Case> {
             for i in 0..FRAMES {
                 let mut p = vec![(i % 251) as u8; 1024];
                 p[..4].copy_from_slice(&i.to_be_bytes());
-                all.extend(send_bytes(b"sink", &p));
+                all.extend(send_bytes(&c.name(b"sink"), &p));
             }
             // 8 MiB at a receiver that does not read: the writer will be held back. The round
             // trips start once it is (a relay that blocks on the sink has stopped by then).
@@ -425,7 +461,7 @@ pub fn cases() -> Vec<Case> {
             let (mut a, mut b) = (c.registered("a")?, c.registered("b")?);
             flood.send(b"stopped", b"before")?;
             stopped.expect(Got::Deliver(b"flood".to_vec(), b"before".to_vec()))?;
-            let own = send_bytes(b"a", b"my frame, finished later");
+            let own = send_bytes(&c.name(b"a"), b"my frame, finished later");
             stopped.write(&own[..7])?;
             // Big frames: a relay that blocks in write() to the stopped client blocks after a
             // few of them, long before the round trips below are done.
@@ -434,7 +470,7 @@ pub fn cases() -> Vec<Case> {
             for i in 0..FRAMES {
                 let mut p = vec![(i % 251) as u8; 32 * 1024];
                 p[..4].copy_from_slice(&i.to_be_bytes());
-                all.extend(send_bytes(b"stopped", &p));
+                all.extend(send_bytes(&c.name(b"stopped"), &p));
             }
             let writer = std::thread::spawn(move || flood.write(&all));
             for i in 0u32..100 {
@@ -500,6 +536,9 @@ pub struct RelayUnderTest {
     pub transport: String,
     /// Where its output goes.
     pub log_dir: PathBuf,
+    /// A relay already running (`--relay-addr`): no command is started, every case meets the
+    /// same relay, and each case's names carry a prefix of their own.
+    pub at: Option<Addr>,
 }
 
 /// A relay started for one case; killed (with its process group) and reaped on drop.
@@ -517,8 +556,13 @@ impl Drop for Running {
     }
 }
 
-fn start(r: &RelayUnderTest, n: usize) -> Result<(Running, Addr), String> {
+fn start(r: &RelayUnderTest, n: usize) -> Result<(Option<Running>, Addr), String> {
     use std::os::unix::process::CommandExt;
+    if let Some(addr) = &r.at {
+        return Stream::connect(addr)
+            .map(|_| (None, addr.clone()))
+            .map_err(|e| format!("nothing accepts connections at --relay-addr {addr}: {e}"));
+    }
     let addr = match r.transport.as_str() {
         "tcp" => {
             let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
@@ -558,7 +602,7 @@ fn start(r: &RelayUnderTest, n: usize) -> Result<(Running, Addr), String> {
     let until = Instant::now() + CASE_DEADLINE;
     loop {
         match Stream::connect(&addr) {
-            Ok(_) => return Ok((running, addr)),
+            Ok(_) => return Ok((Some(running), addr)),
             Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => return Err(format!("the relay never listened on {addr}: {e}")),
         }
@@ -574,6 +618,11 @@ pub fn run_all(r: &RelayUnderTest) -> Vec<CaseReport> {
             let ctx = Ctx {
                 addr,
                 deadline: Instant::now() + CASE_DEADLINE,
+                prefix: if r.at.is_some() {
+                    format!("k{n}-")
+                } else {
+                    String::new()
+                },
             };
             // In a thread of its own: a call the deadline cannot interrupt (a connect to a
             // relay that never accepts, a write it never reads) fails the case when the relay

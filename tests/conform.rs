@@ -176,3 +176,52 @@ fn after_sigkill_of_conform_no_relay_and_no_file_is_left() {
     let left: Vec<_> = std::fs::read_dir(&tmpdir).unwrap().collect();
     assert!(left.is_empty(), "left behind in TMPDIR: {left:?}");
 }
+
+/// A relay already running (`--relay-addr`), started by someone else: every case meets that
+/// one relay with names of its own, so the suite passes against it twice in a row, over Unix
+/// sockets and TCP; at an address where nothing listens, every case fails saying so.
+#[test]
+fn a_relay_already_running_passes_every_case_at_its_address() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("r.sock").display().to_string();
+    for listen in [sock.as_str(), "127.0.0.1:0"] {
+        let mut relay = Command::new(bin())
+            .args(["relay", "--quiet", "--listen", listen])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Readiness: the line it prints once it listens.
+        let mut line = String::new();
+        BufReader::new(relay.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
+        for _ in 0..2 {
+            let (code, v) = conform(&["--relay-addr", &addr]);
+            assert_eq!(code, Some(0), "{addr}: {:?}", failed_cases(&v));
+            assert_eq!(v["relays"].as_array().unwrap().len(), 1);
+            assert_eq!(v["relays"][0]["relay"], format!("the relay at {addr}"));
+            assert!(v["passed"].as_u64().unwrap() >= 16, "{v:#}");
+            let tcp = !addr.starts_with("unix:");
+            assert_eq!(v["transport"], if tcp { "tcp" } else { "unix" });
+        }
+        assert!(relay.try_wait().unwrap().is_none(), "the relay is still up");
+        relay.kill().unwrap();
+        relay.wait().unwrap();
+    }
+    let (code, v) = conform(&["--relay-addr", &sock]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["passed"], 0);
+    let detail = v["relays"][0]["cases"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("nothing accepts connections at --relay-addr"),
+        "{detail}"
+    );
+}

@@ -15,6 +15,11 @@ pub struct Args {
     /// it must listen on. Without it: the built-in relay, once per backend.
     #[arg(long, value_name = "CMD")]
     pub relay_cmd: Option<String>,
+    /// Check a relay that is already running, here or on another host: `unix:PATH`, a path,
+    /// or HOST:PORT (TCP; --transport follows it). Every case meets that one relay, with names
+    /// of its own (`k3-alice`).
+    #[arg(long, value_name = "ADDR", value_parser = crate::sys::Addr::parse, conflicts_with = "relay_cmd")]
+    pub relay_addr: Option<crate::sys::Addr>,
     /// How the cases reach the relay.
     #[arg(long, value_name = "unix|tcp", default_value = "unix", value_parser = ["unix", "tcp"])]
     pub transport: String,
@@ -35,9 +40,15 @@ pub fn run(a: Args) -> i32 {
             return exit::ENV;
         }
     };
-    let relays: Vec<(String, String)> = match &a.relay_cmd {
-        Some(cmd) => vec![(cmd.clone(), cmd.clone())],
-        None => backend::NAMES
+    let transport = match &a.relay_addr {
+        Some(crate::sys::Addr::Tcp(_)) => "tcp".to_string(),
+        Some(crate::sys::Addr::Unix(_)) => "unix".to_string(),
+        None => a.transport.clone(),
+    };
+    let relays: Vec<(String, String)> = match (&a.relay_cmd, &a.relay_addr) {
+        (_, Some(addr)) => vec![(format!("the relay at {addr}"), String::new())],
+        (Some(cmd), None) => vec![(cmd.clone(), cmd.clone())],
+        (None, None) => backend::NAMES
             .iter()
             .map(|b| {
                 (
@@ -70,11 +81,12 @@ pub fn run(a: Args) -> i32 {
     for (label, command) in relays {
         let r = RelayUnderTest {
             command,
-            transport: a.transport.clone(),
+            transport: transport.clone(),
             log_dir: dir.path().to_path_buf(),
+            at: a.relay_addr.clone(),
         };
         if !a.json {
-            println!("{label} ({}):", a.transport);
+            println!("{label} ({transport}):");
         }
         let outcomes = conform::run_all(&r);
         for (n, o) in outcomes.iter().enumerate() {
@@ -99,7 +111,7 @@ pub fn run(a: Args) -> i32 {
     if a.json {
         let doc = serde_json::json!({
             "schema_version": 1,
-            "transport": a.transport,
+            "transport": transport,
             "relays": all.iter().map(|(label, o)| serde_json::json!({"relay": label, "cases": o})).collect::<Vec<_>>(),
             "passed": passed,
             "failed": failed,
