@@ -240,6 +240,26 @@ impl Stream {
         })
     }
 
+    /// TCP: gives up on a peer that stops answering within about `t` (`--peer-timeout`), so a
+    /// relay does not hold a vanished client's buffers forever. Data unacknowledged for `t`
+    /// ends the connection (TCP_USER_TIMEOUT); an idle one is probed (keepalive: first after
+    /// `t`/2, then every `t`/6, at least a second each), and the same timeout ends it when the
+    /// probes go unanswered. Unix sockets have no peer to lose: nothing to do.
+    pub fn set_peer_timeout(&self, t: std::time::Duration) -> io::Result<()> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let Stream::Tcp(s) = self else {
+            return Ok(());
+        };
+        let secs = |d: std::time::Duration| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
+        let ms = t.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
+        setsockopt(s, sockopt::TcpUserTimeout, &ms)?;
+        setsockopt(s, sockopt::KeepAlive, &true)?;
+        setsockopt(s, sockopt::TcpKeepIdle, &secs(t / 2))?;
+        setsockopt(s, sockopt::TcpKeepInterval, &secs(t / 6))?;
+        setsockopt(s, sockopt::TcpKeepCount, &3)?;
+        Ok(())
+    }
+
     /// Switches O_NONBLOCK.
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self {
@@ -371,5 +391,34 @@ mod tests {
             Addr::Tcp("127.0.0.1:9".parse().unwrap())
         );
         assert!(Addr::parse("").is_err());
+    }
+
+    /// --peer-timeout: the options a TCP connection gets, read back from the kernel; a Unix
+    /// socket is left alone.
+    #[test]
+    fn a_peer_timeout_sets_the_user_timeout_and_keepalive_on_tcp_only() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = Stream::connect(&Addr::Tcp(l.local_addr().unwrap())).unwrap();
+        c.set_peer_timeout(std::time::Duration::from_secs(12))
+            .unwrap();
+        let Stream::Tcp(s) = &c else { unreachable!() };
+        assert_eq!(getsockopt(s, sockopt::TcpUserTimeout).unwrap(), 12_000);
+        assert!(getsockopt(s, sockopt::KeepAlive).unwrap());
+        assert_eq!(getsockopt(s, sockopt::TcpKeepIdle).unwrap(), 6);
+        assert_eq!(getsockopt(s, sockopt::TcpKeepInterval).unwrap(), 2);
+        assert_eq!(getsockopt(s, sockopt::TcpKeepCount).unwrap(), 3);
+        c.set_peer_timeout(std::time::Duration::from_millis(300))
+            .unwrap();
+        assert_eq!(getsockopt(s, sockopt::TcpUserTimeout).unwrap(), 300);
+        assert_eq!(
+            getsockopt(s, sockopt::TcpKeepIdle).unwrap(),
+            1,
+            "at least a second"
+        );
+        let (u, _) = UnixStream::pair().unwrap();
+        Stream::Unix(u)
+            .set_peer_timeout(std::time::Duration::from_secs(1))
+            .unwrap();
     }
 }

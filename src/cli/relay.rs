@@ -55,6 +55,12 @@ pub struct Args {
     /// runnable; DUR: that long, always; off: never.
     #[arg(long, value_name = "auto|off|DUR", default_value = "auto", value_parser = Spin::parse)]
     pub spin: Spin,
+    /// TCP: close a connection whose peer stops answering for about this long (unacknowledged
+    /// data, or keepalive probes while idle: TCP_USER_TIMEOUT and SO_KEEPALIVE), and drop what
+    /// it held, instead of keeping a vanished client's buffers. Default: the kernel's (about 15
+    /// minutes with data in flight, never when idle).
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub peer_timeout: Option<std::time::Duration>,
 }
 
 /// Runs the relay until SIGINT or SIGTERM.
@@ -153,6 +159,11 @@ fn config(a: &Args) -> Result<Config, String> {
     if a.max_clients == 0 {
         return Err("--max-clients: must be at least 1".into());
     }
+    if a.peer_timeout
+        .is_some_and(|t| t < std::time::Duration::from_millis(1))
+    {
+        return Err("--peer-timeout: must be at least 1ms".into());
+    }
     Ok(Config {
         max_frame,
         max_buffer,
@@ -164,6 +175,7 @@ fn config(a: &Args) -> Result<Config, String> {
         inject: a.inject,
         spin: a.spin,
         trace: None,
+        peer_timeout: a.peer_timeout,
     })
 }
 

@@ -66,6 +66,10 @@ pub struct Config {
     /// `--trace`: keep the first this-many events (accepts, registrations, each wait, each
     /// routed frame, errors, closes) with their times.
     pub trace: Option<usize>,
+    /// TCP: give up on a peer that stops answering within about this long (`--peer-timeout`,
+    /// see [`crate::sys::Stream::set_peer_timeout`]); None keeps the kernel's defaults (a dead
+    /// peer can be held for 15 minutes or, idle, forever).
+    pub peer_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             inject: None,
             spin: Spin::Off,
             trace: None,
+            peer_timeout: None,
         }
     }
 }
@@ -505,6 +510,11 @@ impl Relay {
                 );
                 self.refuse(stream, &why);
                 return;
+            }
+        }
+        if let Some(t) = self.cfg.peer_timeout {
+            if let Err(e) = stream.set_peer_timeout(t) {
+                self.log(format_args!("fd {fd}: cannot set --peer-timeout: {e}"));
             }
         }
         let slot = self.free.pop().unwrap_or_else(|| {
@@ -1235,5 +1245,42 @@ mod tests {
         ] {
             assert!(!is_fd_limit(other as i32), "{other}");
         }
+    }
+}
+
+#[cfg(test)]
+mod peer_timeout_tests {
+    use super::{Config, Relay};
+    use crate::sys::{Addr, Stream};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    /// `--peer-timeout`: every TCP connection the relay takes gets it (read back from the
+    /// relay's own socket, which it holds in its table).
+    #[test]
+    fn the_relay_gives_each_tcp_connection_its_peer_timeout() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let cfg = Config {
+            log: false,
+            peer_timeout: Some(Duration::from_secs(4)),
+            ..Config::default()
+        };
+        let mut relay = Relay::new(None, None, cfg).unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = Stream::connect(&Addr::Tcp(l.local_addr().unwrap())).unwrap();
+        let (taken, _) = l.accept().unwrap();
+        let fd = taken.as_raw_fd();
+        relay.adopt(Stream::Tcp(taken)).unwrap().expect("admitted");
+        let held = relay
+            .conns
+            .iter()
+            .flatten()
+            .find(|c| c.stream.as_raw_fd() == fd)
+            .expect("in the table");
+        let Stream::Tcp(s) = &held.stream else {
+            panic!("a TCP stream")
+        };
+        assert_eq!(getsockopt(s, sockopt::TcpUserTimeout).unwrap(), 4_000);
+        assert!(getsockopt(s, sockopt::KeepAlive).unwrap());
     }
 }
