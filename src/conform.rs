@@ -230,8 +230,9 @@ impl Peer {
 }
 
 /// What a case can use: the relay's address and the case's deadline. Against a relay that
-/// runs on (`--relay-addr`), each case's names carry a prefix of their own (`k3-alice`), so a
-/// name the case before still held, or has only just given up, is not in the way.
+/// runs on (`--relay-addr`), each case's names carry a prefix of their own (`p4242k3-alice`:
+/// this process, case 3), so a name the case before still held, or has only just given up, is
+/// not in the way.
 pub struct Ctx {
     addr: Addr,
     deadline: Instant,
@@ -341,11 +342,11 @@ pub fn cases() -> Vec<Case> {
         }},
         Case { name: "not registered", clause: "anything before HELLO, or a second HELLO -> NOT_REGISTERED", run: |c| {
             let mut p = c.peer()?;
-            p.write(&send_bytes(b"x", b"y"))?;
+            p.write(&send_bytes(&c.name(b"x"), b"y"))?;
             p.expect_error(ErrorCode::NotRegistered)?;
             let mut q = c.registered("twice")?;
             let mut b = Vec::new();
-            protocol::put_hello(&mut b, b"again");
+            protocol::put_hello(&mut b, &c.name(b"again"));
             q.write(&b)?;
             q.expect_error(ErrorCode::NotRegistered)
         }},
@@ -559,8 +560,14 @@ impl Drop for Running {
 fn start(r: &RelayUnderTest, n: usize) -> Result<(Option<Running>, Addr), String> {
     use std::os::unix::process::CommandExt;
     if let Some(addr) = &r.at {
-        return Stream::connect(addr)
-            .map(|_| (None, addr.clone()))
+        // Bounded: a host that drops the connection attempt would otherwise hold each case
+        // for the kernel's SYN retries (two minutes).
+        let probe = match addr {
+            Addr::Tcp(sa) => std::net::TcpStream::connect_timeout(sa, CASE_DEADLINE).map(|_| ()),
+            Addr::Unix(p) => std::os::unix::net::UnixStream::connect(p).map(|_| ()),
+        };
+        return probe
+            .map(|()| (None, addr.clone()))
             .map_err(|e| format!("nothing accepts connections at --relay-addr {addr}: {e}"));
     }
     let addr = match r.transport.as_str() {
@@ -618,8 +625,9 @@ pub fn run_all(r: &RelayUnderTest) -> Vec<CaseReport> {
             let ctx = Ctx {
                 addr,
                 deadline: Instant::now() + CASE_DEADLINE,
+                // (With this process's id: two suites at one relay do not collide either.)
                 prefix: if r.at.is_some() {
-                    format!("k{n}-")
+                    format!("p{}k{n}-", std::process::id())
                 } else {
                     String::new()
                 },

@@ -481,6 +481,13 @@ impl RunSpec {
                 "{flag} needs payloads of at least {} bytes (--payload), {why_ident}",
                 payload::IDENT
             ))
+        } else if self.sending_for().is_some() && *clients > blackbox::DURATION_CLIENTS {
+            Some(format!(
+                "--duration supports up to {} clients: with no message count, the shared counters \
+                 keep room for every pair of clients (clients x clients); give --msgs for more \
+                 (the counters then keep room only for the receivers each client sends to)",
+                relay_harness::plots::group(blackbox::DURATION_CLIENTS as u64)
+            ))
         } else if blackbox::bytes_for(*clients, self.traffic_pairs()) > blackbox::MAX_BYTES {
             Some(format!(
                 "{flag} with --clients {clients}: the shared counters would need {} MiB (a row per \
@@ -490,13 +497,6 @@ impl RunSpec {
                     (blackbox::bytes_for(*clients, self.traffic_pairs()) >> 20) as u64
                 ),
                 relay_harness::plots::group((blackbox::MAX_BYTES >> 20) as u64)
-            ))
-        } else if self.sending_for().is_some() && *clients > blackbox::DURATION_CLIENTS {
-            Some(format!(
-                "--duration supports up to {} clients: with no message count, the shared counters \
-                 keep room for every pair of clients (clients x clients); give --msgs for more \
-                 (the counters then keep room only for the receivers each client sends to)",
-                relay_harness::plots::group(blackbox::DURATION_CLIENTS as u64)
             ))
         } else {
             None

@@ -416,9 +416,16 @@ impl BlackBox {
     }
 
     /// A pair's entry, made if it has none (None when its sender's table is full): a handle
-    /// a client keeps, so each message costs an atomic add and no lookup.
+    /// a client keeps, so each message costs an atomic add and no lookup. Only a sender makes
+    /// entries (before its first message on the pair), so none is made once the senders are
+    /// done: what lets the drain's [`BlackBox::relist`] run alone.
     pub fn entry(&self, s: usize, r: usize) -> Option<Entry> {
         self.slot(s, r, true).map(Entry)
+    }
+
+    /// A pair's entry if its sender made one (a receiver's side: it never makes one).
+    pub fn find(&self, s: usize, r: usize) -> Option<Entry> {
+        self.slot(s, r, false).map(Entry)
     }
 
     /// Adds one to a counter of the entry `e`.
@@ -468,8 +475,14 @@ impl BlackBox {
         } else {
             0
         };
+        // (At most one step per sender: a guard, should a list ever hold an entry twice.)
+        let mut steps = 0;
         std::iter::from_fn(move || {
             let slot = usize::try_from(next.checked_sub(1)?).ok()?;
+            steps += 1;
+            if slot >= self.clients * self.slots || steps > self.clients {
+                return None;
+            }
             next = peek(self.at(slot, NEXT_OF_RECEIVER)) & !LISTED;
             Some(self.pair_at(slot).0)
         })
@@ -733,9 +746,9 @@ mod tests {
     fn entries_a_killed_process_left_unlisted_are_listed_at_the_drain() {
         let n = 4;
         let b = BlackBox::new(n, n * n).unwrap();
-        b.bump(0, 3, Field::Queued); // made and listed
-                                     // Made, never listed: the key only.
-        let made = b.slots + 3; // sender 1, receiver 3 (full rows)
+        // Made and listed; then sender 1's, made and never listed (the key only).
+        b.bump(0, 3, Field::Queued);
+        let made = b.slots + 3;
         b.at(made, KEY).store(4, Ordering::Release);
         b.at(made, Field::Queued as usize)
             .store(7, Ordering::Relaxed);

@@ -17,7 +17,7 @@ pub struct Args {
     pub relay_cmd: Option<String>,
     /// Check a relay that is already running, here or on another host: `unix:PATH`, a path,
     /// or HOST:PORT (TCP; --transport follows it). Every case meets that one relay, with names
-    /// of its own (`k3-alice`).
+    /// of its own (`p4242k3-alice`); the last case opens 1,100 connections to it.
     #[arg(long, value_name = "ADDR", value_parser = crate::sys::Addr::parse, conflicts_with = "relay_cmd")]
     pub relay_addr: Option<crate::sys::Addr>,
     /// How the cases reach the relay.
