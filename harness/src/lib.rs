@@ -6,6 +6,7 @@
 pub mod blackbox;
 pub mod exit;
 pub mod janitor;
+pub mod netns;
 pub mod payload;
 pub mod peers;
 pub mod plan;

@@ -1,0 +1,253 @@
+//! Network namespaces held by a process of the run (the first brick of `--hosts`): each is a
+//! host with its own interfaces, addresses, routes and TCP stack. A namespace lives as long as
+//! something holds it, so each is held by one small child process and nothing else (no
+//! `/var/run/netns` entry, no bind mount): when the holder exits, or is killed with the run,
+//! the namespace goes, and with it every interface in it (a veth pair goes when either end
+//! does). Links are made with iproute2's `ip`, run inside a namespace by entering it between
+//! fork and exec (`setns`), so nothing is added to or changed in the machine's own namespace.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, pipe, read, write, ForkResult, Pid};
+
+/// A network namespace, held by a child process until this is dropped.
+pub struct Netns {
+    holder: Pid,
+    /// The holder waits for end of file on this pipe: dropping it lets the holder go.
+    release: Option<OwnedFd>,
+    /// The namespace itself, open: what `setns` and `ip ... netns` are given.
+    ns: std::fs::File,
+}
+
+impl Netns {
+    /// A new, empty network namespace (only a loopback interface, down).
+    ///
+    /// # Safety
+    /// Forks. The child only calls `unshare`, `write`, `read` and `_exit` (all async-signal-
+    /// safe), so a multi-threaded caller is allowed; it must not rely on the child for more.
+    pub unsafe fn new() -> io::Result<Netns> {
+        let (ready_r, ready_w) = pipe()?;
+        let (release_r, release_w) = pipe()?;
+        // SAFETY: the child below calls only async-signal-safe functions and leaves with
+        // _exit (fork safety: see this function's contract).
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                let ok = unshare(CloneFlags::CLONE_NEWNET).is_ok();
+                let _ = write(&ready_w, &[u8::from(ok)]);
+                // Keep only the release pipe (as fd 3): a copy of any other process's pipe end
+                // held here would keep that one from ever seeing end of file. (Raw calls
+                // only: the parent may have threads.)
+                // SAFETY: dup2 and close_range on this process's own table; async-signal-safe.
+                unsafe {
+                    nix::libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&release_r), 3);
+                    nix::libc::syscall(nix::libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+                }
+                // Hold the namespace until the parent's end closes (or this is killed).
+                let mut b = [0u8; 1];
+                // SAFETY: fd 3 is the release pipe's read end, kept above.
+                while unsafe { nix::libc::read(3, b.as_mut_ptr().cast(), 1) } > 0 {}
+                // SAFETY: ends the child at once, running nothing of the parent's.
+                unsafe { nix::libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => {
+                drop(ready_w);
+                drop(release_r);
+                let mut b = [0u8; 1];
+                let made = matches!(read(&ready_r, &mut b), Ok(1)) && b[0] == 1;
+                let ns = if made {
+                    std::fs::File::open(format!("/proc/{child}/ns/net"))
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "cannot make a network namespace (unshare CLONE_NEWNET): run as root, \
+                         or inside a user namespace (unshare -r)",
+                    ))
+                };
+                match ns {
+                    Ok(ns) => Ok(Netns {
+                        holder: child,
+                        release: Some(release_w),
+                        ns,
+                    }),
+                    Err(e) => {
+                        drop(release_w); // the holder sees end of file and exits
+                        let _ = waitpid(child, None);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The holder's pid: what `ip link set DEV netns PID` takes.
+    pub fn pid(&self) -> i32 {
+        self.holder.as_raw()
+    }
+
+    /// The namespace's file under /proc (valid while this lives).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.holder))
+    }
+
+    /// Moves the calling thread into this namespace: sockets it makes from then on are this
+    /// host's. (A thread's network namespace is its own; other threads are not moved.)
+    pub fn enter(&self) -> io::Result<()> {
+        setns(&self.ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+    }
+
+    /// Runs `ip ARGS` inside this namespace; an error names the command and says what `ip`
+    /// said.
+    pub fn ip(&self, args: &[&str]) -> io::Result<()> {
+        let fd = self.ns.try_clone()?;
+        let mut cmd = Command::new("ip");
+        cmd.args(args);
+        // SAFETY: setns is async-signal-safe; the child calls nothing else before exec.
+        unsafe {
+            cmd.pre_exec(move || setns(&fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
+        }
+        run(cmd, args)
+    }
+}
+
+/// Runs `ip ARGS` in the machine's own namespace (making a veth pair whose ends are then
+/// moved away at once is the only use).
+pub fn ip_here(args: &[&str]) -> io::Result<()> {
+    let mut cmd = Command::new("ip");
+    cmd.args(args);
+    run(cmd, args)
+}
+
+fn run(mut cmd: Command, args: &[&str]) -> io::Result<()> {
+    let out = cmd
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run `ip`: {e}; install iproute2")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // It holds nothing that needs a goodbye: killed, it takes the namespace with it.
+        self.release = None;
+        let _ = kill(self.holder, Signal::SIGKILL);
+        let _ = waitpid(self.holder, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn links_here() -> Vec<String> {
+        let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| Some(l.split(": ").nth(1)?.split('@').next()?.to_string()))
+            .collect()
+    }
+
+    /// Two hosts and a switch, as `--hosts` will build them: a bridge in the switch, a veth pair
+    /// from each host to it, addresses from 198.18.0.0/15. A TCP connection crosses from one
+    /// host to the other; then everything goes with the holders, and the machine's own
+    /// namespace has the interfaces it had. (Needs root: skipped otherwise.)
+    #[test]
+    fn two_hosts_on_a_switch_talk_and_leave_nothing_behind() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { nix::libc::geteuid() } != 0 || ip_here(&["-V"]).is_err() {
+            eprintln!("skipped: needs root and iproute2");
+            return;
+        }
+        let before = links_here();
+        let tag = std::process::id() % 100_000;
+        let holders = {
+            // SAFETY: each holder child only unshares, signals and waits (see Netns::new).
+            let (switch, a, b) = unsafe { (Netns::new(), Netns::new(), Netns::new()) };
+            (switch.unwrap(), a.unwrap(), b.unwrap())
+        };
+        let (switch, a, b) = (&holders.0, &holders.1, &holders.2);
+        switch
+            .ip(&["link", "add", "br0", "type", "bridge"])
+            .unwrap();
+        switch.ip(&["link", "set", "br0", "up"]).unwrap();
+        for (k, (host, addr)) in [(a, "198.18.0.1/15"), (b, "198.18.0.2/15")]
+            .iter()
+            .enumerate()
+        {
+            let (h, s) = (format!("h{tag}x{k}"), format!("s{tag}x{k}"));
+            // Made here, moved out at once: one end to the host, one to the switch.
+            ip_here(&["link", "add", &h, "type", "veth", "peer", "name", &s]).unwrap();
+            ip_here(&["link", "set", &h, "netns", &host.pid().to_string()]).unwrap();
+            ip_here(&["link", "set", &s, "netns", &switch.pid().to_string()]).unwrap();
+            switch
+                .ip(&["link", "set", &s, "master", "br0", "up"])
+                .unwrap();
+            host.ip(&["addr", "add", addr, "dev", &h]).unwrap();
+            host.ip(&["link", "set", &h, "up"]).unwrap();
+            host.ip(&["link", "set", "lo", "up"]).unwrap();
+        }
+        assert_eq!(
+            links_here(),
+            before,
+            "nothing stays in the machine's namespace"
+        );
+        let (a_path, b_path) = (a.path(), b.path());
+        // A thread enters host a and listens; another enters host b and connects once the
+        // first says it listens.
+        let (listening, is_listening) = std::sync::mpsc::channel();
+        let server = std::thread::spawn({
+            let ns = std::fs::File::open(&a_path).unwrap();
+            move || {
+                setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+                let l = std::net::TcpListener::bind("198.18.0.1:7000").unwrap();
+                listening.send(()).unwrap();
+                let (mut s, peer) = l.accept().unwrap();
+                let mut b = [0u8; 5];
+                s.read_exact(&mut b).unwrap();
+                s.write_all(&b).unwrap();
+                peer
+            }
+        });
+        let client = std::thread::spawn(move || {
+            let ns = std::fs::File::open(&b_path).unwrap();
+            setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+            is_listening.recv().unwrap();
+            let mut s = std::net::TcpStream::connect("198.18.0.1:7000")
+                .unwrap_or_else(|e| panic!("connect across the switch: {e}"));
+            s.write_all(b"hello").unwrap();
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b).unwrap();
+            b
+        });
+        assert_eq!(&client.join().unwrap(), b"hello");
+        let peer = server.join().unwrap();
+        assert_eq!(peer.ip().to_string(), "198.18.0.2", "it came from host b");
+        let pids: Vec<i32> = [a, b, switch].iter().map(|n| n.pid()).collect();
+        drop(holders);
+        for pid in pids {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "holder {pid} reaped"
+            );
+        }
+        assert_eq!(
+            links_here(),
+            before,
+            "the machine's interfaces are as they were"
+        );
+    }
+}
