@@ -94,6 +94,7 @@ impl RunSpec {
             inject: None,
             relay_cmd: None,
             relay_addr: None,
+            hosts: None,
             timeout: None,
             quiet: Some(Duration::from_secs(1)),
             write_chunks: None,
@@ -165,14 +166,41 @@ pub unsafe fn run(
     let plans = spec.plans(opts.transcripts);
     relay_harness::payload::warm();
     let mut prelude = Vec::new();
-    let (relay_side, addr) = relay_side(spec, dir.path(), opts, &mut prelude)?;
+    // --hosts: the hosts and their switch, held by processes of this run until it returns.
+    let network = match spec.hosts {
+        // SAFETY: single-threaded (this function's contract): the holders are forked now.
+        Some(n) => Some(
+            unsafe { relay_harness::netns::Network::build(n) }.map_err(|e| {
+                RunError::env(format!(
+                "--hosts {n}: cannot build the hosts' network: {e} (it needs root and iproute2)"
+            ))
+            })?,
+        ),
+        None => None,
+    };
+    let (relay_side, addr) = relay_side(spec, dir.path(), opts, network.as_ref(), &mut prelude)?;
     let limits = limits(spec, opts, &plans, &relay_side, prelude)?;
     let relay_log = match &relay_side {
         RelaySide::Foreign { log, .. } => Some(log.clone()),
         RelaySide::Builtin(_) | RelaySide::Elsewhere => None,
     };
     // SAFETY: single-threaded (this function's contract).
-    let outcome = unsafe { supervise_run(spec, &limits, signals, relay_side, &addr, &plans, on) }?;
+    let client_hosts: Option<Vec<PathBuf>> = network
+        .as_ref()
+        .map(|net| (0..plans.len()).map(|i| net.client_host(i)).collect());
+    // SAFETY: single-threaded (this function's contract).
+    let outcome = unsafe {
+        supervise_run(
+            spec,
+            &limits,
+            signals,
+            relay_side,
+            (&addr, client_hosts.as_deref()),
+            &plans,
+            on,
+        )
+    }?;
+    drop(network); // (after every child is gone: their hosts go with their holders)
     let t = Instant::now();
     let v = verify_run(spec, &limits, &plans, &outcome);
     let verify_time = t.elapsed();
@@ -227,17 +255,25 @@ fn relay_side(
     spec: &RunSpec,
     dir: &Path,
     opts: &Options,
+    network: Option<&relay_harness::netns::Network>,
     prelude: &mut Vec<(u64, String)>,
 ) -> Result<(RelaySide, Addr), RunError> {
     if let Some(addr) = &spec.relay_addr {
         return Ok((RelaySide::Elsewhere, addr.clone()));
     }
-    let addr = match spec.transport {
-        Transport::Tcp => Addr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-        Transport::Unix => Addr::Unix(dir.join("relay.sock")),
+    let addr = match (spec.transport, network) {
+        (_, Some(net)) => Addr::Tcp(std::net::SocketAddr::from((net.relay_ip(), 0))),
+        (Transport::Tcp, None) => Addr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        (Transport::Unix, None) => Addr::Unix(dir.join("relay.sock")),
     };
     let Some(cmd) = &spec.relay_cmd else {
-        let mut listener = Listener::bind(&addr).map_err(|e| RunError::env(e.to_string()))?;
+        let mut listener = match network {
+            // The socket is made inside the relay's host (a socket keeps the namespace it was
+            // made in, and so do the connections it accepts); the supervisor then goes home.
+            Some(net) => bind_on_host(&net.hosts[0], &addr),
+            None => Listener::bind(&addr).map_err(|e| e.to_string()),
+        }
+        .map_err(RunError::env)?;
         // The supervisor removes the directory; no process removes the file on its own drop.
         listener.keep_file();
         if spec.trace {
@@ -267,6 +303,17 @@ fn relay_side(
     };
     let command = cmd.replace("{addr}", &addr_text);
     Ok((RelaySide::Foreign { command, log }, addr))
+}
+
+/// Binds `addr` inside `host`'s network namespace, and comes back to this one.
+fn bind_on_host(host: &relay_harness::netns::Netns, addr: &Addr) -> Result<Listener, String> {
+    let home = std::fs::File::open("/proc/self/ns/net").map_err(|e| e.to_string())?;
+    host.enter()
+        .map_err(|e| format!("cannot enter the relay's host: {e}"))?;
+    let bound = Listener::bind(addr).map_err(|e| e.to_string());
+    nix::sched::setns(&home, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("cannot come back from the relay's host: {e}"))?;
+    bound
 }
 
 /// The address a foreign relay is told to listen on: the Unix path as chosen, or a TCP port
@@ -347,7 +394,8 @@ unsafe fn supervise_run(
     limits: &Limits,
     signals: &Signals,
     relay_side: RelaySide,
-    addr: &Addr,
+    // Where the clients connect, and (--hosts) each client's host.
+    (addr, client_hosts): (&Addr, Option<&[PathBuf]>),
     plans: &Plans,
     on: &mut dyn FnMut(Milestone),
 ) -> Result<Outcome, RunError> {
@@ -390,6 +438,13 @@ unsafe fn supervise_run(
                 let Some(plan) = plans.get(ctx.index) else {
                     return exit::ENV;
                 };
+                // --hosts: into its host's network before it makes a socket.
+                if let Some(host) = client_hosts.and_then(|h| h.get(ctx.index)) {
+                    if let Err(e) = relay_harness::netns::enter(host) {
+                        eprintln!("relay-sim: c{} cannot enter its host: {e}", ctx.index);
+                        return exit::ENV;
+                    }
+                }
                 crate::driver::client_main(addr, &plan, write_chunks, connect_wait, duration, ctx)
             },
             on,

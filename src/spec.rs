@@ -126,6 +126,9 @@ pub struct RunSpec {
     /// A relay already running, on this machine or another (`--relay-addr`): the run starts
     /// none, and its clients connect here.
     pub relay_addr: Option<crate::sys::Addr>,
+    /// `--hosts N`: the relay on a host of its own and the clients spread over N client hosts,
+    /// each a network namespace, over TCP across a virtual switch (root only, for now).
+    pub hosts: Option<usize>,
     /// The deadline (None: one that scales with the work, see [`RunSpec::deadline`]).
     pub timeout: Option<Duration>,
     /// The quiet rule's period (None: off).
@@ -339,6 +342,16 @@ impl RunSpec {
     pub fn check(&self) -> Result<(), RunError> {
         if let Some(why) = self.elsewhere_refused() {
             return Err(RunError::usage(why));
+        }
+        if let Some(h) = self.hosts {
+            if self.relay_cmd.is_some() || self.relay_addr.is_some() {
+                return Err(RunError::usage("--hosts puts the built-in relay on a host of its own: it cannot be given with --relay-cmd or --relay-addr"));
+            }
+            if !(1..=250).contains(&h) {
+                return Err(RunError::usage(format!(
+                    "--hosts {h}: must be 1..=250 (one address each in 198.18.0.0/24)"
+                )));
+            }
         }
         if self.relay_cmd.is_some() && self.inject.is_some() {
             return Err(RunError::usage("--inject needs the built-in relay: another program cannot be told to break its promises"));
@@ -622,6 +635,9 @@ impl RunSpec {
         if let Some(cmd) = &self.relay_cmd {
             r.push_str(&format!(" --relay-cmd '{}'", cmd.replace('\'', "'\\''")));
         }
+        if let Some(h) = self.hosts {
+            r.push_str(&format!(" --hosts {h}"));
+        }
         if let Some(addr) = &self.relay_addr {
             r.push_str(&format!(
                 " --relay-addr '{}'",
@@ -708,6 +724,7 @@ impl RunSpec {
             inject: self.inject.map(|i| i.to_string()),
             relay_cmd: self.relay_cmd.clone(),
             relay_addr: self.relay_addr.as_ref().map(|a| a.to_string()),
+            hosts: self.hosts,
             nemesis: match &self.nemesis {
                 Some(n) => Some(format!(
                     "{} every {}",

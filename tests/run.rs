@@ -1850,3 +1850,63 @@ fn a_relay_already_running_elsewhere_is_tested_as_it_is() {
         "{failure}"
     );
 }
+
+/// `--hosts`: the relay on a host of its own and the clients on two more, network namespaces
+/// joined by a private switch (addresses from 198.18.0.0/15), over TCP; the run passes, and
+/// the machine's own interfaces are as they were, every process gone. (Needs root and
+/// iproute2: skipped otherwise.)
+#[test]
+fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { nix::libc::geteuid() } == 0;
+    let links = || {
+        Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let Some(before) = links().filter(|_| root) else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
+    let (code, r, err, tmp) = run_json(&[
+        "--hosts",
+        "2",
+        "--clients",
+        "4",
+        "--msgs",
+        "500",
+        "--seed",
+        "7",
+        "-v",
+    ]);
+    assert_eq!(code, Some(0), "{}", r["failure"]);
+    assert_eq!(r["verdict"], "pass");
+    assert_eq!(r["totals"]["received"], 2000);
+    assert_eq!(r["config"]["transport"], "tcp");
+    assert_eq!(r["config"]["hosts"], 2);
+    assert!(
+        r["replay"].as_str().unwrap().contains("--hosts 2"),
+        "{}",
+        r["replay"]
+    );
+    assert_clean(&tmp, &forked_pids(&err));
+    let names = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter_map(|l| Some(l.split(": ").nth(1)?.split('@').next()?.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        names(&links().unwrap()),
+        names(&before),
+        "the machine's interfaces"
+    );
+    // Refused: the hosts are the built-in relay's.
+    let out = Command::new(bin())
+        .args(["--hosts", "2", "--relay-cmd", "x {addr}"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hosts puts the built-in relay"));
+}

@@ -116,6 +116,80 @@ impl Netns {
     }
 }
 
+/// Moves the calling thread (in a new child: the process) into the network namespace at
+/// `path` (a holder's `/proc/PID/ns/net`).
+pub fn enter(path: &std::path::Path) -> io::Result<()> {
+    let ns = std::fs::File::open(path)?;
+    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+}
+
+/// The hosts of a run and the switch between them (`--hosts`): host 0 is the relay's, at
+/// 198.18.0.1; hosts 1..=n are the clients', at 198.18.0.2 and up; each has one veth pair to a
+/// bridge in the switch's namespace, and no route out (198.18.0.0/15 is set aside for
+/// benchmarking networks, RFC 2544).
+pub struct Network {
+    /// The switch: holds the bridge and the hosts' far ends.
+    _switch: Netns,
+    /// The relay's host, then the clients'.
+    pub hosts: Vec<Netns>,
+}
+
+impl Network {
+    /// Builds a relay host and `clients` client hosts on one switch.
+    ///
+    /// # Safety
+    /// Forks one holder per namespace (see [`Netns::new`]).
+    pub unsafe fn build(client_hosts: usize) -> io::Result<Network> {
+        if client_hosts == 0 || client_hosts > 250 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--hosts must be 1..=250 (one address each in 198.18.0.0/24)",
+            ));
+        }
+        // SAFETY: as this function's contract.
+        let switch = unsafe { Netns::new() }?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let tag = std::process::id() % 100_000;
+        let mut hosts = Vec::with_capacity(client_hosts + 1);
+        for k in 0..=client_hosts {
+            // SAFETY: as this function's contract.
+            let host = unsafe { Netns::new() }?;
+            let (h, w) = (format!("rs{tag}h{k}"), format!("rs{tag}s{k}"));
+            // Made in the machine's namespace, and moved out at once: one end to the host,
+            // the other to the switch.
+            ip_here(&["link", "add", &h, "type", "veth", "peer", "name", &w])?;
+            let moved = ip_here(&["link", "set", &h, "netns", &host.pid().to_string()])
+                .and_then(|()| ip_here(&["link", "set", &w, "netns", &switch.pid().to_string()]));
+            if let Err(e) = moved {
+                let _ = ip_here(&["link", "del", &h]);
+                let _ = ip_here(&["link", "del", &w]);
+                return Err(e);
+            }
+            switch.ip(&["link", "set", &w, "master", "br0", "up"])?;
+            host.ip(&["addr", "add", &format!("198.18.0.{}/15", k + 1), "dev", &h])?;
+            host.ip(&["link", "set", &h, "up"])?;
+            host.ip(&["link", "set", "lo", "up"])?;
+            hosts.push(host);
+        }
+        Ok(Network {
+            _switch: switch,
+            hosts,
+        })
+    }
+
+    /// The relay's address on its host.
+    pub fn relay_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(198, 18, 0, 1)
+    }
+
+    /// The namespace of client `i`'s host (round robin over the client hosts).
+    pub fn client_host(&self, i: usize) -> PathBuf {
+        let n = self.hosts.len() - 1;
+        self.hosts[1 + i % n.max(1)].path()
+    }
+}
+
 /// Runs `ip ARGS` in the machine's own namespace (making a veth pair whose ends are then
 /// moved away at once is the only use).
 pub fn ip_here(args: &[&str]) -> io::Result<()> {

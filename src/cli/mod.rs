@@ -130,6 +130,7 @@ fn demo(d: DemoArgs) -> i32 {
         max_buffer: None,
         relay_cmd: None,
         relay_addr: None,
+        hosts: None,
         nemesis: None,
         nemesis_interval: std::time::Duration::from_millis(200),
         quiet_period: std::time::Duration::from_secs(1),

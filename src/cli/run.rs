@@ -126,6 +126,11 @@ pub struct Args {
     /// there. Faults that need the relay's process (`--nemesis relay`) are refused.
     #[arg(long, value_name = "ADDR", value_parser = crate::sys::Addr::parse, conflicts_with = "relay_cmd")]
     pub relay_addr: Option<crate::sys::Addr>,
+    /// Put the relay on a host of its own and spread the clients over N client hosts (round
+    /// robin): network namespaces on a private switch, addresses from 198.18.0.0/15, over TCP
+    /// (--transport is tcp). Needs root for now.
+    #[arg(long, value_name = "N")]
+    pub hosts: Option<usize>,
     /// A script given as text (name, text), for `demo`.
     #[arg(skip)]
     pub inline_script: Option<(String, String)>,
@@ -190,6 +195,7 @@ fn spec_of(a: &Args) -> Result<RunSpec, RunError> {
         transport: match &a.relay_addr {
             Some(crate::sys::Addr::Tcp(_)) => Transport::Tcp,
             Some(crate::sys::Addr::Unix(_)) => Transport::Unix,
+            None if a.hosts.is_some() => Transport::Tcp,
             None => a.transport,
         },
         backend: a.backend,
@@ -198,6 +204,7 @@ fn spec_of(a: &Args) -> Result<RunSpec, RunError> {
         inject: a.inject,
         relay_cmd: a.relay_cmd.clone(),
         relay_addr: a.relay_addr.clone(),
+        hosts: a.hosts,
         timeout: a.timeout,
         quiet: (!a.quiet_period.is_zero()).then_some(a.quiet_period),
         write_chunks: a.write_chunks,

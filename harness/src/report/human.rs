@@ -51,9 +51,13 @@ fn human_with(r: &Report, all_clients: bool) -> String {
 /// The first line: what ran.
 fn settings(o: &mut String, r: &Report) {
     let c = &r.config;
-    let backend = match &c.relay_addr {
-        Some(addr) => format!("the relay at {addr}"),
-        None => format!("backend {}", c.backend),
+    let backend = match (&c.relay_addr, c.hosts) {
+        (Some(addr), _) => format!("the relay at {addr}"),
+        (None, Some(h)) => format!(
+            "backend {}, the relay and {h} client host(s) on a private switch",
+            c.backend
+        ),
+        (None, None) => format!("backend {}", c.backend),
     };
     match &c.scenario {
         None if c.duration_s.is_some() => {

@@ -38,6 +38,8 @@ pub struct RunConfig {
     pub relay_cmd: Option<String>,
     /// The address of a relay already running elsewhere (`--relay-addr`): the run started none.
     pub relay_addr: Option<String>,
+    /// `--hosts`: the client hosts (the relay has one more of its own), when the run had them.
+    pub hosts: Option<usize>,
     /// The nemesis, when one ran (e.g. `stop every 200ms`).
     pub nemesis: Option<String>,
     /// `mesh`, `pingpong` or `script`.
