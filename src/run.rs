@@ -167,6 +167,14 @@ pub unsafe fn run(
     relay_harness::payload::warm();
     let mut prelude = Vec::new();
     // --hosts: the hosts and their switch, held by processes of this run until it returns.
+    if spec.hosts.is_some() {
+        // SAFETY: single-threaded (this function's contract).
+        unsafe { root_in_a_user_namespace() }.map_err(|e| {
+            RunError::env(format!(
+                "--hosts needs network namespaces: {e}; run as root, or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)"
+            ))
+        })?;
+    }
     let network = match spec.hosts {
         // SAFETY: single-threaded (this function's contract): the holders are forked now.
         Some(n) => Some(
@@ -303,6 +311,29 @@ fn relay_side(
     };
     let command = cmd.replace("{addr}", &addr_text);
     Ok((RelaySide::Foreign { command, log }, addr))
+}
+
+/// Without root, makes this process root of a new user namespace (mapped to the real user)
+/// with a new network namespace of its own, so it may build `--hosts`' namespaces and links:
+/// nothing in the machine's own network changes, and the process stays there until it exits.
+/// As root, does nothing.
+///
+/// # Safety
+/// The process must be single-threaded (unshare(CLONE_NEWUSER) requires it, and every later
+/// fork must see the change).
+unsafe fn root_in_a_user_namespace() -> std::io::Result<()> {
+    use nix::sched::{unshare, CloneFlags};
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    if uid.is_root() {
+        return Ok(());
+    }
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET).map_err(|e| {
+        std::io::Error::other(format!("unshare(CLONE_NEWUSER | CLONE_NEWNET): {e}"))
+    })?;
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))?;
+    std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))?;
+    Ok(())
 }
 
 /// Binds `addr` inside `host`'s network namespace, and comes back to this one.

@@ -127,7 +127,7 @@ pub struct RunSpec {
     /// none, and its clients connect here.
     pub relay_addr: Option<crate::sys::Addr>,
     /// `--hosts N`: the relay on a host of its own and the clients spread over N client hosts,
-    /// each a network namespace, over TCP across a virtual switch (root only, for now).
+    /// each a network namespace, over TCP across a virtual switch.
     pub hosts: Option<usize>,
     /// The deadline (None: one that scales with the work, see [`RunSpec::deadline`]).
     pub timeout: Option<Duration>,

@@ -1852,9 +1852,10 @@ fn a_relay_already_running_elsewhere_is_tested_as_it_is() {
 }
 
 /// `--hosts`: the relay on a host of its own and the clients on two more, network namespaces
-/// joined by a private switch (addresses from 198.18.0.0/15), over TCP; the run passes, and
-/// the machine's own interfaces are as they were, every process gone. (Needs root and
-/// iproute2: skipped otherwise.)
+/// joined by a private switch (addresses from 198.18.0.0/15), over TCP; the run passes, as
+/// root and as an unprivileged user (in a user namespace of its own), and the machine's own
+/// interfaces are as they were, every process gone. (Needs root, to be both, and iproute2:
+/// skipped otherwise.)
 #[test]
 fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
     // SAFETY: geteuid has no preconditions.
@@ -1902,6 +1903,28 @@ fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
         names(&before),
         "the machine's interfaces"
     );
+    // As an unprivileged user (nobody, through setpriv), in a user namespace the run makes:
+    // a copy of the binary where that user may run it.
+    if Command::new("setpriv").arg("--version").output().is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.path().join("relay-sim");
+        std::fs::copy(bin(), &copy).unwrap();
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&copy)
+            .args(["--hosts", "2", "--clients", "4", "--msgs", "300", "--json"])
+            .env_remove("TMPDIR") // (the system's /tmp: nobody may write there)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let r: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(out.status.code(), Some(0), "as nobody: {}", r["failure"]);
+        assert_eq!(r["totals"]["received"], 1200);
+        assert_eq!(names(&links().unwrap()), names(&before), "as nobody");
+    }
     // Refused: the hosts are the built-in relay's.
     let out = Command::new(bin())
         .args(["--hosts", "2", "--relay-cmd", "x {addr}"])

@@ -128,7 +128,8 @@ pub struct Args {
     pub relay_addr: Option<crate::sys::Addr>,
     /// Put the relay on a host of its own and spread the clients over N client hosts (round
     /// robin): network namespaces on a private switch, addresses from 198.18.0.0/15, over TCP
-    /// (--transport is tcp). Needs root for now.
+    /// (--transport is tcp). Without root, the run makes itself root of a user namespace of
+    /// its own first; the machine's network is never touched.
     #[arg(long, value_name = "N")]
     pub hosts: Option<usize>,
     /// A script given as text (name, text), for `demo`.
