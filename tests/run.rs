@@ -1903,6 +1903,45 @@ fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
         names(&before),
         "the machine's interfaces"
     );
+    // SIGKILL of the supervisor mid-run: the janitor ends the clients, the namespaces' holders
+    // see their release pipes close, and every host goes. (The processes of this run in
+    // another network namespace than ours, holders and clients, are found while it runs.)
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let args = [
+            "--hosts",
+            "2",
+            "--clients",
+            "4",
+            "--msgs",
+            "2000000",
+            "--timeout",
+            "60s",
+        ];
+        let (mut child, pids) = start_run(&tmp, &args, false, "barrier released");
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let me = std::fs::canonicalize(bin()).unwrap();
+        let elsewhere: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+                let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+                exe.as_deref() == Some(me.as_path()) && ns.is_some_and(|n| n != ours)
+            })
+            .collect();
+        assert!(
+            elsewhere.len() >= 3 + 4,
+            "3 holders and 4 clients: {elsewhere:?}"
+        );
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+        child.wait().unwrap();
+        for pid in pids.iter().chain(&elsewhere) {
+            assert!(util::exits(*pid), "process {pid} still runs after 20 s");
+        }
+        assert_eq!(names(&links().unwrap()), names(&before), "after SIGKILL");
+    }
     // As an unprivileged user (nobody, through setpriv), in a user namespace the run makes:
     // a copy of the binary where that user may run it.
     if Command::new("setpriv").arg("--version").output().is_ok() {
