@@ -353,20 +353,29 @@ impl RunSpec {
                 )));
             }
         }
-        if self.relay_cmd.is_some() && self.inject.is_some() {
-            return Err(RunError::usage("--inject needs the built-in relay: another program cannot be told to break its promises"));
+        // Settings of the built-in relay, which another relay does not take from us.
+        let other = match (&self.relay_cmd, &self.relay_addr) {
+            (Some(_), _) => Some("give your relay its own in --relay-cmd"),
+            (None, Some(_)) => Some("the relay at --relay-addr has its own"),
+            (None, None) => None,
+        };
+        if let Some(other) = other {
+            if self.inject.is_some() {
+                return Err(RunError::usage("--inject needs the built-in relay: another relay cannot be told to break its promises"));
+            }
+            if self.max_buffer.is_some() {
+                return Err(RunError::usage(format!(
+                    "--max-buffer sets the built-in relay's bound; {other}"
+                )));
+            }
         }
         if let Some(cmd) = self.relay_cmd.as_deref().filter(|c| !c.contains("{addr}")) {
             return Err(RunError::usage(format!(
                 "--relay-cmd {cmd:?} has no {{addr}}: it is replaced by the address the relay must listen on, e.g. --relay-cmd 'python3 fixtures/relays/minimal.py {{addr}}'"
             )));
         }
-        if self.relay_cmd.is_some() && self.max_buffer.is_some() {
-            return Err(RunError::usage("--max-buffer sets the built-in relay's bound; give your relay its own in --relay-cmd"));
-        }
         // (Another relay's limits are its own: only the machine's apply to the run.)
-        let builtin = self.relay_cmd.is_none() && self.relay_addr.is_none();
-        let (most, why) = if builtin {
+        let (most, why) = if other.is_none() {
             self.backend.max_clients()
         } else {
             Backend::Epoll.max_clients()
@@ -444,8 +453,9 @@ impl RunSpec {
         Ok(())
     }
 
-    /// What a run against a relay that is already running (`--relay-addr`) cannot have: the
-    /// relay's process is not the run's, so nothing can start, configure, stop or kill it.
+    /// What a run against a relay that is already running (`--relay-addr`) cannot have besides
+    /// the built-in relay's settings (see `check`): its process is not the run's, so nothing
+    /// can start or kill it.
     fn elsewhere_refused(&self) -> Option<String> {
         let addr = self.relay_addr.as_ref()?;
         let kills_relay = self
@@ -458,10 +468,6 @@ impl RunSpec {
             .any(|f| matches!(f.fault, relay_harness::script::Fault::KillRelay));
         if self.relay_cmd.is_some() {
             Some(format!("--relay-addr {addr} and --relay-cmd: give one (--relay-cmd starts a relay; --relay-addr uses one already running)"))
-        } else if self.inject.is_some() {
-            Some("--inject needs the built-in relay started by the run; the relay at --relay-addr is not".into())
-        } else if self.max_buffer.is_some() {
-            Some("--max-buffer sets the built-in relay's bound; the relay at --relay-addr has its own".into())
         } else if kills_relay || script_kills_relay {
             Some(format!(
                 "--relay-addr {addr}: killing the relay needs its process, and the run did not start this one; drop `relay` from the faults"

@@ -182,27 +182,9 @@ fn after_sigkill_of_conform_no_relay_and_no_file_is_left() {
 /// sockets and TCP; at an address where nothing listens, every case fails saying so.
 #[test]
 fn a_relay_already_running_passes_every_case_at_its_address() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("r.sock").display().to_string();
-    for listen in [sock.as_str(), "127.0.0.1:0"] {
-        let mut relay = Command::new(bin())
-            .args(["relay", "--quiet", "--listen", listen])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Readiness: the line it prints once it listens.
-        let mut line = String::new();
-        BufReader::new(relay.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_string();
+    for t in [util::Transport::Unix, util::Transport::Tcp] {
+        let mut relay = util::RelayProc::start(t, "select", &[]);
+        let addr = relay.addr.to_string();
         for _ in 0..2 {
             let (code, v) = conform(&["--relay-addr", &addr]);
             assert_eq!(code, Some(0), "{addr}: {:?}", failed_cases(&v));
@@ -212,10 +194,13 @@ fn a_relay_already_running_passes_every_case_at_its_address() {
             let tcp = !addr.starts_with("unix:");
             assert_eq!(v["transport"], if tcp { "tcp" } else { "unix" });
         }
-        assert!(relay.try_wait().unwrap().is_none(), "the relay is still up");
-        relay.kill().unwrap();
-        relay.wait().unwrap();
+        assert!(
+            relay.child.try_wait().unwrap().is_none(),
+            "the relay is still up"
+        );
     }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("nobody.sock").display().to_string();
     let (code, v) = conform(&["--relay-addr", &sock]);
     assert_eq!(code, Some(1));
     assert_eq!(v["passed"], 0);

@@ -1750,25 +1750,9 @@ fn latency_says_which_messages_it_could_not_time() {
 /// refused, and an address where nothing listens fails saying so.
 #[test]
 fn a_relay_already_running_elsewhere_is_tested_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("deployed.sock");
-    for listen in [sock.display().to_string(), "127.0.0.1:0".to_string()] {
-        let mut relay = Command::new(bin())
-            .args(["relay", "--listen", &listen])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Readiness: the relay says where it listens once it does.
-        let mut line = String::new();
-        BufReader::new(relay.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_string();
+    for t in [Transport::Unix, Transport::Tcp] {
+        let mut relay = RelayProc::start(t, "select", &[]);
+        let addr = relay.addr.to_string();
         for seed in ["1", "2"] {
             let (code, r, err, tmp) = run_json(&[
                 "--relay-addr",
@@ -1836,11 +1820,13 @@ fn a_relay_already_running_elsewhere_is_tested_as_it_is() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(err.contains(words), "{flags:?}: {err}");
         }
-        assert!(relay.try_wait().unwrap().is_none(), "the relay is still up");
-        relay.kill().unwrap();
-        relay.wait().unwrap();
+        assert!(
+            relay.child.try_wait().unwrap().is_none(),
+            "the relay is still up"
+        );
     }
     // Nothing listens there: the clients cannot register, and the report says where.
+    let dir = tempfile::tempdir().unwrap();
     let gone = dir.path().join("nobody.sock").display().to_string();
     let (code, r, _, _) = run_json(&["--relay-addr", &gone, "--clients", "2", "--msgs", "5"]);
     assert_ne!(code, Some(0));
