@@ -187,7 +187,8 @@ pub unsafe fn run(
         None => None,
     };
     let (relay_side, addr) = relay_side(spec, dir.path(), opts, network.as_ref(), &mut prelude)?;
-    let limits = limits(spec, opts, &plans, &relay_side, prelude)?;
+    let mut limits = limits(spec, opts, &plans, &relay_side, prelude)?;
+    limits.links = network.as_ref().map(|net| net.links());
     let relay_log = match &relay_side {
         RelaySide::Foreign { log, .. } => Some(log.clone()),
         RelaySide::Builtin(_) | RelaySide::Elsewhere => None,
@@ -390,10 +391,11 @@ fn limits(
         },
         foreign_relay: spec.relay_cmd.is_some(),
         relay_elsewhere: spec.relay_addr.as_ref().map(|a| a.to_string()),
+        links: None,
         nemesis: spec.nemesis.as_ref().map(|n| Nemesis {
             kinds: n.kinds.clone(),
             interval: n.interval,
-            pause: n.interval / 2,
+            pause: n.lasting.unwrap_or(n.interval / 2),
             seed: spec.seed,
         }),
         script_faults: spec.script_faults(),

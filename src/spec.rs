@@ -102,6 +102,9 @@ pub struct NemesisSpec {
     pub kinds: Vec<Action>,
     /// Time between two actions.
     pub interval: Duration,
+    /// How long a stop, a death before a restart, or a partition lasts (None: half the
+    /// interval).
+    pub lasting: Option<Duration>,
 }
 
 /// One run of relay-sim, fully described.
@@ -351,6 +354,22 @@ impl RunSpec {
                 return Err(RunError::usage(format!(
                     "--hosts {h}: must be 1..=250 (one address each in 198.18.0.0/24)"
                 )));
+            }
+        }
+        if let Some(n) = &self.nemesis {
+            if self.hosts.is_none() {
+                if let Some(p) = n.kinds.iter().find(|k| k.is_partition()) {
+                    return Err(RunError::usage(format!(
+                        "--nemesis {}: a partition cuts a host off the network between the \
+                         relay and its clients; give --hosts N (for example --hosts 2) so there is one",
+                        p.name()
+                    )));
+                }
+            }
+            if n.lasting.is_some_and(|d| d.is_zero()) {
+                return Err(RunError::usage(
+                    "--nemesis-for 0: a fault must last a while (for example 500ms)",
+                ));
             }
         }
         // Settings of the built-in relay, which another relay does not take from us.
@@ -665,6 +684,9 @@ impl RunSpec {
                 " --nemesis {} --nemesis-interval {every}",
                 nemesis_list(&n.kinds)
             ));
+            if let Some(d) = n.lasting {
+                r.push_str(&format!(" --nemesis-for {}", duration_flag(d)));
+            }
         }
         r
     }
@@ -733,9 +755,13 @@ impl RunSpec {
             hosts: self.hosts,
             nemesis: match &self.nemesis {
                 Some(n) => Some(format!(
-                    "{} every {}",
+                    "{} every {}{}",
                     nemesis_list(&n.kinds),
-                    duration_flag(n.interval)
+                    duration_flag(n.interval),
+                    n.lasting.map_or(String::new(), |d| format!(
+                        ", each for {}",
+                        duration_flag(d)
+                    ))
                 )),
                 None => (script_faults > 0)
                     .then(|| format!("{script_faults} fault line(s) in the script")),
@@ -765,9 +791,12 @@ pub fn nemesis_kinds(s: &str) -> Result<NemesisKinds, String> {
             "kill" => Action::Kill,
             "restart" => Action::Restart,
             "relay" => Action::Relay,
+            "partition" => Action::Partition,
+            "partition-relay" => Action::PartitionRelay,
             _ => {
                 return Err(format!(
-                    "unknown nemesis {w:?}: use stop, kill, restart or relay, comma-separated"
+                    "unknown nemesis {w:?}: use stop, kill, restart, relay, partition or \
+                     partition-relay, comma-separated"
                 ))
             }
         };

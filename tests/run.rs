@@ -1837,6 +1837,118 @@ fn a_relay_already_running_elsewhere_is_tested_as_it_is() {
     );
 }
 
+/// The machine's own network, as `ip -o link` and `ip -o addr` list it (interface names and
+/// addresses, without counters), or None without root or iproute2 (the hosts tests need both).
+fn machine_network() -> Option<Vec<String>> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { nix::libc::geteuid() } != 0 {
+        return None;
+    }
+    let mut seen = Vec::new();
+    for what in ["link", "addr"] {
+        let out = Command::new("ip").args(["-o", what]).output().ok()?;
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            // `2: eth0@if5: <...> mtu ...` / `2: eth0    inet 10.0.0.2/24 ...`: the name and,
+            // for an address, the address.
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = f.get(1).map_or("", |n| n.split('@').next().unwrap_or(n));
+            let addr = if what == "addr" {
+                f.get(3).copied().unwrap_or("")
+            } else {
+                ""
+            };
+            seen.push(format!("{what} {name} {addr}"));
+        }
+    }
+    Some(seen)
+}
+
+/// `--nemesis partition,partition-relay` over 20 seeds (`--hosts 2`, run side by side): each
+/// partition (50 ms, then one of 1.5 s) is shorter than TCP's retransmission give-up, so after
+/// every heal what was dropped is sent again, and every run passes with nothing lost; the
+/// report lists the partitions; the machine's network is as it was. (Root only.)
+#[test]
+fn partitions_shorter_than_tcps_give_up_lose_nothing() {
+    let Some(before) = machine_network() else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
+    let run = |seed: u64, every: &str, lasting: &str, msgs: &str| {
+        let args: Vec<String> = [
+            "--hosts",
+            "2",
+            "--clients",
+            "4",
+            "--msgs",
+            msgs,
+            "--nemesis",
+            "partition,partition-relay",
+            "--nemesis-interval",
+            every,
+            "--nemesis-for",
+            lasting,
+            "--json",
+            "--seed",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([seed.to_string()])
+        .collect();
+        Command::new(bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Side by side: each mostly waits for TCP's retransmissions, one after another would take
+    // minutes.
+    let mut runs: Vec<_> = (1..=20)
+        .map(|seed| (seed, run(seed, "100ms", "50ms", "20000")))
+        .collect();
+    runs.push((21, run(21, "300ms", "1500ms", "20000")));
+    let mut partitions = 0;
+    for (seed, child) in runs {
+        let out = child.wait_with_output().unwrap();
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("seed {seed}: {e}: {}", String::from_utf8_lossy(&out.stderr))
+        });
+        assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", r["failure"]);
+        assert_eq!(r["verdict"], "pass");
+        assert_eq!(r["totals"]["received"], 80_000, "seed {seed}");
+        let events = r["nemesis"]["events"].as_array().unwrap();
+        for e in events {
+            let (action, role) = (e["action"].as_str().unwrap(), e["role"].as_str().unwrap());
+            assert!(
+                (action == "partition" && (role == "host1" || role == "host2"))
+                    || (action == "partition-relay" && role == "relay"),
+                "seed {seed}: {e}"
+            );
+        }
+        if seed == 21 && !events.is_empty() {
+            assert_eq!(events[0]["for_ms"], 1500, "seed 21: {}", events[0]);
+        }
+        partitions += events.len();
+    }
+    assert!(
+        partitions >= 20,
+        "the nemesis cut {partitions} times in 21 runs"
+    );
+    assert_eq!(machine_network().unwrap(), before, "the machine's network");
+    // Without hosts there is nothing to cut.
+    let out = Command::new(bin())
+        .args(["--nemesis", "partition"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--nemesis partition: a partition cuts a host off"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `--hosts`: the relay on a host of its own and the clients on two more, network namespaces
 /// joined by a private switch (addresses from 198.18.0.0/15), over TCP; the run passes, as
 /// root and as an unprivileged user (in a user namespace of its own), and the machine's own
@@ -1844,16 +1956,7 @@ fn a_relay_already_running_elsewhere_is_tested_as_it_is() {
 /// skipped otherwise.)
 #[test]
 fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { nix::libc::geteuid() } == 0;
-    let links = || {
-        Command::new("ip")
-            .args(["-o", "link"])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
-    let Some(before) = links().filter(|_| root) else {
+    let Some(before) = machine_network() else {
         eprintln!("skipped: needs root and iproute2");
         return;
     };
@@ -1879,35 +1982,16 @@ fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
         r["replay"]
     );
     assert_clean(&tmp, &forked_pids(&err));
-    let names = |t: &str| -> Vec<String> {
-        t.lines()
-            .filter_map(|l| Some(l.split(": ").nth(1)?.split('@').next()?.to_string()))
-            .collect()
-    };
-    assert_eq!(
-        names(&links().unwrap()),
-        names(&before),
-        "the machine's interfaces"
-    );
-    // SIGKILL of the supervisor mid-run: the janitor ends the clients, the namespaces' holders
-    // see their release pipes close, and every host goes. (The processes of this run in
-    // another network namespace than ours, holders and clients, are found while it runs.)
-    {
-        let tmp = tempfile::tempdir().unwrap();
-        let args = [
-            "--hosts",
-            "2",
-            "--clients",
-            "4",
-            "--msgs",
-            "2000000",
-            "--timeout",
-            "60s",
-        ];
-        let (mut child, pids) = start_run(&tmp, &args, false, "barrier released");
-        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let me = std::fs::canonicalize(bin()).unwrap();
-        let elsewhere: Vec<i32> = std::fs::read_dir("/proc")
+    assert_eq!(machine_network().unwrap(), before, "after a pass");
+    // A run ended mid-exchange, each way: SIGINT (Ctrl-C), the deadline, SIGKILL of the
+    // supervisor (then the janitor ends the clients, and the namespaces' holders see their
+    // release pipes close). Every process of the run goes, the ones in other network
+    // namespaces than ours (holders, clients) included, found while it runs, and every host
+    // goes with them.
+    let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let me = std::fs::canonicalize(bin()).unwrap();
+    let elsewhere = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
@@ -1916,17 +2000,55 @@ fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
                 let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
                 exe.as_deref() == Some(me.as_path()) && ns.is_some_and(|n| n != ours)
             })
-            .collect();
+            .collect()
+    };
+    for (how, timeout, code) in [
+        ("SIGINT", "60s", Some(130)),
+        ("the deadline", "2s", Some(1)),
+        ("SIGKILL", "60s", None),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let args = [
+            "--hosts",
+            "2",
+            "--clients",
+            "4",
+            "--msgs",
+            "20000000",
+            "--timeout",
+            timeout,
+        ];
+        let (child, pids) = start_run(&tmp, &args, false, "barrier released");
+        let theirs = elsewhere();
         assert!(
-            elsewhere.len() >= 3 + 4,
-            "3 holders and 4 clients: {elsewhere:?}"
+            theirs.len() >= 3 + 4,
+            "{how}: 3 holders and 4 clients: {theirs:?}"
         );
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
-        child.wait().unwrap();
-        for pid in pids.iter().chain(&elsewhere) {
-            assert!(util::exits(*pid), "process {pid} still runs after 20 s");
+        let supervisor = Pid::from_raw(child.id() as i32);
+        match how {
+            "SIGINT" => kill(supervisor, Signal::SIGINT).unwrap(),
+            "SIGKILL" => kill(supervisor, Signal::SIGKILL).unwrap(),
+            _ => {}
         }
-        assert_eq!(names(&links().unwrap()), names(&before), "after SIGKILL");
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), code, "{how}");
+        if code.is_some() {
+            let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let ending = if how == "SIGINT" {
+                "interrupted"
+            } else {
+                "timed_out"
+            };
+            assert_eq!(r["ending"], ending, "{how}: {}", r["failure"]);
+            assert_clean(&tmp, &[]);
+        }
+        for pid in pids.iter().chain(&theirs) {
+            assert!(
+                util::exits(*pid),
+                "{how}: process {pid} still runs after 20 s"
+            );
+        }
+        assert_eq!(machine_network().unwrap(), before, "after {how}");
     }
     // As an unprivileged user (nobody, through setpriv), in a user namespace the run makes:
     // a copy of the binary where that user may run it.
@@ -1948,7 +2070,7 @@ fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         assert_eq!(out.status.code(), Some(0), "as nobody: {}", r["failure"]);
         assert_eq!(r["totals"]["received"], 1200);
-        assert_eq!(names(&links().unwrap()), names(&before), "as nobody");
+        assert_eq!(machine_network().unwrap(), before, "as nobody");
     }
     // Refused: the hosts are the built-in relay's.
     let out = Command::new(bin())

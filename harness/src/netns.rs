@@ -129,7 +129,9 @@ pub fn enter(path: &std::path::Path) -> io::Result<()> {
 /// benchmarking networks, RFC 2544).
 pub struct Network {
     /// The switch: holds the bridge and the hosts' far ends.
-    _switch: Netns,
+    switch: Netns,
+    /// Each host's end on the switch (`rs{tag}s{k}`), by host.
+    ends: Vec<String>,
     /// The relay's host, then the clients'.
     pub hosts: Vec<Netns>,
 }
@@ -152,6 +154,7 @@ impl Network {
         switch.ip(&["link", "set", "br0", "up"])?;
         let tag = std::process::id() % 100_000;
         let mut hosts = Vec::with_capacity(client_hosts + 1);
+        let mut ends = Vec::with_capacity(client_hosts + 1);
         for k in 0..=client_hosts {
             // SAFETY: as this function's contract.
             let host = unsafe { Netns::new() }?;
@@ -171,9 +174,11 @@ impl Network {
             host.ip(&["link", "set", &h, "up"])?;
             host.ip(&["link", "set", "lo", "up"])?;
             hosts.push(host);
+            ends.push(w);
         }
         Ok(Network {
-            _switch: switch,
+            switch,
+            ends,
             hosts,
         })
     }
@@ -187,6 +192,56 @@ impl Network {
     pub fn client_host(&self, i: usize) -> PathBuf {
         let n = self.hosts.len() - 1;
         self.hosts[1 + i % n.max(1)].path()
+    }
+
+    /// What the nemesis needs to cut hosts off the switch and heal them (valid while this
+    /// lives: the switch's namespace is named by its holder's pid).
+    pub fn links(&self) -> Links {
+        Links {
+            switch: self.switch.path(),
+            ends: self.ends.clone(),
+        }
+    }
+}
+
+/// The hosts' links to the switch, for partitions: host 0 is the relay's, hosts 1..=n the
+/// clients' (client `i` on host `1 + i % n`). A host is cut off by setting its end on the
+/// switch down: the host's own end then has no carrier, and whatever either side sends is
+/// dropped (TCP retransmits it); setting it up again heals the partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
+    switch: PathBuf,
+    ends: Vec<String>,
+}
+
+impl Links {
+    /// Client hosts (host 0, the relay's, not counted).
+    pub fn client_hosts(&self) -> usize {
+        self.ends.len().saturating_sub(1)
+    }
+
+    /// The host client `i` is on (1..=n).
+    pub fn host_of(&self, i: usize) -> usize {
+        1 + i % self.client_hosts().max(1)
+    }
+
+    /// The switch's end of host `k`'s link (the interface a partition sets down).
+    pub fn end(&self, k: usize) -> &str {
+        &self.ends[k]
+    }
+
+    /// Cuts host `k` off the switch (`up`: false) or heals it (`ip link set DEV down|up`, run
+    /// in the switch's namespace).
+    pub fn set(&self, k: usize, up: bool) -> io::Result<()> {
+        let ns = std::fs::File::open(&self.switch)?;
+        let args = ["link", "set", &self.ends[k], if up { "up" } else { "down" }];
+        let mut cmd = Command::new("ip");
+        cmd.args(args);
+        // SAFETY: setns is async-signal-safe; the child calls nothing else before exec.
+        unsafe {
+            cmd.pre_exec(move || setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
+        }
+        run(cmd, &args)
     }
 }
 

@@ -133,6 +133,7 @@ fn demo(d: DemoArgs) -> i32 {
         hosts: None,
         nemesis: None,
         nemesis_interval: std::time::Duration::from_millis(200),
+        nemesis_for: None,
         quiet_period: std::time::Duration::from_secs(1),
         pattern: crate::spec::Pattern::Mesh,
         inline_script: Some(("article-example.scn".into(), ARTICLE.into())),

@@ -96,13 +96,19 @@ pub struct Args {
     /// them (drawn with --seed) strikes a random client. `stop`: SIGSTOP for half the interval,
     /// then SIGCONT (a slow consumer; nothing may be lost). `kill`: SIGKILL for good.
     /// `restart`: SIGKILL, and half an interval later a new process under the same name carries
-    /// on. `relay`: SIGKILL the relay (the run ends there). It rests in the second half of
-    /// --timeout. docs/guarantees.md says what is checked under each.
-    #[arg(long, value_name = "stop,kill,restart,relay", value_parser = nemesis_kinds)]
+    /// on. `relay`: SIGKILL the relay (the run ends there). With --hosts: `partition` cuts a
+    /// client host off the switch for half the interval, then heals it; `partition-relay` cuts
+    /// the relay's host (everyone at once). It rests in the second half of --timeout.
+    /// docs/guarantees.md says what is checked under each.
+    #[arg(long, value_name = "stop,kill,restart,relay,partition,partition-relay", value_parser = nemesis_kinds)]
     pub nemesis: Option<NemesisKinds>,
     /// Time between two nemesis actions.
     #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub nemesis_interval: Duration,
+    /// How long each nemesis stop, death before a restart, or partition lasts (default: half
+    /// --nemesis-interval; the next action waits until it is over).
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, requires = "nemesis")]
+    pub nemesis_for: Option<Duration>,
     /// Output the built-in relay queues for one receiver before it holds that receiver's senders
     /// back (bytes; K, M suffixes allowed; default 64KiB; see `relay-sim relay --max-buffer`).
     #[arg(long, value_name = "BYTES", value_parser = super::parse_buffer)]
@@ -212,6 +218,7 @@ fn spec_of(a: &Args) -> Result<RunSpec, RunError> {
         nemesis: a.nemesis.as_ref().map(|kinds| NemesisSpec {
             kinds: kinds.clone(),
             interval: a.nemesis_interval,
+            lasting: a.nemesis_for,
         }),
         trace: a.trace || a.trace_quietly,
     };

@@ -40,7 +40,7 @@ pub fn build(
     let exit_code = match &outcome.ending {
         Ending::Finished | Ending::RelayKilled(_) if violations_total == 0 => exit::OK,
         Ending::Interrupted(sig) => exit::interrupted(*sig),
-        Ending::StartFailed(_) => exit::ENV,
+        Ending::StartFailed(_) | Ending::FaultFailed(_) => exit::ENV,
         _ => exit::FAIL,
     };
     let nemesis = config
@@ -236,6 +236,10 @@ fn ending(
         Ending::StartFailed(why) => (
             Ended::StartFailed,
             Some(format!("a process could not start: {why}")),
+        ),
+        Ending::FaultFailed(why) => (
+            Ended::FaultFailed,
+            Some(format!("the nemesis could not act on the network: {why}")),
         ),
     }
 }

@@ -280,6 +280,13 @@ fn nemesis(o: &mut String, n: &NemesisReport, exchange_ms: f64) {
                 e.role, e.at_ms, e.for_ms
             ),
             Action::Relay => format!("killed the relay at {} ms", e.at_ms),
+            Action::Partition => {
+                format!("cut {} off at {} ms for {} ms", e.role, e.at_ms, e.for_ms)
+            }
+            Action::PartitionRelay => format!(
+                "cut the relay's host off at {} ms for {} ms",
+                e.at_ms, e.for_ms
+            ),
             a => format!("{} {} at {} ms", a.name(), e.role, e.at_ms),
         })
         .collect();

@@ -101,6 +101,8 @@ pub enum Ended {
     ClientDied,
     /// A process could not start.
     StartFailed,
+    /// A network fault could not be made or healed.
+    FaultFailed,
 }
 
 /// What one check found.
@@ -129,7 +131,8 @@ crate::words!(Ended {
     RelayDied => "relay_died",
     RelayKilled => "relay_killed",
     ClientDied => "client_died",
-    StartFailed => "start_failed"
+    StartFailed => "start_failed",
+    FaultFailed => "fault_failed"
 });
 crate::words!(CheckStatus {
     Ok => "ok",

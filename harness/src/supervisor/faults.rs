@@ -1,5 +1,6 @@
-//! Process faults: the nemesis (seeded, every interval) and a script's fault lines (after a
-//! phase). Both strike the same way: a signal, a milestone, a line in the report.
+//! Faults: the nemesis (seeded, every interval) and a script's fault lines (after a phase).
+//! Both strike the same way: a signal (or, with `--hosts`, a link set down), a milestone, a
+//! line in the report.
 
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use rand_pcg::Pcg64Mcg;
 
 use super::children::{signal_group, Child};
 use super::run::Run;
-use super::{Action, Milestone, NemesisEvent, SuperviseError};
+use super::{Action, Ending, Milestone, NemesisEvent, SuperviseError};
 use crate::script::Fault;
 
 /// What the run's faults have done and still owe.
@@ -20,6 +21,14 @@ pub(super) struct Faults {
     actions: u32,
     /// The client process the nemesis stopped, and until when.
     stopped: Option<(usize, Instant)>,
+    /// The host the nemesis cut off the switch (0: the relay's), until when, and its line in
+    /// the log.
+    cut: Option<(usize, Instant, usize)>,
+    /// When the first partition began.
+    first_cut: Option<Instant>,
+    /// Until when TCP may still be waiting to retransmit what a partition dropped (see
+    /// `heal`): the quiet rule waits for it.
+    retransmits_until: Option<Instant>,
     /// Clients the nemesis killed that are due a new process: (client, when).
     restarts: Vec<(usize, Instant)>,
     /// Per client: how many processes it has had after the first.
@@ -45,6 +54,9 @@ impl Faults {
             rng: Pcg64Mcg::seed_from_u64(seed ^ 0x4E3E),
             actions: 0,
             stopped: None,
+            cut: None,
+            first_cut: None,
+            retransmits_until: None,
             restarts: Vec::new(),
             incarnations: vec![0; n],
             relay_killed: false,
@@ -57,9 +69,12 @@ impl Faults {
     }
 
     /// A fault holds a process back (stopped, a restart due, a phase waiting for a restarted
-    /// process): the quiet rule pauses meanwhile.
-    pub fn holds_a_process_back(&self) -> bool {
+    /// process) or what it sends (a partition, until TCP's retransmission after the heal may
+    /// have come): the quiet rule pauses meanwhile.
+    pub fn holds_a_process_back(&self, now: Instant) -> bool {
         self.stopped.is_some()
+            || self.cut.is_some()
+            || self.retransmits_until.is_some_and(|t| now < t)
             || !self.conts.is_empty()
             || !self.held.is_empty()
             || !self.restarts.is_empty()
@@ -84,6 +99,12 @@ impl Faults {
         }
         out.extend(self.conts.drain(..).map(|(k, _)| k));
         out.append(&mut self.held);
+        // A partition still in force lasted until the end (the network goes with the run).
+        if let Some((_, _, line)) = self.cut.take() {
+            if let Some(e) = self.log.get_mut(line) {
+                e.for_ms = end_ms.saturating_sub(e.at_ms);
+            }
+        }
         out
     }
 }
@@ -104,7 +125,7 @@ impl Run<'_> {
                 signal_group(c.pid, Signal::SIGKILL);
                 c.killed = true;
             }
-            Action::Restarted => {}
+            Action::Restarted | Action::Partition | Action::PartitionRelay | Action::Heal => {}
         }
         let role = c.name.clone();
         self.out.milestone(Milestone::Nemesis {
@@ -156,6 +177,9 @@ impl Run<'_> {
                 self.faults.stopped = None;
             }
         }
+        if self.faults.cut.is_some_and(|(_, until, _)| now >= until) {
+            self.heal();
+        }
         while let Some(&(i, at)) = self.faults.restarts.first() {
             if now < at {
                 break;
@@ -168,6 +192,7 @@ impl Run<'_> {
         // time to finish (restarts could otherwise go on until the deadline).
         let resting = now >= t0 + limits.deadline / 2;
         if self.faults.stopped.is_none()
+            && self.faults.cut.is_none()
             && !self.faults.relay_killed
             && !resting
             && now >= due
@@ -179,6 +204,9 @@ impl Run<'_> {
         }
         let mut next = t0 + nem.interval * (self.faults.actions + 1);
         if let Some((_, u)) = self.faults.stopped {
+            next = u;
+        }
+        if let Some((_, u, _)) = self.faults.cut {
             next = u;
         }
         if let Some(&(_, at)) = self.faults.restarts.first() {
@@ -196,6 +224,10 @@ impl Run<'_> {
         if action == Action::Relay {
             self.strike(0, action, at_ms, 0);
             self.faults.relay_killed = true;
+            return;
+        }
+        if action.is_partition() {
+            self.partition(action, now, at_ms);
             return;
         }
         // Stop: any client process still running. Kill and restart: one still at work (a
@@ -254,6 +286,87 @@ impl Run<'_> {
                 }
             }
         }
+    }
+
+    /// Cuts a host off the switch for the nemesis's pause: the relay's (`PartitionRelay`), or
+    /// a client host drawn with the seed among those with a client still at work.
+    fn partition(&mut self, action: Action, now: Instant, at_ms: u64) {
+        let (Some(links), Some(nem)) = (self.limits.links.as_ref(), self.limits.nemesis.as_ref())
+        else {
+            return;
+        };
+        let host = if action == Action::PartitionRelay {
+            0
+        } else {
+            let hosts = links.client_hosts();
+            let mut at_work = vec![false; hosts + 1];
+            for i in (0..self.n).filter(|&i| !self.has_reported(i) && !self.is_settled(i)) {
+                at_work[links.host_of(i)] = true;
+            }
+            // Drawn over all hosts, then the next one at work (as for clients, below).
+            let pick = self.faults.rng.random_range(0..hosts.max(1));
+            match (0..hosts)
+                .map(|j| 1 + (pick + j) % hosts)
+                .find(|&h| at_work[h])
+            {
+                Some(h) => h,
+                None => return,
+            }
+        };
+        let role = if host == 0 {
+            "relay".to_string()
+        } else {
+            format!("host{host}")
+        };
+        if let Err(e) = links.set(host, false) {
+            self.end(Ending::FaultFailed(format!(
+                "cutting {role} off: {e}; check that iproute2 works here (`ip link`)"
+            )));
+            return;
+        }
+        self.out.milestone(Milestone::Nemesis {
+            role: role.clone(),
+            action,
+        });
+        self.faults.cut = Some((host, now + nem.pause, self.faults.log.len()));
+        self.faults.first_cut.get_or_insert(now);
+        self.faults.log.push(NemesisEvent {
+            action,
+            role,
+            at_ms,
+            for_ms: nem.pause.as_millis() as u64,
+        });
+    }
+
+    /// Heals the host the nemesis cut off.
+    fn heal(&mut self) {
+        let Some((host, _, line)) = self.faults.cut.take() else {
+            return;
+        };
+        let Some(links) = self.limits.links.as_ref() else {
+            return;
+        };
+        let role = self.faults.log[line].role.clone();
+        if let Err(e) = links.set(host, true) {
+            self.end(Ending::FaultFailed(format!(
+                "healing {role}: {e}; check that iproute2 works here (`ip link`)"
+            )));
+            return;
+        }
+        self.out.milestone(Milestone::Nemesis {
+            role,
+            action: Action::Heal,
+        });
+        // TCP doubles its retransmission timeout at each loss (up to TCP_RTO_MAX, 120 s) and
+        // only an acknowledgement resets it: a segment first lost at s is sent again at
+        // s + RTO x (2^k - 1), so the first try after a heal at h comes before
+        // h + (h - s) + RTO, and s is no earlier than the first partition began. Until then
+        // silence is no stall.
+        let now = Instant::now();
+        let since = now.duration_since(self.faults.first_cut.unwrap_or(now));
+        let wait =
+            since.min(std::time::Duration::from_secs(120)) + std::time::Duration::from_secs(1);
+        self.faults.retransmits_until = Some(now + wait);
     }
 
     /// Every client at work finished phase `p`: the script's fault lines after it strike,

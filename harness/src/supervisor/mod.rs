@@ -123,6 +123,8 @@ pub struct Limits {
     /// The relay is already running elsewhere (`--relay-addr`, this address): no process is
     /// forked for it, and nothing here can stop, kill or measure it.
     pub relay_elsewhere: Option<String>,
+    /// `--hosts`: the hosts' links to their switch, which `partition` faults cut and heal.
+    pub links: Option<crate::netns::Links>,
     /// From the start barrier until every client has reported: the work's bound.
     pub deadline: Duration,
     /// From the first fork until every client has registered: the set-up's own bound (see
@@ -132,9 +134,9 @@ pub struct Limits {
     pub grace: Duration,
 }
 
-/// A process fault.
+/// A process or network fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// SIGSTOP a client, SIGCONT it later: a slow consumer.
     Stop,
@@ -148,6 +150,12 @@ pub enum Action {
     Restarted,
     /// SIGKILL the relay: the run ends.
     Relay,
+    /// Cut a client host off the switch (`--hosts`), then heal it.
+    Partition,
+    /// Cut the relay's host off the switch: every client at once.
+    PartitionRelay,
+    /// A cut host's link is up again.
+    Heal,
 }
 
 impl Action {
@@ -160,6 +168,9 @@ impl Action {
             Action::Restart => format!("SIGKILL {role} (it will restart)"),
             Action::Restarted => format!("{role} restarted"),
             Action::Relay => "SIGKILL the relay".to_string(),
+            Action::Partition => format!("cut {role} off the switch"),
+            Action::PartitionRelay => "cut the relay's host off the switch".to_string(),
+            Action::Heal => format!("healed {role}: its link to the switch is up again"),
         }
     }
 
@@ -172,7 +183,15 @@ impl Action {
             Action::Restart => "restart",
             Action::Restarted => "restarted",
             Action::Relay => "relay",
+            Action::Partition => "partition",
+            Action::PartitionRelay => "partition-relay",
+            Action::Heal => "heal",
         }
+    }
+
+    /// A network fault (`--hosts`), not a signal.
+    pub fn is_partition(self) -> bool {
+        matches!(self, Action::Partition | Action::PartitionRelay)
     }
 }
 
@@ -180,11 +199,11 @@ impl Action {
 /// (both drawn with a PRNG seeded by `seed`, so a seed replays the same faults).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nemesis {
-    /// What it may do: Stop, Kill, Restart, Relay.
+    /// What it may do: Stop, Kill, Restart, Relay, Partition, PartitionRelay.
     pub kinds: Vec<Action>,
     /// Time between two actions.
     pub interval: Duration,
-    /// How long a client stays stopped, or dead before its restart.
+    /// How long a client stays stopped, dead before its restart, or a host cut off.
     pub pause: Duration,
     /// Seed for picking actions and victims.
     pub seed: u64,
@@ -195,11 +214,12 @@ pub struct Nemesis {
 pub struct NemesisEvent {
     /// What it did.
     pub action: Action,
-    /// The client, or `relay`.
+    /// The client, `relay`, or a host (`host1`: a partition).
     pub role: String,
     /// Milliseconds after the barrier.
     pub at_ms: u64,
-    /// How long the client stayed stopped (or dead, before its restart), in milliseconds.
+    /// How long the client stayed stopped (dead, before its restart; a host cut off), in
+    /// milliseconds.
     pub for_ms: u64,
 }
 
@@ -232,6 +252,8 @@ pub enum Ending {
     ClientDied(usize, String),
     /// A child could not start (connect or register failed).
     StartFailed(String),
+    /// A network fault could not be made or healed (`ip` failed): why.
+    FaultFailed(String),
 }
 
 /// Everything the supervisor learned.
@@ -393,7 +415,17 @@ fn milestone_text(m: &Milestone) -> String {
         Milestone::Reported { role } => format!("{role} sent its records"),
         Milestone::Exited { role, status } => format!("waitpid(): {role} {status}"),
         Milestone::Stopping(e) => format!("ending the run early: {e:?}"),
-        Milestone::Nemesis { role, action } => format!("nemesis: {} {role}", action.name()),
+        Milestone::Nemesis { role, action } => match action {
+            Action::Partition | Action::PartitionRelay => format!(
+                "nemesis: partition: `ip link set DEV down` on {role}'s end at the switch: \
+                 nothing crosses, and TCP on both sides retransmits what it sent"
+            ),
+            Action::Heal => format!(
+                "nemesis: heal: `ip link set DEV up` on {role}'s end at the switch: the next \
+                 retransmission gets through"
+            ),
+            _ => format!("nemesis: {} {role}", action.name()),
+        },
         Milestone::Progress { .. } => m.to_string(),
     }
 }
@@ -420,6 +452,7 @@ mod tests {
             quiet: None,
             foreign_relay: false,
             relay_elsewhere: None,
+            links: None,
             deadline: Duration::from_secs(1),
             setup: Duration::from_secs(1),
             grace: Duration::from_secs(1),

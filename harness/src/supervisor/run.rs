@@ -767,7 +767,8 @@ impl<'a> Run<'a> {
     /// The quiet rule: every client has written all it had to send, and nothing has arrived
     /// anywhere for the quiet period: what has not arrived never will. Sampled a few times a
     /// period; paused while a fault holds a process back (a stopped client, a restart due, a
-    /// phase waiting for a restarted process). Runs with deaths end with their drain instead.
+    /// phase waiting for a restarted process) or its messages (a partition, and TCP's
+    /// retransmission after it). Runs with deaths end with their drain instead.
     /// (Once every client is done, the run is only collecting reports: nothing to wait for.)
     fn quiet_rule(&mut self, now: Instant) -> QuietSays {
         let (Some(q), Some(tally), Some(_), None, None, true) = (
@@ -782,7 +783,7 @@ impl<'a> Run<'a> {
         };
         if now >= self.quiet.next_sample {
             self.quiet.next_sample = now + q / 4;
-            let paused = self.faults.holds_a_process_back();
+            let paused = self.faults.holds_a_process_back(now);
             let idle = (0..self.n).all(|i| self.settled[i] || tally.idle(i));
             let arrivals = tally.arrivals();
             if paused || !idle || arrivals != self.quiet.arrivals {
