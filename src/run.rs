@@ -91,6 +91,7 @@ impl RunSpec {
             backend: Backend::Select,
             relay_spin: Spin::Auto,
             max_buffer: None,
+            peer_timeout: None,
             inject: None,
             relay_cmd: None,
             relay_addr: None,
@@ -396,6 +397,7 @@ fn limits(
             kinds: n.kinds.clone(),
             interval: n.interval,
             pause: n.lasting.unwrap_or(n.interval / 2),
+            long_partitions: spec.long_partitions(),
             seed: spec.seed,
         }),
         script_faults: spec.script_faults(),
@@ -444,6 +446,7 @@ unsafe fn supervise_run(
         trace: trace_cap(spec, plans.len()).map(|c| c * 4),
         spin: spec.relay_spin,
         max_buffer: spec.relay_max_buffer(),
+        peer_timeout: spec.peer_timeout,
         ..relay::Config::default()
     };
     // A foreign relay listens when it is ready; ours already does when the clients start, and
@@ -489,7 +492,7 @@ unsafe fn supervise_run(
 /// In the relay's child: runs the built-in relay until the supervisor closes its stop pipe,
 /// then tells what it did.
 fn builtin_relay(mut ctx: RelayCtx, listener: Listener, cfg: relay::Config) -> i32 {
-    let (mut injected, mut held_back_ms, mut trace) = (0, 0, None);
+    let (mut injected, mut held_back_ms, mut peer_timeouts, mut trace) = (0, 0, 0, None);
     let code = match ctx
         .stop
         .try_clone()
@@ -498,6 +501,7 @@ fn builtin_relay(mut ctx: RelayCtx, listener: Listener, cfg: relay::Config) -> i
         Ok(Ok(stats)) => {
             injected = stats.injected;
             held_back_ms = stats.held_back_ns / 1_000_000;
+            peer_timeouts = stats.peer_timeouts;
             trace = stats.trace;
             exit::OK
         }
@@ -510,7 +514,7 @@ fn builtin_relay(mut ctx: RelayCtx, listener: Listener, cfg: relay::Config) -> i
             exit::ENV
         }
     };
-    let _ = ctx.done(injected, held_back_ms, trace);
+    let _ = ctx.done((injected, held_back_ms, peer_timeouts), trace);
     code
 }
 

@@ -122,6 +122,9 @@ pub struct RunSpec {
     pub relay_spin: Spin,
     /// The built-in relay's output bound per receiver (None: its default).
     pub max_buffer: Option<usize>,
+    /// The built-in relay's dead-peer bound over TCP (`relay --peer-timeout`; None: the
+    /// kernel's).
+    pub peer_timeout: Option<Duration>,
     /// A promise the built-in relay breaks on purpose.
     pub inject: Option<Inject>,
     /// Another relay program, `sh -c CMD` with `{addr}` replaced (None: the built-in relay).
@@ -312,12 +315,58 @@ impl RunSpec {
         }
     }
 
-    /// A nemesis that kills clients: the run ends with a drain of end markers.
+    /// A nemesis that kills clients (or cuts them off for longer than the relay keeps a
+    /// silent peer): the run ends with a drain of end markers.
     pub fn has_deaths(&self) -> bool {
-        self.nemesis.as_ref().is_some_and(|n| {
-            n.kinds
-                .iter()
-                .any(|k| matches!(k, Action::Kill | Action::Restart))
+        self.long_partitions()
+            || self.nemesis.as_ref().is_some_and(|n| {
+                n.kinds
+                    .iter()
+                    .any(|k| matches!(k, Action::Kill | Action::Restart))
+            })
+    }
+
+    /// How long each nemesis fault lasts.
+    pub fn nemesis_lasting(&self) -> Option<Duration> {
+        self.nemesis
+            .as_ref()
+            .map(|n| n.lasting.unwrap_or(n.interval / 2))
+    }
+
+    /// Partitions that outlast the relay's dead-peer bound (see [`surely_closed`]): the relay ends the cut-off clients' connections, so the run
+    /// plays them as clients that lost their connection (see `Nemesis::long_partitions`).
+    pub fn long_partitions(&self) -> bool {
+        let partitions = self
+            .nemesis
+            .as_ref()
+            .is_some_and(|n| n.kinds.iter().any(|k| k.is_partition()));
+        match (self.peer_timeout, self.nemesis_lasting()) {
+            (Some(p), Some(l)) => partitions && l >= surely_closed(p),
+            _ => false,
+        }
+    }
+
+    /// Why the partitions' length cannot give a verdict, if it cannot: with a peer timeout P,
+    /// a partition from P/3 up to P + 1 s may or may not end a connection (an idle one sends a
+    /// keepalive probe every P/6 once it has been idle P/2, and is closed at the first probe
+    /// unanswered P after the last answer).
+    fn partition_refused(&self) -> Option<String> {
+        let n = self.nemesis.as_ref()?;
+        let p = self.peer_timeout?;
+        let l = self.nemesis_lasting()?;
+        let kind = n.kinds.iter().find(|k| k.is_partition())?;
+        (l >= p / 3 && l < surely_closed(p)).then(|| {
+            format!(
+                "--nemesis {}: partitions of {} with --peer-timeout {} may or may not end a \
+                 connection (an idle one can be closed from a third of the peer timeout on): \
+                 make them shorter than {} (nothing is lost) or at least {} (the relay ends the \
+                 cut-off clients' connections) with --nemesis-for",
+                kind.name(),
+                duration_flag(l),
+                duration_flag(p),
+                duration_flag(p / 3),
+                duration_flag(surely_closed(p)),
+            )
         })
     }
 
@@ -356,6 +405,17 @@ impl RunSpec {
                 )));
             }
         }
+        if let Some(p) = self.peer_timeout {
+            relay::check_peer_timeout(p).map_err(RunError::usage)?;
+            if self.transport != Transport::Tcp {
+                return Err(RunError::usage(
+                    "--peer-timeout is a TCP setting (TCP_USER_TIMEOUT, keepalive): give --transport tcp or --hosts N",
+                ));
+            }
+        }
+        if let Some(why) = self.partition_refused() {
+            return Err(RunError::usage(why));
+        }
         if let Some(n) = &self.nemesis {
             if self.hosts.is_none() {
                 if let Some(p) = n.kinds.iter().find(|k| k.is_partition()) {
@@ -385,6 +445,11 @@ impl RunSpec {
             if self.max_buffer.is_some() {
                 return Err(RunError::usage(format!(
                     "--max-buffer sets the built-in relay's bound; {other}"
+                )));
+            }
+            if self.peer_timeout.is_some() {
+                return Err(RunError::usage(format!(
+                    "--peer-timeout sets the built-in relay's dead-peer bound; {other}"
                 )));
             }
         }
@@ -675,6 +740,9 @@ impl RunSpec {
         if let Some(b) = self.max_buffer {
             r.push_str(&format!(" --max-buffer {b}"));
         }
+        if let Some(p) = self.peer_timeout {
+            r.push_str(&format!(" --peer-timeout {}", duration_flag(p)));
+        }
         if let Some(i) = self.inject {
             r.push_str(&format!(" --inject {i}"));
         }
@@ -771,6 +839,13 @@ impl RunSpec {
             duration_s: self.sending_for().map(|d| d.as_secs_f64()),
         }
     }
+}
+
+/// How long a peer must stay silent before a relay with peer timeout `p` has surely closed
+/// its connection: with data unacknowledged, `p` (TCP_USER_TIMEOUT); idle, up to a keepalive
+/// interval (`p`/6) more; and a second for the timers' rounding.
+pub fn surely_closed(p: Duration) -> Duration {
+    p + p / 6 + Duration::from_secs(1)
 }
 
 /// The actions of one `--nemesis` list. (An alias, so the command line's parser takes the

@@ -1863,6 +1863,112 @@ fn machine_network() -> Option<Vec<String>> {
     Some(seen)
 }
 
+/// Partitions longer than the relay's dead-peer bound (`--peer-timeout 2s`, cut off for
+/// 3.5 s): the relay ends the cut-off clients' connections itself (it cannot see them go),
+/// their processes end with the cut and new ones carry on under their names after the heal,
+/// and the shared counters account for what was in flight: the run passes. Both ways: one
+/// client host, and the relay's host (everyone at once). A length that may or may not end a
+/// connection is refused. (Root only.)
+#[test]
+fn partitions_longer_than_the_peer_timeout_end_connections_and_are_accounted() {
+    let Some(before) = machine_network() else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
+    let runs: Vec<_> = ["partition", "partition-relay"]
+        .iter()
+        .map(|kind| {
+            let child = Command::new(bin())
+                .args([
+                    "--hosts",
+                    "2",
+                    "--clients",
+                    "4",
+                    "--msgs",
+                    "300000",
+                    "--peer-timeout",
+                    "2s",
+                    "--nemesis",
+                    kind,
+                    "--nemesis-interval",
+                    "200ms",
+                    "--nemesis-for",
+                    "3500ms",
+                    "--timeout",
+                    "12s",
+                    "--seed",
+                    "3",
+                    "--json",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (*kind, child)
+        })
+        .collect();
+    for (kind, child) in runs {
+        let out = child.wait_with_output().unwrap();
+        let r: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{kind}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(out.status.code(), Some(0), "{kind}: {}", r["failure"]);
+        assert_eq!(r["verdict"], "pass");
+        let n = &r["nemesis"];
+        let events = n["events"].as_array().unwrap();
+        let cuts: Vec<&Value> = events.iter().filter(|e| e["action"] == kind).collect();
+        assert!(!cuts.is_empty(), "{kind}: {events:?}");
+        // Every client on the cut host lost its connection at the cut (host k holds c(k-1)
+        // and c(k+1); the relay's host, everyone), and came back after it.
+        let first = cuts[0];
+        let cut_off: Vec<&str> = events
+            .iter()
+            .filter(|e| e["action"] == "restart" && e["at_ms"] == first["at_ms"])
+            .map(|e| e["role"].as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = match first["role"].as_str().unwrap() {
+            "relay" => vec!["c0", "c1", "c2", "c3"],
+            "host1" => vec!["c0", "c2"],
+            "host2" => vec!["c1", "c3"],
+            h => panic!("{kind}: cut {h}"),
+        };
+        assert_eq!(cut_off, expected, "{kind}: {events:?}");
+        assert!(
+            n["relay_peer_timeouts"].as_u64().unwrap() >= 1,
+            "{kind}: the relay ended no connection for a silent peer: {n}"
+        );
+        let t = &r["totals"];
+        assert!(
+            t["received"].as_u64().unwrap() + t["bounced"].as_u64().unwrap()
+                <= t["sent"].as_u64().unwrap(),
+            "{kind}: {t}"
+        );
+    }
+    assert_eq!(machine_network().unwrap(), before, "the machine's network");
+    // From a third of the peer timeout up to 2s + 2s/6 + 1s, a partition may or may not end
+    // an idle connection: no verdict could be trusted.
+    let out = Command::new(bin())
+        .args([
+            "--hosts",
+            "2",
+            "--peer-timeout",
+            "2s",
+            "--nemesis",
+            "partition",
+            "--nemesis-for",
+            "2s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("partitions of 2s with --peer-timeout 2s may or may not end a connection")
+            && err.contains("shorter than 666ms")
+            && err.contains("at least 3333ms"),
+        "{err}"
+    );
+}
+
 /// `--nemesis partition,partition-relay` over 20 seeds (`--hosts 2`, run side by side): each
 /// partition (50 ms, then one of 1.5 s) is shorter than TCP's retransmission give-up, so after
 /// every heal what was dropped is sent again, and every run passes with nothing lost; the

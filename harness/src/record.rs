@@ -254,6 +254,8 @@ pub struct RelayReport {
     pub injected: u64,
     /// Milliseconds it held senders back, summed over senders.
     pub held_back_ms: u64,
+    /// Connections it ended because the peer fell silent (`--peer-timeout`).
+    pub peer_timeouts: u64,
     /// `--trace`: its events.
     pub trace: Option<crate::trace::Trace>,
 }

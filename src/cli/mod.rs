@@ -128,6 +128,7 @@ fn demo(d: DemoArgs) -> i32 {
         trace: d.trace,
         relay_spin: crate::relay::Spin::Auto,
         max_buffer: None,
+        peer_timeout: None,
         relay_cmd: None,
         relay_addr: None,
         hosts: None,

@@ -159,13 +159,8 @@ fn config(a: &Args) -> Result<Config, String> {
     if a.max_clients == 0 {
         return Err("--max-clients: must be at least 1".into());
     }
-    // Keepalive counts whole seconds, and its idle time is at most 32,767 s (half of 18 h).
-    let (lo, hi) = (
-        std::time::Duration::from_secs(2),
-        std::time::Duration::from_secs(18 * 3600),
-    );
-    if a.peer_timeout.is_some_and(|t| t < lo || t > hi) {
-        return Err("--peer-timeout: must be from 2s to 18h (keepalive counts whole seconds, up to 32,767 of them before its first probe)".into());
+    if let Some(t) = a.peer_timeout {
+        crate::relay::check_peer_timeout(t)?;
     }
     Ok(Config {
         max_frame,

@@ -113,6 +113,11 @@ pub struct Args {
     /// back (bytes; K, M suffixes allowed; default 64KiB; see `relay-sim relay --max-buffer`).
     #[arg(long, value_name = "BYTES", value_parser = super::parse_buffer)]
     pub max_buffer: Option<usize>,
+    /// TCP: the built-in relay closes a connection whose peer stops answering for about this
+    /// long (see `relay-sim relay --peer-timeout`); with --nemesis partition, partitions at
+    /// least a second longer end the cut-off clients' connections (docs/guarantees.md).
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub peer_timeout: Option<Duration>,
     /// When the built-in relay keeps polling after activity before it blocks (auto, off, or
     /// a duration; see `relay-sim relay --spin`).
     #[arg(long, value_name = "auto|off|DUR", default_value = "auto", value_parser = Spin::parse)]
@@ -208,6 +213,7 @@ fn spec_of(a: &Args) -> Result<RunSpec, RunError> {
         backend: a.backend,
         relay_spin: a.relay_spin,
         max_buffer: a.max_buffer,
+        peer_timeout: a.peer_timeout,
         inject: a.inject,
         relay_cmd: a.relay_cmd.clone(),
         relay_addr: a.relay_addr.clone(),

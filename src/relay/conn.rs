@@ -56,6 +56,8 @@ pub struct Conn {
     /// A write found the client gone: nothing more is queued or written for it (sends to it
     /// bounce), but what it sent before it went is still read and routed.
     pub gone: bool,
+    /// Its peer fell silent (ETIMEDOUT): counted once in the relay's stats.
+    pub timed_out: bool,
     /// The receiver whose full buffer holds this sender back.
     pub blocked_on: Option<ConnId>,
     /// Since when this sender is held back (meaningful while `blocked_on` is set).
@@ -90,6 +92,7 @@ impl Conn {
             input: Decoder::new(max_frame),
             out: OutBuf::new(),
             gone: false,
+            timed_out: false,
             blocked_on: None,
             blocked_since: Instant::now(),
             waiters: Vec::new(),

@@ -111,8 +111,20 @@ pub struct Stats {
     pub injected: u64,
     /// Time senders spent held back, summed over senders (nanoseconds).
     pub held_back_ns: u64,
+    /// Connections ended because the peer fell silent (ETIMEDOUT: `peer_timeout`, or TCP's
+    /// own retransmission give-up).
+    pub peer_timeouts: u64,
     /// What the relay did, when traced.
     pub trace: Option<relay_trace::Trace>,
+}
+
+/// Whether `t` can be a peer timeout: keepalive counts whole seconds, and its idle time is at
+/// most 32,767 s (half of 18 h).
+pub fn check_peer_timeout(t: Duration) -> Result<(), String> {
+    if t < Duration::from_secs(2) || t > Duration::from_secs(18 * 3600) {
+        return Err("--peer-timeout: must be from 2s to 18h (keepalive counts whole seconds, up to 32,767 of them before its first probe)".into());
+    }
+    Ok(())
 }
 
 /// Why the relay stopped other than by request.
@@ -588,6 +600,7 @@ impl Relay {
         let Some(c) = self.conn(id) else { return };
         c.phase = Phase::Draining;
         if let Some(e) = error {
+            self.count_timeout(id, &e);
             let desc = self.describe(id);
             self.log(format_args!(
                 "{desc}: read failed: {e}; routing what it sent"
@@ -598,11 +611,25 @@ impl Relay {
         self.route_input(id);
     }
 
+    /// Counts a connection that failed because its peer fell silent (once per connection).
+    fn count_timeout(&mut self, id: ConnId, e: &io::Error) {
+        if e.kind() != io::ErrorKind::TimedOut {
+            return;
+        }
+        if let Some(c) = self.conn(id) {
+            if !c.timed_out {
+                c.timed_out = true;
+                self.stats.peer_timeouts += 1;
+            }
+        }
+    }
+
     /// A write found the client gone: its output is dropped and sends to it now bounce, but
     /// what it sent before it went is still read and routed, also when a full receiver holds
     /// it back; then it is closed. Its name stays taken until then, so a client that comes back
     /// under the name cannot overtake what its predecessor sent.
     fn vanish(&mut self, id: ConnId, e: &io::Error) {
+        self.count_timeout(id, e);
         let desc = self.describe(id);
         self.log(format_args!(
             "{desc}: write failed: {e}; routing what it sent before it went"

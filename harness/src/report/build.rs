@@ -252,6 +252,7 @@ fn nemesis_report(what: String, names: &[String], outcome: &Outcome) -> NemesisR
         what,
         events: outcome.nemesis.clone(),
         relay_held_back_ms: outcome.relay.as_ref().map(|r| r.held_back_ms),
+        relay_peer_timeouts: outcome.relay.as_ref().map(|r| r.peer_timeouts),
         others_msgs_per_s_during_stops: during,
         msgs_per_s_between_stops: between,
         others_starved_ms: starved.as_ref().map(|s| s.0),

@@ -291,9 +291,14 @@ fn nemesis(o: &mut String, n: &NemesisReport, exchange_ms: f64) {
         })
         .collect();
     let more = if n.events.len() > 6 { ", ..." } else { "" };
-    let held = n.relay_held_back_ms.map_or(String::new(), |h| {
+    let mut held = n.relay_held_back_ms.map_or(String::new(), |h| {
         format!("; the relay held senders back {} ms in all", group(h))
     });
+    if let Some(t) = n.relay_peer_timeouts.filter(|&t| t > 0) {
+        held.push_str(&format!(
+            "; it ended {t} connection(s) whose peer fell silent (--peer-timeout)"
+        ));
+    }
     let rates = match (n.others_msgs_per_s_during_stops, n.msgs_per_s_between_stops) {
             (Some(d), Some(b)) => format!(
                 "\n            while a client was stopped the others received {} msg/s; between stops, {} msg/s",

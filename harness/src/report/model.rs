@@ -223,6 +223,9 @@ pub struct NemesisReport {
     pub events: Vec<crate::supervisor::NemesisEvent>,
     /// Milliseconds the relay held senders back, summed over senders (built-in relay only).
     pub relay_held_back_ms: Option<u64>,
+    /// Connections the relay ended because the peer fell silent (`--peer-timeout`; built-in
+    /// relay only).
+    pub relay_peer_timeouts: Option<u64>,
     /// Messages per second the other clients received while a client was stopped.
     pub others_msgs_per_s_during_stops: Option<f64>,
     /// Messages per second all clients received the rest of the time.

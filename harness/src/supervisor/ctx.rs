@@ -45,12 +45,11 @@ impl RelayCtx {
         Ok(())
     }
 
-    /// Tells the supervisor the relay stopped, with its peak memory and how many injected
-    /// faults it applied.
+    /// Tells the supervisor the relay stopped, with its peak memory and what it counted
+    /// (`peer_timeouts`, `injected`, `held_back_ms`: see [`RelayReport`]).
     pub fn done(
         &mut self,
-        injected: u64,
-        held_back_ms: u64,
+        (injected, held_back_ms, peer_timeouts): (u64, u64, u64),
         trace: Option<crate::trace::Trace>,
     ) -> io::Result<()> {
         send_event(
@@ -60,6 +59,7 @@ impl RelayCtx {
                 cpu: crate::record::Cpu::used(),
                 injected,
                 held_back_ms,
+                peer_timeouts,
                 trace,
             })),
         )

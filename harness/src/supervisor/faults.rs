@@ -295,14 +295,19 @@ impl Run<'_> {
         else {
             return;
         };
+        let hosts = links.client_hosts();
+        let mut at_work = vec![false; hosts + 1];
+        for i in (0..self.n).filter(|&i| !self.has_reported(i) && !self.is_settled(i)) {
+            at_work[links.host_of(i)] = true;
+        }
+        // A long partition ends connections: never once the drain has begun (every client
+        // done), when nothing may die any more.
+        if nem.long_partitions && !at_work.contains(&true) {
+            return;
+        }
         let host = if action == Action::PartitionRelay {
             0
         } else {
-            let hosts = links.client_hosts();
-            let mut at_work = vec![false; hosts + 1];
-            for i in (0..self.n).filter(|&i| !self.has_reported(i) && !self.is_settled(i)) {
-                at_work[links.host_of(i)] = true;
-            }
             // Drawn over all hosts, then the next one at work (as for clients, below).
             let pick = self.faults.rng.random_range(0..hosts.max(1));
             match (0..hosts)
@@ -330,12 +335,39 @@ impl Run<'_> {
         });
         self.faults.cut = Some((host, now + nem.pause, self.faults.log.len()));
         self.faults.first_cut.get_or_insert(now);
+        let pause_ms = nem.pause.as_millis() as u64;
         self.faults.log.push(NemesisEvent {
             action,
             role,
             at_ms,
-            for_ms: nem.pause.as_millis() as u64,
+            for_ms: pause_ms,
         });
+        if nem.long_partitions {
+            // The cut-off clients lose their connections: each process ends now (the relay
+            // cannot see it go, and must end the connection itself), counted as a death
+            // before anything can bounce for it, and a new one carries on after the heal.
+            let until = now + nem.pause;
+            let cut_off: Vec<usize> = (1..self.children.0.len())
+                .filter(|&k| {
+                    let c = &self.children.0[k];
+                    c.is_open()
+                        && !c.killed
+                        && c.client().is_some_and(|i| {
+                            !self.has_reported(i) && (host == 0 || links.host_of(i) == host)
+                        })
+                })
+                .collect();
+            for k in cut_off {
+                let i = self.children.0[k].client().unwrap_or(0);
+                if let Some(blackbox) = &self.limits.blackbox {
+                    blackbox.killed(i, false);
+                }
+                self.strike(k, Action::Restart, at_ms, pause_ms);
+                self.unsettle(i);
+                self.faults.restarts.push((i, until));
+            }
+            self.faults.restarts.sort_by_key(|&(_, at)| at);
+        }
     }
 
     /// Heals the host the nemesis cut off.

@@ -207,6 +207,10 @@ pub struct Nemesis {
     pub pause: Duration,
     /// Seed for picking actions and victims.
     pub seed: u64,
+    /// Partitions outlast the relay's dead-peer bound: the relay ends the cut-off clients'
+    /// connections, so their processes end with the cut (as killed clients', and so
+    /// accounted) and new ones carry on under their names after the heal.
+    pub long_partitions: bool,
 }
 
 /// One nemesis action, as the report lists it.

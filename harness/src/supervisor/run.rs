@@ -636,6 +636,14 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Client `i` has work again (a new process will carry on for it).
+    pub(super) fn unsettle(&mut self, i: usize) {
+        if i < self.n && self.settled[i] {
+            self.settled[i] = false;
+            self.settled_count -= 1;
+        }
+    }
+
     /// Whether client `i` is done with its work or has reported.
     pub(super) fn is_settled(&self, i: usize) -> bool {
         self.settled[i]
