@@ -96,6 +96,7 @@ impl RunSpec {
             relay_cmd: None,
             relay_addr: None,
             hosts: None,
+            links: Default::default(),
             timeout: None,
             quiet: Some(Duration::from_secs(1)),
             write_chunks: None,
@@ -179,10 +180,14 @@ pub unsafe fn run(
     let network = match spec.hosts {
         // SAFETY: single-threaded (this function's contract): the holders are forked now.
         Some(n) => Some(
-            unsafe { relay_harness::netns::Network::build(n) }.map_err(|e| {
-                RunError::env(format!(
-                "--hosts {n}: cannot build the hosts' network: {e} (it needs root and iproute2)"
-            ))
+            unsafe { relay_harness::netns::Network::build(n, &spec.links) }.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::Unsupported {
+                    RunError::env(e.to_string())
+                } else {
+                    RunError::env(format!(
+                        "--hosts {n}: cannot build the hosts' network: {e} (it needs root and iproute2)"
+                    ))
+                }
             })?,
         ),
         None => None,

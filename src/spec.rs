@@ -135,6 +135,8 @@ pub struct RunSpec {
     /// `--hosts N`: the relay on a host of its own and the clients spread over N client hosts,
     /// each a network namespace, over TCP across a virtual switch.
     pub hosts: Option<usize>,
+    /// `--link-rate`, `--link-delay`, `--link-loss`: how each host's link is shaped.
+    pub links: relay_harness::netns::Shape,
     /// The deadline (None: one that scales with the work, see [`RunSpec::deadline`]).
     pub timeout: Option<Duration>,
     /// The quiet rule's period (None: off).
@@ -405,6 +407,18 @@ impl RunSpec {
                 )));
             }
         }
+        if self.hosts.is_none() && !self.links.is_none() {
+            return Err(RunError::usage(
+                "--link-rate, --link-delay and --link-loss shape the links between hosts: give --hosts N",
+            ));
+        }
+        if self
+            .links
+            .loss_pct
+            .is_some_and(|l| !(0.0..=100.0).contains(&l))
+        {
+            return Err(RunError::usage("--link-loss: a percentage, from 0 to 100"));
+        }
         if let Some(p) = self.peer_timeout {
             relay::check_peer_timeout(p).map_err(RunError::usage)?;
             if self.transport != Transport::Tcp {
@@ -622,12 +636,10 @@ impl RunSpec {
             let markers = Duration::from_secs_f64(n * (n - 1.0).max(0.0) / MARKERS_PER_S);
             return d + d.max(Duration::from_secs(10)) + markers;
         }
-        match &self.traffic {
+        let (msgs, bytes) = match &self.traffic {
             Traffic::Script { script, .. } => {
                 let total = script.total() as f64;
-                Duration::from_secs_f64(
-                    10.0 + total / 100_000.0 + (total * script.max_payload() as f64) / 50e6,
-                )
+                (total, total * script.max_payload() as f64)
             }
             Traffic::Random {
                 clients,
@@ -636,9 +648,20 @@ impl RunSpec {
                 ..
             } => {
                 let msgs = amount.each(u64::MAX).saturating_mul(*clients as u64) as f64;
-                let bytes = msgs * (payload.min + payload.max) as f64 / 2.0;
-                Duration::from_secs_f64((10.0 + msgs / 100_000.0 + bytes / 50e6).ceil())
+                (msgs, msgs * (payload.min + payload.max) as f64 / 2.0)
             }
+        };
+        // --link-rate: every message crosses the relay's link twice (in, then out, one each
+        // way), with about 80 bytes of frame and TCP/IP around it; twice that, for ACKs and
+        // retransmissions.
+        let wire = self
+            .links
+            .rate_bits
+            .map_or(0.0, |r| 2.0 * (bytes + 80.0 * msgs) * 8.0 / r as f64);
+        let secs = 10.0 + msgs / 100_000.0 + bytes / 50e6 + wire;
+        match &self.traffic {
+            Traffic::Script { .. } => Duration::from_secs_f64(secs),
+            Traffic::Random { .. } => Duration::from_secs_f64(secs.ceil()),
         }
     }
 
@@ -727,6 +750,7 @@ impl RunSpec {
         }
         if let Some(h) = self.hosts {
             r.push_str(&format!(" --hosts {h}"));
+            r.push_str(&self.links.flags());
         }
         if let Some(addr) = &self.relay_addr {
             r.push_str(&format!(
@@ -821,6 +845,7 @@ impl RunSpec {
             relay_cmd: self.relay_cmd.clone(),
             relay_addr: self.relay_addr.as_ref().map(|a| a.to_string()),
             hosts: self.hosts,
+            links: (!self.links.is_none()).then(|| self.links.describe()),
             nemesis: match &self.nemesis {
                 Some(n) => Some(format!(
                     "{} every {}{}",

@@ -1863,6 +1863,103 @@ fn machine_network() -> Option<Vec<String>> {
     Some(seen)
 }
 
+/// `--link-rate` shapes every host's link with tbf: 2 clients on one host move no more payload
+/// than 10 Mbit/s lets through the relay's link, and the report and the replay say so.
+/// `--link-delay` needs netem: where the kernel has it (its config says), the delay shows in
+/// every message's latency; where not, the run says so in one line and exits 3. (Root only.)
+#[test]
+fn links_are_shaped_and_a_kernel_without_netem_is_told() {
+    let Some(before) = machine_network() else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
+    let (code, r, _, _tmp) = run_json(&[
+        "--hosts",
+        "1",
+        "--clients",
+        "2",
+        "--msgs",
+        "3000",
+        "--link-rate",
+        "10mbit",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(code, Some(0), "{}", r["failure"]);
+    assert_eq!(r["config"]["links"], "10 Mbit/s");
+    assert!(
+        r["replay"]
+            .as_str()
+            .unwrap()
+            .contains("--hosts 1 --link-rate 10000000bit"),
+        "{}",
+        r["replay"]
+    );
+    // 10 Mbit/s is 1.25 MB/s on the wire; the payload is less (frames, TCP/IP around it).
+    let mb = r["throughput"]["mb_per_s"].as_f64().unwrap();
+    assert!(
+        mb > 0.1 && mb < 1.25,
+        "payload at {mb} MB/s through a 10 Mbit/s link"
+    );
+
+    let config = Command::new("sh")
+        .args([
+            "-c",
+            "zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r) 2>/dev/null",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let netem =
+        if config.contains("CONFIG_NET_SCH_NETEM=y") || config.contains("CONFIG_NET_SCH_NETEM=m") {
+            Some(true)
+        } else if config.contains("CONFIG_NET_SCH_NETEM is not set") {
+            Some(false)
+        } else {
+            None // (no config to tell: either answer is taken)
+        };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args([
+            "--hosts",
+            "1",
+            "--clients",
+            "2",
+            "--msgs",
+            "200",
+            "--link-delay",
+            "5ms",
+            "--json",
+        ])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let said_no = err.contains("this kernel has no netem (the sch_netem qdisc");
+    if said_no {
+        assert_ne!(
+            netem,
+            Some(true),
+            "the kernel has netem, and the run said not: {err}"
+        );
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains("--link-rate works without it"), "{err}");
+    } else {
+        assert_ne!(
+            netem,
+            Some(false),
+            "no netem in this kernel, and the run did not say so: {err}"
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", r["failure"]);
+        // Client, relay's link, relay, relay's link, client: four crossings of 5 ms.
+        let p50 = r["latency_us"]["p50"].as_f64().unwrap();
+        assert!(p50 >= 20_000.0, "p50 {p50} us with 5 ms on every link");
+    }
+    assert_clean(&tmp, &[]);
+    assert_eq!(machine_network().unwrap(), before, "the machine's network");
+}
+
 /// Partitions longer than the relay's dead-peer bound (`--peer-timeout 2s`, cut off for
 /// 3.5 s): the relay ends the cut-off clients' connections itself (it cannot see them go),
 /// their processes end with the cut and new ones carry on under their names after the heal,

@@ -105,8 +105,17 @@ impl Netns {
     /// Runs `ip ARGS` inside this namespace; an error names the command and says what `ip`
     /// said.
     pub fn ip(&self, args: &[&str]) -> io::Result<()> {
+        self.iproute2("ip", args)
+    }
+
+    /// Runs `tc ARGS` (iproute2's traffic control) inside this namespace.
+    pub fn tc(&self, args: &[&str]) -> io::Result<()> {
+        self.iproute2("tc", args)
+    }
+
+    fn iproute2(&self, program: &str, args: &[&str]) -> io::Result<()> {
         let fd = self.ns.try_clone()?;
-        let mut cmd = Command::new("ip");
+        let mut cmd = Command::new(program);
         cmd.args(args);
         // SAFETY: setns is async-signal-safe; the child calls nothing else before exec.
         unsafe {
@@ -137,16 +146,21 @@ pub struct Network {
 }
 
 impl Network {
-    /// Builds a relay host and `clients` client hosts on one switch.
+    /// Builds a relay host and `clients` client hosts on one switch, each link shaped by
+    /// `shape` in both directions.
     ///
     /// # Safety
     /// Forks one holder per namespace (see [`Netns::new`]).
-    pub unsafe fn build(client_hosts: usize) -> io::Result<Network> {
+    pub unsafe fn build(client_hosts: usize, shape: &Shape) -> io::Result<Network> {
         if client_hosts == 0 || client_hosts > 250 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "--hosts must be 1..=250 (one address each in 198.18.0.0/24)",
             ));
+        }
+        // SAFETY: as this function's contract.
+        if shape.needs_netem() && !unsafe { has_netem() }? {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, NO_NETEM));
         }
         // SAFETY: as this function's contract.
         let switch = unsafe { Netns::new() }?;
@@ -173,6 +187,13 @@ impl Network {
             host.ip(&["addr", "add", &format!("198.18.0.{}/15", k + 1), "dev", &h])?;
             host.ip(&["link", "set", &h, "up"])?;
             host.ip(&["link", "set", "lo", "up"])?;
+            // Shaped where each direction leaves: the host's end (to the switch), the switch's
+            // end (to the host).
+            if let Some(qdisc) = shape.qdisc() {
+                let q: Vec<&str> = qdisc.iter().map(String::as_str).collect();
+                host.tc(&[&["qdisc", "add", "dev", &h, "root"], &q[..]].concat())?;
+                switch.tc(&[&["qdisc", "add", "dev", &w, "root"], &q[..]].concat())?;
+            }
             hosts.push(host);
             ends.push(w);
         }
@@ -202,6 +223,140 @@ impl Network {
             ends: self.ends.clone(),
         }
     }
+}
+
+/// What `--link-delay` and `--link-loss` say where the kernel cannot do them.
+pub const NO_NETEM: &str = "this kernel has no netem (the sch_netem qdisc, CONFIG_NET_SCH_NETEM), \
+     which --link-delay and --link-loss need; --link-rate works without it (tbf), or run on a \
+     kernel with netem (modprobe sch_netem)";
+
+/// How each host's link to the switch is shaped, in both directions (`--link-rate`,
+/// `--link-delay`, `--link-loss`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Shape {
+    /// Bits per second (tbf; netem's own rate when netem is in use).
+    pub rate_bits: Option<u64>,
+    /// Added to every packet (netem).
+    pub delay: Option<std::time::Duration>,
+    /// Percent of packets dropped (netem).
+    pub loss_pct: Option<f64>,
+}
+
+impl Shape {
+    /// Nothing is shaped.
+    pub fn is_none(&self) -> bool {
+        *self == Shape::default()
+    }
+
+    /// In words, for the report: `100 Mbit/s, delay 5ms, loss 1%`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = self.rate_bits {
+            parts.push(format!("{} Mbit/s", r as f64 / 1e6));
+        }
+        if let Some(d) = self.delay {
+            parts.push(format!("delay {d:?}"));
+        }
+        if let Some(l) = self.loss_pct {
+            parts.push(format!("loss {l}%"));
+        }
+        parts.join(", ")
+    }
+
+    /// The flags that make it (for the replay command).
+    pub fn flags(&self) -> String {
+        let mut f = String::new();
+        if let Some(r) = self.rate_bits {
+            f.push_str(&format!(" --link-rate {r}bit"));
+        }
+        if let Some(d) = self.delay {
+            f.push_str(&format!(" --link-delay {}us", d.as_micros()));
+        }
+        if let Some(l) = self.loss_pct {
+            f.push_str(&format!(" --link-loss {l}"));
+        }
+        f
+    }
+
+    /// It needs the netem qdisc.
+    pub fn needs_netem(&self) -> bool {
+        self.delay.is_some() || self.loss_pct.is_some()
+    }
+
+    /// The root qdisc for one end of a link (`tc qdisc add dev DEV root` then these), if any:
+    /// tbf for a rate alone, with a burst of 10 ms of it (at least ten full-size frames) and
+    /// 100 ms of queue; netem for the rest.
+    pub fn qdisc(&self) -> Option<Vec<String>> {
+        if self.needs_netem() {
+            let mut q = vec!["netem".to_string()];
+            if let Some(d) = self.delay {
+                q.extend(["delay".into(), format!("{}us", d.as_micros())]);
+            }
+            if let Some(l) = self.loss_pct {
+                q.extend(["loss".into(), format!("{l}%")]);
+            }
+            if let Some(r) = self.rate_bits {
+                q.extend(["rate".into(), format!("{r}bit")]);
+            }
+            return Some(q);
+        }
+        let r = self.rate_bits?;
+        let burst = (r / 8 / 100).max(10 * 1514);
+        Some(
+            [
+                "tbf".to_string(),
+                "rate".into(),
+                format!("{r}bit"),
+                "burst".into(),
+                burst.to_string(),
+                "latency".into(),
+                "100ms".into(),
+            ]
+            .to_vec(),
+        )
+    }
+}
+
+/// Parses a link rate as tc writes one: a number and `bit`, `kbit`, `mbit`, `gbit` (powers of
+/// 1,000; `100mbit`), into bits per second.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let units = [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1.0)];
+    let (num, mult) = units
+        .iter()
+        .find_map(|(u, m)| t.strip_suffix(u).map(|n| (n, *m)))
+        .ok_or_else(|| {
+            format!("{s:?}: give a rate as tc does, a number and bit, kbit, mbit or gbit (100mbit)")
+        })?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: {num:?} is not a number (100mbit, 1.5gbit)"))?;
+    let bits = v * mult;
+    if !(8_000.0..=1e12).contains(&bits) {
+        return Err(format!("{s:?}: must be from 8kbit to 1000gbit"));
+    }
+    Ok(bits as u64)
+}
+
+/// Whether this kernel has netem: tried on the loopback of a scratch namespace (made and gone
+/// at once).
+///
+/// # Safety
+/// Forks (see [`Netns::new`]).
+pub unsafe fn has_netem() -> io::Result<bool> {
+    // SAFETY: as this function's contract.
+    let scratch = unsafe { Netns::new() }?;
+    match scratch.tc(&["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]) {
+        Ok(()) => Ok(true),
+        Err(e) if is_no_netem(&e.to_string()) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// What `tc` says when the kernel (or tc) does not know netem.
+fn is_no_netem(tc_said: &str) -> bool {
+    tc_said.contains("qdisc kind is unknown") || tc_said.contains("Unknown qdisc")
 }
 
 /// The hosts' links to the switch, for partitions: host 0 is the relay's, hosts 1..=n the
@@ -254,14 +409,18 @@ pub fn ip_here(args: &[&str]) -> io::Result<()> {
 }
 
 fn run(mut cmd: Command, args: &[&str]) -> io::Result<()> {
-    let out = cmd
-        .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot run `ip`: {e}; install iproute2")))?;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot run `{program}`: {e}; install iproute2"),
+        )
+    })?;
     if out.status.success() {
         Ok(())
     } else {
         Err(io::Error::other(format!(
-            "`ip {}` failed: {}",
+            "`{program} {}` failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         )))
@@ -281,6 +440,39 @@ impl Drop for Netns {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn rates_read_as_tc_writes_them_and_shape_the_links() {
+        assert_eq!(parse_rate("100mbit"), Ok(100_000_000));
+        assert_eq!(parse_rate("1.5Gbit"), Ok(1_500_000_000));
+        assert_eq!(parse_rate("64kbit"), Ok(64_000));
+        assert!(parse_rate("100mb").unwrap_err().contains("bit, kbit, mbit or gbit"));
+        assert!(parse_rate("xmbit").unwrap_err().contains("not a number"));
+        assert!(parse_rate("1bit").unwrap_err().contains("from 8kbit"));
+        let rate = Shape {
+            rate_bits: Some(100_000_000),
+            ..Shape::default()
+        };
+        // 10 ms of 100 Mbit/s is 125,000 bytes of burst.
+        assert_eq!(
+            rate.qdisc().unwrap().join(" "),
+            "tbf rate 100000000bit burst 125000 latency 100ms"
+        );
+        assert_eq!(rate.flags(), " --link-rate 100000000bit");
+        let netem = Shape {
+            delay: Some(std::time::Duration::from_millis(5)),
+            loss_pct: Some(1.0),
+            ..rate
+        };
+        assert!(netem.needs_netem());
+        assert_eq!(
+            netem.qdisc().unwrap().join(" "),
+            "netem delay 5000us loss 1% rate 100000000bit"
+        );
+        assert_eq!(netem.describe(), "100 Mbit/s, delay 5ms, loss 1%");
+        assert!(Shape::default().qdisc().is_none());
+        assert!(is_no_netem("Error: Specified qdisc kind is unknown."));
+    }
 
     fn links_here() -> Vec<String> {
         let out = Command::new("ip").args(["-o", "link"]).output().unwrap();

@@ -143,6 +143,18 @@ pub struct Args {
     /// its own first; the machine's network is never touched.
     #[arg(long, value_name = "N")]
     pub hosts: Option<usize>,
+    /// With --hosts: each host's link to the switch carries at most RATE each way (tc's tbf:
+    /// 100mbit, 1gbit).
+    #[arg(long, value_name = "RATE", value_parser = relay_harness::netns::parse_rate, requires = "hosts")]
+    pub link_rate: Option<u64>,
+    /// With --hosts: each host's link delays every packet by DUR each way (netem: a message
+    /// from client to relay crosses two links). Kernels without netem say so.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, requires = "hosts")]
+    pub link_delay: Option<Duration>,
+    /// With --hosts: each host's link drops PCT percent of packets each way (netem; TCP sends
+    /// them again).
+    #[arg(long, value_name = "PCT", requires = "hosts")]
+    pub link_loss: Option<f64>,
     /// A script given as text (name, text), for `demo`.
     #[arg(skip)]
     pub inline_script: Option<(String, String)>,
@@ -218,6 +230,11 @@ fn spec_of(a: &Args) -> Result<RunSpec, RunError> {
         relay_cmd: a.relay_cmd.clone(),
         relay_addr: a.relay_addr.clone(),
         hosts: a.hosts,
+        links: relay_harness::netns::Shape {
+            rate_bits: a.link_rate,
+            delay: a.link_delay,
+            loss_pct: a.link_loss,
+        },
         timeout: a.timeout,
         quiet: (!a.quiet_period.is_zero()).then_some(a.quiet_period),
         write_chunks: a.write_chunks,

@@ -54,8 +54,11 @@ fn settings(o: &mut String, r: &Report) {
     let backend = match (&c.relay_addr, c.hosts) {
         (Some(addr), _) => format!("the relay at {addr}"),
         (None, Some(h)) => format!(
-            "backend {}, the relay and {h} client host(s) on a private switch",
-            c.backend
+            "backend {}, the relay and {h} client host(s) on a private switch{}",
+            c.backend,
+            c.links
+                .as_ref()
+                .map_or(String::new(), |l| format!(" (each link {l})"))
         ),
         (None, None) => format!("backend {}", c.backend),
     };

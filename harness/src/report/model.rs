@@ -40,6 +40,8 @@ pub struct RunConfig {
     pub relay_addr: Option<String>,
     /// `--hosts`: the client hosts (the relay has one more of its own), when the run had them.
     pub hosts: Option<usize>,
+    /// `--link-rate`, `--link-delay`, `--link-loss`, in words, when the links were shaped.
+    pub links: Option<String>,
     /// The nemesis, when one ran (e.g. `stop every 200ms`).
     pub nemesis: Option<String>,
     /// `mesh`, `pingpong` or `script`.
