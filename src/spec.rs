@@ -430,6 +430,26 @@ impl RunSpec {
         if let Some(why) = self.partition_refused() {
             return Err(RunError::usage(why));
         }
+        for f in self.script_faults() {
+            let relay_harness::script::Fault::Partition(_, d) = f.fault else {
+                continue;
+            };
+            if self.hosts.is_none() {
+                return Err(RunError::usage(format!(
+                    "script line {}: `partition` cuts a host off the network between the relay and its clients; give --hosts N",
+                    f.line
+                )));
+            }
+            if let Some(p) = self.peer_timeout.filter(|&p| d >= p / 3) {
+                return Err(RunError::usage(format!(
+                    "script line {}: a partition of {} with --peer-timeout {} may end connections; a script's partitions must be shorter than {} (the nemesis plays longer ones)",
+                    f.line,
+                    duration_flag(d),
+                    duration_flag(p),
+                    duration_flag(p / 3)
+                )));
+            }
+        }
         if let Some(n) = &self.nemesis {
             if self.hosts.is_none() {
                 if let Some(p) = n.kinds.iter().find(|k| k.is_partition()) {

@@ -538,8 +538,48 @@ fn every_fixture_scenario_verifies_clean() {
             continue;
         }
         seen += 1;
+        let p = path.to_str().unwrap();
+        if std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("partition "))
+        {
+            // Partitions cut hosts off a network: they need --hosts (and, here, root).
+            let out = Command::new(bin())
+                .args(["--scenario", p])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{p} without --hosts");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("`partition` cuts a host off"));
+            if machine_network().is_some() {
+                let (code, r, err, tmp) = run_json(&["--scenario", p, "--hosts", "2", "-v"]);
+                assert_eq!(code, Some(0), "{p} over --hosts 2: {r:#}\n{err}");
+                assert_eq!(r["violations_total"], 0);
+                let cuts: Vec<(&str, &str, u64)> = r["nemesis"]["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["action"].as_str().unwrap(),
+                            e["role"].as_str().unwrap(),
+                            e["for_ms"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    cuts,
+                    [
+                        ("partition", "host1", 300),
+                        ("partition-relay", "relay", 300)
+                    ],
+                    "{p}"
+                );
+                assert_clean(&tmp, &forked_pids(&err));
+            }
+            continue;
+        }
         for transport in ["unix", "tcp"] {
-            let p = path.to_str().unwrap();
             let (code, r, err, tmp) = run_json(&["--scenario", p, "--transport", transport, "-v"]);
             assert_eq!(code, Some(0), "{p} over {transport}: {r:#}\n{err}");
             assert_eq!(r["config"]["scenario"], p);

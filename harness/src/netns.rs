@@ -446,7 +446,9 @@ mod tests {
         assert_eq!(parse_rate("100mbit"), Ok(100_000_000));
         assert_eq!(parse_rate("1.5Gbit"), Ok(1_500_000_000));
         assert_eq!(parse_rate("64kbit"), Ok(64_000));
-        assert!(parse_rate("100mb").unwrap_err().contains("bit, kbit, mbit or gbit"));
+        assert!(parse_rate("100mb")
+            .unwrap_err()
+            .contains("bit, kbit, mbit or gbit"));
         assert!(parse_rate("xmbit").unwrap_err().contains("not a number"));
         assert!(parse_rate("1bit").unwrap_err().contains("from 8kbit"));
         let rate = Shape {

@@ -58,6 +58,9 @@ pub enum Fault {
     Restart(usize),
     /// SIGKILL the relay.
     KillRelay,
+    /// With `--hosts`: cut the client's host (None: the relay's) off the switch for the
+    /// duration; the next phase starts at once, across the partition.
+    Partition(Option<usize>, std::time::Duration),
 }
 
 /// A fault line: it ends a phase, and strikes once every client has finished it.
@@ -366,7 +369,7 @@ impl Script {
                         ));
                     }
                 }
-                Fault::Stop(_, Some(_)) | Fault::Restart(_) => {}
+                Fault::Stop(_, Some(_)) | Fault::Restart(_) | Fault::Partition(..) => {}
             }
         }
         Ok(())
@@ -440,8 +443,10 @@ impl Parser<'_> {
             }
             Tok::Word(w) if w == "seed" => self.seed(&at, &toks, end_col),
             Tok::Word(w)
-                if matches!(w.as_str(), "stop" | "cont" | "kill" | "restart")
-                    && !matches!(toks.get(1), Some((_, Tok::Arrow))) =>
+                if matches!(
+                    w.as_str(),
+                    "stop" | "cont" | "kill" | "restart" | "partition"
+                ) && !matches!(toks.get(1), Some((_, Tok::Arrow))) =>
             {
                 self.fault(&at, &w, &toks, end_col)
             }
@@ -532,7 +537,8 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// `stop NAME [DUR]`, `cont NAME`, `kill NAME`, `restart NAME`: each ends a phase.
+    /// `stop NAME [DUR]`, `cont NAME`, `kill NAME`, `restart NAME`, `partition NAME|relay DUR`:
+    /// each ends a phase.
     fn fault(
         &mut self,
         at: &At<'_>,
@@ -557,6 +563,25 @@ impl Parser<'_> {
                 Some(parse_duration(d).ok_or_else(|| {
                     at.err(*col, format!("expected a duration like 200ms or 2s (or nothing, and a later `cont {target}`), found `{d}`"))
                 })?)
+            }
+            ("partition", Some((col, Tok::Word(d)))) => {
+                rest = 3;
+                Some(parse_duration(d).ok_or_else(|| {
+                    at.err(
+                        *col,
+                        format!(
+                            "expected how long the partition lasts, like 500ms or 2s, found `{d}`"
+                        ),
+                    )
+                })?)
+            }
+            ("partition", _) => {
+                return Err(at.err(
+                    end_col,
+                    format!(
+                    "expected how long the partition lasts after `partition {target}` (500ms, 2s)"
+                ),
+                ))
             }
             _ => None,
         };
@@ -713,8 +738,11 @@ impl Parser<'_> {
                 col,
                 msg,
             };
-            let fault = if word == "kill" && target == "relay" && !s.names.contains(&target) {
+            let relay = target == "relay" && !s.names.contains(&target);
+            let fault = if word == "kill" && relay {
                 Fault::KillRelay
+            } else if word == "partition" && relay {
+                Fault::Partition(None, dur.unwrap_or_default())
             } else {
                 let i = s.names[..s.clients]
                     .iter()
@@ -724,6 +752,7 @@ impl Parser<'_> {
                     "stop" => Fault::Stop(i, dur),
                     "cont" => Fault::Cont(i),
                     "kill" => Fault::Kill(i),
+                    "partition" => Fault::Partition(Some(i), dur.unwrap_or_default()),
                     _ => Fault::Restart(i),
                 }
             };
@@ -743,6 +772,29 @@ mod tests {
     use super::*;
 
     const ARTICLE: &str = "# the article\nclients ClientA ClientB\nClientA -> ClientB \"1\"\nClientB -> ClientA \"2\"\n";
+
+    #[test]
+    fn partition_lines_name_a_client_or_the_relay_and_a_duration() {
+        let s = Script::parse(
+            "p.scn",
+            "clients a b\na -> b \"1\"\npartition b 300ms\nb -> a \"2\"\npartition relay 1s\n",
+        )
+        .unwrap();
+        let faults: Vec<_> = s.faults.iter().map(|f| (f.after_phase, f.fault)).collect();
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(
+            faults,
+            vec![
+                (0, Fault::Partition(Some(1), ms(300))),
+                (1, Fault::Partition(None, ms(1000)))
+            ]
+        );
+        let e = Script::parse("p.scn", "clients a b\npartition a\n").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 12));
+        assert!(e.msg.contains("how long the partition lasts"), "{}", e.msg);
+        let e = Script::parse("p.scn", "clients a b\npartition a soon\n").unwrap_err();
+        assert!(e.msg.contains("found `soon`"), "{}", e.msg);
+    }
 
     #[test]
     fn fault_lines_end_a_phase_and_name_clients() {

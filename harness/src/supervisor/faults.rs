@@ -151,7 +151,8 @@ impl Run<'_> {
         });
     }
 
-    /// A script's stopped clients whose time is up get SIGCONT. Returns when the next is due.
+    /// A script's stopped clients whose time is up get SIGCONT, and a partition whose time
+    /// is up (the nemesis's or a script's) heals. Returns when the next is due.
     pub(super) fn script_conts(&mut self, now: Instant) -> Option<Instant> {
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.faults.conts)
             .into_iter()
@@ -160,7 +161,14 @@ impl Run<'_> {
         for (k, _) in due {
             self.cont(k);
         }
-        self.faults.conts.iter().map(|&(_, until)| until).min()
+        if self.faults.cut.is_some_and(|(_, until, _)| now >= until) {
+            self.heal();
+        }
+        let next = self.faults.conts.iter().map(|&(_, until)| until).min();
+        match self.faults.cut {
+            Some((_, until, _)) => Some(next.map_or(until, |n| n.min(until))),
+            None => next,
+        }
     }
 
     /// The nemesis: continues or restarts whoever is due, then acts again when it is time.
@@ -176,9 +184,6 @@ impl Run<'_> {
                 self.cont(k);
                 self.faults.stopped = None;
             }
-        }
-        if self.faults.cut.is_some_and(|(_, until, _)| now >= until) {
-            self.heal();
         }
         while let Some(&(i, at)) = self.faults.restarts.first() {
             if now < at {
@@ -318,30 +323,10 @@ impl Run<'_> {
                 None => return,
             }
         };
-        let role = if host == 0 {
-            "relay".to_string()
-        } else {
-            format!("host{host}")
-        };
-        if let Err(e) = links.set(host, false) {
-            self.end(Ending::FaultFailed(format!(
-                "cutting {role} off: {e}; check that iproute2 works here (`ip link`)"
-            )));
+        if !self.cut(host, now, at_ms, nem.pause) {
             return;
         }
-        self.out.milestone(Milestone::Nemesis {
-            role: role.clone(),
-            action,
-        });
-        self.faults.cut = Some((host, now + nem.pause, self.faults.log.len()));
-        self.faults.first_cut.get_or_insert(now);
         let pause_ms = nem.pause.as_millis() as u64;
-        self.faults.log.push(NemesisEvent {
-            action,
-            role,
-            at_ms,
-            for_ms: pause_ms,
-        });
         if nem.long_partitions {
             // The cut-off clients lose their connections: each process ends now (the relay
             // cannot see it go, and must end the connection itself), counted as a death
@@ -370,7 +355,42 @@ impl Run<'_> {
         }
     }
 
-    /// Heals the host the nemesis cut off.
+    /// Cuts host `host` (0: the relay's) off the switch until `now + lasting`: the link, the
+    /// milestone, the report's line. False if `ip` failed (the run then ends).
+    fn cut(&mut self, host: usize, now: Instant, at_ms: u64, lasting: std::time::Duration) -> bool {
+        let Some(links) = self.limits.links.as_ref() else {
+            return false;
+        };
+        if self.faults.cut.is_some() {
+            self.heal(); // (a script's partition while another is in force: one at a time)
+        }
+        let (role, action) = if host == 0 {
+            ("relay".to_string(), Action::PartitionRelay)
+        } else {
+            (format!("host{host}"), Action::Partition)
+        };
+        if let Err(e) = links.set(host, false) {
+            self.end(Ending::FaultFailed(format!(
+                "cutting {role} off: {e}; check that iproute2 works here (`ip link`)"
+            )));
+            return false;
+        }
+        self.out.milestone(Milestone::Nemesis {
+            role: role.clone(),
+            action,
+        });
+        self.faults.cut = Some((host, now + lasting, self.faults.log.len()));
+        self.faults.first_cut.get_or_insert(now);
+        self.faults.log.push(NemesisEvent {
+            action,
+            role,
+            at_ms,
+            for_ms: lasting.as_millis() as u64,
+        });
+        true
+    }
+
+    /// Heals the host that is cut off.
     fn heal(&mut self) {
         let Some((host, _, line)) = self.faults.cut.take() else {
             return;
@@ -415,6 +435,15 @@ impl Run<'_> {
                 Fault::Kill(i) => (Action::Kill, Some(i)),
                 Fault::Restart(i) => (Action::Restart, Some(i)),
                 Fault::KillRelay => (Action::Relay, None),
+                Fault::Partition(who, d) => {
+                    let host = match (who, self.limits.links.as_ref()) {
+                        (_, None) => continue, // (refused before the run: it needs --hosts)
+                        (None, Some(_)) => 0,
+                        (Some(i), Some(links)) => links.host_of(i),
+                    };
+                    self.cut(host, Instant::now(), at_ms, d);
+                    continue;
+                }
             };
             let k = match who {
                 None => 0,
@@ -457,7 +486,7 @@ impl Run<'_> {
                     self.faults.awaiting_ready += 1;
                 }
                 Fault::KillRelay => self.faults.relay_killed = true,
-                Fault::Stop(..) | Fault::Cont(_) => {}
+                Fault::Stop(..) | Fault::Cont(_) | Fault::Partition(..) => {}
             }
         }
         if self.faults.awaiting_ready > 0 || self.faults.relay_killed {
