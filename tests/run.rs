@@ -552,8 +552,42 @@ fn every_fixture_scenario_verifies_clean() {
             assert_eq!(out.status.code(), Some(2), "{p} without --hosts");
             assert!(String::from_utf8_lossy(&out.stderr).contains("`partition` cuts a host off"));
             if machine_network().is_some() {
-                let (code, r, err, tmp) = run_json(&["--scenario", p, "--hosts", "2", "-v"]);
+                let pics = tempfile::tempdir().unwrap();
+                let folder = pics.path().join("report");
+                let (code, r, err, tmp) = run_json(&[
+                    "--scenario",
+                    p,
+                    "--hosts",
+                    "2",
+                    "-v",
+                    "--trace",
+                    "--report",
+                    folder.to_str().unwrap(),
+                ]);
                 assert_eq!(code, Some(0), "{p} over --hosts 2: {r:#}\n{err}");
+                // Each partition is in the trace, across the sequence diagram, and shaded on
+                // the rate picture, from its cut to its heal.
+                let trace = std::fs::read_to_string(folder.join("trace.txt")).unwrap();
+                for line in [
+                    "nemesis: partition: host1 cut off the switch (`ip link set DEV down`",
+                    "nemesis: heal: the relay's host back on the switch",
+                ] {
+                    assert!(trace.contains(line), "trace.txt lacks {line:?}");
+                }
+                let seq = well_formed(&folder.join("sequence.svg"));
+                for label in [
+                    "partition: host1 cut off the switch",
+                    "healed: host1 back on the switch",
+                    "partition: the relay's host cut off the switch",
+                    "healed: the relay's host back on the switch",
+                ] {
+                    assert!(seq.contains(label), "sequence.svg lacks {label:?}");
+                }
+                let rate = well_formed(&folder.join("rate.svg"));
+                assert!(
+                    rate.contains("host1 cut off") && rate.contains("relay&apos;s host cut off"),
+                    "rate.svg does not shade the partitions"
+                );
                 assert_eq!(r["violations_total"], 0);
                 let cuts: Vec<(&str, &str, u64)> = r["nemesis"]["events"]
                     .as_array()

@@ -426,7 +426,12 @@ type RateLine = (String, Vec<(f64, f64)>, RGBColor, u32);
 
 /// rate.svg: messages received per second over the run: all clients in one panel, and each
 /// client (the busiest dozen, when there are more) on its own scale in a second.
-pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) -> Picture {
+pub fn rate_svg(
+    reports: &[Option<ClientReport>],
+    names: &[String],
+    t0_ns: u64,
+    faults: &[crate::supervisor::NemesisEvent],
+) -> Picture {
     let width = bucket_width(reports);
     let (width_ms, per_s) = (width as f64 / 1e6, 1e9 / width as f64);
     let sum = |of: &[Option<ClientReport>]| {
@@ -491,6 +496,23 @@ pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) 
         .map(|(((name, pts, _, w), _), color)| (name, pts, color, w))
         .collect();
     let end_ms = span as f64 * width_ms;
+    // Partitions, shaded from the cut to the heal (what TCP did after shows in the lines).
+    let cuts: Vec<Cut> = faults
+        .iter()
+        .filter(|e| e.action.is_partition())
+        .map(|e| {
+            let who = if e.role == "relay" {
+                "relay's host".to_string()
+            } else {
+                e.role.clone()
+            };
+            (
+                e.at_ms as f64,
+                (e.at_ms + e.for_ms) as f64,
+                format!("{who} cut off"),
+            )
+        })
+        .collect();
     let mut svg = String::new();
     let r = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
         let root = SVGBackend::with_string(&mut svg, (W, 760)).into_drawing_area();
@@ -501,8 +523,14 @@ pub fn rate_svg(reports: &[Option<ClientReport>], names: &[String], t0_ns: u64) 
             "Messages received per second, all clients (per {})",
             width_label(width)
         );
-        rate_panel(&top, &caption, end_ms, &all)?;
-        rate_panel(&bottom, &format!("The same, {shown}"), end_ms, &lines)?;
+        rate_panel(&top, &caption, end_ms, &all, &cuts)?;
+        rate_panel(
+            &bottom,
+            &format!("The same, {shown}"),
+            end_ms,
+            &lines,
+            &cuts,
+        )?;
         root.present()?;
         Ok(())
     })()
@@ -516,6 +544,7 @@ fn rate_panel(
     caption: &str,
     end_ms: f64,
     lines: &[RateLine],
+    cuts: &[Cut],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let peak = lines
         .iter()
@@ -531,6 +560,20 @@ fn rate_panel(
         .y_label_formatter(&|y| si(*y))
         .x_label_formatter(&|x| tick(*x))
         .draw()?;
+    let top = peak * 1.25;
+    for (k, (from, to, what)) in cuts.iter().enumerate() {
+        c.draw_series(std::iter::once(Rectangle::new(
+            [(*from, 0.0), (to.min(end_ms), top)],
+            CUT.mix(0.18).filled(),
+        )))?;
+        // Labels step down, so cuts close together do not write over each other.
+        let y = top * (0.97 - 0.06 * (k % 3) as f64);
+        c.draw_series(std::iter::once(Text::new(
+            what.clone(),
+            (*from, y),
+            (FONT, TICK_PX).into_font().color(&CUT),
+        )))?;
+    }
     for (_, pts, color, w) in lines {
         c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(*w)))?;
     }
@@ -547,8 +590,26 @@ fn rate_panel(
             (FONT, TICK_PX).into_font(),
         ))?;
     }
+    if !cuts.is_empty() {
+        let y = 50 + 20 * lines.len() as i32;
+        key.draw(&Rectangle::new(
+            [(4, y - 6), (28, y + 6)],
+            CUT.mix(0.18).filled(),
+        ))?;
+        key.draw(&Text::new(
+            "partition",
+            (34, y - 8),
+            (FONT, TICK_PX).into_font(),
+        ))?;
+    }
     Ok(())
 }
+
+/// A partition on rate.svg: from, to (ms after the start barrier), and what was cut off.
+type Cut = (f64, f64, String);
+
+/// The colour of a partition.
+const CUT: RGBColor = RGBColor(200, 40, 40);
 
 /// An arrow from `(x0, y0)` to `(x1, y1)` in the sequence diagram; `dash` for the handshake.
 fn arrow(out: &mut String, (x0, y0): (u32, u32), (x1, y1): (u32, u32), color: &str, dash: bool) {
@@ -587,6 +648,8 @@ enum Mark {
     Note(usize, String),
     /// The supervisor forks the process of a lane.
     Fork(usize, String),
+    /// A partition begins (true) or heals (false): the host.
+    Cut(bool, String),
 }
 
 /// The colours of the diagram's arrows (each has its own arrowhead): SEND, DELIVER, the
@@ -669,6 +732,27 @@ pub fn sequence_svg(t: &Timeline, max_messages: usize) -> Option<String> {
             Mark::Note(k, text) => {
                 dot(&mut lines, *k, "#555");
                 label(&mut labels, beside(*k), y, "#333", text);
+            }
+            Mark::Cut(cut, who) => {
+                // Across every lane: from here on (until the heal) nothing crosses the cut.
+                let (color, text) = if *cut {
+                    ("#c82828", format!("partition: {who} cut off the switch"))
+                } else {
+                    ("#1a8a3a", format!("healed: {who} back on the switch"))
+                };
+                let _ = writeln!(
+                    lines,
+                    "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"8 4\"/>",
+                    x(0),
+                    x(lanes.len() - 1)
+                );
+                label(
+                    &mut labels,
+                    (x(lanes.len() - 1) + 8, "start"),
+                    y,
+                    color,
+                    &text,
+                );
             }
             Mark::Register(k, name) => {
                 dot(&mut lines, *k, "#555");
@@ -826,6 +910,16 @@ fn sequence_rows(t: &Timeline, lanes: &[String], max_messages: usize) -> (Vec<(u
             }
         } else if w.starts_with("socket() + connect(") {
             Mark::Welcome(me)
+        } else if let Some(rest) = w
+            .strip_prefix("nemesis: partition: ")
+            .or_else(|| w.strip_prefix("nemesis: heal: "))
+        {
+            // "host1 cut off the switch (...": "the relay's host back on the switch (..."
+            let who = rest
+                .split_once(" cut off")
+                .or_else(|| rest.split_once(" back on"))
+                .map_or("a host", |(who, _)| who);
+            Mark::Cut(w.starts_with("nemesis: partition"), who.to_string())
         } else if w.starts_with("closed barrier 0") {
             Mark::Note(me, "barrier released".into())
         } else if w.starts_with("register: ") {
@@ -878,7 +972,7 @@ fn link_rows(rows: &[(u64, Mark)], lanes: &[String]) -> (Vec<bool>, Vec<Option<u
                 registered.insert(name, i);
             }
             Mark::Welcome(k) => link[i] = registered.get(lanes[*k].as_str()).copied(),
-            Mark::Note(..) | Mark::Fork(..) => {}
+            Mark::Note(..) | Mark::Fork(..) | Mark::Cut(..) => {}
         }
     }
     (keep, link)

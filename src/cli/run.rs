@@ -497,7 +497,12 @@ fn write_report_dir(
         what,
     );
     pictures.push(("latency.svg", "Latency", latency));
-    let rate = plots::rate_svg(&outcome.reports, names, outcome.released_ns);
+    let rate = plots::rate_svg(
+        &outcome.reports,
+        names,
+        outcome.released_ns,
+        &outcome.nemesis,
+    );
     pictures.push(("rate.svg", "Messages per second", rate));
     for (file, _, picture) in &pictures {
         if let Picture::Svg(svg) = picture {

@@ -60,6 +60,12 @@ impl Tracer {
         }
     }
 
+    /// Records a rare event that marks the whole run (a fault), past the cap too: a reader
+    /// of a long run's trace still sees when each partition began and healed.
+    pub fn always(&mut self, what: String) {
+        self.trace.events.push((now_ns(), what));
+    }
+
     /// Records an event that happened at `t_ns`.
     pub fn at(&mut self, t_ns: u64, what: String) {
         if self.room() {

@@ -420,14 +420,25 @@ fn milestone_text(m: &Milestone) -> String {
         Milestone::Exited { role, status } => format!("waitpid(): {role} {status}"),
         Milestone::Stopping(e) => format!("ending the run early: {e:?}"),
         Milestone::Nemesis { role, action } => match action {
-            Action::Partition | Action::PartitionRelay => format!(
-                "nemesis: partition: `ip link set DEV down` on {role}'s end at the switch: \
-                 nothing crosses, and TCP on both sides retransmits what it sent"
-            ),
-            Action::Heal => format!(
-                "nemesis: heal: `ip link set DEV up` on {role}'s end at the switch: the next \
-                 retransmission gets through"
-            ),
+            Action::Partition | Action::PartitionRelay | Action::Heal => {
+                let host = if role == "relay" {
+                    "the relay's host".to_string()
+                } else {
+                    role.clone()
+                };
+                if *action == Action::Heal {
+                    format!(
+                        "nemesis: heal: {host} back on the switch (`ip link set DEV up` on its \
+                         link's end there): TCP's next retransmission gets through"
+                    )
+                } else {
+                    format!(
+                        "nemesis: partition: {host} cut off the switch (`ip link set DEV down` \
+                         on its link's end there): nothing crosses, and TCP on both sides \
+                         retransmits what it sent"
+                    )
+                }
+            }
             _ => format!("nemesis: {} {role}", action.name()),
         },
         Milestone::Progress { .. } => m.to_string(),

@@ -48,7 +48,10 @@ impl Narrator<'_> {
     /// A milestone, now.
     pub fn milestone(&mut self, m: Milestone) {
         if let Some(t) = self.tracer.as_mut() {
-            t.ev(|| milestone_text(&m));
+            match m {
+                Milestone::Nemesis { .. } => t.always(milestone_text(&m)),
+                _ => t.ev(|| milestone_text(&m)),
+            }
         }
         (self.on)(m);
     }
