@@ -215,7 +215,8 @@ fn register(
     // A restarted process may register before the relay is done with its predecessor (it
     // keeps the name until it has routed everything the dead process sent, which can take
     // seconds behind slow receivers): it retries NAME_TAKEN, as a real client coming back
-    // would, until the supervisor stops it (the run's deadline bounds that).
+    // would, until the supervisor stops it (the run's deadline bounds that). Likewise a host
+    // unreachable just after a partition heals (its neighbour entry failed while cut off).
     let taken_wait = if ctx.incarnation > 0 {
         Duration::MAX
     } else {
@@ -327,6 +328,17 @@ fn connect(
                     && !stopped() =>
             {
                 std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(ClientError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::HostUnreachable
+                        | std::io::ErrorKind::NetworkUnreachable
+                        | std::io::ErrorKind::TimedOut
+                ) && taken_until.is_none_or(|t| std::time::Instant::now() < t)
+                    && !stopped() =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
             }
             Err(ClientError::Io(e))
                 if matches!(

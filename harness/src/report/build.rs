@@ -186,8 +186,16 @@ fn ending(
         Ending::TimedOut => (
             Ended::TimedOut,
             Some(format!(
-                "timed out {:.1} s after the start barrier: {} of {} message(s) were sent{}",
-                config.timeout_s,
+                "timed out {:.1} s after the start barrier{}: {} of {} message(s) were sent{}",
+                outcome.deadline.as_secs_f64(),
+                if outcome.deadline.as_secs_f64() > config.timeout_s + 0.05 {
+                    format!(
+                        " (the deadline, {:.1} s, and the time partitions held TCP back)",
+                        config.timeout_s
+                    )
+                } else {
+                    String::new()
+                },
                 group(v.totals.sent),
                 group(config.total_msgs),
                 match v.count(Class::Lost) {

@@ -419,6 +419,11 @@ impl Run<'_> {
         let wait =
             since.min(std::time::Duration::from_secs(120)) + std::time::Duration::from_secs(1);
         self.faults.retransmits_until = Some(now + wait);
+        // Nor is that time the relay's to answer for: the work gets half its bound again
+        // once TCP may be back (the nemesis itself still rests by the first bound).
+        if self.released_at.is_some() {
+            self.deadline = self.deadline.max(now + wait + self.limits.deadline / 2);
+        }
     }
 
     /// Every client at work finished phase `p`: the script's fault lines after it strike,

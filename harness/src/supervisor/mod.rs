@@ -279,6 +279,9 @@ pub struct Outcome {
     pub released_at: Option<Instant>,
     /// Instant the last report arrived (or the run was cut short).
     pub ended_at: Instant,
+    /// The work's deadline, from the start barrier, as it stood at the end (partitions move
+    /// it later: `Limits::deadline` plus what TCP was held back).
+    pub deadline: Duration,
     /// What the relay reported as it stopped (its trace moved into `timeline`), if it did.
     pub relay: Option<RelayReport>,
     /// The supervisor's own CPU time.

@@ -428,7 +428,8 @@ pub(super) struct Run<'a> {
     fired: Vec<EpollEvent>,
     pub(super) n: usize,
     pub(super) start: Instant,
-    deadline: Instant,
+    /// The work's deadline (a partition's heal moves it later: see `Faults`' heal).
+    pub(super) deadline: Instant,
 
     // The supervisor's ends of the pipes: closing one is the message.
     /// Per phase: closing it starts the phase everywhere at once.
@@ -1079,6 +1080,9 @@ impl<'a> Run<'a> {
             released_ns: self.released_ns,
             released_at: self.released_at,
             ended_at,
+            deadline: self
+                .released_at
+                .map_or(self.limits.deadline, |t0| self.deadline.saturating_duration_since(t0)),
             relay,
             supervisor_cpu: crate::record::Cpu::used(),
             supervisor_peak_rss_kib: peak_rss_kib(),
