@@ -1920,14 +1920,21 @@ fn hosts_lock() -> std::sync::MutexGuard<'static, ()> {
     HOSTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The machine's own network, as `ip -o link` and `ip -o addr` list it (interface names and
-/// addresses, without counters), or None without root or iproute2 (the hosts tests need both).
+/// The machine's own network, as `ip netns list`, `ip -o link` and `ip -o addr` list it
+/// (named namespaces, interface names and addresses, without counters), or None without root or iproute2 (the hosts tests need both).
 fn machine_network() -> Option<Vec<String>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { nix::libc::geteuid() } != 0 {
         return None;
     }
     let mut seen = Vec::new();
+    // Named namespaces (none is ever made: a run's are held by its processes).
+    let named = Command::new("ip").args(["netns", "list"]).output().ok()?;
+    seen.extend(
+        String::from_utf8_lossy(&named.stdout)
+            .lines()
+            .map(|l| format!("netns {l}")),
+    );
     for what in ["link", "addr"] {
         let out = Command::new("ip").args(["-o", what]).output().ok()?;
         for l in String::from_utf8_lossy(&out.stdout).lines() {
@@ -2259,29 +2266,48 @@ fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
         eprintln!("skipped: needs root and iproute2");
         return;
     };
+    // The command, as written.
     let (code, r, err, tmp) = run_json(&[
         "--hosts",
-        "2",
-        "--clients",
         "4",
+        "--clients",
+        "8",
         "--msgs",
-        "500",
+        "10000",
         "--seed",
         "7",
         "-v",
     ]);
     assert_eq!(code, Some(0), "{}", r["failure"]);
     assert_eq!(r["verdict"], "pass");
-    assert_eq!(r["totals"]["received"], 2000);
+    assert_eq!(r["totals"]["received"], 80_000);
     assert_eq!(r["config"]["transport"], "tcp");
-    assert_eq!(r["config"]["hosts"], 2);
+    assert_eq!(r["config"]["hosts"], 4);
     assert!(
-        r["replay"].as_str().unwrap().contains("--hosts 2"),
+        r["replay"].as_str().unwrap().contains("--hosts 4"),
         "{}",
         r["replay"]
     );
     assert_clean(&tmp, &forked_pids(&err));
     assert_eq!(machine_network().unwrap(), before, "after a pass");
+    // A failing run (the relay drops messages on purpose) leaves nothing either.
+    let (code, r, err, tmp) = run_json(&[
+        "--hosts",
+        "2",
+        "--clients",
+        "4",
+        "--msgs",
+        "2000",
+        "--inject",
+        "drop:0.01",
+        "--seed",
+        "7",
+        "-v",
+    ]);
+    assert_eq!(code, Some(1), "{}", r["failure"]);
+    assert_eq!(r["verdict"], "fail");
+    assert_clean(&tmp, &forked_pids(&err));
+    assert_eq!(machine_network().unwrap(), before, "after a failure");
     // A run ended mid-exchange, each way: SIGINT (Ctrl-C), the deadline, SIGKILL of the
     // supervisor (then the janitor ends the clients, and the namespaces' holders see their
     // release pipes close). Every process of the run goes, the ones in other network

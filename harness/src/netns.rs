@@ -441,6 +441,67 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
+    /// `ip ARGS` inside the namespace at `path`, its output.
+    fn ip_in(path: &std::path::Path, args: &[&str]) -> String {
+        let ns = std::fs::File::open(path).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(args);
+        // SAFETY: setns is async-signal-safe; nothing else runs before exec.
+        unsafe {
+            cmd.pre_exec(move || setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
+        }
+        String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+    }
+
+    /// No traffic can leave a run's network: every host has only loopback and its one address
+    /// in 198.18.0.0/15 (IPv6 link-local aside, which no router forwards), and no route but
+    /// that network's; the switch has no address of its own.
+    #[test]
+    fn a_built_network_has_only_its_own_addresses_and_no_way_out() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { nix::libc::geteuid() } != 0 || ip_here(&["-V"]).is_err() {
+            eprintln!("skipped: needs root and iproute2");
+            return;
+        }
+        let before = links_here();
+        // SAFETY: the holders only unshare and wait (see Netns::new).
+        let net = unsafe { Network::build(2, &Shape::default()) }.unwrap();
+        assert_eq!(
+            links_here(),
+            before,
+            "nothing stays in the machine's namespace"
+        );
+        for (k, host) in net.hosts.iter().enumerate() {
+            let addrs: Vec<String> = ip_in(&host.path(), &["-o", "addr"])
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
+                .filter(|a| !a.starts_with("fe80:"))
+                .collect();
+            assert_eq!(
+                addrs,
+                ["127.0.0.1/8", "::1/128", &format!("198.18.0.{}/15", k + 1)],
+                "host {k}"
+            );
+            let routes = ip_in(&host.path(), &["-4", "route"]);
+            assert_eq!(routes.lines().count(), 1, "host {k}: {routes}");
+            assert!(
+                routes.starts_with("198.18.0.0/15 dev "),
+                "host {k}: {routes}"
+            );
+            assert!(ip_in(&host.path(), &["-6", "route"])
+                .lines()
+                .all(|r| !r.starts_with("default")));
+        }
+        let switch: Vec<String> = ip_in(&net.switch.path(), &["-o", "addr"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
+            .filter(|a| !a.starts_with("fe80:"))
+            .collect();
+        assert!(switch.is_empty(), "the switch has addresses: {switch:?}");
+        drop(net);
+        assert_eq!(links_here(), before);
+    }
+
     #[test]
     fn rates_read_as_tc_writes_them_and_shape_the_links() {
         assert_eq!(parse_rate("100mbit"), Ok(100_000_000));

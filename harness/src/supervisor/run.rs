@@ -1080,9 +1080,9 @@ impl<'a> Run<'a> {
             released_ns: self.released_ns,
             released_at: self.released_at,
             ended_at,
-            deadline: self
-                .released_at
-                .map_or(self.limits.deadline, |t0| self.deadline.saturating_duration_since(t0)),
+            deadline: self.released_at.map_or(self.limits.deadline, |t0| {
+                self.deadline.saturating_duration_since(t0)
+            }),
             relay,
             supervisor_cpu: crate::record::Cpu::used(),
             supervisor_peak_rss_kib: peak_rss_kib(),
