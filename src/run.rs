@@ -403,6 +403,7 @@ fn limits(
             interval: n.interval,
             pause: n.lasting.unwrap_or(n.interval / 2),
             long_partitions: spec.long_partitions(),
+            hold_after_cuts: spec.peer_timeout,
             seed: spec.seed,
         }),
         script_faults: spec.script_faults(),
@@ -411,7 +412,14 @@ fn limits(
         // (Not with --duration: no count to fill the bar up to.)
         progress: (opts.progress && spec.sending_for().is_none()).then(|| plans.expected_total()),
         tally: Tally::new(n).ok().map(Arc::new),
-        quiet: spec.quiet.filter(|q| !q.is_zero()),
+        // (A lossy link can leave TCP waiting out its backoff for seconds: no stall.)
+        quiet: spec.quiet.filter(|q| !q.is_zero()).map(|q| {
+            if spec.links.needs_netem() {
+                q.max(Duration::from_secs(10))
+            } else {
+                q
+            }
+        }),
         blackbox,
         deadline: spec.deadline(),
         setup: spec.setup_bound(),

@@ -348,6 +348,52 @@ impl RunSpec {
         }
     }
 
+    /// Why faults this long cannot give a verdict, if they cannot: one that outlasts half the
+    /// deadline (the nemesis acts in the first half) ends the run before it is over; and with
+    /// a dead-peer bound P, a stop of P/2 or more can end the stopped client's connection (a
+    /// full receive window held that long aborts it, on Linux 5.11 and later), as can a
+    /// script's `stop` without a duration.
+    fn lasting_refused(&self) -> Option<String> {
+        if let (Some(l), Some(t), Some(n)) = (self.nemesis_lasting(), self.timeout, &self.nemesis) {
+            if n.lasting.is_some() && l >= t / 2 {
+                return Some(format!(
+                    "--nemesis-for {}: the nemesis acts in the first half of --timeout {}, and a \
+                     fault this long would outlast the run; give --timeout of at least {}",
+                    duration_flag(l),
+                    duration_flag(t),
+                    duration_flag(l * 2 + Duration::from_secs(10))
+                ));
+            }
+        }
+        let p = self.peer_timeout?;
+        let stops = self
+            .nemesis
+            .as_ref()
+            .is_some_and(|n| n.kinds.contains(&Action::Stop));
+        if stops && self.nemesis_lasting().is_some_and(|l| l >= p / 2) {
+            return Some(format!(
+                "--nemesis stop with --peer-timeout {}: a client stopped for {} or more holds its \
+                 receive window shut long enough for the relay to end its connection; make stops \
+                 shorter (--nemesis-for) or the peer timeout longer",
+                duration_flag(p),
+                duration_flag(p / 2)
+            ));
+        }
+        self.script_faults().iter().find_map(|f| match f.fault {
+            relay_harness::script::Fault::Stop(_, d) if d.is_none_or(|d| d >= p / 2) => {
+                Some(format!(
+                    "script line {}: with --peer-timeout {}, a stop must last under {} (a client \
+                     stopped longer holds its receive window shut long enough for the relay to \
+                     end its connection)",
+                    f.line,
+                    duration_flag(p),
+                    duration_flag(p / 2)
+                ))
+            }
+            _ => None,
+        })
+    }
+
     /// Why the partitions' length cannot give a verdict, if it cannot: with a peer timeout P,
     /// a partition from P/3 up to P + 1 s may or may not end a connection (an idle one sends a
     /// keepalive probe every P/6 once it has been idle P/2, and is closed at the first probe
@@ -428,6 +474,9 @@ impl RunSpec {
             }
         }
         if let Some(why) = self.partition_refused() {
+            return Err(RunError::usage(why));
+        }
+        if let Some(why) = self.lasting_refused() {
             return Err(RunError::usage(why));
         }
         for f in self.script_faults() {
@@ -551,7 +600,11 @@ impl RunSpec {
         let needs = [
             (
                 self.has_deaths(),
-                "--nemesis kill/restart",
+                if self.long_partitions() {
+                    "--nemesis partition longer than --peer-timeout (it ends connections)"
+                } else {
+                    "--nemesis kill/restart"
+                },
                 "to tell who sent each one",
             ),
             (
@@ -656,6 +709,26 @@ impl RunSpec {
             let markers = Duration::from_secs_f64(n * (n - 1.0).max(0.0) / MARKERS_PER_S);
             return d + d.max(Duration::from_secs(10)) + markers;
         }
+        // Faults given a length run in the first half: room for them to end, and for the work
+        // after.
+        let lasting = self
+            .nemesis
+            .as_ref()
+            .and_then(|n| n.lasting)
+            .map_or(0.0, |l| 2.0 * l.as_secs_f64());
+        // netem's delay: four link crossings per message there and back; ping-pong waits for
+        // each round.
+        let delay = self.links.delay.map_or(0.0, |d| {
+            let rounds = match &self.traffic {
+                Traffic::Random {
+                    pattern: Pattern::PingPong,
+                    amount,
+                    ..
+                } => amount.each(u64::MAX) as f64,
+                _ => 1.0,
+            };
+            8.0 * d.as_secs_f64() * (rounds + 10.0)
+        });
         let (msgs, bytes) = match &self.traffic {
             Traffic::Script { script, .. } => {
                 let total = script.total() as f64;
@@ -678,7 +751,7 @@ impl RunSpec {
             .links
             .rate_bits
             .map_or(0.0, |r| 2.0 * (bytes + 80.0 * msgs) * 8.0 / r as f64);
-        let secs = 10.0 + msgs / 100_000.0 + bytes / 50e6 + wire;
+        let secs = 10.0 + msgs / 100_000.0 + bytes / 50e6 + wire + lasting + delay;
         match &self.traffic {
             Traffic::Script { .. } => Duration::from_secs_f64(secs),
             Traffic::Random { .. } => Duration::from_secs_f64(secs.ceil()),

@@ -2051,12 +2051,92 @@ fn links_are_shaped_and_a_kernel_without_netem_is_told() {
     assert_eq!(machine_network().unwrap(), before, "the machine's network");
 }
 
+/// Fault settings that could not give a trustworthy verdict are refused before anything
+/// runs, each saying why and what to give instead (no root needed: nothing is built).
+#[test]
+fn fault_settings_that_could_not_give_a_verdict_are_refused() {
+    let refused = |args: &[&str], says: &[&str]| {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for s in says {
+            assert!(err.contains(s), "{args:?}: {err}");
+        }
+    };
+    // Nothing to cut without hosts.
+    refused(
+        &["--nemesis", "partition"],
+        &[
+            "--nemesis partition: a partition cuts a host off",
+            "give --hosts N",
+        ],
+    );
+    // A length that may or may not end a connection.
+    refused(
+        &[
+            "--hosts",
+            "2",
+            "--peer-timeout",
+            "2s",
+            "--nemesis",
+            "partition",
+            "--nemesis-for",
+            "2s",
+        ],
+        &[
+            "partitions of 2s with --peer-timeout 2s may or may not end a connection",
+            "shorter than 666ms",
+            "at least 3333ms",
+        ],
+    );
+    // A stop long enough for the relay to end a full receive window's connection.
+    refused(
+        &[
+            "--hosts",
+            "2",
+            "--peer-timeout",
+            "2s",
+            "--nemesis",
+            "stop",
+            "--nemesis-for",
+            "1s",
+        ],
+        &[
+            "--nemesis stop with --peer-timeout 2s",
+            "stopped for 1s or more",
+        ],
+    );
+    // A fault that would outlast the run.
+    refused(
+        &[
+            "--hosts",
+            "2",
+            "--nemesis",
+            "partition",
+            "--nemesis-for",
+            "10s",
+            "--timeout",
+            "12s",
+        ],
+        &["--nemesis-for 10s", "give --timeout of at least 30s"],
+    );
+    // A dead-peer bound is the built-in relay's, and TCP's.
+    refused(
+        &["--peer-timeout", "2s"],
+        &["--peer-timeout is a TCP setting"],
+    );
+    refused(
+        &["--transport", "tcp", "--peer-timeout", "1s"],
+        &["--peer-timeout: must be from 2s to 18h"],
+    );
+    refused(&["--link-rate", "10mbit"], &["--hosts"]);
+}
+
 /// Partitions longer than the relay's dead-peer bound (`--peer-timeout 2s`, cut off for
 /// 3.5 s): the relay ends the cut-off clients' connections itself (it cannot see them go),
 /// their processes end with the cut and new ones carry on under their names after the heal,
 /// and the shared counters account for what was in flight: the run passes. Both ways: one
-/// client host, and the relay's host (everyone at once). A length that may or may not end a
-/// connection is refused. (Root only.)
+/// client host, and the relay's host (everyone at once). (Root only.)
 #[test]
 fn partitions_longer_than_the_peer_timeout_end_connections_and_are_accounted() {
     let _hosts = hosts_lock();
@@ -2133,29 +2213,6 @@ fn partitions_longer_than_the_peer_timeout_end_connections_and_are_accounted() {
         );
     }
     assert_eq!(machine_network().unwrap(), before, "the machine's network");
-    // From a third of the peer timeout up to 2s + 2s/6 + 1s, a partition may or may not end
-    // an idle connection: no verdict could be trusted.
-    let out = Command::new(bin())
-        .args([
-            "--hosts",
-            "2",
-            "--peer-timeout",
-            "2s",
-            "--nemesis",
-            "partition",
-            "--nemesis-for",
-            "2s",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("partitions of 2s with --peer-timeout 2s may or may not end a connection")
-            && err.contains("shorter than 666ms")
-            && err.contains("at least 3333ms"),
-        "{err}"
-    );
 }
 
 /// `--nemesis partition,partition-relay` over 20 seeds (`--hosts 2`, four runs at a time, a

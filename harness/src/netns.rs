@@ -410,6 +410,9 @@ pub fn ip_here(args: &[&str]) -> io::Result<()> {
 
 fn run(mut cmd: Command, args: &[&str]) -> io::Result<()> {
     let program = cmd.get_program().to_string_lossy().into_owned();
+    // Out of the terminal's process group: a Ctrl-C is the run's to handle (it ends the run
+    // as interrupted), not a reason for a half-made link.
+    cmd.process_group(0);
     let out = cmd.output().map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -441,6 +444,13 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
+    /// Held by each test that makes links: a cable's ends pass through the machine's
+    /// namespace while a host is built, which the other test's look at it would catch.
+    fn links_lock() -> std::sync::MutexGuard<'static, ()> {
+        static LINKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LINKS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// `ip ARGS` inside the namespace at `path`, its output.
     fn ip_in(path: &std::path::Path, args: &[&str]) -> String {
         let ns = std::fs::File::open(path).unwrap();
@@ -458,6 +468,7 @@ mod tests {
     /// that network's; the switch has no address of its own.
     #[test]
     fn a_built_network_has_only_its_own_addresses_and_no_way_out() {
+        let _links = links_lock();
         // SAFETY: geteuid has no preconditions.
         if unsafe { nix::libc::geteuid() } != 0 || ip_here(&["-V"]).is_err() {
             eprintln!("skipped: needs root and iproute2");
@@ -551,6 +562,7 @@ mod tests {
     /// namespace has the interfaces it had. (Needs root: skipped otherwise.)
     #[test]
     fn two_hosts_on_a_switch_talk_and_leave_nothing_behind() {
+        let _links = links_lock();
         // SAFETY: geteuid has no preconditions.
         if unsafe { nix::libc::geteuid() } != 0 || ip_here(&["-V"]).is_err() {
             eprintln!("skipped: needs root and iproute2");

@@ -196,7 +196,22 @@ impl Run<'_> {
         // The nemesis rests in the second half of the deadline, so every process gets the
         // time to finish (restarts could otherwise go on until the deadline).
         let resting = now >= t0 + limits.deadline / 2;
+        // With a dead-peer bound, cuts in a row must not add up past it (TCP's retries, 0.2,
+        // 0.6, 1.4 s after a loss, can all land in cuts that come at a steady pace): the next
+        // action waits until TCP may have sent again what the last cut dropped, and until the
+        // processes that came back after a long partition have registered.
+        let tcp_behind = nem
+            .hold_after_cuts
+            .and_then(|p| self.faults.retransmits_until.map(|t| t + p))
+            .filter(|&t| now < t);
+        let held = nem.hold_after_cuts.is_some()
+            && (tcp_behind.is_some()
+                || !self.faults.restarts.is_empty()
+                || self.children.0.iter().any(|c| {
+                    c.client().is_some() && c.is_open() && !c.killed && c.ready_at.is_none()
+                }));
         if self.faults.stopped.is_none()
+            && !held
             && self.faults.cut.is_none()
             && !self.faults.relay_killed
             && !resting
@@ -213,6 +228,9 @@ impl Run<'_> {
         }
         if let Some((_, u, _)) = self.faults.cut {
             next = u;
+        }
+        if let Some(t) = tcp_behind {
+            next = next.max(t);
         }
         if let Some(&(_, at)) = self.faults.restarts.first() {
             next = next.min(at);
@@ -370,9 +388,11 @@ impl Run<'_> {
             (format!("host{host}"), Action::Partition)
         };
         if let Err(e) = links.set(host, false) {
-            self.end(Ending::FaultFailed(format!(
-                "cutting {role} off: {e}; check that iproute2 works here (`ip link`)"
-            )));
+            if self.ending.is_none() {
+                self.end(Ending::FaultFailed(format!(
+                    "cutting {role} off: {e}; check that iproute2 works here (`ip link`)"
+                )));
+            }
             return false;
         }
         self.out.milestone(Milestone::Nemesis {
@@ -380,7 +400,11 @@ impl Run<'_> {
             action,
         });
         self.faults.cut = Some((host, now + lasting, self.faults.log.len()));
-        self.faults.first_cut.get_or_insert(now);
+        // A cut after TCP has had its chance to resend what the ones before dropped starts a
+        // new run of cuts: its losses are the oldest TCP can still be waiting on.
+        if self.faults.retransmits_until.is_none_or(|t| now >= t) {
+            self.faults.first_cut = Some(now);
+        }
         self.faults.log.push(NemesisEvent {
             action,
             role,
@@ -400,10 +424,19 @@ impl Run<'_> {
         };
         let role = self.faults.log[line].role.clone();
         if let Err(e) = links.set(host, true) {
-            self.end(Ending::FaultFailed(format!(
-                "healing {role}: {e}; check that iproute2 works here (`ip link`)"
-            )));
+            if self.ending.is_none() {
+                self.end(Ending::FaultFailed(format!(
+                    "healing {role}: {e}; check that iproute2 works here (`ip link`)"
+                )));
+            }
             return;
+        }
+        // How long it really lasted (a script's partition heals one in force first).
+        if let Some(t0) = self.released_at {
+            let e = &mut self.faults.log[line];
+            e.for_ms = e
+                .for_ms
+                .min((t0.elapsed().as_millis() as u64).saturating_sub(e.at_ms));
         }
         self.out.milestone(Milestone::Nemesis {
             role,

@@ -211,6 +211,10 @@ pub struct Nemesis {
     /// connections, so their processes end with the cut (as killed clients', and so
     /// accounted) and new ones carry on under their names after the heal.
     pub long_partitions: bool,
+    /// The relay's dead-peer bound, if it has one: after a cut, the next action waits until
+    /// TCP may have resent what it dropped, and this long again (cuts in a row would otherwise
+    /// add up past the bound).
+    pub hold_after_cuts: Option<Duration>,
 }
 
 /// One nemesis action, as the report lists it.
