@@ -2443,7 +2443,15 @@ fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&copy)
-            .args(["--hosts", "2", "--clients", "4", "--msgs", "300", "--json"])
+            .args([
+                "--hosts",
+                "4",
+                "--clients",
+                "8",
+                "--msgs",
+                "10000",
+                "--json",
+            ])
             .env_remove("TMPDIR") // (the system's /tmp: nobody may write there)
             .current_dir(dir.path())
             .output()
@@ -2451,9 +2459,31 @@ fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
         let r: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
         assert_eq!(out.status.code(), Some(0), "as nobody: {}", r["failure"]);
-        assert_eq!(r["totals"]["received"], 1200);
+        assert_eq!(r["totals"]["received"], 80_000);
         assert_eq!(machine_network().unwrap(), before, "as nobody");
     }
+    // Where the hosts cannot be built, one line says why and what to do, and the run exits 3
+    // (here: no iproute2 on the PATH).
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["--hosts", "1", "--clients", "2", "--msgs", "10"])
+        .env("PATH", tmp.path())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let said: Vec<&str> = err.lines().filter(|l| !l.contains("seed")).collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].contains("cannot build the hosts' network") && said[0].contains("install iproute2"),
+        "{err}"
+    );
+    assert_eq!(
+        machine_network().unwrap(),
+        before,
+        "after a network that could not be built"
+    );
     // Refused: the hosts are the built-in relay's.
     let out = Command::new(bin())
         .args(["--hosts", "2", "--relay-cmd", "x {addr}"])
