@@ -394,15 +394,31 @@ impl RunSpec {
         })
     }
 
-    /// Why the partitions' length cannot give a verdict, if it cannot: with a peer timeout P,
+    /// Why the partitions' length cannot give a verdict, if it cannot: a cut of L leaves a
+    /// frame half-sent for up to 2L + 1 s (the cut, then TCP's backoff), and the built-in
+    /// relay ends a connection whose frame stays incomplete for its frame timeout (10 s); and
+    /// with a peer timeout P,
     /// a partition from P/3 up to P + 1 s may or may not end a connection (an idle one sends a
     /// keepalive probe every P/6 once it has been idle P/2, and is closed at the first probe
     /// unanswered P after the last answer).
     fn partition_refused(&self) -> Option<String> {
         let n = self.nemesis.as_ref()?;
-        let p = self.peer_timeout?;
         let l = self.nemesis_lasting()?;
         let kind = n.kinds.iter().find(|k| k.is_partition())?;
+        let most = max_short_cut();
+        if l > most && !self.long_partitions() {
+            return Some(format!(
+                "--nemesis {}: a partition of {} can leave a frame half-sent for twice that and \
+                 a second (the cut, then TCP's backoff), and the relay ends a connection whose \
+                 frame stays incomplete for 10 s (its --frame-timeout): make partitions {} or \
+                 shorter, or give --peer-timeout so that longer ones end the cut-off clients' \
+                 connections on purpose",
+                kind.name(),
+                duration_flag(l),
+                duration_flag(most)
+            ));
+        }
+        let p = self.peer_timeout?;
         (l >= p / 3 && l < surely_closed(p)).then(|| {
             format!(
                 "--nemesis {}: partitions of {} with --peer-timeout {} may or may not end a \
@@ -487,6 +503,14 @@ impl RunSpec {
                 return Err(RunError::usage(format!(
                     "script line {}: `partition` cuts a host off the network between the relay and its clients; give --hosts N",
                     f.line
+                )));
+            }
+            if d > max_short_cut() {
+                return Err(RunError::usage(format!(
+                    "script line {}: a partition of {} can leave a frame half-sent for twice that and a second, past the relay's 10 s frame timeout: make it {} or shorter",
+                    f.line,
+                    duration_flag(d),
+                    duration_flag(max_short_cut())
                 )));
             }
             if let Some(p) = self.peer_timeout.filter(|&p| d >= p / 3) {
@@ -957,6 +981,16 @@ impl RunSpec {
             duration_s: self.sending_for().map(|d| d.as_secs_f64()),
         }
     }
+}
+
+/// The longest partition that leaves the built-in relay's connections alone: a frame it cuts
+/// in half waits the cut and TCP's backoff after it (at most the cut again and a second), which
+/// must stay under the relay's frame timeout.
+pub fn max_short_cut() -> Duration {
+    relay::Config::default()
+        .frame_timeout
+        .saturating_sub(Duration::from_secs(1))
+        / 2
 }
 
 /// How long a peer must stay silent before a relay with peer timeout `p` has surely closed

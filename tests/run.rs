@@ -2089,6 +2089,21 @@ fn fault_settings_that_could_not_give_a_verdict_are_refused() {
             "at least 3333ms",
         ],
     );
+    // A cut long enough to leave a frame half-sent past the relay's frame timeout.
+    refused(
+        &[
+            "--hosts",
+            "2",
+            "--nemesis",
+            "partition",
+            "--nemesis-for",
+            "5s",
+        ],
+        &[
+            "a partition of 5s can leave a frame half-sent",
+            "make partitions 4500ms or shorter",
+        ],
+    );
     // A stop long enough for the relay to end a full receive window's connection.
     refused(
         &[
@@ -2109,10 +2124,8 @@ fn fault_settings_that_could_not_give_a_verdict_are_refused() {
     // A fault that would outlast the run.
     refused(
         &[
-            "--hosts",
-            "2",
             "--nemesis",
-            "partition",
+            "stop",
             "--nemesis-for",
             "10s",
             "--timeout",

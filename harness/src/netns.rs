@@ -221,6 +221,11 @@ impl Network {
         Links {
             switch: self.switch.path(),
             ends: self.ends.clone(),
+            tcp_tables: self
+                .hosts
+                .iter()
+                .map(|h| PathBuf::from(format!("/proc/{}/net/tcp", h.pid())))
+                .collect(),
         }
     }
 }
@@ -354,6 +359,14 @@ pub unsafe fn has_netem() -> io::Result<bool> {
     }
 }
 
+/// One line of /proc/net/tcp: its retransmission timer is armed after a timeout.
+fn resending(line: &str) -> bool {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let timer = f.get(5).and_then(|t| t.split(':').next());
+    let retransmits = f.get(6).and_then(|r| u32::from_str_radix(r, 16).ok());
+    timer == Some("01") && retransmits.is_some_and(|r| r > 0)
+}
+
 /// What `tc` says when the kernel (or tc) does not know netem.
 fn is_no_netem(tc_said: &str) -> bool {
     tc_said.contains("qdisc kind is unknown") || tc_said.contains("Unknown qdisc")
@@ -367,6 +380,8 @@ fn is_no_netem(tc_said: &str) -> bool {
 pub struct Links {
     switch: PathBuf,
     ends: Vec<String>,
+    /// Each host's TCP table (`/proc/HOLDER/net/tcp`: a process's view is its namespace's).
+    tcp_tables: Vec<PathBuf>,
 }
 
 impl Links {
@@ -383,6 +398,15 @@ impl Links {
     /// The switch's end of host `k`'s link (the interface a partition sets down).
     pub fn end(&self, k: usize) -> &str {
         &self.ends[k]
+    }
+
+    /// Whether any TCP connection on the hosts is waiting to resend what the network dropped
+    /// (its retransmission timer armed after at least one timeout: `tr` 1 and `retrnsmt` > 0
+    /// in the host's /proc/net/tcp). While one is, silence is TCP's backoff, not a stall.
+    pub fn retransmitting(&self) -> bool {
+        self.tcp_tables.iter().any(|t| {
+            std::fs::read_to_string(t).is_ok_and(|table| table.lines().skip(1).any(resending))
+        })
     }
 
     /// Cuts host `k` off the switch (`up`: false) or heals it (`ip link set DEV down|up`, run
@@ -511,6 +535,20 @@ mod tests {
         assert!(switch.is_empty(), "the switch has addresses: {switch:?}");
         drop(net);
         assert_eq!(links_here(), before);
+    }
+
+    #[test]
+    fn a_connection_resending_after_a_timeout_is_seen_in_the_tcp_table() {
+        let head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+        let idle = "   0: 010012C6:A3F1 020012C6:1F40 01 00000000:00000000 00:00000000 00000000     0        0 4242 1";
+        let sent = "   1: 010012C6:A3F1 020012C6:1F40 01 00000040:00000000 01:0000002A 00000000     0        0 4243 1";
+        let resend = "   2: 010012C6:A3F1 020012C6:1F40 01 00000040:00000000 01:00000150 00000002     0        0 4244 1";
+        assert!(!resending(head) && !resending(idle));
+        assert!(
+            !resending(sent),
+            "armed, but no timeout yet: nothing was lost"
+        );
+        assert!(resending(resend));
     }
 
     #[test]

@@ -106,8 +106,9 @@ pub struct Args {
     #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub nemesis_interval: Duration,
     /// How long each nemesis stop, death before a restart, or partition lasts (default: half
-    /// --nemesis-interval; a stop or a partition holds the next action until it is over, and
-    /// the default --timeout grows by twice this).
+    /// --nemesis-interval; a stop holds the next action until it is over, a partition until
+    /// TCP has had its chance to resend what it dropped; the default --timeout grows by twice
+    /// this).
     #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, requires = "nemesis")]
     pub nemesis_for: Option<Duration>,
     /// Output the built-in relay queues for one receiver before it holds that receiver's senders

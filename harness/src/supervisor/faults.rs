@@ -196,20 +196,23 @@ impl Run<'_> {
         // The nemesis rests in the second half of the deadline, so every process gets the
         // time to finish (restarts could otherwise go on until the deadline).
         let resting = now >= t0 + limits.deadline / 2;
-        // With a dead-peer bound, cuts in a row must not add up past it (TCP's retries, 0.2,
-        // 0.6, 1.4 s after a loss, can all land in cuts that come at a steady pace): the next
-        // action waits until TCP may have sent again what the last cut dropped, and until the
-        // processes that came back after a long partition have registered.
-        let tcp_behind = nem
-            .hold_after_cuts
-            .and_then(|p| self.faults.retransmits_until.map(|t| t + p))
+        // Cuts in a row must not add up to one long outage (TCP's retries, 0.2, 0.6, 1.4 s
+        // after a loss, can all land in cuts that come at a steady pace): past the relay's
+        // bounds (a frame left half-sent for --frame-timeout, a silent peer for
+        // --peer-timeout) it ends connections. So the next action waits until TCP may have
+        // resent what the last cut dropped (and the peer timeout again), and, after a long
+        // partition, until the processes that came back have registered.
+        let tcp_behind = self
+            .faults
+            .retransmits_until
+            .map(|t| t + nem.hold_after_cuts.unwrap_or_default())
             .filter(|&t| now < t);
-        let held = nem.hold_after_cuts.is_some()
-            && (tcp_behind.is_some()
-                || !self.faults.restarts.is_empty()
-                || self.children.0.iter().any(|c| {
-                    c.client().is_some() && c.is_open() && !c.killed && c.ready_at.is_none()
-                }));
+        let held = tcp_behind.is_some()
+            || (nem.long_partitions
+                && (!self.faults.restarts.is_empty()
+                    || self.children.0.iter().any(|c| {
+                        c.client().is_some() && c.is_open() && !c.killed && c.ready_at.is_none()
+                    })));
         if self.faults.stopped.is_none()
             && !held
             && self.faults.cut.is_none()
@@ -222,7 +225,10 @@ impl Run<'_> {
             let action = nem.kinds[self.faults.rng.random_range(0..nem.kinds.len())];
             self.nemesis_strikes(action, now, at_ms);
         }
-        let mut next = t0 + nem.interval * (self.faults.actions + 1);
+        // (Not in the past: a turn the nemesis let pass, resting or held back, would otherwise
+        // have the loop wake at once, again and again.)
+        let mut next = (t0 + nem.interval * (self.faults.actions + 1))
+            .max(now + std::time::Duration::from_millis(10));
         if let Some((_, u)) = self.faults.stopped {
             next = u;
         }

@@ -212,8 +212,8 @@ pub struct Nemesis {
     /// accounted) and new ones carry on under their names after the heal.
     pub long_partitions: bool,
     /// The relay's dead-peer bound, if it has one: after a cut, the next action waits until
-    /// TCP may have resent what it dropped, and this long again (cuts in a row would otherwise
-    /// add up past the bound).
+    /// TCP may have resent what it dropped (always), and this long again (cuts in a row would
+    /// otherwise add up past the bound).
     pub hold_after_cuts: Option<Duration>,
 }
 

@@ -795,7 +795,12 @@ impl<'a> Run<'a> {
         };
         if now >= self.quiet.next_sample {
             self.quiet.next_sample = now + q / 4;
-            let paused = self.faults.holds_a_process_back(now);
+            let paused = self.faults.holds_a_process_back(now)
+                || self
+                    .limits
+                    .links
+                    .as_ref()
+                    .is_some_and(|l| l.retransmitting());
             let idle = (0..self.n).all(|i| self.settled[i] || tally.idle(i));
             let arrivals = tally.arrivals();
             if paused || !idle || arrivals != self.quiet.arrivals {
