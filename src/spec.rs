@@ -365,11 +365,31 @@ impl RunSpec {
                 ));
             }
         }
-        let p = self.peer_timeout?;
         let stops = self
             .nemesis
             .as_ref()
             .is_some_and(|n| n.kinds.contains(&Action::Stop));
+        // A client stopped mid-write leaves the relay half a frame; the relay ends a
+        // connection whose frame stays incomplete for its frame timeout.
+        let frame = relay::Config::default().frame_timeout;
+        let builtin = self.relay_cmd.is_none() && self.relay_addr.is_none();
+        if stops
+            && builtin
+            && self
+                .nemesis_lasting()
+                .is_some_and(|l| l + Duration::from_secs(1) >= frame)
+        {
+            return Some(format!(
+                "--nemesis stop: a client stopped for {} may be stopped in the middle of a frame, \
+                 and the built-in relay ends a connection whose frame stays incomplete for {} (its \
+                 frame timeout); make stops shorter than {} (--nemesis-for, by default half \
+                 --nemesis-interval)",
+                duration_flag(self.nemesis_lasting().unwrap_or_default()),
+                duration_flag(frame),
+                duration_flag(frame.saturating_sub(Duration::from_secs(1)))
+            ));
+        }
+        let p = self.peer_timeout?;
         if stops && self.nemesis_lasting().is_some_and(|l| l >= p / 2) {
             return Some(format!(
                 "--nemesis stop with --peer-timeout {}: a client stopped for {} or more holds its \
@@ -407,14 +427,26 @@ impl RunSpec {
         let kind = n.kinds.iter().find(|k| k.is_partition())?;
         let most = max_short_cut();
         if l > most && !self.long_partitions() {
+            let longer = match self.peer_timeout {
+                Some(p) => format!(
+                    "at least {} (with --peer-timeout {}, those end the cut-off clients' \
+                     connections on purpose)",
+                    duration_flag(surely_closed(p)),
+                    duration_flag(p)
+                ),
+                None => "give --peer-timeout so that longer ones end the cut-off clients' \
+                         connections on purpose"
+                    .to_string(),
+            };
             return Some(format!(
-                "--nemesis {}: a partition of {} can leave a frame half-sent for twice that and \
-                 a second (the cut, then TCP's backoff), and the relay ends a connection whose \
-                 frame stays incomplete for 10 s (its --frame-timeout): make partitions {} or \
-                 shorter, or give --peer-timeout so that longer ones end the cut-off clients' \
-                 connections on purpose",
+                "--nemesis {}: a partition of {} (--nemesis-for, by default half \
+                 --nemesis-interval) can leave a frame half-sent for twice that and a second \
+                 (the cut, then TCP's backoff), and the built-in relay ends a connection whose \
+                 frame stays incomplete for {} (its frame timeout): make partitions {} or \
+                 shorter, or {longer}",
                 kind.name(),
                 duration_flag(l),
+                duration_flag(relay::Config::default().frame_timeout),
                 duration_flag(most)
             ));
         }
@@ -489,12 +521,7 @@ impl RunSpec {
                 ));
             }
         }
-        if let Some(why) = self.partition_refused() {
-            return Err(RunError::usage(why));
-        }
-        if let Some(why) = self.lasting_refused() {
-            return Err(RunError::usage(why));
-        }
+
         for f in self.script_faults() {
             let relay_harness::script::Fault::Partition(_, d) = f.fault else {
                 continue;
@@ -538,6 +565,12 @@ impl RunSpec {
                     "--nemesis-for 0: a fault must last a while (for example 500ms)",
                 ));
             }
+        }
+        if let Some(why) = self.partition_refused() {
+            return Err(RunError::usage(why));
+        }
+        if let Some(why) = self.lasting_refused() {
+            return Err(RunError::usage(why));
         }
         // Settings of the built-in relay, which another relay does not take from us.
         let other = match (&self.relay_cmd, &self.relay_addr) {

@@ -2100,8 +2100,17 @@ fn fault_settings_that_could_not_give_a_verdict_are_refused() {
             "5s",
         ],
         &[
-            "a partition of 5s can leave a frame half-sent",
+            "a partition of 5s (--nemesis-for",
+            "can leave a frame half-sent",
             "make partitions 4500ms or shorter",
+        ],
+    );
+    // A stop long enough to leave a frame half-written past the relay's frame timeout.
+    refused(
+        &["--nemesis", "stop", "--nemesis-interval", "20s"],
+        &[
+            "a client stopped for 10s may be stopped in the middle of a frame",
+            "shorter than 9s",
         ],
     );
     // A stop long enough for the relay to end a full receive window's connection.
@@ -2228,8 +2237,9 @@ fn partitions_longer_than_the_peer_timeout_end_connections_and_are_accounted() {
     assert_eq!(machine_network().unwrap(), before, "the machine's network");
 }
 
-/// `--nemesis partition,partition-relay` over 20 seeds (`--hosts 2`, four runs at a time, a
-/// 40 ms cut every 60 ms), then a script's cuts of 1.5 s: each is shorter than TCP's
+/// `--nemesis partition,partition-relay` over 20 seeds (`--hosts 2`, four runs at a time, 40 ms
+/// cuts, the first 60 ms after the barrier, each next one once TCP has had its chance to
+/// resend), then a script's cuts of 1.5 s: each is shorter than TCP's
 /// retransmission give-up, so after every heal what was dropped is sent again, and every run
 /// passes with nothing lost; the report lists the partitions; the machine's network is as it
 /// was. (Root only.)
@@ -2286,7 +2296,7 @@ fn partitions_shorter_than_tcps_give_up_lose_nothing() {
     for (s, child) in running {
         done.push((s, child.wait_with_output().unwrap()));
     }
-    let mut partitions = 0;
+    let (mut partitions, mut cut_runs) = (0, 0);
     for (seed, out) in done {
         let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!("seed {seed}: {e}: {}", String::from_utf8_lossy(&out.stderr))
@@ -2304,11 +2314,33 @@ fn partitions_shorter_than_tcps_give_up_lose_nothing() {
             );
         }
         partitions += events.len();
+        cut_runs += usize::from(!events.is_empty());
     }
     assert!(
-        partitions >= 20,
-        "the nemesis cut {partitions} times in 21 runs"
+        cut_runs >= 15,
+        "the nemesis cut in only {cut_runs} of 20 runs ({partitions} cuts)"
     );
+    // Cuts of 1.5 s, several retransmissions long, a client host's and the relay's: from a
+    // script, between phases with traffic both ways.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("long-cuts.scn");
+    std::fs::write(
+        &script,
+        "clients a b c d\na -> b 64 bytes x2000\nd -> c 64 bytes x2000\n\
+         partition a 1500ms\na -> b 64 bytes x2000\nb -> a 64 bytes x2000\nc -> d 64 bytes x2000\n\
+         partition relay 1500ms\nd -> a 64 bytes x2000\na -> d 64 bytes x2000\n",
+    )
+    .unwrap();
+    let (code, r, _, _tmp) = run_json(&["--scenario", script.to_str().unwrap(), "--hosts", "2"]);
+    assert_eq!(code, Some(0), "1.5 s cuts: {}", r["failure"]);
+    assert_eq!(r["totals"]["received"], 14_000);
+    let cuts: Vec<(&str, u64)> = r["nemesis"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["for_ms"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(cuts, [("partition", 1500), ("partition-relay", 1500)]);
     assert_eq!(machine_network().unwrap(), before, "the machine's network");
     // Without hosts there is nothing to cut.
     let out = Command::new(bin())

@@ -221,7 +221,12 @@ impl Run<'_> {
             && now >= due
             && !nem.kinds.is_empty()
         {
-            self.faults.actions += 1;
+            // Turns let pass while a fault held the nemesis back are skipped, not owed: paid
+            // back, they would strike one after another with no gap (a stop right after a
+            // stop can add up past what one stop may last).
+            let turns = (now.duration_since(t0).as_nanos() / nem.interval.as_nanos().max(1))
+                .min(u32::MAX as u128) as u32;
+            self.faults.actions = turns.max(self.faults.actions + 1);
             let action = nem.kinds[self.faults.rng.random_range(0..nem.kinds.len())];
             self.nemesis_strikes(action, now, at_ms);
         }
