@@ -335,8 +335,9 @@ impl RunSpec {
             .map(|n| n.lasting.unwrap_or(n.interval / 2))
     }
 
-    /// Partitions that outlast the relay's dead-peer bound (see [`surely_closed`]): the relay ends the cut-off clients' connections, so the run
-    /// plays them as clients that lost their connection (see `Nemesis::long_partitions`).
+    /// Partitions that outlast the relay's dead-peer bound (see [`surely_closed`]): the relay
+    /// ends the cut-off clients' connections, so the run plays them as clients that lost their
+    /// connection (see `Nemesis::long_partitions`).
     pub fn long_partitions(&self) -> bool {
         let partitions = self
             .nemesis
@@ -414,18 +415,52 @@ impl RunSpec {
         })
     }
 
-    /// Why the partitions' length cannot give a verdict, if it cannot: a cut of L leaves a
-    /// frame half-sent for up to 2L + 1 s (the cut, then TCP's backoff), and the built-in
-    /// relay ends a connection whose frame stays incomplete for its frame timeout (10 s); and
-    /// with a peer timeout P,
-    /// a partition from P/3 up to P + 1 s may or may not end a connection (an idle one sends a
+    /// Why the run's partitions cannot give a verdict, if they cannot (a script's, then the
+    /// nemesis's): there are no hosts to cut; a cut of L leaves a frame half-sent for up to
+    /// 2L + 1 s (the cut, then TCP's backoff), and the built-in relay ends a connection whose
+    /// frame stays incomplete for its frame timeout; and with a peer timeout P, a partition
+    /// from P/3 up to [`surely_closed`] may or may not end a connection (an idle one sends a
     /// keepalive probe every P/6 once it has been idle P/2, and is closed at the first probe
-    /// unanswered P after the last answer).
-    fn partition_refused(&self) -> Option<String> {
-        let n = self.nemesis.as_ref()?;
-        let l = self.nemesis_lasting()?;
-        let kind = n.kinds.iter().find(|k| k.is_partition())?;
+    /// unanswered P after the last answer). A script's partitions must be short ones.
+    fn partitions_refused(&self) -> Option<String> {
         let most = max_short_cut();
+        let frame = duration_flag(relay::Config::default().frame_timeout);
+        for f in self.script_faults() {
+            let relay_harness::script::Fault::Partition(_, d) = f.fault else {
+                continue;
+            };
+            let line = f.line;
+            if self.hosts.is_none() {
+                return Some(format!(
+                    "script line {line}: `partition` cuts a host off the network between the relay and its clients; give --hosts N"
+                ));
+            }
+            if d > most {
+                return Some(format!(
+                    "script line {line}: a partition of {} can leave a frame half-sent for twice that and a second, past the built-in relay's frame timeout ({frame}): make it {} or shorter",
+                    duration_flag(d),
+                    duration_flag(most)
+                ));
+            }
+            if let Some(p) = self.peer_timeout.filter(|&p| d >= p / 3) {
+                return Some(format!(
+                    "script line {line}: a partition of {} with --peer-timeout {} may end connections; a script's partitions must be shorter than {} (the nemesis plays longer ones)",
+                    duration_flag(d),
+                    duration_flag(p),
+                    duration_flag(p / 3)
+                ));
+            }
+        }
+        let n = self.nemesis.as_ref()?;
+        let kind = n.kinds.iter().find(|k| k.is_partition())?;
+        if self.hosts.is_none() {
+            return Some(format!(
+                "--nemesis {}: a partition cuts a host off the network between the relay and \
+                 its clients; give --hosts N (for example --hosts 2) so there is one",
+                kind.name()
+            ));
+        }
+        let l = self.nemesis_lasting()?;
         if l > most && !self.long_partitions() {
             let longer = match self.peer_timeout {
                 Some(p) => format!(
@@ -442,11 +477,10 @@ impl RunSpec {
                 "--nemesis {}: a partition of {} (--nemesis-for, by default half \
                  --nemesis-interval) can leave a frame half-sent for twice that and a second \
                  (the cut, then TCP's backoff), and the built-in relay ends a connection whose \
-                 frame stays incomplete for {} (its frame timeout): make partitions {} or \
+                 frame stays incomplete for {frame} (its frame timeout): make partitions {} or \
                  shorter, or {longer}",
                 kind.name(),
                 duration_flag(l),
-                duration_flag(relay::Config::default().frame_timeout),
                 duration_flag(most)
             ));
         }
@@ -522,51 +556,14 @@ impl RunSpec {
             }
         }
 
-        for f in self.script_faults() {
-            let relay_harness::script::Fault::Partition(_, d) = f.fault else {
-                continue;
-            };
-            if self.hosts.is_none() {
-                return Err(RunError::usage(format!(
-                    "script line {}: `partition` cuts a host off the network between the relay and its clients; give --hosts N",
-                    f.line
-                )));
-            }
-            if d > max_short_cut() {
-                return Err(RunError::usage(format!(
-                    "script line {}: a partition of {} can leave a frame half-sent for twice that and a second, past the relay's 10 s frame timeout: make it {} or shorter",
-                    f.line,
-                    duration_flag(d),
-                    duration_flag(max_short_cut())
-                )));
-            }
-            if let Some(p) = self.peer_timeout.filter(|&p| d >= p / 3) {
-                return Err(RunError::usage(format!(
-                    "script line {}: a partition of {} with --peer-timeout {} may end connections; a script's partitions must be shorter than {} (the nemesis plays longer ones)",
-                    f.line,
-                    duration_flag(d),
-                    duration_flag(p),
-                    duration_flag(p / 3)
-                )));
-            }
-        }
         if let Some(n) = &self.nemesis {
-            if self.hosts.is_none() {
-                if let Some(p) = n.kinds.iter().find(|k| k.is_partition()) {
-                    return Err(RunError::usage(format!(
-                        "--nemesis {}: a partition cuts a host off the network between the \
-                         relay and its clients; give --hosts N (for example --hosts 2) so there is one",
-                        p.name()
-                    )));
-                }
-            }
             if n.lasting.is_some_and(|d| d.is_zero()) {
                 return Err(RunError::usage(
                     "--nemesis-for 0: a fault must last a while (for example 500ms)",
                 ));
             }
         }
-        if let Some(why) = self.partition_refused() {
+        if let Some(why) = self.partitions_refused() {
             return Err(RunError::usage(why));
         }
         if let Some(why) = self.lasting_refused() {

@@ -1920,8 +1920,20 @@ fn hosts_lock() -> std::sync::MutexGuard<'static, ()> {
     HOSTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// For a test that builds hosts: the lock (held while it runs) and the machine's network as it
+/// was before, or None, said, without root or iproute2.
+fn hosts_test() -> Option<(std::sync::MutexGuard<'static, ()>, Vec<String>)> {
+    let lock = hosts_lock();
+    let Some(before) = machine_network() else {
+        eprintln!("skipped: needs root and iproute2");
+        return None;
+    };
+    Some((lock, before))
+}
+
 /// The machine's own network, as `ip netns list`, `ip -o link` and `ip -o addr` list it
-/// (named namespaces, interface names and addresses, without counters), or None without root or iproute2 (the hosts tests need both).
+/// (named namespaces, interface names and addresses, without counters), or None without root
+/// or iproute2 (the hosts tests need both).
 fn machine_network() -> Option<Vec<String>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { nix::libc::geteuid() } != 0 {
@@ -1959,9 +1971,7 @@ fn machine_network() -> Option<Vec<String>> {
 /// every message's latency; where not, the run says so in one line and exits 3. (Root only.)
 #[test]
 fn links_are_shaped_and_a_kernel_without_netem_is_told() {
-    let _hosts = hosts_lock();
-    let Some(before) = machine_network() else {
-        eprintln!("skipped: needs root and iproute2");
+    let Some((_hosts, before)) = hosts_test() else {
         return;
     };
     let (code, r, _, _tmp) = run_json(&[
@@ -2161,9 +2171,7 @@ fn fault_settings_that_could_not_give_a_verdict_are_refused() {
 /// client host, and the relay's host (everyone at once). (Root only.)
 #[test]
 fn partitions_longer_than_the_peer_timeout_end_connections_and_are_accounted() {
-    let _hosts = hosts_lock();
-    let Some(before) = machine_network() else {
-        eprintln!("skipped: needs root and iproute2");
+    let Some((_hosts, before)) = hosts_test() else {
         return;
     };
     let runs: Vec<_> = ["partition", "partition-relay"]
@@ -2245,9 +2253,7 @@ fn partitions_longer_than_the_peer_timeout_end_connections_and_are_accounted() {
 /// was. (Root only.)
 #[test]
 fn partitions_shorter_than_tcps_give_up_lose_nothing() {
-    let _hosts = hosts_lock();
-    let Some(before) = machine_network() else {
-        eprintln!("skipped: needs root and iproute2");
+    let Some((_hosts, before)) = hosts_test() else {
         return;
     };
     let run = |seed: u64, every: &str, lasting: &str| {
@@ -2363,9 +2369,7 @@ fn partitions_shorter_than_tcps_give_up_lose_nothing() {
 /// skipped otherwise.)
 #[test]
 fn hosts_run_over_a_private_network_and_leave_nothing_behind() {
-    let _hosts = hosts_lock();
-    let Some(before) = machine_network() else {
-        eprintln!("skipped: needs root and iproute2");
+    let Some((_hosts, before)) = hosts_test() else {
         return;
     };
     // The command, as written.

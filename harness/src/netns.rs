@@ -114,15 +114,20 @@ impl Netns {
     }
 
     fn iproute2(&self, program: &str, args: &[&str]) -> io::Result<()> {
-        let fd = self.ns.try_clone()?;
-        let mut cmd = Command::new(program);
-        cmd.args(args);
-        // SAFETY: setns is async-signal-safe; the child calls nothing else before exec.
-        unsafe {
-            cmd.pre_exec(move || setns(&fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
-        }
-        run(cmd, args)
+        run(command_in(self.ns.try_clone()?, program, args), args)
     }
+}
+
+/// `PROGRAM ARGS`, to be run inside the network namespace `ns` (entered between fork and
+/// exec).
+fn command_in(ns: std::fs::File, program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: setns is async-signal-safe; the child calls nothing else before exec.
+    unsafe {
+        cmd.pre_exec(move || setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
+    }
+    cmd
 }
 
 /// Moves the calling thread (in a new child: the process) into the network namespace at
@@ -414,13 +419,7 @@ impl Links {
     pub fn set(&self, k: usize, up: bool) -> io::Result<()> {
         let ns = std::fs::File::open(&self.switch)?;
         let args = ["link", "set", &self.ends[k], if up { "up" } else { "down" }];
-        let mut cmd = Command::new("ip");
-        cmd.args(args);
-        // SAFETY: setns is async-signal-safe; the child calls nothing else before exec.
-        unsafe {
-            cmd.pre_exec(move || setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
-        }
-        run(cmd, &args)
+        run(command_in(ns, "ip", &args), &args)
     }
 }
 
@@ -468,23 +467,25 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    /// Held by each test that makes links: a cable's ends pass through the machine's
-    /// namespace while a host is built, which the other test's look at it would catch.
-    fn links_lock() -> std::sync::MutexGuard<'static, ()> {
+    /// For a test that makes links: root and iproute2 (None, said, without them), and a lock
+    /// held while it runs (a cable's ends pass through the machine's namespace while a host
+    /// is built, which another test's look at it would catch).
+    fn links_test() -> Option<std::sync::MutexGuard<'static, ()>> {
         static LINKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        LINKS.lock().unwrap_or_else(|e| e.into_inner())
+        let guard = LINKS.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { nix::libc::geteuid() } != 0 || ip_here(&["-V"]).is_err() {
+            eprintln!("skipped: needs root and iproute2");
+            return None;
+        }
+        Some(guard)
     }
 
     /// `ip ARGS` inside the namespace at `path`, its output.
     fn ip_in(path: &std::path::Path, args: &[&str]) -> String {
         let ns = std::fs::File::open(path).unwrap();
-        let mut cmd = Command::new("ip");
-        cmd.args(args);
-        // SAFETY: setns is async-signal-safe; nothing else runs before exec.
-        unsafe {
-            cmd.pre_exec(move || setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
-        }
-        String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+        let out = command_in(ns, "ip", args).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// No traffic can leave a run's network: every host has only loopback and its one address
@@ -492,12 +493,7 @@ mod tests {
     /// that network's; the switch has no address of its own.
     #[test]
     fn a_built_network_has_only_its_own_addresses_and_no_way_out() {
-        let _links = links_lock();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { nix::libc::geteuid() } != 0 || ip_here(&["-V"]).is_err() {
-            eprintln!("skipped: needs root and iproute2");
-            return;
-        }
+        let Some(_links) = links_test() else { return };
         let before = links_here();
         // SAFETY: the holders only unshare and wait (see Netns::new).
         let net = unsafe { Network::build(2, &Shape::default()) }.unwrap();
@@ -600,12 +596,7 @@ mod tests {
     /// namespace has the interfaces it had. (Needs root: skipped otherwise.)
     #[test]
     fn two_hosts_on_a_switch_talk_and_leave_nothing_behind() {
-        let _links = links_lock();
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { nix::libc::geteuid() } != 0 || ip_here(&["-V"]).is_err() {
-            eprintln!("skipped: needs root and iproute2");
-            return;
-        }
+        let Some(_links) = links_test() else { return };
         let before = links_here();
         let tag = std::process::id() % 100_000;
         let holders = {

@@ -24,7 +24,8 @@ pub(super) struct Faults {
     /// The host the nemesis cut off the switch (0: the relay's), until when, and its line in
     /// the log.
     cut: Option<(usize, Instant, usize)>,
-    /// When the first partition began.
+    /// When the current run of partitions began (one that starts after TCP had its chance to
+    /// resend what the ones before dropped starts a new run).
     first_cut: Option<Instant>,
     /// Until when TCP may still be waiting to retransmit what a partition dropped (see
     /// `heal`): the quiet rule waits for it.
@@ -456,8 +457,8 @@ impl Run<'_> {
         // TCP doubles its retransmission timeout at each loss (up to TCP_RTO_MAX, 120 s) and
         // only an acknowledgement resets it: a segment first lost at s is sent again at
         // s + RTO x (2^k - 1), so the first try after a heal at h comes before
-        // h + (h - s) + RTO, and s is no earlier than the first partition began. Until then
-        // silence is no stall.
+        // h + (h - s) + RTO, and s is no earlier than the current run of partitions began.
+        // Until then silence is no stall.
         let now = Instant::now();
         let since = now.duration_since(self.faults.first_cut.unwrap_or(now));
         let wait =
